@@ -1,0 +1,30 @@
+// Malformed inbound messages: dropped, counted per subject, logged at most every few seconds.
+import type { Logger } from "./log.ts";
+
+const MAX_SUBJECTS = 200;
+
+export interface BadInputCounter {
+  record(subject: string, reason: string): void;
+  /** Counts per subject, for the dashboard's --json. */
+  counts(): Record<string, number>;
+  total(): number;
+}
+
+export function createBadInputCounter(log: Logger, logEveryMs = 5_000): BadInputCounter {
+  const bySubject = new Map<string, number>();
+  let total = 0;
+  return {
+    record(subject, reason) {
+      total++;
+      // Random subjects must not grow memory without bound.
+      const key = bySubject.has(subject) || bySubject.size < MAX_SUBJECTS ? subject : "(other subjects)";
+      bySubject.set(key, (bySubject.get(key) ?? 0) + 1);
+      log.warnLimited(`bad:${subject}`, logEveryMs, "Dropped malformed message", {
+        subject: subject.length > 200 ? `${subject.slice(0, 200)}...` : subject,
+        reason,
+      });
+    },
+    counts: () => Object.fromEntries(bySubject),
+    total: () => total,
+  };
+}

@@ -1,0 +1,174 @@
+// Effective config: CLI flag > environment > config file > schema default, with the source of each value.
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { BOOLEAN_KEYS, type Config, configKeys, configSchema, SECRET_KEYS } from "./config-schema.ts";
+import { ConfigError } from "./errors.ts";
+
+export type { Config, Role } from "./config-schema.ts";
+
+/** Where one value came from, for error messages and `picoclaw config`. */
+export type Sources = Record<string, string>;
+
+export interface LoadedConfig {
+  config: Config;
+  sources: Sources;
+  /** The config file that was read, if any. */
+  file?: string;
+}
+
+export interface ConfigInputs {
+  /** Config-key flags, dotted keys as typed (`swarm.max-concurrent` or `swarm.max_concurrent`). */
+  flags: Record<string, unknown>;
+  env: Record<string, string | undefined>;
+  /** `--config PATH`; otherwise `PICOCLAW_CONFIG`, then `~/.picoclaw/config.yaml` when it exists. */
+  configPath?: string;
+  home?: string;
+}
+
+const KEYS = configKeys();
+const KEY_SET = new Set(KEYS);
+
+/** `swarm.max-concurrent` -> `swarm.max_concurrent`; the guide writes both. */
+export function canonicalKey(key: string): string {
+  return key.replace(/-/g, "_");
+}
+
+export function isConfigKey(key: string): boolean {
+  return KEY_SET.has(canonicalKey(key));
+}
+
+export function isBooleanKey(key: string): boolean {
+  return (BOOLEAN_KEYS as readonly string[]).includes(canonicalKey(key));
+}
+
+/** `swarm.nats.urls` -> `PICOCLAW_SWARM_NATS_URLS`. */
+export function envName(key: string): string {
+  return `PICOCLAW_${key.replace(/\./g, "_").toUpperCase()}`;
+}
+
+export function defaultConfigPath(home = homedir()): string {
+  return join(home, ".picoclaw", "config.yaml");
+}
+
+/** Expands a leading `~/` so paths in config behave like a shell's. */
+export function expandHome(path: string, home = homedir()): string {
+  return path === "~" ? home : path.startsWith("~/") ? join(home, path.slice(2)) : path;
+}
+
+export function loadConfig(inputs: ConfigInputs): LoadedConfig {
+  const home = inputs.home ?? inputs.env.HOME ?? homedir();
+  const raw: Record<string, unknown> = {};
+  const sources: Sources = {};
+  const set = (key: string, value: unknown, source: string) => {
+    setPath(raw, key, value);
+    sources[key] = source;
+  };
+
+  const explicitPath = inputs.configPath ?? inputs.env.PICOCLAW_CONFIG;
+  const path = explicitPath ? resolve(explicitPath) : defaultConfigPath(home);
+  let file: string | undefined;
+  if (existsSync(path)) {
+    file = path;
+    for (const [key, value] of readConfigFile(path)) set(key, value, `config file ${path}`);
+  } else if (explicitPath) {
+    throw new ConfigError("--config", explicitPath === inputs.configPath ? "flag --config" : "env PICOCLAW_CONFIG",
+      "a readable YAML file", explicitPath);
+  }
+
+  for (const key of KEYS) {
+    const name = envName(key);
+    const value = inputs.env[name];
+    if (value !== undefined) set(key, value, `env ${name}`);
+  }
+  // The guide and most OpenAI-style tools spell the log level this way too.
+  for (const [given, value] of Object.entries(inputs.flags)) {
+    const key = canonicalKey(given);
+    if (!KEY_SET.has(key)) throw new ConfigError(`--${given}`, "command line", `one of the known flags (see --help)`);
+    set(key, value, `flag --${given}`);
+  }
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = issue.path.filter((p) => typeof p === "string").join(".");
+    const leaf = KEY_SET.has(key) ? key : KEYS.find((k) => k.startsWith(`${key}.`)) ?? key;
+    throw new ConfigError(key || "config", sources[leaf] ?? sources[key] ?? "defaults", issue.message,
+      key ? getPath(raw, key) : undefined);
+  }
+  const config = parsed.data;
+  config.swarm.nats.store_dir = expandHome(config.swarm.nats.store_dir, home);
+  for (const key of KEYS) sources[key] ??= "default";
+  return { config, sources, file };
+}
+
+/** Flattens a YAML file to dotted keys, rejecting unknown keys with the file named. */
+function readConfigFile(path: string): [string, unknown][] {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError("config file", path, `valid YAML (${(err as Error).message.split("\n")[0]})`);
+  }
+  if (doc === null || doc === undefined) return [];
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new ConfigError("config file", path, "a YAML mapping with top-level keys swarm: and log:");
+  }
+  const out: [string, unknown][] = [];
+  const walk = (obj: Record<string, unknown>, prefix: string) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = canonicalKey(prefix ? `${prefix}.${k}` : k);
+      if (KEY_SET.has(key)) out.push([key, v]);
+      else if (v && typeof v === "object" && !Array.isArray(v) && KEYS.some((x) => x.startsWith(`${key}.`))) {
+        walk(v as Record<string, unknown>, key);
+      } else {
+        throw new ConfigError(key, `config file ${path}`, "a known key; see 'picoclaw config' for every key");
+      }
+    }
+  };
+  walk(doc as Record<string, unknown>, "");
+  return out;
+}
+
+function setPath(obj: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split(".");
+  let cur = obj;
+  for (const p of parts.slice(0, -1)) {
+    if (typeof cur[p] !== "object" || cur[p] === null) cur[p] = {};
+    cur = cur[p] as Record<string, unknown>;
+  }
+  cur[parts.at(-1)!] = value;
+}
+
+function getPath(obj: unknown, key: string): unknown {
+  let cur = obj;
+  for (const p of key.split(".")) {
+    if (typeof cur !== "object" || cur === null) return undefined;
+    cur = (cur as Record<string, unknown>)[p];
+  }
+  return cur;
+}
+
+/** Hides passwords in `nats://user:pass@host` URLs. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@");
+}
+
+/** The effective config as plain data with every secret replaced by "***". */
+export function redactedConfig(config: Config): Config {
+  const copy = structuredClone(config);
+  for (const key of SECRET_KEYS) if (getPath(copy, key) !== undefined) setPath(copy, key, "***");
+  copy.swarm.nats.urls = copy.swarm.nats.urls.map(redactUrl);
+  return copy;
+}
+
+/** Lines for `picoclaw config`: key = value  # source. */
+export function describeConfig(loaded: LoadedConfig): string {
+  const red = redactedConfig(loaded.config);
+  return KEYS.map((key) => {
+    const value = getPath(red, key);
+    const shown = value === undefined ? "(unset)" : JSON.stringify(value);
+    return `${key} = ${shown}  # ${loaded.sources[key]}`;
+  }).join("\n");
+}

@@ -1,0 +1,123 @@
+// One dashboard frame as text, in the layout of the deployment guide ("Monitoring > Dashboard View").
+// Pure: takes a DashboardSnapshot, returns a string. Fetching snapshots and redrawing live lives elsewhere.
+
+import { formatDuration } from "./duration.ts";
+import type { DashboardSnapshot, PeerStatus, SnapshotNode, SnapshotRole } from "./snapshot.ts";
+
+export interface RenderOptions {
+  /** Colour the status dots with ANSI codes. Off by default so piped output stays plain text. */
+  color?: boolean;
+}
+
+const BAR_CELLS = 9;
+
+const HEADER = [
+  "╔════════════════════════════════════════════════════════════╗",
+  "║           PicoClaw Swarm Status Dashboard                  ║",
+  "╚════════════════════════════════════════════════════════════╝",
+];
+
+const ROLE_ICON: Record<SnapshotRole, string> = {
+  coordinator: "🎯",
+  worker: "⚙️",
+  specialist: "🔬",
+  dashboard: "📊",
+};
+
+const ROLE_LETTER: Record<SnapshotRole, string> = {
+  coordinator: "C",
+  worker: "W",
+  specialist: "S",
+  dashboard: "D",
+};
+
+const GREEN = "\x1b[32m";
+const YELLOW = "\x1b[33m";
+const RED = "\x1b[31m";
+const RESET = "\x1b[0m";
+
+const STATUS_COLOR: Record<PeerStatus, string> = {
+  online: GREEN,
+  busy: YELLOW,
+  draining: YELLOW,
+  suspicious: YELLOW,
+  offline: RED,
+};
+
+/** "[████░░░░░] 40% (2/5)". A node with no capacity gets an empty bar rather than NaN. */
+export function loadBar(running: number, max: number): string {
+  const ratio = max > 0 ? running / max : 0;
+  const filled = Math.min(BAR_CELLS, Math.max(0, Math.round(BAR_CELLS * ratio)));
+  const pct = Math.round(100 * ratio);
+  return `[${"█".repeat(filled)}${"░".repeat(BAR_CELLS - filled)}] ${pct}% (${running}/${max})`;
+}
+
+/** Cursor home + clear screen, then the frame: redraws in place instead of scrolling. */
+export function frameForTerminal(text: string): string {
+  return `\x1b[H\x1b[2J${text}`;
+}
+
+function dot(status: PeerStatus, color: boolean): string {
+  return color ? `${STATUS_COLOR[status]}●${RESET}` : "●";
+}
+
+// A dashboard node is an observer: it never takes tasks, so a 0/0 bar would only confuse.
+function load(n: SnapshotNode): string {
+  return n.role === "dashboard" ? "observer (runs no tasks)" : loadBar(n.running, n.max_concurrent);
+}
+
+function natsLine(nats: DashboardSnapshot["connections"]["nats"]): string {
+  return nats.connected ? `✓ Yes ${nats.url}` : `✗ No  ${nats.url} (${nats.state})`;
+}
+
+function temporalLine(t: DashboardSnapshot["connections"]["temporal"]): string {
+  if (!t.enabled) return "– off";
+  if (t.connected) return `✓ Yes ${t.address}`.trimEnd();
+  return `✗ No  ${t.address} (workflows disabled)`;
+}
+
+// generated_at is ISO-8601; show wall-clock time in UTC so every viewer sees the same value.
+function clock(iso: string): string {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "--:--:--" : d.toISOString().slice(11, 19);
+}
+
+// Columns as in the guide: id 22 wide, status 10 wide ("online    [").  padEnd never truncates, so a
+// long id pushes its row right instead of being cut, and "suspicious" (10) still gets one space.
+function nodeLine(n: SnapshotNode, color: boolean): string {
+  return `  ${dot(n.status, color)} ${n.node.padEnd(22)} ${ROLE_LETTER[n.role]} ${n.status.padEnd(9)} ${load(n)}`;
+}
+
+export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}): string {
+  const color = opts.color ?? false;
+  const me = s.this_node;
+  const { nodes, roles, capacity } = s.stats;
+
+  const lines = [
+    ...HEADER,
+    "",
+    "【This Node】",
+    `  ID:    ${me.node}`,
+    `  Role:  ${ROLE_ICON[me.role]} ${me.role}`,
+    `  Status: ${dot(me.status, color)} ${me.status}`,
+    `  Load:  ${load(me)}`,
+    `  Uptime: ${formatDuration(me.uptime_ms)}`,
+    "",
+    "【Connections】",
+    `  NATS:     ${natsLine(s.connections.nats)}`,
+    `  Temporal: ${temporalLine(s.connections.temporal)}`,
+    "",
+    "【Swarm Statistics】",
+    `  Nodes:      ${nodes.total} total, ${nodes.online} online, ${nodes.offline} offline`,
+    `  Roles:      ${roles.coordinator} coordinator(s), ${roles.worker} worker(s), ${roles.specialist} specialist(s)`,
+    `  Capacity:   ${capacity.used}/${capacity.total} tasks used`,
+  ];
+  if (s.bad_messages.total > 0) lines.push(`  Dropped malformed messages: ${s.bad_messages.total}`);
+
+  lines.push("", "【Discovered Nodes】");
+  if (s.nodes.length === 0) lines.push("  (no nodes yet — waiting for heartbeats)");
+  for (const n of s.nodes) lines.push(nodeLine(n, color));
+
+  lines.push("", `  Swarm H-id: ${s.hid}   updated ${clock(s.generated_at)}`);
+  return lines.join("\n");
+}

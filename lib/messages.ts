@@ -1,0 +1,71 @@
+// Wire messages of protocol v1: every one is JSON with `v: 1` and is parsed with its schema on receipt.
+import { z } from "zod";
+import { ID_PATTERN } from "./ids.ts";
+
+/** Larger inbound messages are dropped before JSON parsing. */
+export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+
+const id = z.string().regex(ID_PATTERN);
+const role = z.enum(["coordinator", "worker", "specialist", "dashboard"]);
+export type NodeRole = z.infer<typeof role>;
+export const NODE_STATUSES = ["online", "busy", "draining"] as const;
+
+/** What a node says about itself: in announcements, query replies and (in full) every heartbeat. */
+export const nodeInfoSchema = z.object({
+  v: z.literal(1),
+  node: id,
+  sid: id,
+  role,
+  capabilities: z.array(id).max(64),
+  max_concurrent: z.number().int().min(0).max(100_000),
+  running: z.number().int().min(0).max(100_000),
+  status: z.enum(NODE_STATUSES),
+  version: z.string().max(64),
+  started_at: z.number().int().nonnegative(),
+  heartbeat_interval: z.number().int().positive().max(86_400_000),
+  host: z.string().max(255).optional(),
+});
+export type NodeInfo = z.infer<typeof nodeInfoSchema>;
+
+export const announceSchema = z.object({
+  v: z.literal(1),
+  kind: z.enum(["join", "leave"]),
+  info: nodeInfoSchema,
+});
+export type Announce = z.infer<typeof announceSchema>;
+
+export const querySchema = z.object({ v: z.literal(1), from: id });
+
+export const controlSchema = z.object({
+  v: z.literal(1),
+  action: z.enum(["ping", "drain", "shutdown"]),
+});
+export type Control = z.infer<typeof controlSchema>;
+
+export const controlReplySchema = z.object({ v: z.literal(1), ok: z.boolean(), node: id, detail: z.string().max(1024) });
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encode(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** Size check, JSON parse and schema check; never throws. */
+export function decode<T>(schema: z.ZodType<T>, data: Uint8Array, maxBytes = MAX_CONTROL_MESSAGE_BYTES): Decoded<T> {
+  if (data.length > maxBytes) return { ok: false, reason: `oversized (${data.length} > ${maxBytes} bytes)` };
+  let json: unknown;
+  try {
+    json = JSON.parse(decoder.decode(data));
+  } catch {
+    return { ok: false, reason: "not JSON" };
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { ok: false, reason: `schema: ${issue?.path.join(".") || "(root)"} ${issue?.message ?? ""}`.trim() };
+  }
+  return { ok: true, value: parsed.data };
+}

@@ -1,0 +1,172 @@
+// A running swarm node (or observer): NATS link, identity, membership, Temporal, and its dashboard view.
+import { hostname } from "node:os";
+import { createBadInputCounter, type BadInputCounter } from "./bad-input.ts";
+import type { Config } from "./config.ts";
+import { ensureEmbeddedNats, type EmbeddedNats } from "./embedded-nats.ts";
+import { type Identity, resolveIdentity } from "./identity.ts";
+import type { Logger } from "./log.ts";
+import { startMembership, type Membership } from "./membership.ts";
+import type { NodeInfo, NodeRole } from "./messages.ts";
+import { type NatsLink, openNats } from "./nats-connection.ts";
+import { type DashboardSnapshot, type SnapshotNode, swarmStats } from "./snapshot.ts";
+import { swarmNames, type SwarmNames } from "./subjects.ts";
+import { connectTemporal, type TemporalLink } from "./temporal.ts";
+import { VERSION } from "./version.ts";
+
+export interface SwarmNode {
+  config: Config;
+  identity: Identity;
+  role: NodeRole;
+  names: SwarmNames;
+  link: NatsLink;
+  membership: Membership;
+  bad: BadInputCounter;
+  temporal: () => TemporalLink;
+  info(): NodeInfo;
+  snapshot(): DashboardSnapshot;
+  /** Graceful: leave announced, connection drained, embedded server released. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Observers (the dashboard) join no swarm: no announcement, no heartbeat, not counted. */
+  observer?: boolean;
+  queryWindowMs?: number;
+}
+
+/** Applies `--swarm.nats.embedded`: start or join the local server and connect only to it. */
+export async function prepareEmbedded(cfg: Config, log: Logger): Promise<EmbeddedNats | undefined> {
+  if (!cfg.swarm.nats.embedded) return undefined;
+  const embedded = await ensureEmbeddedNats(cfg, log);
+  cfg.swarm.nats.urls = [embedded.url];
+  return embedded;
+}
+
+export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {}): Promise<SwarmNode> {
+  const role: NodeRole = opts.observer ? "dashboard" : cfg.swarm.role;
+  const embedded = await prepareEmbedded(cfg, log);
+  const link = await openNats(cfg, `picoclaw-${role}`, log);
+  const identity = await resolveIdentity(cfg, link.nc);
+  const names = swarmNames(identity.hid);
+  const bad = createBadInputCounter(log);
+  const startedAt = Date.now();
+  const nats = cfg.swarm.nats;
+  if (identity.hidSource !== "configured") {
+    log.debug("Using the deployment's default H-id", { hid: identity.hid, how: identity.hidSource });
+  }
+
+  const info = (): NodeInfo => ({
+    v: 1,
+    node: identity.node,
+    sid: identity.sid,
+    role,
+    capabilities: opts.observer ? [] : cfg.swarm.capabilities,
+    max_concurrent: opts.observer ? 0 : cfg.swarm.max_concurrent,
+    running: 0,
+    status: "online",
+    version: VERSION,
+    started_at: startedAt,
+    heartbeat_interval: nats.heartbeat_interval,
+    host: hostname().slice(0, 255),
+  });
+
+  const membership = startMembership({
+    nc: link.nc,
+    names,
+    log,
+    bad,
+    self: info,
+    heartbeatInterval: nats.heartbeat_interval,
+    nodeTimeout: nats.node_timeout,
+    observer: opts.observer,
+    queryWindowMs: opts.queryWindowMs,
+  });
+
+  let temporal: TemporalLink = { enabled: false, connected: false, address: "", close: async () => {} };
+  const temporalReady = connectTemporal(cfg, log).then((t) => (temporal = t));
+
+  let stopped: Promise<void> | undefined;
+  const node: SwarmNode = {
+    config: cfg,
+    identity,
+    role,
+    names,
+    link,
+    membership,
+    bad,
+    temporal: () => temporal,
+    info,
+    snapshot: () => buildSnapshot(node, startedAt),
+    stop: () => {
+      stopped ??= (async () => {
+        await membership.stop();
+        await temporalReady;
+        await temporal.close().catch(() => {});
+        await link.nc.drain().catch(() => {});
+        await embedded?.release();
+      })();
+      return stopped;
+    },
+  };
+  return node;
+}
+
+function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
+  const now = Date.now();
+  const me = node.info();
+  const self: SnapshotNode = {
+    node: me.node,
+    role: me.role,
+    status: me.status,
+    capabilities: me.capabilities,
+    running: me.running,
+    max_concurrent: me.max_concurrent,
+    uptime_ms: now - startedAt,
+    last_seen_ms_ago: 0,
+    version: me.version,
+  };
+  const peers: SnapshotNode[] = [...node.membership.registry.values()].map((p) => ({
+    node: p.info.node,
+    role: p.info.role,
+    status: p.status,
+    capabilities: p.info.capabilities,
+    running: p.info.running,
+    max_concurrent: p.info.max_concurrent,
+    uptime_ms: Math.max(0, now - p.info.started_at),
+    last_seen_ms_ago: now - p.lastSeen,
+    version: p.info.version,
+  }));
+  const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
+  const t = node.temporal();
+  return {
+    v: 1,
+    generated_at: new Date(now).toISOString(),
+    hid: node.identity.hid,
+    this_node: { ...self, sid: node.identity.sid },
+    connections: {
+      nats: { connected: node.link.state() === "connected", state: node.link.state(), url: node.link.url(), disconnects: node.link.disconnects() },
+      temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
+    },
+    stats: swarmStats(nodes),
+    nodes,
+    bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
+  };
+}
+
+/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+export function untilStopSignal(log: Logger): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let count = 0;
+    const handler = (sig: NodeJS.Signals) => {
+      count++;
+      if (count > 1) {
+        log.warn("Second signal: exiting without a clean leave", { signal: sig });
+        process.exit(130);
+      }
+      log.info("Stopping", { signal: sig });
+      resolve(sig);
+    };
+    process.on("SIGINT", handler);
+    process.on("SIGTERM", handler);
+  });
+}

@@ -1,0 +1,97 @@
+// What one node knows of its peers. Pure: feed it observations and the clock, it returns what changed.
+import type { NodeInfo } from "./messages.ts";
+import type { PeerStatus } from "./snapshot.ts";
+
+export interface Peer {
+  info: NodeInfo;
+  status: PeerStatus;
+  /** Local clock time of the last heartbeat, announcement or query reply. */
+  lastSeen: number;
+  /** When status last changed (local clock). */
+  since: number;
+}
+
+export type RegistryEvent =
+  | { kind: "joined"; peer: Peer }
+  | { kind: "restarted"; peer: Peer; previousSid: string }
+  | { kind: "suspicious"; peer: Peer; silentMs: number }
+  | { kind: "offline"; peer: Peer; silentMs: number }
+  | { kind: "back"; peer: Peer; after: PeerStatus }
+  | { kind: "left"; peer: Peer }
+  | { kind: "forgotten"; peer: Peer };
+
+export interface Timing {
+  /** No heartbeat for this long: offline. */
+  nodeTimeout: number;
+  /** Offline for this long: removed from the registry. */
+  forgetAfter: number;
+}
+
+export type Registry = Map<string, Peer>;
+
+export function createRegistry(): Registry {
+  return new Map();
+}
+
+/** The status a peer reports for itself (online / busy / draining). */
+function reported(info: NodeInfo): PeerStatus {
+  return info.status;
+}
+
+/** A heartbeat, join announcement or query reply from `info.node`. */
+export function observe(reg: Registry, info: NodeInfo, now: number): RegistryEvent[] {
+  const prev = reg.get(info.node);
+  const status = reported(info);
+  if (!prev) {
+    const peer: Peer = { info, status, lastSeen: now, since: now };
+    reg.set(info.node, peer);
+    return [{ kind: "joined", peer }];
+  }
+  const events: RegistryEvent[] = [];
+  if (prev.info.sid !== info.sid) {
+    // Same node id, new process: a restart. Report it as a (re)join so peers log it.
+    const peer: Peer = { info, status, lastSeen: now, since: now };
+    reg.set(info.node, peer);
+    return [{ kind: "restarted", peer, previousSid: prev.info.sid }];
+  }
+  const wasDown = prev.status === "offline" || prev.status === "suspicious";
+  prev.info = info;
+  prev.lastSeen = now;
+  if (prev.status !== status) {
+    if (wasDown) events.push({ kind: "back", peer: prev, after: prev.status });
+    prev.status = status;
+    prev.since = now;
+  }
+  return events;
+}
+
+/** A graceful leave: removed at once, never reported as a failure. */
+export function leave(reg: Registry, node: string, sid: string): RegistryEvent[] {
+  const peer = reg.get(node);
+  if (!peer || peer.info.sid !== sid) return [];
+  reg.delete(node);
+  return [{ kind: "left", peer }];
+}
+
+/** Ages every peer: suspicious after one missed heartbeat, offline after nodeTimeout, then forgotten. */
+export function sweep(reg: Registry, now: number, t: Timing): RegistryEvent[] {
+  const events: RegistryEvent[] = [];
+  for (const [id, peer] of reg) {
+    const silent = now - peer.lastSeen;
+    if (peer.status === "offline") {
+      if (now - peer.since >= t.forgetAfter) {
+        reg.delete(id);
+        events.push({ kind: "forgotten", peer });
+      }
+    } else if (silent >= t.nodeTimeout) {
+      peer.status = "offline";
+      peer.since = now;
+      events.push({ kind: "offline", peer, silentMs: silent });
+    } else if (peer.status !== "suspicious" && silent > 2 * peer.info.heartbeat_interval) {
+      peer.status = "suspicious";
+      peer.since = now;
+      events.push({ kind: "suspicious", peer, silentMs: silent });
+    }
+  }
+  return events;
+}

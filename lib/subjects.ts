@@ -1,0 +1,81 @@
+// Protocol v1 names. The only module that spells a NATS subject, stream or KV bucket name.
+// Every id is validated before it becomes a subject token (see ids.ts).
+import { validateId } from "./ids.ts";
+
+export const PROTOCOL_VERSION = 1 as const;
+const ROOT = "picoclaw";
+
+/** Bucket shared by every swarm on one NATS deployment: holds the adopted default H-id. */
+export const SWARM_BUCKET = "picoclaw_swarm";
+export const DEFAULT_HID_KEY = "default_hid";
+
+/** Subject and storage names for one swarm (one H-id). Plain data, built once per node. */
+export interface SwarmNames {
+  hid: string;
+  prefix: string;
+  heartbeat(node: string): string;
+  heartbeatAll: string;
+  announce: string;
+  query: string;
+  control(node: string): string;
+  requestSubmit: string;
+  requestEvents(request: string): string;
+  requestEventsAll: string;
+  taskQueue(capability: string, priority: number): string;
+  taskDirect(node: string): string;
+  taskEvents(task: string): string;
+  /** Everything of this swarm: for observers and isolation checks. */
+  all: string;
+  streams: { requests: string; tasks: string; events: string };
+  streamSubjects: { requests: string[]; tasks: string[]; events: string[] };
+  buckets: { tasks: string; leader: string; context: string };
+}
+
+export function swarmNames(hid: string): SwarmNames {
+  validateId("H-id", hid);
+  const p = `${ROOT}.${hid}`;
+  const streamHid = hid.toUpperCase().replace(/-/g, "_");
+  const bucketHid = hid.replace(/-/g, "_");
+  return {
+    hid,
+    prefix: p,
+    heartbeat: (node) => `${p}.node.heartbeat.${validateId("node id", node)}`,
+    heartbeatAll: `${p}.node.heartbeat.*`,
+    announce: `${p}.node.announce`,
+    query: `${p}.node.query`,
+    control: (node) => `${p}.node.${validateId("node id", node)}.control`,
+    requestSubmit: `${p}.request.submit`,
+    requestEvents: (req) => `${p}.event.request.${validateId("request id", req)}`,
+    requestEventsAll: `${p}.event.request.*`,
+    taskQueue: (cap, prio) => {
+      if (!Number.isInteger(prio) || prio < 0 || prio > 9) {
+        throw new RangeError(`task priority must be an integer 0-9, got ${prio}`);
+      }
+      return `${p}.task.queue.${validateId("capability", cap)}.${prio}`;
+    },
+    taskDirect: (node) => `${p}.task.direct.${validateId("node id", node)}`,
+    taskEvents: (task) => `${p}.event.task.${validateId("task id", task)}`,
+    all: `${p}.>`,
+    streams: {
+      requests: `PICOCLAW_${streamHid}_REQUESTS`,
+      tasks: `PICOCLAW_${streamHid}_TASKS`,
+      events: `PICOCLAW_${streamHid}_EVENTS`,
+    },
+    streamSubjects: {
+      requests: [`${p}.request.>`],
+      tasks: [`${p}.task.>`],
+      events: [`${p}.event.>`],
+    },
+    buckets: {
+      tasks: `picoclaw_${bucketHid}_tasks`,
+      leader: `picoclaw_${bucketHid}_leader`,
+      context: `picoclaw_${bucketHid}_context`,
+    },
+  };
+}
+
+/** `node.<id>.control` has a node id in the third token; heartbeats in the fourth. */
+export function nodeIdFromHeartbeat(names: SwarmNames, subject: string): string | undefined {
+  const head = `${names.prefix}.node.heartbeat.`;
+  return subject.startsWith(head) ? subject.slice(head.length) : undefined;
+}
