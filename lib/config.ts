@@ -95,7 +95,7 @@ export function loadConfig(inputs: ConfigInputs): LoadedConfig {
     const key = issue.path.filter((p) => typeof p === "string").join(".");
     const leaf = KEY_SET.has(key) ? key : KEYS.find((k) => k.startsWith(`${key}.`)) ?? key;
     throw new ConfigError(key || "config", sources[leaf] ?? sources[key] ?? "defaults", issue.message,
-      key ? getPath(raw, key) : undefined);
+      key ? redactValue(key, getPath(raw, key)) : undefined);
   }
   const config = parsed.data;
   config.swarm.nats.store_dir = expandHome(config.swarm.nats.store_dir, home);
@@ -120,6 +120,7 @@ function readConfigFile(path: string): [string, unknown][] {
     for (const [k, v] of Object.entries(obj)) {
       const key = canonicalKey(prefix ? `${prefix}.${k}` : k);
       if (KEY_SET.has(key)) out.push([key, v]);
+      else if (v === null && KEYS.some((x) => x.startsWith(`${key}.`))) continue; // a section with every key commented out
       else if (v && typeof v === "object" && !Array.isArray(v) && KEYS.some((x) => x.startsWith(`${key}.`))) {
         walk(v as Record<string, unknown>, key);
       } else {
@@ -150,9 +151,18 @@ function getPath(obj: unknown, key: string): unknown {
   return cur;
 }
 
-/** Hides passwords in `nats://user:pass@host` URLs. */
+/** Hides passwords in `nats://user:pass@host` URLs (every URL of a comma-separated list; a password may contain '@'). */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@");
+  return url.replace(/\/\/([^:@/]+):([^/]*)@/g, "//$1:***@");
+}
+
+/** A rejected value as it may appear in an error message: secrets hidden. */
+function redactValue(key: string, value: unknown): unknown {
+  if (value === undefined) return value;
+  if ((SECRET_KEYS as readonly string[]).includes(key)) return "***";
+  if (typeof value === "string") return redactUrl(value);
+  if (Array.isArray(value)) return value.map((v) => (typeof v === "string" ? redactUrl(v) : v));
+  return value;
 }
 
 /** The effective config as plain data with every secret replaced by "***". */

@@ -52,7 +52,7 @@ async function runNode(loaded: LoadedConfig, o: EntryOptions): Promise<number> {
   }
   const log = createLogger(config.log.level);
   const node = await startNode(config, log);
-  await untilStopSignal(log);
+  await Promise.race([untilStopSignal(log), node.stopRequested]);
   await node.stop();
   return 0;
 }

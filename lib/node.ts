@@ -1,6 +1,7 @@
 // A running swarm node (or observer): NATS link, identity, membership, Temporal, and its dashboard view.
 import { hostname } from "node:os";
 import { createBadInputCounter, type BadInputCounter } from "./bad-input.ts";
+import { serveControl } from "./control.ts";
 import type { Config } from "./config.ts";
 import { ensureEmbeddedNats, type EmbeddedNats } from "./embedded-nats.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
@@ -26,6 +27,8 @@ export interface SwarmNode {
   snapshot(): DashboardSnapshot;
   /** Graceful: leave announced, connection drained, embedded server released. Idempotent. */
   stop(): Promise<void>;
+  /** Resolves when a stop was requested over NATS (`node.<id>.control`). */
+  stopRequested: Promise<string>;
 }
 
 export interface StartOptions {
@@ -85,6 +88,12 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   let temporal: TemporalLink = { enabled: false, connected: false, address: "", close: async () => {} };
   const temporalReady = connectTemporal(cfg, log).then((t) => (temporal = t));
 
+  let requestStop: (why: string) => void = () => {};
+  const stopRequested = new Promise<string>((r) => (requestStop = r));
+  const control = opts.observer
+    ? undefined
+    : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
+
   let stopped: Promise<void> | undefined;
   const node: SwarmNode = {
     config: cfg,
@@ -97,8 +106,10 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     temporal: () => temporal,
     info,
     snapshot: () => buildSnapshot(node, startedAt),
+    stopRequested,
     stop: () => {
       stopped ??= (async () => {
+        control?.unsubscribe();
         await membership.stop();
         await temporalReady;
         await temporal.close().catch(() => {});
@@ -154,7 +165,7 @@ function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
 }
 
 /** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
-export function untilStopSignal(log: Logger): Promise<NodeJS.Signals> {
+export function untilStopSignal(log: Logger): Promise<string> {
   return new Promise((resolve) => {
     let count = 0;
     const handler = (sig: NodeJS.Signals) => {
