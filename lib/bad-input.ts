@@ -19,7 +19,8 @@ export function createBadInputCounter(log: Logger, logEveryMs = 5_000): BadInput
       // Random subjects must not grow memory without bound.
       const key = bySubject.has(subject) || bySubject.size < MAX_SUBJECTS ? subject : "(other subjects)";
       bySubject.set(key, (bySubject.get(key) ?? 0) + 1);
-      log.warnLimited(`bad:${subject}`, logEveryMs, "Dropped malformed message", {
+      // Rate-limit per counted key, not per raw subject: random subjects must not flood the log either.
+      log.warnLimited(`bad:${key}`, logEveryMs, "Dropped malformed message", {
         subject: subject.length > 200 ? `${subject.slice(0, 200)}...` : subject,
         reason,
       });

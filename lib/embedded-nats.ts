@@ -115,13 +115,13 @@ async function releaseServer(stateFile: string, log: Logger): Promise<void> {
   } catch {
     return; // not started by an embedded node (or already stopped)
   }
-  let clients: number;
-  try {
-    const res = await fetch(`http://127.0.0.1:${state.monitor_port}/connz`, { signal: AbortSignal.timeout(2_000) });
-    clients = ((await res.json()) as { num_connections: number }).num_connections;
-  } catch {
-    return; // server already gone or not ours
+  // The server may still list a connection its client has just closed: look twice before leaving it up.
+  let clients = await connectedClients(state.monitor_port);
+  if (clients !== undefined && clients > 0) {
+    await Bun.sleep(250);
+    clients = await connectedClients(state.monitor_port);
   }
+  if (clients === undefined) return; // server already gone or not ours
   if (clients > 0) {
     log.info("Embedded NATS left running for other local nodes", { clients, pid: state.pid });
     return;
@@ -134,6 +134,15 @@ async function releaseServer(stateFile: string, log: Logger): Promise<void> {
   await waitFor(async () => !pidAlive(state.pid), 5_000);
   rmSync(stateFile, { force: true });
   log.info("Embedded NATS stopped", { pid: state.pid });
+}
+
+async function connectedClients(monitorPort: number): Promise<number | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${monitorPort}/connz`, { signal: AbortSignal.timeout(2_000) });
+    return ((await res.json()) as { num_connections: number }).num_connections;
+  } catch {
+    return undefined;
+  }
 }
 
 function pidAlive(pid: number): boolean {

@@ -34,8 +34,10 @@ export interface SwarmNames {
 export function swarmNames(hid: string): SwarmNames {
   validateId("H-id", hid);
   const p = `${ROOT}.${hid}`;
-  const streamHid = hid.toUpperCase().replace(/-/g, "_");
-  const bucketHid = hid.replace(/-/g, "_");
+  // The H-id goes into stream and bucket names unchanged (both allow A-Z a-z 0-9 _ -): folding case or
+  // '-' to '_' would give distinct swarms ("team-a", "team_a", "PROD", "prod") the same streams and KV.
+  const streamHid = hid;
+  const bucketHid = hid;
   return {
     hid,
     prefix: p,

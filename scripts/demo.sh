@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The demo: installs what is missing, brings up a local swarm on an embedded NATS server (a
+# coordinator and the guide's four code-review specialists plus a worker), waits until every node
+# has joined, and shows the dashboard: live on a terminal (Ctrl-C stops everything), one frame otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+set +e
+
+export PICOCLAW_SWARM_NATS_EMBEDDED=true
+export PICOCLAW_SWARM_NATS_EMBEDDED_PORT="${PICOCLAW_DEMO_PORT:-4222}"
+export PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL=1s PICOCLAW_SWARM_NATS_NODE_TIMEOUT=5s
+logs=.tmp/demo
+mkdir -p "$logs"
+pids=()
+
+start() { # name script args...
+  local name=$1 script=$2; shift 2
+  bun "roles/$script" "$@" >"$logs/$name.log" 2>&1 &
+  pids+=($!)
+}
+stop_all() {
+  trap - EXIT INT TERM
+  echo "==> Stopping the demo swarm (logs in $logs/)"
+  kill -TERM "${pids[@]}" 2>/dev/null
+  wait "${pids[@]}" 2>/dev/null
+}
+trap stop_all EXIT INT TERM
+
+wait_for() { # file pattern count seconds
+  local deadline=$((SECONDS + $4))
+  until [ "$(grep -c "$2" "$1" 2>/dev/null)" -ge "$3" ]; do
+    if [ $SECONDS -ge "$deadline" ]; then
+      echo "demo: timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+echo "==> Starting the coordinator (it starts the embedded NATS server on port $PICOCLAW_SWARM_NATS_EMBEDDED_PORT)"
+start coordinator coordinator.ts --swarm.capabilities coordination
+wait_for "$logs/coordinator.log" "Node joined swarm" 1 30
+echo "==> Starting specialists (rust,go,python / security,audit / docs,writing / testing,qa) and a worker"
+start code specialist.ts --swarm.capabilities rust,go,python
+start security specialist.ts --swarm.capabilities security,audit
+start docs specialist.ts --swarm.capabilities docs,writing
+start testing specialist.ts --swarm.capabilities testing,qa
+start worker worker.ts --swarm.capabilities code,research
+wait_for "$logs/coordinator.log" "Node joined swarm" 6 30
+grep "Node joined swarm" "$logs/coordinator.log"
+
+if [ -t 1 ] && [ -z "${CI:-}" ]; then
+  echo "==> Live dashboard (Ctrl-C stops the demo swarm)"
+  bun roles/dashboard.ts
+else
+  bun roles/dashboard.ts --once
+fi
