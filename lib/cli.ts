@@ -24,10 +24,13 @@ export interface Cli {
   /** Config-key flags, canonical dotted keys. */
   flags: Record<string, unknown>;
   configPath?: string;
+  /** Value of a non-config flag such as `--plan PATH`. */
+  value(flag: "file" | "plan" | "capabilities" | "timeout"): string | undefined;
   is(flag: CommandFlag): boolean;
 }
 
-const VALUE_FLAGS = new Set(["config"]);
+/** Flags that take a value but are not config keys (`submit` options and --config). */
+const VALUE_FLAGS = new Set(["config", "file", "plan", "capabilities", "timeout"]);
 
 /** `--swarm.max-concurrent 3` -> `--swarm.max_concurrent 3`; `--swarm.enabled true` -> `--swarm.enabled=true`. */
 function normalize(argv: string[]): string[] {
@@ -62,7 +65,8 @@ function normalize(argv: string[]): string[] {
 }
 
 export function parseCli(argv: string[]): Cli {
-  const args: Record<string, { type: "boolean" | "string"; alias?: string[] }> = { config: { type: "string" } };
+  const args: Record<string, { type: "boolean" | "string"; alias?: string[] }> = {};
+  for (const f of VALUE_FLAGS) args[f] = { type: "string" };
   for (const key of configKeys()) {
     args[key] = { type: (BOOLEAN_KEYS as readonly string[]).includes(key) ? "boolean" : "string" };
   }
@@ -79,6 +83,7 @@ export function parseCli(argv: string[]): Cli {
     flags,
     configPath: typeof parsed.config === "string" ? parsed.config : undefined,
     is: (flag) => parsed[flag] === true,
+    value: (flag) => (typeof parsed[flag] === "string" ? (parsed[flag] as string) : undefined),
   };
 }
 
@@ -109,6 +114,10 @@ export function usage(entry: string): string {
     "Commands:",
     "  (none)              run a swarm node of --swarm.role (coordinator | worker | specialist)",
     "  config              print the effective config, with the source of each value (secrets redacted)",
+    "  submit TEXT         send a request to the swarm, follow its sub-tasks live, print the answer",
+    "                      TEXT may be '-' (stdin); --file PATH adds a file or diff; --plan PATH gives an",
+    "                      explicit DAG (YAML/JSON); --capabilities a,b one sub-task per capability;",
+    "                      --timeout 10m; --json prints the event stream as JSON lines",
     "",
     "Flags:",
     ...cmds,

@@ -70,6 +70,33 @@ const temporalSchema = z.strictObject({
   task_queue: z.string().min(1).default("picoclaw-swarm"),
 });
 
+/** Limits and defaults of the task pipeline (streams, consumers, planner, sizes). */
+const tasksSchema = z.strictObject({
+  /** Attempts per sub-task before it is failed (JetStream max_deliver). */
+  max_deliver: int(1, 100).default(5),
+  /** A running sub-task's message is kept alive (working()) well within this. */
+  ack_wait: duration(1_000).default(30_000),
+  /** Per sub-task limit unless the plan sets one; the LLM call is aborted when it passes. */
+  timeout: duration(100).default(300_000),
+  max_fanout: int(1, 64).default(8),
+  max_depth: int(1, 16).default(4),
+  max_prompt_bytes: int(1_024, 512 * 1024).default(64 * 1024),
+  max_result_bytes: int(1_024, 512 * 1024).default(64 * 1024),
+  /** How long JetStream keeps queued sub-tasks, requests and events. */
+  retention: duration(60_000).default(86_400_000),
+});
+
+/** The LLM a node uses. No base_url and no api_key: the built-in offline echo provider. */
+const llmSchema = z.strictObject({
+  provider: z.enum(["auto", "openai", "echo"], { message: "auto | openai | echo" }).default("auto"),
+  base_url: z.string().url({ message: "an http(s) URL like http://localhost:11434/v1" }).optional(),
+  model: z.string().min(1).default("gpt-4o-mini"),
+  api_key: optionalString,
+  temperature: z.preprocess((v) => (typeof v === "string" && v.trim() !== "" ? Number(v) : v),
+    z.number({ message: "a number from 0 to 2" }).min(0).max(2)).optional(),
+  max_tokens: int(1, 1_000_000).optional(),
+});
+
 export const ROLES = ["coordinator", "worker", "specialist"] as const;
 export type Role = (typeof ROLES)[number];
 
@@ -83,12 +110,14 @@ const swarmSchema = z.strictObject({
   max_concurrent: int(1, 1000).default(5),
   nats: natsSchema.prefault({}),
   temporal: temporalSchema.prefault({}),
+  tasks: tasksSchema.prefault({}),
 });
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
 export const configSchema = z.strictObject({
   swarm: swarmSchema.prefault({}),
+  llm: llmSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
   }).prefault({}),
@@ -101,7 +130,7 @@ export const configSchema = z.strictObject({
 export type Config = z.output<typeof configSchema>;
 
 /** Keys whose values are never printed or logged. */
-export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password"] as const;
+export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key"] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
 export const BOOLEAN_KEYS = ["swarm.enabled", "swarm.nats.embedded", "swarm.temporal.enabled"] as const;

@@ -82,7 +82,10 @@ export function loadConfig(inputs: ConfigInputs): LoadedConfig {
     const value = inputs.env[name];
     if (value !== undefined) set(key, value, `env ${name}`);
   }
-  // The guide and most OpenAI-style tools spell the log level this way too.
+  // OpenAI tools' conventional variable, below our own.
+  if (inputs.env.PICOCLAW_LLM_API_KEY === undefined && inputs.env.OPENAI_API_KEY) {
+    set("llm.api_key", inputs.env.OPENAI_API_KEY, "env OPENAI_API_KEY");
+  }
   for (const [given, value] of Object.entries(inputs.flags)) {
     const key = canonicalKey(given);
     if (!KEY_SET.has(key)) throw new ConfigError(`--${given}`, "command line", `one of the known flags (see --help)`);

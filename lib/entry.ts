@@ -7,6 +7,11 @@ import { ConfigError, InvalidIdError, NatsConnectError, NatsServerMissingError }
 import { createLogger } from "./log.ts";
 import { startNode, untilStopSignal } from "./node.ts";
 import { VERSION } from "./version.ts";
+import { readFileSync } from "node:fs";
+import { parseDuration } from "./duration.ts";
+import { isValidId } from "./ids.ts";
+import { parsePlanText, PlanError } from "./plan.ts";
+import { runSubmit, type SubmitOptions } from "./submit.ts";
 
 export interface EntryOptions {
   /** Script name for help text. */
@@ -24,8 +29,9 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
     if (cli.is("version")) return print(`picoclaw ${VERSION}`);
     const loaded = loadForCli(cli, process.env, o.role);
     if (cli.command === "config") return print(describeConfig(loaded));
+    if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli));
     if (cli.command !== undefined) {
-      throw new ConfigError(cli.command, "command line", "a command: config (or no command to run a node)");
+      throw new ConfigError(cli.command, "command line", "a command: config or submit (or none to run a node)");
     }
     if (cli.is("swarm.check-nats")) return await runCheckNats(loaded);
     if (o.dashboard || cli.is("swarm.dashboard")) return await runDashboard(loaded, cli, swarmEnabled(loaded, o));
@@ -69,6 +75,43 @@ async function runCheckNats(loaded: LoadedConfig): Promise<number> {
   return checks.every((c) => !c.problem) ? 0 : 1;
 }
 
+/** `submit` arguments: text (or '-' for stdin), --file, --plan, --capabilities, --timeout, --json. */
+async function submitOptions(cli: Cli): Promise<SubmitOptions> {
+  let text = cli.positionals.join(" ").trim();
+  if (text === "-") text = (await Bun.stdin.text()).trim();
+  const file = cli.value("file");
+  if (file !== undefined) {
+    let body: string;
+    try {
+      body = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError("--file", "command line", "a readable file", `${file} (${(err as Error).message})`);
+    }
+    text = text ? `${text}\n\n--- ${file} ---\n${body}` : `Review this change (${file}):\n\n${body}`;
+  }
+  const planPath = cli.value("plan");
+  let plan: unknown;
+  if (planPath !== undefined) {
+    let raw: string;
+    try {
+      raw = readFileSync(planPath, "utf8");
+    } catch (err) {
+      throw new ConfigError("--plan", "command line", "a readable YAML or JSON plan file", `${planPath} (${(err as Error).message})`);
+    }
+    plan = parsePlanText(raw, planPath);
+    if (!text) text = `Plan ${planPath}`;
+  }
+  if (!text) throw new ConfigError("submit", "command line", "a request text, '-' for stdin, --file PATH or --plan PATH");
+  const caps = cli.value("capabilities")?.split(",").map((c) => c.trim()).filter((c) => c !== "");
+  for (const c of caps ?? []) {
+    if (!isValidId(c)) throw new ConfigError("--capabilities", "command line", "capability names of 1-64 characters from A-Z a-z 0-9 _ -", c);
+  }
+  const timeoutText = cli.value("timeout") ?? "10m";
+  const timeoutMs = parseDuration(timeoutText);
+  if (timeoutMs === undefined || timeoutMs <= 0) throw new ConfigError("--timeout", "command line", "a duration like 30s or 10m", timeoutText);
+  return { text, plan, capabilities: caps, json: cli.is("json"), timeoutMs };
+}
+
 function print(text: string): number {
   console.log(text);
   return 0;
@@ -76,7 +119,7 @@ function print(text: string): number {
 
 /** Exit 2 for bad input (config, flags, ids), 1 for everything else; one clear line either way. */
 export function reportError(err: unknown): number {
-  if (err instanceof ConfigError || err instanceof InvalidIdError) {
+  if (err instanceof ConfigError || err instanceof InvalidIdError || err instanceof PlanError) {
     console.error(`picoclaw: ${err.message}`);
     return 2;
   }

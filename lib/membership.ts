@@ -33,6 +33,8 @@ export interface Membership {
   registry: Registry;
   /** Resolves when the start-up query window has closed. */
   discovered: Promise<void>;
+  /** Publishes a heartbeat now (a task started or finished), at most every 100 ms. */
+  heartbeatNow(): void;
   /** Announces a graceful leave and stops heartbeats and subscriptions. */
   stop(): Promise<void>;
 }
@@ -104,10 +106,22 @@ export function startMembership(o: MembershipOptions): Membership {
 
   const discovered = queryPeers(o, seen);
 
+  let lastExtra = 0;
+  let pendingExtra: Timer | undefined;
   return {
     registry,
     discovered,
+    heartbeatNow() {
+      if (o.observer || pendingExtra) return;
+      const wait = Math.max(0, lastExtra + 100 - Date.now());
+      pendingExtra = setTimeout(() => {
+        pendingExtra = undefined;
+        lastExtra = Date.now();
+        publishHeartbeat();
+      }, wait);
+    },
     async stop() {
+      clearTimeout(pendingExtra);
       clearInterval(heartbeat);
       clearInterval(sweeper);
       if (!o.observer && !nc.isClosed()) {

@@ -24,6 +24,11 @@ export const nodeInfoSchema = z.object({
   started_at: z.number().int().nonnegative(),
   heartbeat_interval: z.number().int().positive().max(86_400_000),
   host: z.string().max(255).optional(),
+  /** Sub-tasks running on the node now (at most max_concurrent). */
+  tasks: z.array(z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() })).max(1000).optional(),
+  /** Sub-tasks this node finished since it started. */
+  done: z.number().int().nonnegative().optional(),
+  failed: z.number().int().nonnegative().optional(),
 });
 export type NodeInfo = z.infer<typeof nodeInfoSchema>;
 

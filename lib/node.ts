@@ -12,6 +12,12 @@ import { type NatsLink, openNats } from "./nats-connection.ts";
 import { type DashboardSnapshot, type SnapshotNode, swarmStats } from "./snapshot.ts";
 import { swarmNames, type SwarmNames } from "./subjects.ts";
 import { connectTemporal, type TemporalLink } from "./temporal.ts";
+import { type Coordinator, startCoordinator } from "./coordinator.ts";
+import { type Executor, startExecutor } from "./executor.ts";
+import { createLlm } from "./llm.ts";
+import type { OnlineCapabilities } from "./planner.ts";
+import type { Registry } from "./registry.ts";
+import { ensureStreams } from "./streams.ts";
 import { VERSION } from "./version.ts";
 
 export interface SwarmNode {
@@ -58,20 +64,29 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     log.debug("Using the deployment's default H-id", { hid: identity.hid, how: identity.hidSource });
   }
 
-  const info = (): NodeInfo => ({
+  let executor: Executor | undefined;
+  let coordinator: Coordinator | undefined;
+  const info = (): NodeInfo => {
+    const tasks = executor?.running() ?? [];
+    const max = opts.observer ? 0 : cfg.swarm.max_concurrent;
+    return {
     v: 1,
     node: identity.node,
     sid: identity.sid,
     role,
     capabilities: opts.observer ? [] : cfg.swarm.capabilities,
-    max_concurrent: opts.observer ? 0 : cfg.swarm.max_concurrent,
-    running: 0,
-    status: "online",
+    max_concurrent: max,
+    running: tasks.length,
+    tasks,
+    done: executor?.counts().done ?? 0,
+    failed: executor?.counts().failed ?? 0,
+    status: max > 0 && tasks.length >= max ? "busy" : "online",
     version: VERSION,
     started_at: startedAt,
     heartbeat_interval: nats.heartbeat_interval,
     host: hostname().slice(0, 255),
-  });
+    };
+  };
 
   const membership = startMembership({
     nc: link.nc,
@@ -84,6 +99,22 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     observer: opts.observer,
     queryWindowMs: opts.queryWindowMs,
   });
+
+  if (!opts.observer) {
+    const llm = createLlm(cfg.llm);
+    if (llm.kind === "echo") {
+      log.warn("LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one");
+    } else log.info("LLM provider", { llm: llm.label });
+    const jsm = await ensureStreams(link.nc, names, cfg);
+    const common = { nc: link.nc, jsm, names, cfg, node: identity.node, llm, log, bad };
+    if (role === "coordinator") {
+      coordinator = await startCoordinator({ ...common, online: () => onlineCapabilities(membership.registry), discovered: membership.discovered });
+    } else {
+      const caps = role === "worker" ? [...new Set(["general", ...cfg.swarm.capabilities])] : cfg.swarm.capabilities;
+      // Tell the swarm at once when a slot fills or frees, not only at the next heartbeat.
+      executor = await startExecutor({ ...common, capabilities: caps, onChange: () => membership.heartbeatNow() });
+    }
+  }
 
   let temporal: TemporalLink = { enabled: false, connected: false, address: "", close: async () => {} };
   const temporalReady = connectTemporal(cfg, log).then((t) => (temporal = t));
@@ -110,6 +141,8 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     stop: () => {
       stopped ??= (async () => {
         control?.unsubscribe();
+        await executor?.stop();
+        await coordinator?.stop();
         await membership.stop();
         await temporalReady;
         await temporal.close().catch(() => {});
@@ -180,4 +213,17 @@ export function untilStopSignal(log: Logger): Promise<string> {
     process.on("SIGINT", handler);
     process.on("SIGTERM", handler);
   });
+}
+
+/** What the online nodes can do: workers also take `general`; coordinators run no sub-tasks. */
+export function onlineCapabilities(registry: Registry): OnlineCapabilities {
+  const caps: OnlineCapabilities = new Map();
+  for (const peer of registry.values()) {
+    if (peer.status === "offline" || peer.status === "draining") continue;
+    const { role, capabilities } = peer.info;
+    if (role !== "worker" && role !== "specialist") continue;
+    const all = role === "worker" ? new Set(["general", ...capabilities]) : new Set(capabilities);
+    for (const c of all) caps.set(c, (caps.get(c) ?? 0) + 1);
+  }
+  return caps;
 }

@@ -23,13 +23,27 @@ export interface SwarmNames {
   requestEventsAll: string;
   taskQueue(capability: string, priority: number): string;
   taskDirect(node: string): string;
-  taskEvents(task: string): string;
+  /** Events of one sub-task; sub-task ids are unique within their request. */
+  taskEvents(request: string, task: string): string;
+  taskEventsOf(request: string): string;
+  taskEventsAll: string;
   /** Everything of this swarm: for observers and isolation checks. */
   all: string;
   streams: { requests: string; tasks: string; events: string };
   streamSubjects: { requests: string[]; tasks: string[]; events: string[] };
   buckets: { tasks: string; leader: string; context: string };
+  consumers: {
+    /** Shared by every node that can run `capability` tasks of `priority`. */
+    queue(capability: string, priority: number): string;
+    direct(node: string): string;
+    /** The leading coordinator's request consumer. */
+    requests: string;
+  };
 }
+
+/** Sub-task priorities: 0 (low) .. 3 (urgent); 1 is the default. */
+export const PRIORITIES = [3, 2, 1, 0] as const;
+export const DEFAULT_PRIORITY = 1;
 
 export function swarmNames(hid: string): SwarmNames {
   validateId("H-id", hid);
@@ -50,13 +64,15 @@ export function swarmNames(hid: string): SwarmNames {
     requestEvents: (req) => `${p}.event.request.${validateId("request id", req)}`,
     requestEventsAll: `${p}.event.request.*`,
     taskQueue: (cap, prio) => {
-      if (!Number.isInteger(prio) || prio < 0 || prio > 9) {
-        throw new RangeError(`task priority must be an integer 0-9, got ${prio}`);
+      if (!Number.isInteger(prio) || prio < 0 || prio > 3) {
+        throw new RangeError(`task priority must be an integer 0-3, got ${prio}`);
       }
       return `${p}.task.queue.${validateId("capability", cap)}.${prio}`;
     },
     taskDirect: (node) => `${p}.task.direct.${validateId("node id", node)}`,
-    taskEvents: (task) => `${p}.event.task.${validateId("task id", task)}`,
+    taskEvents: (req, task) => `${p}.event.task.${validateId("request id", req)}.${validateId("task id", task)}`,
+    taskEventsOf: (req) => `${p}.event.task.${validateId("request id", req)}.*`,
+    taskEventsAll: `${p}.event.task.*.*`,
     all: `${p}.>`,
     streams: {
       requests: `PICOCLAW_${streamHid}_REQUESTS`,
@@ -73,8 +89,20 @@ export function swarmNames(hid: string): SwarmNames {
       leader: `picoclaw_${bucketHid}_leader`,
       context: `picoclaw_${bucketHid}_context`,
     },
+    consumers: {
+      queue: (cap, prio) => `q_${validateId("capability", cap)}_${prio}`,
+      direct: (node) => `d_${validateId("node id", node)}`,
+      requests: "coordinator",
+    },
   };
 }
+
+/** Task-record keys in the tasks KV bucket (keys may contain dots; ids may not). */
+export const taskKeys = {
+  request: (req: string) => `request.${req}`,
+  result: (req: string, task: string) => `result.${req}.${task}`,
+  errors: (req: string, task: string) => `errors.${req}.${task}`,
+};
 
 /** `node.<id>.control` has a node id in the third token; heartbeats in the fourth. */
 export function nodeIdFromHeartbeat(names: SwarmNames, subject: string): string | undefined {

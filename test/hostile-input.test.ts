@@ -3,7 +3,7 @@
 // counted, and the swarm still answers afterwards. Real nats-server, real role processes, no mocks.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { connect, type NatsConnection, RequestStrategy } from "nats";
+import { connect, type Msg, type NatsConnection, RequestStrategy } from "nats";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
 import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, type RoleProcess, spawnRole, tempHome } from "./helpers/role-process.ts";
@@ -170,12 +170,23 @@ describe("hostile input", () => {
       `${P}.*.control`,
       `${P}.>`,
     ];
-    const inbox = nc.subscribe(`_INBOX.fuzz.>`); // replies to our bad queries (there should be none)
+    // Replies to bad messages. None may come from membership; a control handler may answer a bad request
+    // with an error, so replies to control subjects go to their own inbox and are not judged here.
+    // Subjects nobody listens on (`heartbeat.a.b`, `*.control`...) get the server's empty 503 "no responders"
+    // status instead: that is not an answer from a node.
+    const answers = (into: string[]) => (_err: unknown, m: Msg) => {
+      if (m.headers?.code !== 503) into.push(`${m.subject}: ${new TextDecoder().decode(m.data)}`);
+    };
+    const membershipReplies: string[] = [];
+    const controlReplies: string[] = [];
+    const inbox = nc.subscribe(`_INBOX.fuzz.membership.>`, { callback: answers(membershipReplies) });
+    const controlInbox = nc.subscribe(`_INBOX.fuzz.control.>`, { callback: answers(controlReplies) });
     let sent = 0;
     /** Bad messages the observer must count: it subscribes to `heartbeat.*` and `announce`. */
     let countable = 0;
     const send = (subject: string, data: Uint8Array, withReply: boolean) => {
-      nc.publish(subject, data, withReply ? { reply: `_INBOX.fuzz.${sent}` } : undefined);
+      const box = subject.endsWith(".control") ? "control" : "membership";
+      nc.publish(subject, data, withReply ? { reply: `_INBOX.fuzz.${box}.${sent}` } : undefined);
       sent++;
       const tokens = subject.split(".");
       if ((tokens.length === 5 && subject.startsWith(`${P}.heartbeat.`)) || subject === `${P}.announce`) countable++;
@@ -207,6 +218,7 @@ describe("hostile input", () => {
       send(`${P}.announce`, json({ v: 1, kind: "leave", info: validInfo(bad) }), false);
       send(`${P}.query`, json({ v: 1, from: bad }), true);
     }
+    send(`${P}.query`, json({ v: 1, from: "claw-probe" }), true);
     await nc.flush();
     const badCount = sent;
 
@@ -269,9 +281,20 @@ describe("hostile input", () => {
       expect({ node: r.name, logged, atMost: bound, ok: logged <= bound }).toEqual({ node: r.name, logged, atMost: bound, ok: true });
     }
 
-    // Bad queries were never answered (only our valid ones above, which used another inbox).
-    expect(inbox.getProcessed()).toBe(0);
+    // Bad heartbeats, announcements and queries were never answered (our valid queries used another inbox).
+    expect(membershipReplies).toEqual([]);
     inbox.unsubscribe();
+    // A control handler may answer a bad request, but only ever with a refusal.
+    const accepted = controlReplies.filter((r) => {
+      try {
+        return (JSON.parse(r.slice(r.indexOf(": ") + 2)) as { ok?: unknown }).ok !== false;
+      } catch {
+        return true;
+      }
+    });
+    expect(accepted).toEqual([]);
+    expect(controlReplies.length).toBeGreaterThan(0);
+    controlInbox.unsubscribe();
 
     // A fresh observer sees the swarm exactly as it was: three nodes, online, with their roles and capabilities.
     const snap = await waitFor("a fresh dashboard --json listing all three nodes online", async () => {

@@ -111,9 +111,10 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(n.requestSubmit).toBe("picoclaw.h1.request.submit");
     expect(n.requestEvents("r-1")).toBe("picoclaw.h1.event.request.r-1");
     expect(n.requestEventsAll).toBe("picoclaw.h1.event.request.*");
-    expect(n.taskQueue("rust", 5)).toBe("picoclaw.h1.task.queue.rust.5");
+    expect(n.taskQueue("rust", 3)).toBe("picoclaw.h1.task.queue.rust.3");
     expect(n.taskDirect("claw-a1b2c3d4")).toBe("picoclaw.h1.task.direct.claw-a1b2c3d4");
-    expect(n.taskEvents("t-1")).toBe("picoclaw.h1.event.task.t-1");
+    expect(n.taskEvents("r-1", "t-1")).toBe("picoclaw.h1.event.task.r-1.t-1");
+    expect(n.taskEventsOf("r-1")).toBe("picoclaw.h1.event.task.r-1.*");
     expect(n.all).toBe("picoclaw.h1.>");
   });
 
@@ -121,7 +122,7 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(matches(n.heartbeatAll, n.heartbeat("claw-00000001"))).toBe(true);
     expect(matches(n.heartbeatAll, n.announce)).toBe(false);
     expect(matches(n.requestEventsAll, n.requestEvents("r-9"))).toBe(true);
-    expect(matches(n.requestEventsAll, n.taskEvents("t-9"))).toBe(false);
+    expect(matches(n.requestEventsAll, n.taskEvents("r-9", "t-9"))).toBe(false);
     expect(nodeIdFromHeartbeat(n, n.heartbeat("claw-00000001"))).toBe("claw-00000001");
     expect(nodeIdFromHeartbeat(n, n.announce)).toBeUndefined();
   });
@@ -159,7 +160,7 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(streamOf(n.taskQueue("code", 0))).toEqual(["tasks"]);
     expect(streamOf(n.taskDirect("claw-a1b2c3d4"))).toEqual(["tasks"]);
     expect(streamOf(n.requestEvents("r-1"))).toEqual(["events"]);
-    expect(streamOf(n.taskEvents("t-1"))).toEqual(["events"]);
+    expect(streamOf(n.taskEvents("r-1", "t-1"))).toEqual(["events"]);
     for (const core of [n.heartbeat("claw-a1b2c3d4"), n.announce, n.query, n.control("claw-a1b2c3d4")]) {
       expect({ subject: core, streams: streamOf(core) }).toEqual({ subject: core, streams: [] });
     }
@@ -172,15 +173,16 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(() => n.taskQueue("x*", 0)).toThrow(InvalidIdError);
     expect(() => n.taskQueue("x>", 0)).toThrow(InvalidIdError);
     expect(() => n.requestEvents("r 1")).toThrow(InvalidIdError);
-    expect(() => n.taskEvents("")).toThrow(InvalidIdError);
+    expect(() => n.taskEvents("r-1", "")).toThrow(InvalidIdError);
+    expect(() => n.taskEvents("r.1", "t")).toThrow(InvalidIdError);
     expect(() => swarmNames("h.1")).toThrow(InvalidIdError);
     expect(() => swarmNames("*")).toThrow(InvalidIdError);
   });
 
-  test("task priority is an integer 0-9", () => {
+  test("task priority is an integer 0-3", () => {
     expect(n.taskQueue("general", 0)).toBe("picoclaw.h1.task.queue.general.0");
-    expect(n.taskQueue("general", 9)).toBe("picoclaw.h1.task.queue.general.9");
-    for (const bad of [-1, 10, 1.5]) expect(() => n.taskQueue("general", bad)).toThrow(RangeError);
+    expect(n.taskQueue("general", 3)).toBe("picoclaw.h1.task.queue.general.3");
+    for (const bad of [-1, 4, 1.5]) expect(() => n.taskQueue("general", bad)).toThrow(RangeError);
   });
 });
 
@@ -188,7 +190,7 @@ describe("isolation between swarms (H-ids)", () => {
   function everySubject(s: SwarmNames): string[] {
     return [
       s.heartbeat("claw-a1b2c3d4"), s.announce, s.query, s.control("claw-a1b2c3d4"), s.requestSubmit,
-      s.requestEvents("r-1"), s.taskQueue("code", 1), s.taskDirect("claw-a1b2c3d4"), s.taskEvents("t-1"),
+      s.requestEvents("r-1"), s.taskQueue("code", 1), s.taskDirect("claw-a1b2c3d4"), s.taskEvents("r-1", "t-1"),
     ];
   }
 

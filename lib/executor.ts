@@ -1,0 +1,271 @@
+// Runs sub-tasks on a worker or specialist: pulls only while a slot is free, highest priority first,
+// keeps the JetStream message alive while the LLM works, records the result once, then acks.
+import type { JetStreamClient, JsMsg, KV, NatsConnection, Subscription } from "nats";
+import type { BadInputCounter } from "./bad-input.ts";
+import type { Config } from "./config.ts";
+import { LlmError, type LlmProvider } from "./llm-types.ts";
+import type { Logger } from "./log.ts";
+import { encode, decode } from "./messages.ts";
+import { retryDelay } from "./retry.ts";
+import { ensureConsumer, openTasksKv } from "./streams.ts";
+import { PRIORITIES, type SwarmNames, taskKeys } from "./subjects.ts";
+import {
+  MAX_PIPELINE_MESSAGE_BYTES,
+  type TaskEvent,
+  type TaskMsg,
+  type TaskResult,
+  taskSchema,
+} from "./task-messages.ts";
+import type { JetStreamManager } from "nats";
+
+export interface RunningTask {
+  request: string;
+  task: string;
+  capability: string;
+  started_at: number;
+}
+
+export interface Executor {
+  running(): RunningTask[];
+  counts(): { done: number; failed: number };
+  /** Stop pulling; abort running sub-tasks and hand them back (nak) so another node takes them now. */
+  stop(): Promise<void>;
+}
+
+export interface ExecutorOptions {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  names: SwarmNames;
+  cfg: Config;
+  node: string;
+  /** Capabilities this node pulls: workers add `general`, specialists only their own. */
+  capabilities: string[];
+  llm: LlmProvider;
+  log: Logger;
+  bad: BadInputCounter;
+  /** Called when the set of running sub-tasks changes (heartbeat right away). */
+  onChange: () => void;
+}
+
+const IDLE_POLL_MS = 1_000;
+const PROGRESS_EVERY_MS = 500;
+
+export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
+  const { nc, names, cfg, node, log } = o;
+  const t = cfg.swarm.tasks;
+  const js: JetStreamClient = nc.jetstream();
+  const kv = await openTasksKv(nc, names, cfg);
+  const stream = names.streams.tasks;
+
+  // Highest priority first; the node's own direct queue before everything.
+  const order: string[] = [names.consumers.direct(node)];
+  await ensureConsumer(o.jsm, stream, order[0]!, names.taskDirect(node), { ackWait: t.ack_wait, maxDeliver: t.max_deliver });
+  for (const prio of PRIORITIES) {
+    for (const cap of o.capabilities) {
+      const durable = names.consumers.queue(cap, prio);
+      await ensureConsumer(o.jsm, stream, durable, names.taskQueue(cap, prio), { ackWait: t.ack_wait, maxDeliver: t.max_deliver });
+      order.push(durable);
+    }
+  }
+
+  const running = new Map<string, RunningTask & { abort: AbortController; msg: JsMsg }>();
+  let done = 0;
+  let failed = 0;
+  let stopping = false;
+  let wake: () => void = () => {};
+  const ring = () => wake();
+
+  // A copy of every task published for our capabilities is the doorbell: pull right away.
+  const doorbells: Subscription[] = [
+    nc.subscribe(names.taskDirect(node), { callback: ring }),
+    ...o.capabilities.map((cap) => nc.subscribe(names.taskQueue(cap, 0).replace(/\.0$/, ".*"), { callback: ring })),
+  ];
+
+  const pullNext = async (): Promise<JsMsg | undefined> => {
+    for (const durable of order) {
+      try {
+        return await js.pull(stream, durable, 0);
+      } catch {
+        // 404 no messages / 408: try the next queue
+      }
+    }
+    return undefined;
+  };
+
+  const loop = (async () => {
+    while (!stopping) {
+      while (!stopping && running.size < cfg.swarm.max_concurrent) {
+        const msg = await pullNext();
+        if (!msg) break;
+        if (stopping) {
+          msg.nak();
+          break;
+        }
+        void execute(msg);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, IDLE_POLL_MS);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  })();
+
+  const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
+    const ev: TaskEvent = { v: 1, request: task.request, task: task.task, kind, node, capability: task.capability, at: Date.now(), attempt, ...extra };
+    js.publish(names.taskEvents(task.request, task.task), encode(ev)).catch((err) => {
+      log.debug("Task event not stored", { task: task.task, kind, error: (err as Error).message });
+    });
+  };
+
+  async function execute(msg: JsMsg): Promise<void> {
+    const d = decode(taskSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
+    if (!d.ok) {
+      o.bad.record(msg.subject, d.reason);
+      msg.term(`malformed: ${d.reason}`);
+      return;
+    }
+    const task = d.value;
+    const key = `${task.request}/${task.task}`;
+    if (running.has(key)) {
+      msg.nak(1_000); // the same sub-task delivered twice to this node at once
+      return;
+    }
+    if (await recorded(kv, task)) {
+      log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
+      msg.ack();
+      return;
+    }
+    const attempt = msg.info.deliveryCount;
+    const started = Date.now();
+    const abort = new AbortController();
+    running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, abort, msg });
+    o.onChange();
+    log.info("Task assigned", { task: task.task, request: task.request, node, capability: task.capability, attempt });
+    publishEvent(task, "started", attempt);
+    const keepAlive = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
+    const timeout = AbortSignal.timeout(task.timeout_ms);
+    let lastProgress = 0;
+    try {
+      const completion = await o.llm.complete({
+        messages: taskMessages(task),
+        signal: AbortSignal.any([abort.signal, timeout]),
+        onProgress: (tokens) => {
+          const now = Date.now();
+          if (now - lastProgress < PROGRESS_EVERY_MS) return;
+          lastProgress = now;
+          publishEvent(task, "progress", attempt, { tokens, elapsed_ms: now - started });
+        },
+      });
+      const text = truncate(completion.text, t.max_result_bytes);
+      const result: TaskResult = {
+        v: 1, request: task.request, task: task.task, status: "completed", node, capability: task.capability,
+        text: text.value, errors: await previousErrors(kv, task), attempts: attempt, started_at: started,
+        finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
+      };
+      const first = await recordOnce(kv, result);
+      publishEvent(task, first ? "completed" : "duplicate", attempt, { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens });
+      msg.ack();
+      done++;
+      log.info("Task completed", { task: task.task, request: task.request, node, duration_ms: Date.now() - started, tokens: completion.usage.total_tokens });
+    } catch (err) {
+      if (abort.signal.aborted) {
+        msg.nak(); // node stopping: hand it back at once
+        log.info("Task handed back", { task: task.task, request: task.request, node });
+        return;
+      }
+      const e = toLlmError(err, timeout.aborted, task.timeout_ms);
+      await appendError(kv, task, `attempt ${attempt} on ${node}: ${e.message}`);
+      if (e.transient && attempt < t.max_deliver) {
+        const delay = retryDelay(attempt, e.retryAfterMs);
+        publishEvent(task, "retrying", attempt, { error: e.message, retry_in_ms: delay, elapsed_ms: Date.now() - started });
+        log.warn("Task attempt failed, will retry", { task: task.task, request: task.request, node, attempt, retry_in_ms: delay, error: e.message });
+        msg.nak(delay);
+        return;
+      }
+      const result: TaskResult = {
+        v: 1, request: task.request, task: task.task, status: "failed", node, capability: task.capability,
+        error: e.message, errors: await previousErrors(kv, task), attempts: attempt, started_at: started,
+        finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
+      };
+      await recordOnce(kv, result);
+      publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started });
+      msg.term(e.message.slice(0, 200));
+      failed++;
+      log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });
+    } finally {
+      clearInterval(keepAlive);
+      running.delete(key);
+      o.onChange();
+      wake();
+    }
+  }
+
+  return {
+    running: () => [...running.values()].map(({ request, task, capability, started_at }) => ({ request, task, capability, started_at })),
+    counts: () => ({ done, failed }),
+    async stop() {
+      stopping = true;
+      for (const s of doorbells) s.unsubscribe();
+      wake();
+      await loop;
+      for (const r of running.values()) r.abort.abort();
+      const end = Date.now() + 5_000;
+      while (running.size > 0 && Date.now() < end) await Bun.sleep(20);
+    },
+  };
+}
+
+function taskMessages(task: TaskMsg) {
+  const inputs = task.inputs.map((i) => `### Result of "${i.title}" (${i.task})\n${i.result}`).join("\n\n");
+  return [
+    { role: "system" as const, content: `You are a ${task.capability} agent in a PicoClaw swarm. Do only your part: ${task.title}. Answer in Markdown.` },
+    { role: "user" as const, content: inputs ? `${task.prompt}\n\n## Inputs from earlier sub-tasks\n\n${inputs}` : task.prompt },
+  ];
+}
+
+function toLlmError(err: unknown, timedOut: boolean, timeoutMs: number): LlmError {
+  if (timedOut) return new LlmError(`timed out after ${timeoutMs}ms`, true);
+  if (err instanceof LlmError) return err;
+  return new LlmError((err as Error)?.message ?? String(err), true);
+}
+
+function truncate(text: string, maxBytes: number): { value: string; truncated: boolean } {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.length <= maxBytes) return { value: text, truncated: false };
+  const cut = new TextDecoder().decode(bytes.slice(0, maxBytes)).replace(/\uFFFD$/, "");
+  return { value: `${cut}\n\n[truncated at ${maxBytes} bytes]`, truncated: true };
+}
+
+async function recorded(kv: KV, task: TaskMsg): Promise<boolean> {
+  const e = await kv.get(taskKeys.result(task.request, task.task));
+  return !!e && e.operation === "PUT";
+}
+
+/** First result wins; a repeat (at-least-once delivery) is ignored. */
+async function recordOnce(kv: KV, result: TaskResult): Promise<boolean> {
+  try {
+    await kv.create(taskKeys.result(result.request, result.task), encode(result));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function previousErrors(kv: KV, task: TaskMsg): Promise<string[]> {
+  const e = await kv.get(taskKeys.errors(task.request, task.task)).catch(() => null);
+  if (!e || e.operation !== "PUT") return [];
+  try {
+    return JSON.parse(e.string()) as string[];
+  } catch {
+    return [];
+  }
+}
+
+async function appendError(kv: KV, task: TaskMsg, error: string): Promise<void> {
+  const errors = await previousErrors(kv, task);
+  errors.push(error.slice(0, 1000));
+  await kv.put(taskKeys.errors(task.request, task.task), encode(errors.slice(-20))).catch(() => {});
+}

@@ -1,0 +1,218 @@
+// Turning a request into a plan: an explicit plan if given, else the LLM planner (validated, one retry),
+// else the heuristic planner (the guide's code-review split, or the capabilities the request names).
+import type { ChatMessage, LlmProvider } from "./llm-types.ts";
+import { type Plan, PlanError, type PlanTask, planFromValue, validatePlan } from "./plan.ts";
+
+/** Capability -> number of online nodes offering it. "general" means a worker that takes general tasks. */
+export type OnlineCapabilities = Map<string, number>;
+
+export interface PlanLimitsInput {
+  maxFanout: number;
+  maxDepth: number;
+  maxPromptBytes: number;
+}
+
+/** Capabilities that run the swarm rather than sub-tasks. */
+const NOT_FOR_TASKS = new Set(["coordination", "scheduling"]);
+
+const REVIEW_WORDS =
+  /\b(review(s|ed|ing)?|audit(s|ed|ing)?|look(ing)? over|pr|prs|pull request|diff(s)?|change(s|set)?|patch(es)?)\b/i;
+
+interface ReviewArea {
+  id: string;
+  capabilities: string[];
+  focus: string;
+}
+
+const REVIEW_AREAS: ReviewArea[] = [
+  { id: "code", capabilities: ["code", "rust", "go", "python", "typescript", "javascript", "java", "cpp", "c"],
+    focus: "the code itself: correctness, bugs, edge cases, error handling, readability and design" },
+  { id: "security", capabilities: ["security", "audit"],
+    focus: "security: injection, authentication and authorisation, secrets, unsafe input handling, unsafe defaults and risky dependencies" },
+  { id: "docs", capabilities: ["docs", "writing", "documentation"],
+    focus: "documentation: comments, docstrings, README and API docs, naming; what is missing, outdated or misleading" },
+  { id: "testing", capabilities: ["testing", "qa", "test"],
+    focus: "testing: which cases are covered, which are missing (edge cases, failures), and concrete tests to add" },
+];
+
+/** Online capabilities sub-tasks may use (nodes > 0, not the coordinator's own). */
+export function taskCapabilities(online: OnlineCapabilities): Set<string> {
+  return new Set([...online].filter(([cap, n]) => n > 0 && !NOT_FOR_TASKS.has(cap)).map(([cap]) => cap));
+}
+
+function onlineSet(online: OnlineCapabilities): Set<string> {
+  return new Set([...online].filter(([, n]) => n > 0).map(([cap]) => cap));
+}
+
+function task(id: string, capability: string, prompt: string, title: string): PlanTask {
+  return { id, capability, prompt, depends_on: [], priority: 1, required: true, title };
+}
+
+/** Slug of at most 40 characters, unique among `used`. */
+function uniqueId(base: string, used: Set<string>): string {
+  const slug = base.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40) || "task";
+  let id = slug;
+  for (let n = 2; used.has(id); n++) id = `${slug.slice(0, 40 - String(n).length - 1)}-${n}`;
+  used.add(id);
+  return id;
+}
+
+function focusPrompt(cap: string, request: string): string {
+  return `You are the ${cap} specialist of a swarm. Handle the part of this request that concerns ${cap}; ` +
+    `other nodes cover the rest, and a coordinator merges the results.\n\n${request}`;
+}
+
+function reviewTasks(request: string, caps: Set<string>): PlanTask[] {
+  const out: PlanTask[] = [];
+  for (const area of REVIEW_AREAS) {
+    const cap = area.capabilities.find((c) => caps.has(c)) ?? (caps.has("general") ? "general" : undefined);
+    if (cap === undefined) continue;
+    const prompt = `You are the ${area.id} reviewer of a swarm. Review only for ${area.focus}. Other reviewers ` +
+      `cover the other areas. Be specific: name the file, function or line and suggest a fix.\n\n${request}`;
+    out.push(task(area.id, cap, prompt, `${area.id} review`));
+  }
+  return out;
+}
+
+/** Online capabilities named as a word in the request, in the order the request names them. */
+function namedTasks(request: string, caps: Set<string>): PlanTask[] {
+  const found: { cap: string; at: number }[] = [];
+  for (const cap of caps) {
+    if (cap === "general") continue;
+    const escaped = cap.replace(/[-\\^$*+?.()|[\]{}]/g, "\\$&");
+    const m = new RegExp(`(?<![A-Za-z0-9_-])${escaped}(?![A-Za-z0-9_-])`, "i").exec(request);
+    if (m) found.push({ cap, at: m.index });
+  }
+  found.sort((a, b) => a.at - b.at);
+  return found.map(({ cap }) => task(cap, cap, focusPrompt(cap, request), `${cap} task`));
+}
+
+/**
+ * The planner without an LLM: `capabilities` -> one task each; a review request -> the guide's code,
+ * security, docs and testing reviews; else the capabilities the request names; else one task on
+ * "general" (or the most common capability). At most `maxFanout` tasks, all parallel.
+ */
+export function heuristicPlan(request: string, online: OnlineCapabilities, opts: { capabilities?: string[]; maxFanout: number }): Plan {
+  const caps = taskCapabilities(online);
+  let tasks: PlanTask[] = [];
+  if (opts.capabilities && opts.capabilities.length > 0) {
+    const used = new Set<string>();
+    for (const cap of new Set(opts.capabilities)) tasks.push(task(uniqueId(cap, used), cap, focusPrompt(cap, request), `${cap} task`));
+  } else {
+    if (REVIEW_WORDS.test(request)) tasks = reviewTasks(request, caps);
+    if (tasks.length === 0) tasks = namedTasks(request, caps);
+    if (tasks.length === 0) {
+      const ranked = [...caps].sort((a, b) => (online.get(b) ?? 0) - (online.get(a) ?? 0) || a.localeCompare(b));
+      const cap = caps.has("general") ? "general" : (ranked[0] ?? "general");
+      tasks = [task(uniqueId(cap, new Set()), cap, request, `${cap} task`)];
+    }
+  }
+  return { tasks: tasks.slice(0, Math.max(1, opts.maxFanout)), synthesize: true };
+}
+
+function systemPrompt(caps: string[], limits: PlanLimitsInput): string {
+  return [
+    "You are the planner of PicoClaw Swarm, a swarm of AI agent nodes. Split the user's request into sub-tasks.",
+    "Tasks without dependencies run in parallel on different nodes; a coordinator merges all results afterwards,",
+    "so do not add a final summary or synthesis task. Use one task when the request is simple.",
+    "Reply with ONLY a JSON object of this shape, no prose:",
+    '{"tasks":[{"id":"security","capability":"security","prompt":"...","depends_on":[],"priority":1,"title":"security review"}]}',
+    "Rules:",
+    "- id: 1-40 characters from A-Z a-z 0-9 _ - (no dots or spaces), unique within the plan.",
+    `- capability: exactly one of the capabilities online now: ${caps.join(", ") || "(none)"}. No other value is allowed.`,
+    "- prompt: a complete, self-contained instruction, including the parts of the request the task needs.",
+    "- depends_on: ids of tasks whose results this task needs ([] when none); no cycles.",
+    "- priority: integer 0-3, 3 most urgent (default 1). title: a short label like \"security review\".",
+    `- At most ${limits.maxFanout} tasks can run at once, dependency chains at most ${limits.maxDepth} tasks long, ` +
+      `at most ${limits.maxFanout * limits.maxDepth} tasks in all, each prompt under ${limits.maxPromptBytes} bytes.`,
+  ].join("\n");
+}
+
+/** The JSON object in a reply, tolerating a ```json fenced block or prose around it. */
+function replyJson(text: string): unknown {
+  const fenced = /```(?:json)?\s*([\s\S]*?)```/i.exec(text);
+  let body = (fenced?.[1] ?? text).trim();
+  if (!body.startsWith("{")) {
+    const start = body.indexOf("{");
+    const end = body.lastIndexOf("}");
+    if (start >= 0 && end > start) body = body.slice(start, end + 1);
+  }
+  try {
+    return JSON.parse(body);
+  } catch (err) {
+    throw new PlanError(`the reply is not JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
+
+/** Asks the LLM for a plan; validates it; retries once telling the model what was wrong. */
+export async function llmPlan(
+  request: string,
+  online: OnlineCapabilities,
+  llm: LlmProvider,
+  opts: PlanLimitsInput & { signal?: AbortSignal },
+): Promise<{ plan: Plan; attempts: number }> {
+  const caps = taskCapabilities(online);
+  const limits = { capabilities: caps, maxFanout: opts.maxFanout, maxDepth: opts.maxDepth, maxPromptBytes: opts.maxPromptBytes };
+  const messages: ChatMessage[] = [
+    { role: "system", content: systemPrompt([...caps].sort(), opts) },
+    { role: "user", content: request },
+  ];
+  let reason = "";
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    const reply = await llm.complete({ messages: [...messages], json: true, signal: opts.signal });
+    try {
+      const plan = planFromValue(replyJson(reply.text), "the LLM reply");
+      validatePlan(plan, limits);
+      return { plan, attempts: attempt };
+    } catch (err) {
+      if (!(err instanceof PlanError)) throw err;
+      reason = err.message;
+      messages.push({ role: "assistant", content: reply.text });
+      messages.push({ role: "user", content: `That plan is invalid: ${reason}\nReply with the corrected JSON object only.` });
+    }
+  }
+  throw new PlanError(`LLM planner returned an invalid plan twice: ${reason}`);
+}
+
+export interface MadePlan {
+  plan: Plan;
+  planner: "explicit" | "llm" | "heuristic";
+  /** Why a fallback happened, for the answer and the log. */
+  note?: string;
+}
+
+/** Explicit plan > LLM planner (unless the provider is the offline echo) > heuristic. Throws PlanError. */
+export async function makePlan(input: {
+  request: string;
+  online: OnlineCapabilities;
+  limits: PlanLimitsInput;
+  explicit?: Plan;
+  llm?: LlmProvider;
+  /** `--capabilities`: one sub-task per listed capability (heuristic rule, no LLM). */
+  capabilities?: string[];
+  signal?: AbortSignal;
+}): Promise<MadePlan> {
+  const { request, online, limits } = input;
+  if (input.explicit) {
+    validatePlan(input.explicit, { ...limits, capabilities: onlineSet(online), source: "the explicit plan" });
+    return { plan: input.explicit, planner: "explicit" };
+  }
+  let note: string | undefined;
+  const listed = input.capabilities !== undefined && input.capabilities.length > 0;
+  if (input.llm && input.llm.kind !== "echo" && !listed) {
+    try {
+      const { plan } = await llmPlan(request, online, input.llm, { ...limits, signal: input.signal });
+      return { plan, planner: "llm" };
+    } catch (err) {
+      if (input.signal?.aborted) throw err;
+      const msg = err instanceof Error ? err.message : String(err);
+      const prefix = "LLM planner returned an invalid plan twice: ";
+      note = msg.startsWith(prefix)
+        ? `LLM planner returned an invalid plan twice (${msg.slice(prefix.length)}); used the heuristic plan`
+        : `LLM planner failed (${msg}); used the heuristic plan`;
+    }
+  }
+  const plan = heuristicPlan(request, online, { capabilities: input.capabilities, maxFanout: limits.maxFanout });
+  validatePlan(plan, { ...limits, capabilities: onlineSet(online) });
+  return note === undefined ? { plan, planner: "heuristic" } : { plan, planner: "heuristic", note };
+}

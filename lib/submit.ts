@@ -1,0 +1,178 @@
+// `picoclaw submit`: publish a request, follow its events (one live line per sub-task), print the answer.
+import { randomBytes } from "node:crypto";
+import { RequestStrategy } from "nats";
+import type { Config } from "./config.ts";
+import { formatDuration } from "./duration.ts";
+import { resolveIdentity } from "./identity.ts";
+import type { Logger } from "./log.ts";
+import { decode, encode, nodeInfoSchema } from "./messages.ts";
+import { openNats } from "./nats-connection.ts";
+import { ensureStreams } from "./streams.ts";
+import { swarmNames } from "./subjects.ts";
+import {
+  MAX_PIPELINE_MESSAGE_BYTES,
+  type RequestEvent,
+  requestEventSchema,
+  type RequestMsg,
+  type TaskEvent,
+  taskEventSchema,
+} from "./task-messages.ts";
+
+export interface SubmitOptions {
+  text: string;
+  /** Parsed plan file (validated by the coordinator against the swarm). */
+  plan?: unknown;
+  capabilities?: string[];
+  json: boolean;
+  timeoutMs: number;
+}
+
+interface Line {
+  title: string;
+  node?: string;
+  state: string;
+  startedAt?: number;
+  endedAt?: number;
+  tokens: number;
+}
+
+const NO_COORDINATOR_CHECK_MS = 3_000;
+
+export function newRequestId(): string {
+  return `r-${randomBytes(5).toString("hex")}`;
+}
+
+/** Exit code: 0 answered (completed or partial), 1 failed or rejected, 3 no answer in time. */
+export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Promise<number> {
+  if (cfg.swarm.nats.embedded) {
+    // A client joins the local embedded server; it never starts one.
+    cfg.swarm.nats.urls = [`nats://127.0.0.1:${cfg.swarm.nats.embedded_port}`];
+  }
+  const link = await openNats(cfg, "picoclaw-submit", log);
+  const nc = link.nc;
+  try {
+    const identity = await resolveIdentity(cfg, nc);
+    const names = swarmNames(identity.hid);
+    await ensureStreams(nc, names, cfg);
+    const request = newRequestId();
+    const tty = process.stderr.isTTY === true && !o.json;
+    const lines = new Map<string, Line>();
+    let drawn = 0;
+    let accepted = false;
+
+    const draw = () => {
+      if (o.json) return;
+      const now = Date.now();
+      const text = [...lines.values()].map((l) => {
+        const elapsed = l.startedAt ? formatDuration((l.endedAt ?? now) - l.startedAt) : "-";
+        return `  ${l.title.padEnd(24)} ${(l.node ?? "-").padEnd(15)} ${l.state.padEnd(10)} ${elapsed.padStart(7)}  ${l.tokens} tokens`;
+      });
+      if (tty) {
+        process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ""}${text.map((t) => `\x1b[2K${t}`).join("\n")}\n`);
+        drawn = text.length;
+      }
+    };
+    const say = (msg: string) => {
+      if (!o.json && !tty) process.stderr.write(`${msg}\n`);
+    };
+
+    const outcome = new Promise<RequestEvent>((resolve) => {
+      nc.subscribe(names.requestEvents(request), {
+        callback: (_e, m) => {
+          const d = decode(requestEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+          if (!d.ok) return;
+          const ev = d.value;
+          if (o.json) console.log(JSON.stringify(ev));
+          if (ev.kind === "accepted") {
+            accepted = true;
+            say(`request ${request} accepted by coordinator ${ev.coordinator}`);
+          } else if (ev.kind === "planned" && ev.plan) {
+            say(`planned by the ${ev.plan.planner} planner: ${ev.plan.tasks.map((t) => `${t.title} [${t.capability}]`).join(", ")}`);
+            if (ev.plan.note) say(`note: ${ev.plan.note}`);
+            for (const t of ev.plan.tasks) lines.set(t.id, { title: t.title, state: "queued", tokens: 0 });
+            if (tty) process.stderr.write(`request ${request}: ${ev.plan.tasks.length} sub-task(s), ${ev.plan.planner} plan\n`);
+            draw();
+          } else if (ev.kind === "answer" || ev.kind === "failed") resolve(ev);
+        },
+      });
+      nc.subscribe(names.taskEventsOf(request), {
+        callback: (_e, m) => {
+          const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+          if (!d.ok) return;
+          const ev: TaskEvent = d.value;
+          if (o.json) console.log(JSON.stringify(ev));
+          const l = lines.get(ev.task) ?? { title: ev.task, state: "queued", tokens: 0 };
+          lines.set(ev.task, l);
+          const before = l.state;
+          l.node = ev.node;
+          if (ev.kind === "started") {
+            l.state = ev.attempt > 1 ? `running#${ev.attempt}` : "running";
+            l.startedAt = ev.at;
+            l.endedAt = undefined;
+          } else if (ev.kind === "progress") l.tokens = ev.tokens ?? l.tokens;
+          else if (ev.kind === "retrying") l.state = "retrying";
+          else if (ev.kind === "completed") {
+            l.state = "completed";
+            l.endedAt = ev.at;
+            l.tokens = ev.tokens ?? l.tokens;
+          } else if (ev.kind === "failed") {
+            l.state = "failed";
+            l.endedAt = ev.at;
+          }
+          if (l.state !== before) {
+            const extra = ev.error ? `: ${ev.error}` : ev.kind === "completed" ? ` in ${formatDuration(ev.elapsed_ms ?? 0)}, ${l.tokens} tokens` : "";
+            say(`  ${l.title}: ${l.state} on ${ev.node}${extra}`);
+          }
+          draw();
+        },
+      });
+    });
+    const ticker = tty ? setInterval(draw, 500) : undefined;
+
+    const msg: RequestMsg = { v: 1, request, text: o.text, plan: o.plan, capabilities: o.capabilities, submitted_at: Date.now() };
+    await nc.flush();
+    await nc.jetstream().publish(names.requestSubmit, encode(msg), { msgID: request });
+    say(`submitted request ${request} to swarm ${identity.hid}`);
+
+    const warnTimer = setTimeout(async () => {
+      if (accepted) return;
+      if ((await countCoordinators(nc, names.query, identity.node)) === 0) {
+        process.stderr.write(`waiting: no coordinator is online in swarm ${identity.hid}; the request stays queued and is answered when one starts\n`);
+      }
+    }, NO_COORDINATOR_CHECK_MS);
+
+    const ev = await Promise.race([outcome, Bun.sleep(o.timeoutMs).then(() => undefined)]);
+    clearTimeout(warnTimer);
+    clearInterval(ticker);
+    draw();
+    if (!ev) {
+      process.stderr.write(`picoclaw: no answer to request ${request} within ${formatDuration(o.timeoutMs)}; it stays queued or in progress in the swarm\n`);
+      return 3;
+    }
+    if (ev.kind === "failed") {
+      if (!o.json) process.stderr.write(`picoclaw: request ${request} rejected: ${ev.error}\n`);
+      return 1;
+    }
+    if (!o.json) {
+      console.log(ev.answer ?? "");
+      if (ev.status === "failed") process.stderr.write(`picoclaw: request ${request} failed: ${ev.error}\n`);
+    }
+    return ev.status === "failed" ? 1 : 0;
+  } finally {
+    await nc.drain().catch(() => {});
+  }
+}
+
+async function countCoordinators(nc: import("nats").NatsConnection, subject: string, from: string): Promise<number> {
+  let n = 0;
+  try {
+    const replies = await nc.requestMany(subject, encode({ v: 1, from }), { strategy: RequestStrategy.Timer, maxWait: 500 });
+    for await (const m of replies) {
+      const d = decode(nodeInfoSchema, m.data);
+      if (d.ok && d.value.role === "coordinator") n++;
+    }
+  } catch {
+    // no responders: nobody at all
+  }
+  return n;
+}

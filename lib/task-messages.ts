@@ -1,0 +1,118 @@
+// Wire messages of the task pipeline (protocol v1): requests, sub-tasks, their events and results.
+import { z } from "zod";
+import { ID_PATTERN } from "./ids.ts";
+
+const id = z.string().regex(ID_PATTERN);
+const usage = z.object({
+  prompt_tokens: z.number().int().nonnegative(),
+  completion_tokens: z.number().int().nonnegative(),
+  total_tokens: z.number().int().nonnegative(),
+});
+
+/** Larger JetStream payloads than this are refused on receipt (NATS' own default limit is 1 MiB). */
+export const MAX_PIPELINE_MESSAGE_BYTES = 1024 * 1024;
+
+/** `picoclaw submit`: one user request, with an optional explicit plan (validated by the coordinator). */
+export const requestSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  text: z.string().max(512 * 1024),
+  /** Raw plan (YAML/JSON already parsed); validated against the swarm by the coordinator. */
+  plan: z.unknown().optional(),
+  capabilities: z.array(id).max(64).optional(),
+  submitted_at: z.number().int().nonnegative(),
+});
+export type RequestMsg = z.infer<typeof requestSchema>;
+
+export const taskInputSchema = z.object({ task: id, title: z.string().max(200), result: z.string() });
+
+/** One sub-task on `task.queue.<cap>.<prio>` or `task.direct.<node>`. */
+export const taskSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  task: id,
+  title: z.string().max(200),
+  capability: id,
+  priority: z.number().int().min(0).max(3),
+  prompt: z.string(),
+  /** Results of the sub-tasks this one depends on. */
+  inputs: z.array(taskInputSchema).max(64),
+  timeout_ms: z.number().int().positive(),
+  coordinator: id,
+});
+export type TaskMsg = z.infer<typeof taskSchema>;
+
+export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate"] as const;
+
+/** On `event.task.<request>.<task>`: what a node is doing with a sub-task. */
+export const taskEventSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  task: id,
+  kind: z.enum(TASK_EVENT_KINDS),
+  node: id,
+  capability: id,
+  at: z.number().int().nonnegative(),
+  attempt: z.number().int().positive(),
+  elapsed_ms: z.number().int().nonnegative().optional(),
+  tokens: z.number().int().nonnegative().optional(),
+  error: z.string().max(4096).optional(),
+  retry_in_ms: z.number().int().nonnegative().optional(),
+});
+export type TaskEvent = z.infer<typeof taskEventSchema>;
+
+/** The one recorded outcome of a sub-task (KV, created once: repeats are ignored). */
+export const taskResultSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  task: id,
+  status: z.enum(["completed", "failed"]),
+  node: id,
+  capability: id,
+  text: z.string().optional(),
+  error: z.string().optional(),
+  /** Every failed attempt's error, oldest first. */
+  errors: z.array(z.string()).default([]),
+  attempts: z.number().int().positive(),
+  started_at: z.number().int().nonnegative(),
+  finished_at: z.number().int().nonnegative(),
+  usage,
+  llm: z.string().max(300),
+  truncated: z.boolean().default(false),
+});
+export type TaskResult = z.infer<typeof taskResultSchema>;
+
+export const planSummarySchema = z.object({
+  planner: z.enum(["explicit", "llm", "heuristic"]),
+  note: z.string().optional(),
+  tasks: z.array(z.object({
+    id: id,
+    title: z.string(),
+    capability: id,
+    priority: z.number().int(),
+    depends_on: z.array(id),
+    required: z.boolean(),
+  })),
+});
+export type PlanSummary = z.infer<typeof planSummarySchema>;
+
+export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer", "failed"] as const;
+
+/** On `event.request.<request>`: the request's progress and, at the end, its answer. */
+export const requestEventSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  kind: z.enum(REQUEST_EVENT_KINDS),
+  at: z.number().int().nonnegative(),
+  coordinator: id,
+  plan: planSummarySchema.optional(),
+  /** kind "assigned": which node took which sub-task. */
+  task: id.optional(),
+  node: id.optional(),
+  answer: z.string().optional(),
+  error: z.string().optional(),
+  status: z.enum(["completed", "partial", "failed"]).optional(),
+  usage: usage.optional(),
+  duration_ms: z.number().int().nonnegative().optional(),
+});
+export type RequestEvent = z.infer<typeof requestEventSchema>;
