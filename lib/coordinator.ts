@@ -2,6 +2,7 @@
 // follow their events and records, and answer once every sub-task has an outcome.
 import type { JetStreamClient, JetStreamManager, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
+import { createDoorbell } from "./doorbell.ts";
 import type { Config } from "./config.ts";
 import type { LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
@@ -68,7 +69,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   let answered = 0;
   let failed = 0;
   let stopping = false;
-  let wake: () => void = () => {};
+  const bell = createDoorbell();
+  const wake = () => bell.ring();
 
   const events = nc.subscribe(names.taskEventsAll, {
     callback: (_err, msg) => {
@@ -90,13 +92,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         }
         void handle(msg);
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, IDLE_POLL_MS);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await bell.wait(IDLE_POLL_MS);
     }
   })();
 

@@ -22,6 +22,8 @@ export async function runDashboard(loaded: LoadedConfig, cli: Cli, asNode: boole
 
   if (oneShot) {
     await node.membership.discovered;
+    // The queue depth comes from JetStream, asynchronously: read it now so it matches the node list.
+    await node.refreshQueue();
     const snap = node.snapshot();
     console.log(cli.is("json") ? JSON.stringify(snap, null, 2) : renderDashboard(snap));
     await node.stop();
@@ -33,6 +35,7 @@ export async function runDashboard(loaded: LoadedConfig, cli: Cli, asNode: boole
     process.stdout.write(tty ? frameForTerminal(text) : `${text}\n\n`);
   };
   if (tty) process.stdout.write("\x1b[?25l"); // hide cursor while redrawing
+  await node.refreshQueue(); // bounded and never throws; later frames refresh it in the background
   draw();
   const timer = setInterval(draw, REFRESH_MS);
   await untilStopSignal(log);

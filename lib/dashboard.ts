@@ -10,6 +10,8 @@ export interface RenderOptions {
 }
 
 const BAR_CELLS = 9;
+/** Running sub-tasks listed under one node row; the rest are summed up in one line. */
+export const MAX_TASK_LINES = 5;
 
 const HEADER = [
   "╔════════════════════════════════════════════════════════════╗",
@@ -88,10 +90,25 @@ function nodeLine(n: SnapshotNode, color: boolean): string {
   return `  ${dot(n.status, color)} ${n.node.padEnd(22)} ${ROLE_LETTER[n.role]} ${n.status.padEnd(9)} ${load(n)}`;
 }
 
+// "      ↳ review (code) r-1a2b3c4d5e 12s": oldest first, elapsed on the snapshot's clock. An offline
+// node's last report is not shown: its sub-tasks are no longer running there (they get redelivered).
+function taskLines(n: SnapshotNode, generatedAt: string): string[] {
+  if (n.status === "offline" || n.tasks.length === 0) return [];
+  const at = Date.parse(generatedAt);
+  const tasks = [...n.tasks].sort((a, b) => a.started_at - b.started_at);
+  const shown = tasks.slice(0, MAX_TASK_LINES).map((t) => {
+    const elapsed = Number.isNaN(at) ? "-" : formatDuration(Math.max(0, at - t.started_at));
+    return `      ↳ ${t.task} (${t.capability}) ${t.request} ${elapsed}`;
+  });
+  if (tasks.length > MAX_TASK_LINES) shown.push(`      … and ${tasks.length - MAX_TASK_LINES} more`);
+  return shown;
+}
+
 export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}): string {
   const color = opts.color ?? false;
   const me = s.this_node;
   const { nodes, roles, capacity } = s.stats;
+  const tasks = s.tasks;
 
   const lines = [
     ...HEADER,
@@ -111,12 +128,13 @@ export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}):
     `  Nodes:      ${nodes.total} total, ${nodes.online} online, ${nodes.offline} offline`,
     `  Roles:      ${roles.coordinator} coordinator(s), ${roles.worker} worker(s), ${roles.specialist} specialist(s)`,
     `  Capacity:   ${capacity.used}/${capacity.total} tasks used`,
+    `  Tasks:      ${tasks.queued} queued, ${tasks.running} running, ${tasks.done} done, ${tasks.failed} failed`,
   ];
   if (s.bad_messages.total > 0) lines.push(`  Dropped malformed messages: ${s.bad_messages.total}`);
 
   lines.push("", "【Discovered Nodes】");
   if (s.nodes.length === 0) lines.push("  (no nodes yet — waiting for heartbeats)");
-  for (const n of s.nodes) lines.push(nodeLine(n, color));
+  for (const n of s.nodes) lines.push(nodeLine(n, color), ...taskLines(n, s.generated_at));
 
   lines.push("", `  Swarm H-id: ${s.hid}   updated ${clock(s.generated_at)}`);
   return lines.join("\n");

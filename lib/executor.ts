@@ -2,6 +2,7 @@
 // keeps the JetStream message alive while the LLM works, records the result once, then acks.
 import type { JetStreamClient, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
+import { createDoorbell } from "./doorbell.ts";
 import type { Config } from "./config.ts";
 import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
@@ -72,13 +73,14 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   let done = 0;
   let failed = 0;
   let stopping = false;
-  let wake: () => void = () => {};
-  const ring = () => wake();
+  let slots = 0;
+  const bell = createDoorbell();
+  const wake = () => bell.ring();
 
   // A copy of every task published for our capabilities is the doorbell: pull right away.
   const doorbells: Subscription[] = [
-    nc.subscribe(names.taskDirect(node), { callback: ring }),
-    ...o.capabilities.map((cap) => nc.subscribe(names.taskQueue(cap, 0).replace(/\.0$/, ".*"), { callback: ring })),
+    nc.subscribe(names.taskDirect(node), { callback: wake }),
+    ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: wake })),
   ];
 
   const pullNext = async (): Promise<JsMsg | undefined> => {
@@ -94,22 +96,22 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
 
   const loop = (async () => {
     while (!stopping) {
-      while (!stopping && running.size < cfg.swarm.max_concurrent) {
+      // `slots` counts sub-tasks from the moment they are pulled, so max_concurrent holds even while
+      // one is still being checked before it is marked running.
+      while (!stopping && slots < cfg.swarm.max_concurrent) {
         const msg = await pullNext();
         if (!msg) break;
         if (stopping) {
           msg.nak();
           break;
         }
-        void execute(msg);
+        slots++;
+        void execute(msg).finally(() => {
+          slots--;
+          wake();
+        });
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, IDLE_POLL_MS);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await bell.wait(IDLE_POLL_MS);
     }
   })();
 

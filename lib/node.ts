@@ -9,8 +9,10 @@ import type { Logger } from "./log.ts";
 import { startMembership, type Membership } from "./membership.ts";
 import type { NodeInfo, NodeRole } from "./messages.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats } from "./snapshot.ts";
-import { swarmNames, type SwarmNames } from "./subjects.ts";
+import type { JetStreamManager, NatsConnection } from "nats";
+import { ID_PATTERN } from "./ids.ts";
+import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "./snapshot.ts";
+import { PRIORITIES, swarmNames, type SwarmNames } from "./subjects.ts";
 import { connectTemporal, type TemporalLink } from "./temporal.ts";
 import { type Coordinator, startCoordinator } from "./coordinator.ts";
 import { type Executor, startExecutor } from "./executor.ts";
@@ -31,6 +33,11 @@ export interface SwarmNode {
   temporal: () => TemporalLink;
   info(): NodeInfo;
   snapshot(): DashboardSnapshot;
+  /**
+   * Re-reads how many sub-tasks wait in the TASKS stream (snapshot().tasks.queued). Never throws;
+   * resolves with the value now cached. snapshot() also refreshes it in the background when stale.
+   */
+  refreshQueue(): Promise<number>;
   /** Graceful: leave announced, connection drained, embedded server released. Idempotent. */
   stop(): Promise<void>;
   /** Resolves when a stop was requested over NATS (`node.<id>.control`). */
@@ -125,6 +132,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     ? undefined
     : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
 
+  const queue = queueGauge(link.nc, names, log);
   let stopped: Promise<void> | undefined;
   const node: SwarmNode = {
     config: cfg,
@@ -136,7 +144,11 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     bad,
     temporal: () => temporal,
     info,
-    snapshot: () => buildSnapshot(node, startedAt),
+    snapshot: () => {
+      queue.refreshIfStale();
+      return buildSnapshot(node, startedAt, queue.value());
+    },
+    refreshQueue: () => queue.refresh(),
     stopRequested,
     stop: () => {
       stopped ??= (async () => {
@@ -155,7 +167,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   return node;
 }
 
-function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
+function buildSnapshot(node: SwarmNode, startedAt: number, queued: number): DashboardSnapshot {
   const now = Date.now();
   const me = node.info();
   const self: SnapshotNode = {
@@ -168,6 +180,9 @@ function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
     uptime_ms: now - startedAt,
     last_seen_ms_ago: 0,
     version: me.version,
+    tasks: (me.tasks ?? []).map(copyTask),
+    done: me.done ?? 0,
+    failed: me.failed ?? 0,
   };
   const peers: SnapshotNode[] = [...node.membership.registry.values()].map((p) => ({
     node: p.info.node,
@@ -179,6 +194,9 @@ function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
     uptime_ms: Math.max(0, now - p.info.started_at),
     last_seen_ms_ago: now - p.lastSeen,
     version: p.info.version,
+    tasks: (p.info.tasks ?? []).map(copyTask),
+    done: p.info.done ?? 0,
+    failed: p.info.failed ?? 0,
   }));
   const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
   const t = node.temporal();
@@ -192,9 +210,92 @@ function buildSnapshot(node: SwarmNode, startedAt: number): DashboardSnapshot {
       temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
     },
     stats: swarmStats(nodes),
+    tasks: taskCounts(nodes, queued),
     nodes,
     bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
   };
+}
+
+// Only the four fields, in this order: the wire object may carry more after a protocol extension.
+function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
+  return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
+}
+
+/** How often snapshot() re-reads the queue depth in the background. */
+const QUEUE_REFRESH_MS = 1_000;
+/** Bound on one JetStream API call, so a one-shot dashboard never hangs on a slow server. */
+const QUEUE_API_TIMEOUT_MS = 2_000;
+
+interface QueueGauge {
+  value(): number;
+  refresh(): Promise<number>;
+  refreshIfStale(): void;
+}
+
+/**
+ * Sub-tasks waiting in the TASKS stream: the sum of num_pending over its queue and direct consumers
+ * (in a work-queue stream no message matches two consumers, so nothing is counted twice). Read through a
+ * lazily created JetStreamManager, so an observer without streams of its own can do it too. A missing
+ * stream means nothing was ever queued (0); any other failure keeps the last value. Never throws.
+ */
+function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): QueueGauge {
+  const isTaskConsumer = taskConsumerMatcher(names);
+  let jsm: JetStreamManager | undefined;
+  let queued = 0;
+  let readAt = 0;
+  let inFlight: Promise<number> | undefined;
+
+  const read = async (): Promise<number> => {
+    try {
+      jsm ??= await nc.jetstreamManager({ timeout: QUEUE_API_TIMEOUT_MS });
+      let sum = 0;
+      for await (const ci of jsm.consumers.list(names.streams.tasks)) {
+        if (isTaskConsumer(ci.name)) sum += ci.num_pending;
+      }
+      queued = sum;
+    } catch (err) {
+      if (isStreamNotFound(err)) queued = 0;
+      else log.debug("Queue depth not read; keeping the last value", { stream: names.streams.tasks, error: (err as Error)?.message });
+    }
+    readAt = Date.now();
+    return queued;
+  };
+
+  const refresh = () => {
+    inFlight ??= read().finally(() => (inFlight = undefined));
+    return inFlight;
+  };
+
+  return {
+    value: () => queued,
+    refresh,
+    refreshIfStale() {
+      if (!inFlight && Date.now() - readAt >= QUEUE_REFRESH_MS && !nc.isClosed()) void refresh();
+    },
+  };
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  const e = err as { api_error?: { err_code?: number }; message?: string } | undefined;
+  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message ?? ""));
+}
+
+/**
+ * Recognises the consumer names of names.consumers.queue / .direct without spelling them here: each
+ * shape is learnt by building a name around a marker and keeping what comes before and after it.
+ */
+function taskConsumerMatcher(names: SwarmNames): (name: string) => boolean {
+  const MARK = "MARK";
+  const shapes = [names.consumers.direct(MARK), ...PRIORITIES.map((p) => names.consumers.queue(MARK, p))].map((built) => {
+    const at = built.indexOf(MARK);
+    return { head: built.slice(0, at), tail: built.slice(at + MARK.length) };
+  });
+  return (name) =>
+    shapes.some(({ head, tail }) =>
+      name.length > head.length + tail.length &&
+      name.startsWith(head) &&
+      name.endsWith(tail) &&
+      ID_PATTERN.test(name.slice(head.length, name.length - tail.length)));
 }
 
 /** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */

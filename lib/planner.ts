@@ -102,9 +102,9 @@ export function heuristicPlan(request: string, online: OnlineCapabilities, opts:
     if (REVIEW_WORDS.test(request)) tasks = reviewTasks(request, caps);
     if (tasks.length === 0) tasks = namedTasks(request, caps);
     if (tasks.length === 0) {
-      const ranked = [...caps].sort((a, b) => (online.get(b) ?? 0) - (online.get(a) ?? 0) || a.localeCompare(b));
-      const cap = caps.has("general") ? "general" : (ranked[0] ?? "general");
-      tasks = [task(uniqueId(cap, new Set()), cap, request, `${cap} task`)];
+      // A request that names no capability is general work: specialists take only their own
+      // capabilities, so with no general worker online validation rejects it with a clear message.
+      tasks = [task("general", "general", request, "general task")];
     }
   }
   return { tasks: tasks.slice(0, Math.max(1, opts.maxFanout)), synthesize: true };

@@ -4,6 +4,15 @@
 export type PeerStatus = "online" | "busy" | "draining" | "suspicious" | "offline";
 export type SnapshotRole = "coordinator" | "worker" | "specialist" | "dashboard";
 
+/** One sub-task running on a node now, as that node reported it in its last heartbeat. */
+export interface SnapshotTask {
+  request: string;
+  task: string;
+  capability: string;
+  /** Epoch milliseconds (the running node's clock) when it started this attempt. */
+  started_at: number;
+}
+
 export interface SnapshotNode {
   node: string;
   role: SnapshotRole;
@@ -16,6 +25,22 @@ export interface SnapshotNode {
   /** Milliseconds since its last heartbeat reached us (0 for this node). */
   last_seen_ms_ago: number;
   version: string;
+  /** Sub-tasks running on the node now (last heartbeat; kept as last reported for an offline node). */
+  tasks: SnapshotTask[];
+  /** Sub-tasks the node completed / failed since it started (reset when the node restarts). */
+  done: number;
+  failed: number;
+}
+
+/** Swarm-wide sub-task counts. */
+export interface TaskCounts {
+  /** Sub-tasks waiting in the TASKS stream (sum of num_pending over the queue and direct consumers). */
+  queued: number;
+  /** Sub-tasks running on nodes that are not offline. */
+  running: number;
+  /** Sums over every node listed (their counters since they started). */
+  done: number;
+  failed: number;
 }
 
 export interface DashboardSnapshot {
@@ -32,6 +57,7 @@ export interface DashboardSnapshot {
     roles: { coordinator: number; worker: number; specialist: number };
     capacity: { used: number; total: number };
   };
+  tasks: TaskCounts;
   /** Every node of the swarm this node knows, itself included when it is a swarm member, sorted by id. */
   nodes: SnapshotNode[];
   bad_messages: { total: number; by_subject: Record<string, number> };
@@ -59,5 +85,16 @@ export function swarmStats(nodes: SnapshotNode[]): DashboardSnapshot["stats"] {
       used: live.reduce((s, n) => s + n.running, 0),
       total: live.reduce((s, n) => s + n.max_concurrent, 0),
     },
+  };
+}
+
+/** The swarm's task counts from the node list plus the queue depth (which only the stream knows). */
+export function taskCounts(nodes: SnapshotNode[], queued: number): TaskCounts {
+  const live = nodes.filter((n) => n.status !== "offline");
+  return {
+    queued,
+    running: live.reduce((s, n) => s + n.running, 0),
+    done: nodes.reduce((s, n) => s + n.done, 0),
+    failed: nodes.reduce((s, n) => s + n.failed, 0),
   };
 }

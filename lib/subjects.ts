@@ -22,6 +22,8 @@ export interface SwarmNames {
   requestEvents(request: string): string;
   requestEventsAll: string;
   taskQueue(capability: string, priority: number): string;
+  /** Every priority of one capability (the executor's doorbell). */
+  taskQueueAnyPriority(capability: string): string;
   taskDirect(node: string): string;
   /** Events of one sub-task; sub-task ids are unique within their request. */
   taskEvents(request: string, task: string): string;
@@ -69,6 +71,7 @@ export function swarmNames(hid: string): SwarmNames {
       }
       return `${p}.task.queue.${validateId("capability", cap)}.${prio}`;
     },
+    taskQueueAnyPriority: (cap) => `${p}.task.queue.${validateId("capability", cap)}.*`,
     taskDirect: (node) => `${p}.task.direct.${validateId("node id", node)}`,
     taskEvents: (req, task) => `${p}.event.task.${validateId("request id", req)}.${validateId("task id", task)}`,
     taskEventsOf: (req) => `${p}.event.task.${validateId("request id", req)}.*`,

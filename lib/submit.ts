@@ -150,13 +150,11 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
       return 3;
     }
     if (ev.kind === "failed") {
-      if (!o.json) process.stderr.write(`picoclaw: request ${request} rejected: ${ev.error}\n`);
+      process.stderr.write(`picoclaw: request ${request} rejected: ${ev.error}\n`);
       return 1;
     }
-    if (!o.json) {
-      console.log(ev.answer ?? "");
-      if (ev.status === "failed") process.stderr.write(`picoclaw: request ${request} failed: ${ev.error}\n`);
-    }
+    if (!o.json) console.log(ev.answer ?? "");
+    if (ev.status === "failed") process.stderr.write(`picoclaw: request ${request} failed: ${ev.error}\n`);
     return ev.status === "failed" ? 1 : 0;
   } finally {
     await nc.drain().catch(() => {});

@@ -91,7 +91,8 @@ export async function synthesize(s: SynthesisInput, llm: LlmProvider, signal?: A
       ],
     });
     const status = s.outcomes.map((o) => `- ${o.title}: ${statusOf(o)}${o.result ? ` (node ${o.result.node})` : ""}`).join("\n");
-    return { text: `${c.text}\n\n---\nSub-tasks:\n${status}`, usage: c.usage, by: "llm" };
+    const note = s.plan.note ? `\nNote: ${s.plan.note}` : "";
+    return { text: `${c.text}\n\n---\nPlanner: ${s.plan.planner}${note}\nSub-tasks:\n${status}`, usage: c.usage, by: "llm" };
   } catch (err) {
     return { text: `${report}\n\nNote: LLM synthesis failed (${(err as Error).message}); showing the structured report.`, by: "report" };
   }

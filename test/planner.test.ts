@@ -68,12 +68,12 @@ describe("heuristicPlan", () => {
     expect(two.tasks.map((t) => t.capability)).toEqual(["go", "rust"]);
   });
 
-  test("nothing named: one general task, else the capability most nodes offer (never coordination)", () => {
+  test("nothing named: one general task, never routed to a specialist's capability", () => {
     const plan = heuristicPlan("What is the capital of France?", new Map([["general", 3], ["code", 1]]), { maxFanout: 8 });
     expect(plan.tasks).toHaveLength(1);
     expect(plan.tasks[0]).toMatchObject({ id: "general", capability: "general", prompt: "What is the capital of France?" });
     const noGeneral = heuristicPlan("hello", new Map([["coordination", 5], ["code", 1], ["research", 2]]), { maxFanout: 8 });
-    expect(noGeneral.tasks.map((t) => t.capability)).toEqual(["research"]);
+    expect(noGeneral.tasks.map((t) => t.capability)).toEqual(["general"]);
   });
 
   test("--capabilities: one task per listed capability, even for a review request", () => {

@@ -1,0 +1,153 @@
+// Requests become answers: the guide's code-review swarm, capability routing, concurrency limits,
+// priorities and DAG inputs — real nats-server, real role processes, a real OpenAI-style HTTP server.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
+import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { maxOverlap, planFile, runIntervals, startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+
+let nats: NatsServer;
+let llm: LlmServer;
+let swarm: Swarm | undefined;
+beforeAll(async () => {
+  [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
+});
+afterEach(async () => {
+  await swarm?.stop();
+  swarm = undefined;
+});
+afterAll(async () => {
+  await Promise.all([nats.stop(), llm.stop()]);
+});
+
+const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "test-model" });
+const echoEnv = { PICOCLAW_LLM_PROVIDER: "echo" };
+
+describe("task pipeline", () => {
+  test("code review: four sub-tasks run in parallel on the four specialists; the answer has all four sections", async () => {
+    swarm = await startSwarm(nats, "p1", [
+      { script: "coordinator.ts", args: ["--swarm.capabilities", "coordination"], env: echoEnv },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "rust,go,python"], env: llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "security,audit"], env: llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "docs,writing"], env: llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "testing,qa"], env: llmEnv() },
+    ]);
+    const r = await submit(swarm, ["Review this change: retry failed HTTP calls [[delay=1200 tokens=6]]"]);
+    expect(r.code).toBe(0);
+    const planned = r.events.find((e) => e.kind === "planned") as { plan?: { tasks: { capability: string }[] } };
+    expect(planned.plan!.tasks.map((t) => t.capability)).toEqual(["rust", "security", "docs", "testing"]);
+
+    const runs = runIntervals(r.events);
+    expect(runs.size).toBe(4);
+    // Each on a different specialist, the one whose capability fits.
+    const nodeOf = (task: string) => runs.get(task)!.node;
+    expect(nodeOf("code")).toBe(swarm.ids[1]!);
+    expect(nodeOf("security")).toBe(swarm.ids[2]!);
+    expect(nodeOf("docs")).toBe(swarm.ids[3]!);
+    expect(nodeOf("testing")).toBe(swarm.ids[4]!);
+    // In parallel: all four execution intervals overlap.
+    expect(maxOverlap([...runs.values()])).toBe(4);
+
+    const answer = r.answer!.answer!;
+    for (const section of ["## code review — completed", "## security review — completed", "## docs review — completed", "## testing review — completed"]) {
+      expect(answer).toContain(section);
+    }
+    expect(answer).toContain("ok: "); // the LLM server's replies made it into the answer
+    expect(r.answer!.usage!.total_tokens).toBeGreaterThan(0);
+    // The guide's log lines on the coordinator.
+    expect(swarm.nodes[0]!.countLines(/INFO  Task assigned task=\S+ .*node=claw-\S+ capability=/)).toBe(4);
+    expect(swarm.nodes[1]!.countLines(/INFO  Task completed task=code .*node=.* duration_ms=\d+/)).toBe(1);
+  });
+
+  test("a worker with max_concurrent 2 given 10 sub-tasks never runs more than 2 at once", async () => {
+    swarm = await startSwarm(nats, "p2", [
+      { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "2"], env: llmEnv() },
+    ]);
+    const tasks = Array.from({ length: 10 }, (_, i) => `  - { id: t${i}, capability: general, prompt: "job ${i} [[delay=250]]" }`);
+    const r = await submit(swarm, ["--plan", planFile(`tasks:\n${tasks.join("\n")}\n`)]);
+    expect(r.code).toBe(0);
+    const runs = runIntervals(r.events);
+    expect(runs.size).toBe(10);
+    expect(maxOverlap([...runs.values()])).toBe(2);
+  });
+
+  test("priority: with the only slot busy, a priority-3 task queued after ten priority-0 tasks runs next", async () => {
+    swarm = await startSwarm(nats, "p3", [
+      { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "1"], env: llmEnv() },
+    ]);
+    const worker = swarm.nodes[1]!;
+    const blocker = submit(swarm, ["--plan", planFile("tasks:\n  - { id: blocker, capability: general, prompt: \"hold the slot [[delay=2500]]\" }\n")]);
+    await worker.waitForLine(/Task assigned task=blocker/, 15_000);
+    const low = Array.from({ length: 10 }, (_, i) => `  - { id: low${i}, capability: general, priority: 0, prompt: "low ${i}" }`);
+    const queued = submit(swarm, ["--plan", planFile(`tasks:\n${low.join("\n")}\n  - { id: urgent, capability: general, priority: 3, prompt: "urgent" }\n`)]);
+    expect((await blocker).code).toBe(0);
+    expect((await queued).code).toBe(0);
+    const order = worker.lines.filter((l) => l.includes("Task assigned")).map((l) => l.match(/task=(\S+)/)![1]);
+    expect(order[0]).toBe("blocker");
+    expect(order[1]).toBe("urgent");
+    expect(order.length).toBe(12);
+  });
+
+  test("a specialist never takes a general task; a capability nobody has is rejected with a clear message", async () => {
+    swarm = await startSwarm(nats, "p4", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "rust"], env: echoEnv },
+    ]);
+    const general = await submit(swarm, ["Summarise the week's news"], 20_000);
+    expect(general.code).toBe(1);
+    expect(general.answer?.kind).toBe("failed");
+    expect(general.answer?.error).toContain("capability general, which no online node offers");
+    expect(general.answer?.error).toContain("rust");
+
+    const gpu = await submit(swarm, ["--capabilities", "gpu", "render the scene"], 20_000);
+    expect(gpu.code).toBe(1);
+    expect(gpu.answer?.error).toMatch(/task gpu needs capability gpu, which no online node offers/);
+    expect(gpu.output).toContain("rejected");
+
+    const rust = await submit(swarm, ["--capabilities", "rust", "check the borrow checker"], 20_000);
+    expect(rust.code).toBe(0);
+    expect(swarm.nodes[1]!.countLines(/Task assigned/)).toBe(1);
+    expect(swarm.nodes[1]!.countLines(/capability=general/)).toBe(0);
+  });
+
+  test("DAG: b depends on a and receives a's result; a cycle is rejected before anything runs", async () => {
+    swarm = await startSwarm(nats, "p5", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.capabilities", "code"], env: llmEnv() },
+    ]);
+    const r = await submit(swarm, ["--plan", planFile([
+      "tasks:",
+      "  - id: a",
+      "    capability: code",
+      "    prompt: 'find the bug [[reply=ALPHA-FINDING-42]]'",
+      "  - id: b",
+      "    capability: general",
+      "    depends_on: [a]",
+      "    prompt: 'write the fix'",
+      "",
+    ].join("\n"))]);
+    expect(r.code).toBe(0);
+    const bRequest = llm.requests.find((q) => q.body.messages?.at(-1)?.content.startsWith("write the fix"));
+    expect(bRequest?.body.messages?.at(-1)?.content).toContain("ALPHA-FINDING-42");
+    const runs = runIntervals(r.events);
+    expect(runs.get("b")!.start).toBeGreaterThanOrEqual(runs.get("a")!.end);
+
+    const before = llm.requests.length;
+    const cyc = await submit(swarm, ["--plan", planFile([
+      "tasks:",
+      "  - { id: a, capability: code, prompt: x, depends_on: [b] }",
+      "  - { id: b, capability: code, prompt: y, depends_on: [a] }",
+      "  - { id: c, capability: code, prompt: z, depends_on: [ghost] }",
+      "",
+    ].join("\n"))], 20_000);
+    expect(cyc.code).toBe(1);
+    expect(cyc.answer?.error).toMatch(/unknown task ghost|cycle: (a -> b -> a|b -> a -> b)/);
+    expect(llm.requests.length).toBe(before);
+
+    const cyc2 = await submit(swarm, ["--plan", planFile("tasks:\n  - { id: a, capability: code, prompt: x, depends_on: [b] }\n  - { id: b, capability: code, prompt: y, depends_on: [a] }\n")], 20_000);
+    expect(cyc2.code).toBe(1);
+    expect(cyc2.answer?.error).toMatch(/cycle: (a -> b -> a|b -> a -> b)/);
+    expect(llm.requests.length).toBe(before);
+  });
+});
