@@ -164,7 +164,12 @@ function logEvent(log: Logger, e: RegistryEvent): void {
     case "restarted":
       return log.info("Node joined swarm", { ...f, capabilities: info.capabilities.join(","), restarted: true });
     case "offline":
-      return log.info("Node marked offline", { ...f, silent_ms: e.silentMs, running_tasks: info.running });
+      return log.info("Node marked offline", {
+        ...f,
+        silent_ms: e.silentMs,
+        running_tasks: info.running,
+        tasks: info.tasks?.map((t) => `${t.request}/${t.task}`).join(",") || undefined,
+      });
     case "suspicious":
       return log.debug("Node suspicious (heartbeat late)", { ...f, silent_ms: e.silentMs });
     case "back":

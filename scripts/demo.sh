@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, brings up a local swarm on an embedded NATS server (a
 # coordinator and the guide's four code-review specialists plus a worker), waits until every node
-# has joined, and shows the dashboard: live on a terminal (Ctrl-C stops everything), one frame otherwise.
+# has joined, runs the guide's code-review request and prints the synthesized review, then shows
+# the dashboard: live on a terminal (Ctrl-C stops everything), one frame otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -45,13 +46,17 @@ start code specialist.ts --swarm.capabilities rust,go,python
 start security specialist.ts --swarm.capabilities security,audit
 start docs specialist.ts --swarm.capabilities docs,writing
 start testing specialist.ts --swarm.capabilities testing,qa
-start worker worker.ts --swarm.capabilities code,research
+start worker worker.ts --swarm.capabilities research
 wait_for "$logs/coordinator.log" "Node joined swarm" 6 30
 grep "Node joined swarm" "$logs/coordinator.log"
 
+echo
+echo "==> Submitting the guide's code-review request: picoclaw submit \"Review this change: ...\""
+bun roles/picoclaw.ts submit "Review this change: the HTTP client now retries failed requests up to 5 times with exponential backoff, and logs the request URL and headers on every retry."
+echo
+bun roles/dashboard.ts --once
 if [ -t 1 ] && [ -z "${CI:-}" ]; then
-  echo "==> Live dashboard (Ctrl-C stops the demo swarm)"
+  echo "==> Live dashboard (Ctrl-C stops the demo swarm; in another terminal try:"
+  echo "    bun roles/picoclaw.ts submit --swarm.nats.embedded \"Review this change: ...\")"
   bun roles/dashboard.ts
-else
-  bun roles/dashboard.ts --once
 fi
