@@ -34,6 +34,8 @@ export interface CoordinatorOptions {
   llm: LlmProvider;
   log: Logger;
   bad: BadInputCounter;
+  /** Called when a request starts or ends (the node's load changed). */
+  onChange?: () => void;
   /** Capabilities of the nodes online now, for planning and routing. */
   online: () => OnlineCapabilities;
   /** Resolves once the start-up membership query is answered (plan only after it). */
@@ -45,7 +47,6 @@ export interface Coordinator {
   stop(): Promise<void>;
 }
 
-const MAX_ACTIVE_REQUESTS = 32;
 const RECONCILE_MS = 2_000;
 const IDLE_POLL_MS = 1_000;
 
@@ -83,7 +84,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
 
   const loop = (async () => {
     while (!stopping) {
-      while (!stopping && active.size < MAX_ACTIVE_REQUESTS) {
+      while (!stopping && active.size < cfg.swarm.max_concurrent) {
         let msg: JsMsg;
         try {
           msg = await js.pull(names.streams.requests, names.consumers.requests, 0);
@@ -111,6 +112,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     const keepAlive = setInterval(() => msg.working(), Math.max(500, cfg.swarm.tasks.ack_wait / 3));
     const started = Date.now();
     active.set(req.request, () => {});
+    o.onChange?.();
     try {
       if (await alreadyAnswered(kv, req.request)) {
         msg.ack();
@@ -162,6 +164,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     } finally {
       clearInterval(keepAlive);
       active.delete(req.request);
+      o.onChange?.();
       wake();
     }
   }

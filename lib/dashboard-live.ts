@@ -18,6 +18,7 @@ export async function runDashboard(loaded: LoadedConfig, cli: Cli, asNode: boole
   const tty = process.stdout.isTTY === true && !oneShot;
   // Logs would tear the frame (or the JSON): only warnings and errors, and those go to stderr.
   const log = createLogger(tty || oneShot ? "warn" : cfg.log.level);
+  const signalled = oneShot ? undefined : untilStopSignal(log); // before start-up, so Ctrl-C is always clean
   const node = await startNode(cfg, log, { observer: !asNode, queryWindowMs: oneShot ? 1_500 : 1_000 });
 
   if (oneShot) {
@@ -38,7 +39,7 @@ export async function runDashboard(loaded: LoadedConfig, cli: Cli, asNode: boole
   await node.refreshQueue(); // bounded and never throws; later frames refresh it in the background
   draw();
   const timer = setInterval(draw, REFRESH_MS);
-  await untilStopSignal(log);
+  await signalled;
   clearInterval(timer);
   if (tty) process.stdout.write("\x1b[?25h\n");
   await node.stop();

@@ -57,8 +57,10 @@ async function runNode(loaded: LoadedConfig, o: EntryOptions): Promise<number> {
       config.swarm.enabled);
   }
   const log = createLogger(config.log.level);
+  // Listen before starting: a signal during start-up still ends in a clean leave.
+  const signalled = untilStopSignal(log);
   const node = await startNode(config, log);
-  await Promise.race([untilStopSignal(log), node.stopRequested]);
+  await Promise.race([signalled, node.stopRequested]);
   await node.stop();
   return 0;
 }

@@ -33,6 +33,8 @@ export interface Membership {
   registry: Registry;
   /** Resolves when the start-up query window has closed. */
   discovered: Promise<void>;
+  /** Joins: announcement, the self `Node joined swarm` line, heartbeats. Call once the node is ready. */
+  announce(): void;
   /** Publishes a heartbeat now (a task started or finished), at most every 100 ms. */
   heartbeatNow(): void;
   /** Announces a graceful leave and stops heartbeats and subscriptions. */
@@ -94,12 +96,6 @@ export function startMembership(o: MembershipOptions): Membership {
     if (!nc.isClosed()) nc.publish(names.heartbeat(me.node), encode(o.self()));
   };
   let heartbeat: Timer | undefined;
-  if (!o.observer) {
-    nc.publish(names.announce, encode({ v: 1, kind: "join", info: o.self() }));
-    log.info("Node joined swarm", { node: me.node, role: me.role, capabilities: me.capabilities.join(","), self: true });
-    publishHeartbeat();
-    heartbeat = setInterval(publishHeartbeat, o.heartbeatInterval);
-  }
   // Sweep often enough that a dead peer is offline within nodeTimeout + heartbeatInterval.
   const sweeper = setInterval(() => apply(sweep(registry, Date.now(), timing)),
     Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)));
@@ -111,6 +107,13 @@ export function startMembership(o: MembershipOptions): Membership {
   return {
     registry,
     discovered,
+    announce() {
+      if (o.observer || heartbeat) return;
+      nc.publish(names.announce, encode({ v: 1, kind: "join", info: o.self() }));
+      log.info("Node joined swarm", { node: me.node, role: me.role, capabilities: me.capabilities.join(","), self: true });
+      publishHeartbeat();
+      heartbeat = setInterval(publishHeartbeat, o.heartbeatInterval);
+    },
     heartbeatNow() {
       if (o.observer || pendingExtra) return;
       const wait = Math.max(0, lastExtra + 100 - Date.now());

@@ -52,12 +52,32 @@ export function connectionOptions(cfg: Config, name: string): ConnectionOptions 
   if (n.user) {
     opts.user = n.user;
     opts.pass = n.password;
+  } else {
+    // nats.js ignores credentials written into a URL; take them from there (and keep them out of logs).
+    const inUrl = urlCredentials(n.urls);
+    if (inUrl) {
+      opts.user = inUrl.user;
+      opts.pass = inUrl.pass;
+      opts.servers = n.urls.map(stripCredentials);
+    }
   }
   const tls = n.tls;
   if (tls.ca_file || tls.cert_file || tls.key_file || n.urls.some((u) => u.startsWith("tls://"))) {
     opts.tls = { caFile: tls.ca_file, certFile: tls.cert_file, keyFile: tls.key_file };
   }
   return opts;
+}
+
+export function urlCredentials(urls: string[]): { user: string; pass?: string } | undefined {
+  for (const u of urls) {
+    const m = /^[a-z]+:\/\/([^:@/]+)(?::([^@/]*))?@/.exec(u);
+    if (m) return { user: decodeURIComponent(m[1]!), pass: m[2] === undefined ? undefined : decodeURIComponent(m[2]) };
+  }
+  return undefined;
+}
+
+function stripCredentials(url: string): string {
+  return url.replace(/^([a-z]+:\/\/)[^@/]*@/, "$1");
 }
 
 /** Connects (failing fast with a specific reason) and keeps reconnecting for the node's life. */

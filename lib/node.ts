@@ -83,11 +83,12 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     role,
     capabilities: opts.observer ? [] : cfg.swarm.capabilities,
     max_concurrent: max,
-    running: tasks.length,
+    // A coordinator's load is the requests it is coordinating (at most max_concurrent at once).
+    running: coordinator ? coordinator.counts().active : tasks.length,
     tasks,
     done: executor?.counts().done ?? 0,
     failed: executor?.counts().failed ?? 0,
-    status: max > 0 && tasks.length >= max ? "busy" : "online",
+    status: max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
     version: VERSION,
     started_at: startedAt,
     heartbeat_interval: nats.heartbeat_interval,
@@ -115,7 +116,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     const jsm = await ensureStreams(link.nc, names, cfg);
     const common = { nc: link.nc, jsm, names, cfg, node: identity.node, llm, log, bad };
     if (role === "coordinator") {
-      coordinator = await startCoordinator({ ...common, online: () => onlineCapabilities(membership.registry), discovered: membership.discovered });
+      coordinator = await startCoordinator({ ...common, online: () => onlineCapabilities(membership.registry), discovered: membership.discovered, onChange: () => membership.heartbeatNow() });
     } else {
       const caps = role === "worker" ? [...new Set(["general", ...cfg.swarm.capabilities])] : cfg.swarm.capabilities;
       // Tell the swarm at once when a slot fills or frees, not only at the next heartbeat.
@@ -133,6 +134,9 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
 
   const queue = queueGauge(link.nc, names, log);
+  // Only now, with consumers and the control subject in place, does the node tell the swarm it is here.
+  membership.announce();
+
   let stopped: Promise<void> | undefined;
   const node: SwarmNode = {
     config: cfg,

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { frameForTerminal, loadBar, renderDashboard } from "../lib/dashboard.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats } from "../lib/snapshot.ts";
+import { type DashboardSnapshot, type SnapshotNode, type SnapshotTask, swarmStats, taskCounts } from "../lib/snapshot.ts";
 
 const ESC = "\x1b";
 
@@ -15,6 +15,9 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     uptime_ms: 0,
     last_seen_ms_ago: 0,
     version: "0.1.0",
+    tasks: [],
+    done: 0,
+    failed: 0,
     ...over,
   };
 }
@@ -40,6 +43,7 @@ function snapshot(over: Partial<DashboardSnapshot> = {}, nodes: SnapshotNode[] =
       temporal: { enabled: true, connected: true, address: "" },
     },
     stats: swarmStats(nodes),
+    tasks: taskCounts(nodes, 0),
     nodes,
     bad_messages: { total: 0, by_subject: {} },
     ...over,
@@ -140,7 +144,7 @@ describe("renderDashboard", () => {
     expect(renderDashboard(snapshot())).not.toContain("Dropped malformed");
     const s = snapshot({ bad_messages: { total: 7, by_subject: { "swarm.x": 7 } } });
     const out = lines(s);
-    expect(out[out.findIndex((l) => l.startsWith("  Capacity:")) + 1]).toBe("  Dropped malformed messages: 7");
+    expect(out[out.findIndex((l) => l.startsWith("  Tasks:")) + 1]).toBe("  Dropped malformed messages: 7");
   });
 
   test("long node ids are not cut", () => {
@@ -151,6 +155,107 @@ describe("renderDashboard", () => {
   test("a suspicious node keeps a space before its load bar", () => {
     const out = lines(snapshot({}, [node("claw-x", { status: "suspicious", running: 1 })]));
     expect(out).toContain("  ● claw-x                 W suspicious [██░░░░░░░] 20% (1/5)");
+  });
+});
+
+const GENERATED = Date.parse("2025-01-02T13:04:05.678Z");
+
+function running(n: number, over: Partial<SnapshotTask> = {}): SnapshotTask[] {
+  return Array.from({ length: n }, (_, i) => ({
+    request: "r-0123456789",
+    task: `t${i + 1}`,
+    capability: "code",
+    started_at: GENERATED - (i + 1) * 1_000,
+    ...over,
+  }));
+}
+
+describe("renderDashboard: tasks", () => {
+  test("the Tasks line follows Capacity and shows the snapshot's counts", () => {
+    const s = snapshot();
+    s.tasks = { queued: 3, running: 9, done: 42, failed: 1 };
+    const out = lines(s);
+    const at = out.indexOf("  Capacity:   9/25 tasks used");
+    expect(at).toBeGreaterThan(0);
+    expect(out[at + 1]).toBe("  Tasks:      3 queued, 9 running, 42 done, 1 failed");
+  });
+
+  test("the guide's example has no task lines: every line in Discovered Nodes is a node row", () => {
+    const out = lines(snapshot());
+    const at = out.indexOf("【Discovered Nodes】");
+    expect(out.slice(at + 1, at + 6).every((l) => l.startsWith("  ● "))).toBe(true);
+    expect(out[at + 6]).toBe("");
+    expect(renderDashboard(snapshot())).not.toContain("↳");
+  });
+
+  test("each running task gets an indented line under its node: task, capability, request, elapsed", () => {
+    const nodes = [
+      node("claw-a1b2c3d4", { running: 2, tasks: running(2) }),
+      node("claw-b", { running: 1, tasks: [{ request: "r-x", task: "security", capability: "security", started_at: GENERATED - 125_000 }] }),
+      node("claw-c"),
+    ];
+    const s = snapshot({}, nodes);
+    const out = lines(s);
+    const at = out.indexOf("【Discovered Nodes】");
+    expect(out.slice(at + 1, at + 7)).toEqual([
+      "  ● claw-a1b2c3d4          W online    [████░░░░░] 40% (2/5)",
+      "      ↳ t2 (code) r-0123456789 2s",
+      "      ↳ t1 (code) r-0123456789 1s",
+      "  ● claw-b                 W online    [██░░░░░░░] 20% (1/5)",
+      "      ↳ security (security) r-x 2m5s",
+      "  ● claw-c                 W online    [░░░░░░░░░] 0% (0/5)",
+    ]);
+    expect(out).toContain("  Tasks:      0 queued, 3 running, 0 done, 0 failed");
+  });
+
+  test("oldest task first; a task started just now shows milliseconds, never a negative time", () => {
+    const tasks = [
+      { request: "r-1", task: "new", capability: "general", started_at: GENERATED + 50 },
+      { request: "r-1", task: "old", capability: "general", started_at: GENERATED - 3_600_000 * 2 - 60_000 * 15 },
+      { request: "r-1", task: "mid", capability: "general", started_at: GENERATED - 750 },
+    ];
+    const out = lines(snapshot({}, [node("claw-a1b2c3d4", { running: 3, tasks })]));
+    const at = out.indexOf("  ● claw-a1b2c3d4          W online    [█████░░░░] 60% (3/5)");
+    expect(out.slice(at + 1, at + 4)).toEqual([
+      "      ↳ old (general) r-1 2h15m",
+      "      ↳ mid (general) r-1 750ms",
+      "      ↳ new (general) r-1 0ms",
+    ]);
+  });
+
+  test("at most five task lines per node, then how many more", () => {
+    const out = lines(snapshot({}, [node("claw-big", { running: 8, max_concurrent: 8, status: "busy", tasks: running(8) })]));
+    const at = out.findIndex((l) => l.startsWith("  ● claw-big"));
+    expect(out.slice(at + 1, at + 8)).toEqual([
+      "      ↳ t8 (code) r-0123456789 8s",
+      "      ↳ t7 (code) r-0123456789 7s",
+      "      ↳ t6 (code) r-0123456789 6s",
+      "      ↳ t5 (code) r-0123456789 5s",
+      "      ↳ t4 (code) r-0123456789 4s",
+      "      … and 3 more",
+      "",
+    ]);
+  });
+
+  test("an offline node's last reported tasks are not listed and not counted as running", () => {
+    const nodes = [node("claw-a1b2c3d4"), node("claw-dead", { status: "offline", running: 2, tasks: running(2), done: 4, failed: 1 })];
+    const s = snapshot({}, nodes);
+    expect(s.tasks).toEqual({ queued: 0, running: 0, done: 4, failed: 1 });
+    const out = lines(s);
+    expect(out).toContain("  Tasks:      0 queued, 0 running, 4 done, 1 failed");
+    expect(renderDashboard(s)).not.toContain("↳");
+  });
+});
+
+describe("taskCounts", () => {
+  test("running over live nodes, done and failed over every node, queued as given", () => {
+    const nodes = [
+      node("a", { running: 2, done: 3, failed: 1 }),
+      node("b", { status: "busy", running: 5, done: 10 }),
+      node("c", { status: "offline", running: 1, done: 2, failed: 2 }),
+    ];
+    expect(taskCounts(nodes, 7)).toEqual({ queued: 7, running: 7, done: 15, failed: 3 });
+    expect(taskCounts([], 0)).toEqual({ queued: 0, running: 0, done: 0, failed: 0 });
   });
 });
 

@@ -32,6 +32,8 @@ export interface SpawnOptions {
   /** Run this executable instead of `bun roles/<script>`. */
   binary?: string;
   cwd?: string;
+  /** Text written to the process's standard input (closed afterwards). */
+  stdin?: string;
 }
 
 /** Test-speed timing: heartbeats every 200ms, offline after 1.5s. */
@@ -44,7 +46,13 @@ export function spawnRole(script: string, args: string[], o: SpawnOptions = {}):
     if (v !== undefined && !k.startsWith("PICOCLAW_")) env[k] = v;
   }
   Object.assign(env, { HOME: o.home ?? tempHome(), NO_COLOR: "1" }, o.env);
-  const proc = Bun.spawn(cmd, { cwd: o.cwd ?? ROOT, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(cmd, {
+    cwd: o.cwd ?? ROOT,
+    env,
+    stdin: o.stdin === undefined ? "ignore" : new Blob([o.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+  }) as Subprocess<"ignore", "pipe", "pipe">;
   const lines: string[] = [];
   const stdout: string[] = [];
   const pump = async (stream: ReadableStream<Uint8Array>, own?: string[]) => {

@@ -55,8 +55,8 @@ export interface SubmitRun {
 }
 
 /** `picoclaw submit --json ...`; returns the exit code and every event it printed. */
-export async function submit(swarm: Swarm, args: string[], timeoutMs = 60_000): Promise<SubmitRun> {
-  const r = await runRole("picoclaw.ts", ["submit", "--json", ...swarm.common, ...args], { timeoutMs });
+export async function submit(swarm: Swarm, args: string[], timeoutMs = 60_000, stdin?: string): Promise<SubmitRun> {
+  const r = await runRole("picoclaw.ts", ["submit", "--json", ...swarm.common, ...args], { timeoutMs, stdin });
   const events = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as SwarmEvent);
   const answer = events.find((e) => e.kind === "answer" || (e.kind === "failed" && !("task" in e && e.task))) as RequestEvent | undefined;
   return { code: r.code, events, answer, output: r.output };

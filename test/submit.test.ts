@@ -1,0 +1,80 @@
+// `picoclaw submit` as users call it: text from stdin or a file, the offline echo provider named in the
+// answer, human output without --json, and long sub-tasks kept alive past JetStream's ack wait.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
+import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { runRole, tempHome } from "./helpers/role-process.ts";
+import { startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+
+let nats: NatsServer;
+let llm: LlmServer;
+let swarm: Swarm | undefined;
+beforeAll(async () => {
+  [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
+});
+afterEach(async () => {
+  await swarm?.stop();
+  swarm = undefined;
+});
+afterAll(async () => {
+  await Promise.all([nats.stop(), llm.stop()]);
+});
+
+const echoEnv = { PICOCLAW_LLM_PROVIDER: "echo" };
+
+describe("submit", () => {
+  test("stdin ('-') and --file; with no LLM configured the answer says the echo provider was used", async () => {
+    swarm = await startSwarm(nats, "s1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    expect(swarm.nodes[1]!.output()).toContain("LLM: echo provider (offline, no LLM configured)");
+    const fromStdin = await submit(swarm, ["-"], 30_000, "Summarise: stdin-marker-7781");
+    expect(fromStdin.code).toBe(0);
+    expect(fromStdin.answer?.answer).toContain("stdin-marker-7781");
+    expect(fromStdin.answer?.answer).toContain("LLM: echo (offline, no LLM configured)");
+
+    const diff = join(tempHome(), "change.diff");
+    writeFileSync(diff, "--- a/x.ts\n+++ b/x.ts\n+const token = 'file-marker-5521';\n");
+    const fromFile = await submit(swarm, ["--file", diff], 30_000);
+    expect(fromFile.code).toBe(0);
+    expect(fromFile.answer?.answer).toContain("file-marker-5521");
+    expect(fromFile.answer?.answer).toContain("## code review"); // a diff is a review request
+  });
+
+  test("without --json: progress lines on stderr, the answer alone on stdout, exit 0", async () => {
+    swarm = await startSwarm(nats, "s2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    const r = await runRole("picoclaw.ts", ["submit", ...swarm.common, "Explain backoff"], { timeoutMs: 30_000 });
+    expect(r.code).toBe(0);
+    expect(r.stdout.startsWith("# Swarm answer (request r-")).toBe(true);
+    expect(r.output).toMatch(/general task: running on claw-[0-9a-f]{8}/);
+    expect(r.output).toMatch(/general task: completed on claw-[0-9a-f]{8} in \d+m?s, \d+ tokens/);
+  });
+
+  test("bad submit arguments exit 2 naming what is wrong", async () => {
+    const none = await runRole("picoclaw.ts", ["submit", "--swarm.nats.urls", nats.url]);
+    expect(none.code).toBe(2);
+    expect(none.output).toContain("a request text, '-' for stdin, --file PATH or --plan PATH");
+    const badPlan = join(tempHome(), "bad.yaml");
+    writeFileSync(badPlan, "tasks:\n  - { id: 'a.b', capability: code, prompt: x }\n");
+    const plan = await runRole("picoclaw.ts", ["submit", "--plan", badPlan, "--swarm.nats.urls", nats.url]);
+    expect(plan.code).toBe(2);
+    expect(plan.output).toContain(`invalid plan in ${badPlan}: tasks[0].id`);
+    const cap = await runRole("picoclaw.ts", ["submit", "--capabilities", "a>b", "x", "--swarm.nats.urls", nats.url]);
+    expect(cap.code).toBe(2);
+    expect(cap.output).toContain("--capabilities");
+  });
+
+  test("a sub-task running longer than the ack wait is kept alive: it runs once, not again elsewhere", async () => {
+    const env = { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+    const ackWait = ["--swarm.tasks.ack_wait", "1s"];
+    swarm = await startSwarm(nats, "s3", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", args: ackWait, env },
+      { script: "worker.ts", args: ackWait, env },
+    ]);
+    const r = await submit(swarm, ["--capabilities", "general", "long job keepalive-9 [[delay=3500]]"]);
+    expect(r.code).toBe(0);
+    expect(llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes("keepalive-9")).length).toBe(1);
+    expect(r.events.filter((e) => e.kind === "started").length).toBe(1);
+  });
+});
