@@ -93,7 +93,8 @@ export function taskCounts(nodes: SnapshotNode[], queued: number): TaskCounts {
   const live = nodes.filter((n) => n.status !== "offline");
   return {
     queued,
-    running: live.reduce((s, n) => s + n.running, 0),
+    // Sub-tasks only: a coordinator's `running` counts the requests it coordinates.
+    running: live.reduce((s, n) => s + (n.role === "coordinator" ? 0 : n.running), 0),
     done: nodes.reduce((s, n) => s + n.done, 0),
     failed: nodes.reduce((s, n) => s + n.failed, 0),
   };
