@@ -114,18 +114,19 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     active.set(req.request, () => {});
     o.onChange?.();
     try {
-      if (await alreadyAnswered(kv, req.request)) {
+      // Only a redelivered request can have been answered already (a coordinator died before its ack).
+      if (msg.info.deliveryCount > 1 && (await alreadyAnswered(kv, req.request))) {
         msg.ack();
         return;
       }
-      await publishRequestEvent(req.request, { kind: "accepted" });
+      void publishRequestEvent(req.request, { kind: "accepted" }); // ordered on the connection; no need to wait
       const made = await plan(req);
       const summary: PlanSummary = {
         planner: made.planner,
         note: made.note,
         tasks: made.plan.tasks.map((t) => ({ id: t.id, title: titleOf(t), capability: t.capability, priority: t.priority, depends_on: t.depends_on, required: t.required })),
       };
-      await publishRequestEvent(req.request, { kind: "planned", plan: summary });
+      void publishRequestEvent(req.request, { kind: "planned", plan: summary });
       log.info("Request planned", { request: req.request, planner: made.planner, tasks: made.plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
       await kv.put(taskKeys.request(req.request), encode({ v: 1, status: "running", coordinator: o.node, plan: made.plan, started_at: started }));
 

@@ -3,8 +3,8 @@
 
 export interface Doorbell {
   ring(): void;
-  /** Resolves on the next ring (or at once if one came since the last wait), or after `ms`. */
-  wait(ms: number): Promise<void>;
+  /** Resolves true on the next ring (or at once if one came since the last wait), false after `ms`. */
+  wait(ms: number): Promise<boolean>;
 }
 
 export function createDoorbell(): Doorbell {
@@ -27,7 +27,9 @@ export function createDoorbell(): Doorbell {
           }
         });
       }
+      const was = rung;
       rung = false;
+      return was;
     },
   };
 }

@@ -59,15 +59,13 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const stream = names.streams.tasks;
 
   // Highest priority first; the node's own direct queue before everything.
-  const order: string[] = [names.consumers.direct(node)];
-  await ensureConsumer(o.jsm, stream, order[0]!, names.taskDirect(node), { ackWait: t.ack_wait, maxDeliver: t.max_deliver });
+  const queues: { durable: string; subject: string }[] = [{ durable: names.consumers.direct(node), subject: names.taskDirect(node) }];
   for (const prio of PRIORITIES) {
-    for (const cap of o.capabilities) {
-      const durable = names.consumers.queue(cap, prio);
-      await ensureConsumer(o.jsm, stream, durable, names.taskQueue(cap, prio), { ackWait: t.ack_wait, maxDeliver: t.max_deliver });
-      order.push(durable);
-    }
+    for (const cap of o.capabilities) queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio) });
   }
+  await Promise.all(queues.map((q) => ensureConsumer(o.jsm, stream, q.durable, q.subject, { ackWait: t.ack_wait, maxDeliver: t.max_deliver })));
+  const order = queues.map((q) => q.durable);
+  const durableOf = new Map(queues.map((q) => [q.subject, q.durable]));
 
   const running = new Map<string, RunningTask & { abort: AbortController; msg: JsMsg }>();
   let done = 0;
@@ -77,18 +75,34 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const bell = createDoorbell();
   const wake = () => bell.ring();
 
+  // Which queues may hold work. A pull that finds one empty clears it, unless work was announced for
+  // it meanwhile (the generation moved on); the idle poll marks them all again (naks with delay come
+  // back without any announcement). So an idle node does not ask every queue on every wake-up.
+  const generation = new Map(order.map((d) => [d, 1]));
+  const maybeWork = new Set(order);
+  const announce = (subject: string) => {
+    const durable = durableOf.get(subject);
+    if (!durable) return;
+    generation.set(durable, generation.get(durable)! + 1);
+    maybeWork.add(durable);
+    wake();
+  };
+
   // A copy of every task published for our capabilities is the doorbell: pull right away.
   const doorbells: Subscription[] = [
-    nc.subscribe(names.taskDirect(node), { callback: wake }),
-    ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: wake })),
+    nc.subscribe(names.taskDirect(node), { callback: (_e, m) => announce(m.subject) }),
+    ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: (_e, m) => announce(m.subject) })),
   ];
 
   const pullNext = async (): Promise<JsMsg | undefined> => {
     for (const durable of order) {
+      if (!maybeWork.has(durable)) continue;
+      const gen = generation.get(durable);
       try {
         return await js.pull(stream, durable, 0);
       } catch {
-        // 404 no messages / 408: try the next queue
+        // 404 no messages / 408: empty for now
+        if (generation.get(durable) === gen) maybeWork.delete(durable);
       }
     }
     return undefined;
@@ -111,7 +125,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
           wake();
         });
       }
-      await bell.wait(IDLE_POLL_MS);
+      const rung = await bell.wait(IDLE_POLL_MS);
+      if (!rung) for (const d of order) maybeWork.add(d);
     }
   })();
 
@@ -135,12 +150,13 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       msg.nak(1_000); // the same sub-task delivered twice to this node at once
       return;
     }
-    if (await recorded(kv, task)) {
+    const attempt = msg.info.deliveryCount;
+    // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
+    if (attempt > 1 && (await recorded(kv, task))) {
       log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
       msg.ack();
       return;
     }
-    const attempt = msg.info.deliveryCount;
     const started = Date.now();
     const abort = new AbortController();
     running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, abort, msg });
@@ -164,7 +180,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       const text = truncate(completion.text, t.max_result_bytes);
       const result: TaskResult = {
         v: 1, request: task.request, task: task.task, status: "completed", node, capability: task.capability,
-        text: text.value, errors: await previousErrors(kv, task), attempts: attempt, started_at: started,
+        text: text.value, errors: attempt > 1 ? await previousErrors(kv, task) : [], attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
       };
       const first = await recordOnce(kv, result);
