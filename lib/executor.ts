@@ -50,6 +50,7 @@ export interface ExecutorOptions {
 
 const IDLE_POLL_MS = 1_000;
 const PROGRESS_EVERY_MS = 500;
+const ANNOUNCE_GRACE_MS = 50;
 
 export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const { nc, names, cfg, node, log } = o;
@@ -80,10 +81,12 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   // back without any announcement). So an idle node does not ask every queue on every wake-up.
   const generation = new Map(order.map((d) => [d, 1]));
   const maybeWork = new Set(order);
+  const announcedAt = new Map<string, number>();
   const announce = (subject: string) => {
     const durable = durableOf.get(subject);
     if (!durable) return;
     generation.set(durable, generation.get(durable)! + 1);
+    announcedAt.set(durable, Date.now());
     maybeWork.add(durable);
     wake();
   };
@@ -98,8 +101,11 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     for (const durable of order) {
       if (!maybeWork.has(durable)) continue;
       const gen = generation.get(durable);
+      // The copy of a message can reach us a moment before the consumer can hand it out: right after
+      // an announcement, wait briefly for it instead of giving up until the next poll.
+      const fresh = Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS;
       try {
-        return await js.pull(stream, durable, 0);
+        return await js.pull(stream, durable, fresh ? ANNOUNCE_GRACE_MS : 0);
       } catch {
         // 404 no messages / 408: empty for now
         if (generation.get(durable) === gen) maybeWork.delete(durable);
