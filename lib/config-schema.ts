@@ -51,6 +51,8 @@ const natsSchema = z.strictObject({
   heartbeat_interval: duration(50).default(10_000),
   node_timeout: duration(100).default(60_000),
   connect_timeout: duration(100).default(5_000),
+  /** JetStream replicas for the swarm's streams and buckets: 3 in a cluster of 3+, 1 on a single server. */
+  replicas: int(1, 5).default(1),
   credentials: optionalString,
   nkey_seed: optionalString,
   token: optionalString,

@@ -22,14 +22,14 @@ export async function resolveIdentity(cfg: Config, nc: NatsConnection): Promise<
   validateId("node id", node);
   validateId("session id", sid);
   if (cfg.swarm.hid) return { hid: validateId("H-id", cfg.swarm.hid), node, sid, hidSource: "configured" };
-  const { hid, created } = await adoptDeploymentHid(nc);
+  const { hid, created } = await adoptDeploymentHid(nc, cfg.swarm.nats.replicas);
   return { hid, node, sid, hidSource: created ? "created" : "adopted" };
 }
 
-export async function adoptDeploymentHid(nc: NatsConnection): Promise<{ hid: string; created: boolean }> {
+export async function adoptDeploymentHid(nc: NatsConnection, replicas = 1): Promise<{ hid: string; created: boolean }> {
   let kv;
   try {
-    kv = await nc.jetstream().views.kv(SWARM_BUCKET, { history: 1 });
+    kv = await nc.jetstream().views.kv(SWARM_BUCKET, { history: 1, replicas });
   } catch (err) {
     throw new Error(
       `cannot adopt the swarm's H-id: JetStream is not available on this NATS server (${(err as Error).message}). ` +

@@ -22,7 +22,7 @@ export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamCon
   const t = cfg.swarm.tasks;
   const common = {
     storage: StorageType.File,
-    num_replicas: 1,
+    num_replicas: cfg.swarm.nats.replicas,
     max_age: nanos(t.retention),
     max_msg_size: MiB,
     duplicate_window: nanos(120_000),
@@ -91,6 +91,7 @@ export async function ensureConsumer(
 export function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<KV> {
   return nc.jetstream().views.kv(names.buckets.tasks, {
     history: 1,
+    replicas: cfg.swarm.nats.replicas,
     ttl: cfg.swarm.tasks.retention,
     maxBucketSize: 512 * MiB,
     storage: StorageType.File,
