@@ -110,6 +110,10 @@ const swarmSchema = z.strictObject({
   node_id: id.optional(),
   capabilities: list(id).default(["general"]),
   max_concurrent: int(1, 1000).default(5),
+  /** Coordinator leadership lease: a standby takes over within this after the leader dies. */
+  lease_ttl: duration(1_000).default(10_000),
+  /** On SIGTERM or drain, running sub-tasks get this long to finish before they are handed back. */
+  drain_grace: duration(0).default(30_000),
   nats: natsSchema.prefault({}),
   temporal: temporalSchema.prefault({}),
   tasks: tasksSchema.prefault({}),

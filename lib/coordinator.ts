@@ -1,29 +1,31 @@
-// The coordinator's work: take a request, plan it, queue ready sub-tasks by capability and priority,
-// follow their events and records, and answer once every sub-task has an outcome.
+// The coordinator: while it holds the leadership lease, take requests, plan them, run them (see
+// request-run.ts) and answer each exactly once. A redelivered request (its leader died) resumes from
+// the recorded plan and results; one already answered is answered again from its record, deduplicated.
 import type { JetStreamClient, JetStreamManager, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
-import { createDoorbell } from "./doorbell.ts";
 import type { Config } from "./config.ts";
+import { createDoorbell } from "./doorbell.ts";
+import { type Leadership, startLeadership } from "./leadership.ts";
 import type { LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { decode, encode } from "./messages.ts";
-import { type Plan, PlanError, type PlanTask, planFromValue } from "./plan.ts";
+import { type Plan, PlanError, planFromValue } from "./plan.ts";
 import { makePlan, type OnlineCapabilities } from "./planner.ts";
+import { type RequestRun, runRequest, titleOf } from "./request-run.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
-import { type SwarmNames, taskKeys } from "./subjects.ts";
-import { type SubTaskOutcome, synthesize, totalUsage } from "./synthesis.ts";
+import type { SwarmNames } from "./subjects.ts";
+import { synthesize, totalUsage } from "./synthesis.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
   type PlanSummary,
   type RequestEvent,
   type RequestMsg,
   requestSchema,
-  type TaskEvent,
   taskEventSchema,
-  type TaskMsg,
   type TaskResult,
-  taskResultSchema,
+  taskSchema,
 } from "./task-messages.ts";
+import { attemptErrors, readRequest, readResult, recordResultOnce, type RequestRecord, writeRequest } from "./task-records.ts";
 
 export interface CoordinatorOptions {
   nc: NatsConnection;
@@ -36,70 +38,88 @@ export interface CoordinatorOptions {
   bad: BadInputCounter;
   /** Called when a request starts or ends (the node's load changed). */
   onChange?: () => void;
-  /** Capabilities of the nodes online now, for planning and routing. */
-  online: () => OnlineCapabilities;
+  /** Capabilities and ids of the nodes online now, for planning and routing. */
+  online: () => { capabilities: OnlineCapabilities; nodes: Set<string> };
   /** Resolves once the start-up membership query is answered (plan only after it). */
   discovered: Promise<void>;
 }
 
 export interface Coordinator {
   counts(): { active: number; answered: number; failed: number };
+  leading(): boolean;
+  /** A peer went offline: re-route sub-tasks pinned to it. */
+  nodeOffline(node: string): void;
   stop(): Promise<void>;
 }
 
-const RECONCILE_MS = 2_000;
-const IDLE_POLL_MS = 1_000;
-
-type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
-interface Tracked {
-  task: PlanTask;
-  state: TaskState;
-  result?: TaskResult;
-  skipped?: string;
-  queuedAt?: number;
+/** Thrown before a write by a coordinator that no longer holds the lease. */
+class StaleLeaderError extends Error {
+  override name = "StaleLeaderError";
 }
+
+type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
+
+const IDLE_POLL_MS = 1_000;
 
 export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinator> {
   const { nc, names, cfg, log } = o;
   const js: JetStreamClient = nc.jetstream();
-  const kv = await openTasksKv(nc, names, cfg);
+  const kv: KV = await openTasksKv(nc, names, cfg);
+  // Ack wait = lease TTL: a dead leader's request reaches the next leader about when it takes over.
   await ensureConsumer(o.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit,
-    { ackWait: cfg.swarm.tasks.ack_wait, maxDeliver: -1 });
+    { ackWait: cfg.swarm.lease_ttl, maxDeliver: -1 });
 
-  const active = new Map<string, (ev: TaskEvent) => void>();
+  const runs = new Map<string, RequestRun>();
+  const handling = new Set<Promise<void>>();
+  const active = new Set<string>();
   let answered = 0;
   let failed = 0;
   let stopping = false;
   const bell = createDoorbell();
   const wake = () => bell.ring();
 
-  const events = nc.subscribe(names.taskEventsAll, {
-    callback: (_err, msg) => {
-      const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-      if (!d.ok) return o.bad.record(msg.subject, d.reason);
-      active.get(d.value.request)?.(d.value);
+  const leadership: Leadership = await startLeadership({
+    nc, names, node: o.node, ttlMs: cfg.swarm.lease_ttl, replicas: cfg.swarm.nats.replicas, log,
+    onChange: (leading) => {
+      if (leading) return wake();
+      // Stepped down: stop following every request; the next leader gets them redelivered.
+      for (const run of runs.values()) run.abandon(new StaleLeaderError("stepped down"));
     },
   });
-  const doorbell: Subscription = nc.subscribe(names.requestSubmit, { callback: () => wake() });
+  const fence = () => {
+    if (!leadership.holds()) throw new StaleLeaderError("no longer the leading coordinator");
+  };
+
+  const subs: Subscription[] = [
+    nc.subscribe(names.taskEventsAll, {
+      callback: (_e, msg) => {
+        const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
+        if (!d.ok) return o.bad.record(msg.subject, d.reason);
+        runs.get(d.value.request)?.onTaskEvent(d.value);
+      },
+    }),
+    nc.subscribe(names.requestSubmit, { callback: wake }),
+    nc.subscribe(names.maxDeliveriesAdvisory, { callback: (_e, msg) => void failExhausted(msg.data) }),
+  ];
 
   const loop = (async () => {
     while (!stopping) {
-      while (!stopping && active.size < cfg.swarm.max_concurrent) {
+      while (!stopping && leadership.holds() && active.size < cfg.swarm.max_concurrent) {
         let msg: JsMsg;
         try {
           msg = await js.pull(names.streams.requests, names.consumers.requests, 0);
         } catch {
-          break; // no requests waiting
+          break; // no requests waiting (or NATS unreachable for now)
         }
-        void handle(msg);
+        const h = handle(msg).finally(() => handling.delete(h));
+        handling.add(h);
       }
       await bell.wait(IDLE_POLL_MS);
     }
   })();
 
-  const publishRequestEvent = (req: string, ev: Omit<RequestEvent, "v" | "request" | "at" | "coordinator">) =>
-    js.publish(names.requestEvents(req), encode({ v: 1, request: req, at: Date.now(), coordinator: o.node, ...ev }))
-      .catch((err) => log.warn("Request event not stored", { request: req, kind: ev.kind, error: (err as Error).message }));
+  const publishEvent = (request: string, ev: RequestEventBody, msgID?: string) =>
+    js.publish(names.requestEvents(request), encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev }), msgID ? { msgID } : undefined);
 
   async function handle(msg: JsMsg): Promise<void> {
     const d = decode(requestSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
@@ -109,186 +129,161 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       return;
     }
     const req = d.value;
-    const keepAlive = setInterval(() => msg.working(), Math.max(500, cfg.swarm.tasks.ack_wait / 3));
+    if (active.has(req.request)) return; // already handling it; the redelivery will be acked with it
+    const keepAlive = setInterval(() => msg.working(), Math.max(300, cfg.swarm.lease_ttl / 3));
     const started = Date.now();
-    active.set(req.request, () => {});
+    active.add(req.request);
     o.onChange?.();
     try {
-      // Only a redelivered request can have been answered already (a coordinator died before its ack).
-      if (msg.info.deliveryCount > 1 && (await alreadyAnswered(kv, req.request))) {
+      const record = msg.info.deliveryCount > 1 ? await readRequest(kv, req.request) : undefined;
+      if (record?.status === "answered" && record.answer) {
+        fence();
+        // Answered before its leader could ack: send the same answer again; the stream dedupes it.
+        await publishEvent(req.request, record.answer, `${req.request}.answer`);
         msg.ack();
         return;
       }
-      void publishRequestEvent(req.request, { kind: "accepted" }); // ordered on the connection; no need to wait
-      const made = await plan(req);
-      const summary: PlanSummary = {
-        planner: made.planner,
-        note: made.note,
-        tasks: made.plan.tasks.map((t) => ({ id: t.id, title: titleOf(t), capability: t.capability, priority: t.priority, depends_on: t.depends_on, required: t.required })),
-      };
-      void publishRequestEvent(req.request, { kind: "planned", plan: summary });
-      log.info("Request planned", { request: req.request, planner: made.planner, tasks: made.plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
-      await kv.put(taskKeys.request(req.request), encode({ v: 1, status: "running", coordinator: o.node, plan: made.plan, started_at: started }));
+      const { plan, summary, resumed } = record?.plan && record.summary
+        ? { plan: record.plan, summary: record.summary, resumed: true }
+        : { ...(await planRequest(req)), resumed: false };
+      fence();
+      if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
+      else {
+        void publishEvent(req.request, { kind: "accepted" }).catch(() => {});
+        void publishEvent(req.request, { kind: "planned", plan: summary }).catch(() => {});
+        log.info("Request planned", { request: req.request, planner: summary.planner, tasks: plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
+      }
+      const base: RequestRecord = { v: 1, status: "running", coordinator: o.node, lease: leadership.revision(), started_at: record?.started_at ?? started, plan, summary };
+      await writeRequest(kv, req.request, base);
 
-      const outcomes = await runPlan(req, made.plan);
-      const input = { request: req.request, requestText: req.text, plan: summary, outcomes, durationMs: Date.now() - started };
-      const merged = await synthesize(input, o.llm);
-      const failedRequired = outcomes.some((x) => x.required && x.result?.status !== "completed");
-      const anyFailed = outcomes.some((x) => x.result?.status !== "completed");
-      const status = failedRequired ? "failed" : anyFailed ? "partial" : "completed";
+      const run = runRequest({
+        js, kv, names, log, coordinator: o.node, defaultTimeoutMs: cfg.swarm.tasks.timeout, fence,
+        onAssigned: (task, node) => {
+          const capability = plan.tasks.find((t) => t.id === task)?.capability;
+          log.info("Task assigned", { task, request: req.request, node, capability });
+          void publishEvent(req.request, { kind: "assigned", task, node }).catch(() => {});
+        },
+      }, req.request, plan);
+      runs.set(req.request, run);
+      const outcomes = await run.outcomes;
+
+      const merged = await synthesize({ request: req.request, requestText: req.text, plan: summary, outcomes, durationMs: Date.now() - base.started_at }, o.llm);
+      const missing = outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id);
+      const status = missing.length ? "failed" : outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
       const usage = totalUsage(outcomes);
       if (merged.usage) {
         usage.prompt_tokens += merged.usage.prompt_tokens;
         usage.completion_tokens += merged.usage.completion_tokens;
         usage.total_tokens += merged.usage.total_tokens;
       }
-      await publishRequestEvent(req.request, {
-        kind: "answer", answer: merged.text, status, usage, duration_ms: Date.now() - started,
-        error: failedRequired ? `required sub-task failed: ${outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id).join(", ")}` : undefined,
-      });
-      await kv.put(taskKeys.request(req.request), encode({ v: 1, status: "answered", answer_status: status, coordinator: o.node, finished_at: Date.now() }));
+      const answer: RequestEventBody = {
+        kind: "answer", answer: merged.text, status, usage, duration_ms: Date.now() - base.started_at,
+        error: missing.length ? `required sub-task failed: ${missing.join(", ")}` : undefined,
+      };
+      await finish(msg, req.request, base, answer);
       if (status === "failed") failed++;
       else answered++;
-      log.info("Request answered", { request: req.request, status, tasks: outcomes.length, duration_ms: Date.now() - started, tokens: usage.total_tokens });
-      msg.ack();
+      log.info("Request answered", { request: req.request, status, tasks: outcomes.length, duration_ms: answer.duration_ms, tokens: usage.total_tokens });
     } catch (err) {
       if (err instanceof PlanError) {
         failed++;
         log.warn("Request rejected", { request: req.request, error: err.message });
-        await publishRequestEvent(req.request, { kind: "failed", error: err.message, duration_ms: Date.now() - started });
-        await kv.put(taskKeys.request(req.request), encode({ v: 1, status: "answered", answer_status: "rejected", error: err.message }));
-        msg.ack();
+        const base: RequestRecord = { v: 1, status: "running", coordinator: o.node, lease: leadership.revision(), started_at: started };
+        await finish(msg, req.request, base, { kind: "failed", error: err.message, duration_ms: Date.now() - started }).catch(() => msg.nak(1_000));
+      } else if (err instanceof StaleLeaderError) {
+        log.warn("Request handed back", { request: req.request, reason: err.message });
+        msg.nak(); // the new leader takes it at once
       } else {
         log.error("Request handling failed; it will be retried", { request: req.request, error: (err as Error).message });
         msg.nak(5_000);
       }
     } finally {
       clearInterval(keepAlive);
+      runs.delete(req.request);
       active.delete(req.request);
       o.onChange?.();
       wake();
     }
   }
 
-  async function plan(req: RequestMsg) {
+  /** Record the answer, make sure we still lead, publish it once (deduplicated by id), then ack. */
+  async function finish(msg: JsMsg, request: string, base: RequestRecord, answer: RequestEventBody): Promise<void> {
+    fence();
+    await writeRequest(kv, request, { ...base, status: "answered", lease: leadership.revision(), answer });
+    if (!(await leadership.confirm())) throw new StaleLeaderError("lease lost before answering");
+    await publishEvent(request, answer, `${request}.answer`);
+    msg.ack();
+  }
+
+  async function planRequest(req: RequestMsg): Promise<{ plan: Plan; summary: PlanSummary }> {
     const t = cfg.swarm.tasks;
     await o.discovered;
-    const explicit: Plan | undefined = req.plan === undefined ? undefined : planFromValue(req.plan, "the submitted plan");
-    return makePlan({
+    const explicit = req.plan === undefined ? undefined : planFromValue(req.plan, "the submitted plan");
+    const online = o.online();
+    const made = await makePlan({
       request: req.text,
-      online: o.online(),
+      online: online.capabilities,
+      nodes: online.nodes,
       limits: { maxFanout: t.max_fanout, maxDepth: t.max_depth, maxPromptBytes: t.max_prompt_bytes },
       explicit,
       llm: o.llm,
       capabilities: req.capabilities,
     });
-  }
-
-  /** Queues ready sub-tasks until every one has an outcome. */
-  function runPlan(req: RequestMsg, plan: Plan): Promise<SubTaskOutcome[]> {
-    const tracked = new Map<string, Tracked>(plan.tasks.map((t) => [t.id, { task: t, state: "waiting" }]));
-    return new Promise((resolve) => {
-      const finished = () => [...tracked.values()].every((x) => ["completed", "failed", "skipped"].includes(x.state));
-      const finish = () => {
-        clearInterval(reconcile);
-        resolve(plan.tasks.map((t) => {
-          const x = tracked.get(t.id)!;
-          return { id: t.id, title: titleOf(t), capability: t.capability, required: t.required, result: x.result, skipped: x.skipped };
-        }));
-      };
-
-      const dispatchReady = async () => {
-        for (const x of tracked.values()) {
-          if (x.state !== "waiting") continue;
-          const deps = x.task.depends_on.map((id) => tracked.get(id)!);
-          const broken = deps.find((dep) => dep.state === "failed" || dep.state === "skipped");
-          if (broken) {
-            x.state = "skipped";
-            x.skipped = `dependency ${broken.task.id} ${broken.state}`;
-            continue;
-          }
-          if (!deps.every((dep) => dep.state === "completed")) continue;
-          x.state = "queued";
-          x.queuedAt = Date.now();
-          await queueTask(req, x.task, deps);
-        }
-        // Skipping may have unblocked (or finished) more of the plan.
-        if ([...tracked.values()].some((x) => x.state === "waiting" && x.task.depends_on.some((id) => tracked.get(id)!.state === "skipped"))) {
-          return dispatchReady();
-        }
-        if (finished()) finish();
-      };
-
-      const settle = async (id: string) => {
-        const x = tracked.get(id);
-        if (!x || x.result) return;
-        const result = await readResult(kv, req.request, id);
-        if (!result || x.result) return;
-        x.result = result;
-        x.state = result.status;
-        await dispatchReady();
-      };
-
-      active.set(req.request, (ev) => {
-        const x = tracked.get(ev.task);
-        if (!x) return;
-        if (ev.kind === "started") {
-          if (x.state === "queued") x.state = "running";
-          log.info("Task assigned", { task: ev.task, request: req.request, node: ev.node, capability: ev.capability, attempt: ev.attempt });
-          void publishRequestEvent(req.request, { kind: "assigned", task: ev.task, node: ev.node });
-        } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {
-          void settle(ev.task);
-        }
-      });
-      // Events are fast but not guaranteed to reach us; the records in KV are. Check them now and then.
-      const reconcile = setInterval(() => {
-        for (const [id, x] of tracked) if (x.state === "queued" || x.state === "running") void settle(id);
-      }, RECONCILE_MS);
-      void dispatchReady();
-    });
-  }
-
-  async function queueTask(req: RequestMsg, task: PlanTask, deps: Tracked[]): Promise<void> {
-    const msg: TaskMsg = {
-      v: 1, request: req.request, task: task.id, title: titleOf(task), capability: task.capability,
-      priority: task.priority, prompt: task.prompt,
-      inputs: deps.map((dep) => ({ task: dep.task.id, title: titleOf(dep.task), result: dep.result?.text ?? "" })),
-      timeout_ms: task.timeout_ms ?? cfg.swarm.tasks.timeout, coordinator: o.node,
+    const summary: PlanSummary = {
+      planner: made.planner,
+      note: made.note,
+      tasks: made.plan.tasks.map((t) => ({ id: t.id, title: titleOf(t), capability: t.capability, priority: t.priority, depends_on: t.depends_on, required: t.required })),
     };
-    // The message id makes a re-queue after a coordinator restart a no-op within the dedupe window.
-    await js.publish(names.taskQueue(task.capability, task.priority), encode(msg), { msgID: `${req.request}.${task.id}` });
-    log.debug("Task queued", { task: task.id, request: req.request, capability: task.capability, priority: task.priority });
+    return { plan: made.plan, summary };
+  }
+
+  /** A sub-task used up its attempts without any node recording an outcome (e.g. it crashed them). */
+  async function failExhausted(data: Uint8Array): Promise<void> {
+    if (!leadership.holds()) return;
+    let seq: number;
+    try {
+      seq = (JSON.parse(new TextDecoder().decode(data)) as { stream_seq: number }).stream_seq;
+      const stored = await o.jsm.streams.getMessage(names.streams.tasks, { seq });
+      const d = decode(taskSchema, stored.data, MAX_PIPELINE_MESSAGE_BYTES);
+      if (!d.ok) return;
+      const task = d.value;
+      if (!(await readResult(kv, task.request, task.task))) {
+        const errors = await attemptErrors(kv, task.request, task.task);
+        const result: TaskResult = {
+          v: 1, request: task.request, task: task.task, status: "failed", node: o.node, capability: task.capability,
+          error: `gave up after ${cfg.swarm.tasks.max_deliver} attempts without a result (the node running it stopped or crashed each time)`,
+          errors, attempts: cfg.swarm.tasks.max_deliver, started_at: Date.now(), finished_at: Date.now(),
+          usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: "none", truncated: false,
+        };
+        if (await recordResultOnce(kv, result)) {
+          log.warn("Task failed", { task: task.task, request: task.request, attempts: result.attempts, error: result.error });
+          await js.publish(names.taskEvents(task.request, task.task), encode({
+            v: 1, request: task.request, task: task.task, kind: "failed", node: o.node, capability: task.capability,
+            at: Date.now(), attempt: result.attempts, error: result.error,
+          }));
+        }
+      }
+      await o.jsm.streams.deleteMessage(names.streams.tasks, seq).catch(() => {});
+    } catch (err) {
+      log.debug("Max-deliveries advisory not handled", { error: (err as Error).message });
+    }
   }
 
   return {
     counts: () => ({ active: active.size, answered, failed }),
+    leading: () => leadership.holds(),
+    nodeOffline: (node) => {
+      for (const run of runs.values()) run.onNodeOffline(node);
+    },
     async stop() {
       stopping = true;
-      doorbell.unsubscribe();
       wake();
       await loop;
-      events.unsubscribe();
+      // Hand unfinished requests back (nak): a standby resumes them now, or the next coordinator later.
+      for (const run of runs.values()) run.abandon(new StaleLeaderError("coordinator stopping"));
+      await Promise.all(handling);
+      for (const s of subs) s.unsubscribe();
+      await leadership.stop();
     },
   };
-}
-
-function titleOf(t: PlanTask): string {
-  return t.title ?? `${t.id} (${t.capability})`;
-}
-
-async function alreadyAnswered(kv: KV, request: string): Promise<boolean> {
-  const e = await kv.get(taskKeys.request(request)).catch(() => null);
-  if (!e || e.operation !== "PUT") return false;
-  try {
-    return (JSON.parse(e.string()) as { status?: string }).status === "answered";
-  } catch {
-    return false;
-  }
-}
-
-async function readResult(kv: KV, request: string, task: string): Promise<TaskResult | undefined> {
-  const e = await kv.get(taskKeys.result(request, task)).catch(() => null);
-  if (!e || e.operation !== "PUT") return undefined;
-  const d = decode(taskResultSchema, e.value, MAX_PIPELINE_MESSAGE_BYTES);
-  return d.ok ? d.value : undefined;
 }

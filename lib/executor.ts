@@ -8,8 +8,9 @@ import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { encode, decode } from "./messages.ts";
 import { retryDelay } from "./retry.ts";
+import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "./task-records.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
-import { PRIORITIES, type SwarmNames, taskKeys } from "./subjects.ts";
+import { PRIORITIES, type SwarmNames } from "./subjects.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
   type TaskEvent,
@@ -186,10 +187,10 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       const text = truncate(completion.text, t.max_result_bytes);
       const result: TaskResult = {
         v: 1, request: task.request, task: task.task, status: "completed", node, capability: task.capability,
-        text: text.value, errors: attempt > 1 ? await previousErrors(kv, task) : [], attempts: attempt, started_at: started,
+        text: text.value, errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [], attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
       };
-      const first = await recordOnce(kv, result);
+      const first = await recordResultOnce(kv, result);
       publishEvent(task, first ? "completed" : "duplicate", attempt, { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens });
       msg.ack();
       done++;
@@ -201,7 +202,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         return;
       }
       const e = toLlmError(err, timeout.aborted, task.timeout_ms);
-      await appendError(kv, task, `attempt ${attempt} on ${node}: ${e.message}`);
+      await appendAttemptError(kv, task.request, task.task, `attempt ${attempt} on ${node}: ${e.message}`);
       if (e.transient && attempt < t.max_deliver) {
         const delay = retryDelay(attempt, e.retryAfterMs);
         publishEvent(task, "retrying", attempt, { error: e.message, retry_in_ms: delay, elapsed_ms: Date.now() - started });
@@ -211,10 +212,10 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       }
       const result: TaskResult = {
         v: 1, request: task.request, task: task.task, status: "failed", node, capability: task.capability,
-        error: e.message, errors: await previousErrors(kv, task), attempts: attempt, started_at: started,
+        error: e.message, errors: await attemptErrors(kv, task.request, task.task), attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
       };
-      await recordOnce(kv, result);
+      await recordResultOnce(kv, result);
       publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started });
       msg.term(e.message.slice(0, 200));
       failed++;
@@ -264,32 +265,5 @@ function truncate(text: string, maxBytes: number): { value: string; truncated: b
 }
 
 async function recorded(kv: KV, task: TaskMsg): Promise<boolean> {
-  const e = await kv.get(taskKeys.result(task.request, task.task));
-  return !!e && e.operation === "PUT";
-}
-
-/** First result wins; a repeat (at-least-once delivery) is ignored. */
-async function recordOnce(kv: KV, result: TaskResult): Promise<boolean> {
-  try {
-    await kv.create(taskKeys.result(result.request, result.task), encode(result));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function previousErrors(kv: KV, task: TaskMsg): Promise<string[]> {
-  const e = await kv.get(taskKeys.errors(task.request, task.task)).catch(() => null);
-  if (!e || e.operation !== "PUT") return [];
-  try {
-    return JSON.parse(e.string()) as string[];
-  } catch {
-    return [];
-  }
-}
-
-async function appendError(kv: KV, task: TaskMsg, error: string): Promise<void> {
-  const errors = await previousErrors(kv, task);
-  errors.push(error.slice(0, 1000));
-  await kv.put(taskKeys.errors(task.request, task.task), encode(errors.slice(-20))).catch(() => {});
+  return (await readResult(kv, task.request, task.task)) !== undefined;
 }

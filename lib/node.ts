@@ -18,7 +18,7 @@ import { type Coordinator, startCoordinator } from "./coordinator.ts";
 import { type Executor, startExecutor } from "./executor.ts";
 import { createLlm } from "./llm.ts";
 import type { OnlineCapabilities } from "./planner.ts";
-import type { Registry } from "./registry.ts";
+import type { Registry, RegistryEvent } from "./registry.ts";
 import { ensureStreams } from "./streams.ts";
 import { VERSION } from "./version.ts";
 
@@ -96,6 +96,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     };
   };
 
+  const nodeEvents: ((e: RegistryEvent) => void)[] = [];
   const membership = startMembership({
     nc: link.nc,
     names,
@@ -106,6 +107,9 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     nodeTimeout: nats.node_timeout,
     observer: opts.observer,
     queryWindowMs: opts.queryWindowMs,
+    onEvent: (e) => {
+      for (const listener of nodeEvents) listener(e);
+    },
   });
 
   if (!opts.observer) {
@@ -116,7 +120,16 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     const jsm = await ensureStreams(link.nc, names, cfg);
     const common = { nc: link.nc, jsm, names, cfg, node: identity.node, llm, log, bad };
     if (role === "coordinator") {
-      coordinator = await startCoordinator({ ...common, online: () => onlineCapabilities(membership.registry), discovered: membership.discovered, onChange: () => membership.heartbeatNow() });
+      const coord = await startCoordinator({
+        ...common,
+        online: () => ({ capabilities: onlineCapabilities(membership.registry), nodes: onlineNodes(membership.registry) }),
+        discovered: membership.discovered,
+        onChange: () => membership.heartbeatNow(),
+      });
+      coordinator = coord;
+      nodeEvents.push((e) => {
+        if (e.kind === "offline") coord.nodeOffline(e.peer.info.node);
+      });
     } else {
       const caps = role === "worker" ? [...new Set(["general", ...cfg.swarm.capabilities])] : cfg.swarm.capabilities;
       // Tell the swarm at once when a slot fills or frees, not only at the next heartbeat.
@@ -321,6 +334,10 @@ export function untilStopSignal(log: Logger): Promise<string> {
 }
 
 /** What the online nodes can do: workers also take `general`; coordinators run no sub-tasks. */
+export function onlineNodes(registry: Registry): Set<string> {
+  return new Set([...registry.values()].filter((p) => p.status !== "offline" && p.status !== "draining").map((p) => p.info.node));
+}
+
 export function onlineCapabilities(registry: Registry): OnlineCapabilities {
   const caps: OnlineCapabilities = new Map();
   for (const peer of registry.values()) {

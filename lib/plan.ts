@@ -23,6 +23,8 @@ export interface PlanTask {
   required: boolean;
   /** Short human label, e.g. "security review". */
   title?: string;
+  /** Pin to one node (`task.direct.<node>`); re-routed to the capability queue if that node goes offline. */
+  node?: string;
 }
 
 export interface Plan {
@@ -34,6 +36,8 @@ export interface Plan {
 export interface PlanLimits {
   /** Capabilities some online node offers now. */
   capabilities: Set<string>;
+  /** Online node ids, for pinned tasks; unchecked when absent. */
+  nodes?: Set<string>;
   maxFanout: number;
   maxDepth: number;
   maxPromptBytes: number;
@@ -69,6 +73,7 @@ const taskSchema = z.strictObject({
   timeout_ms: duration.optional(),
   required: z.boolean({ message: "true or false" }).default(true),
   title: z.string({ message: "a short text" }).min(1).max(80, { message: "at most 80 characters" }).optional(),
+  node: z.string({ message: CAP_RULE }).regex(ID_PATTERN, { message: `a node id: ${CAP_RULE}` }).optional(),
 }).refine((t) => t.timeout === undefined || t.timeout_ms === undefined, {
   path: ["timeout"],
   message: "use timeout or timeout_ms, not both",
@@ -194,6 +199,11 @@ export function validatePlan(plan: Plan, limits: PlanLimits): void {
   const cycle = findCycle(plan);
   if (cycle) fail(`cycle: ${cycle.join(" -> ")}`, [...new Set(cycle)]);
 
+  const nodes = limits.nodes;
+  const unpinnable = nodes ? tasks.filter((t) => t.node !== undefined && !nodes.has(t.node)) : [];
+  if (unpinnable.length > 0) {
+    fail(`${unpinnable.map((t) => `task ${t.id} is pinned to node ${t.node}`).join("; ")}, which is not online`, unpinnable.map((t) => t.id));
+  }
   const missing = tasks.filter((t) => !limits.capabilities.has(t.capability));
   if (missing.length > 0) {
     const online = [...limits.capabilities].sort().join(", ") || "(none)";

@@ -190,11 +190,13 @@ export async function makePlan(input: {
   llm?: LlmProvider;
   /** `--capabilities`: one sub-task per listed capability (heuristic rule, no LLM). */
   capabilities?: string[];
+  /** Online node ids, for explicit plans that pin a task to a node. */
+  nodes?: Set<string>;
   signal?: AbortSignal;
 }): Promise<MadePlan> {
   const { request, online, limits } = input;
   if (input.explicit) {
-    validatePlan(input.explicit, { ...limits, capabilities: onlineSet(online), source: "the explicit plan" });
+    validatePlan(input.explicit, { ...limits, capabilities: onlineSet(online), nodes: input.nodes, source: "the explicit plan" });
     return { plan: input.explicit, planner: "explicit" };
   }
   let note: string | undefined;

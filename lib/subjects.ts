@@ -41,6 +41,10 @@ export interface SwarmNames {
     /** The leading coordinator's request consumer. */
     requests: string;
   };
+  /** JetStream's advisory when a sub-task used up max_deliver (the coordinator fails it). */
+  maxDeliveriesAdvisory: string;
+  /** The coordinator lease key in the leader bucket. */
+  leaderKey: string;
 }
 
 /** Sub-task priorities: 0 (low) .. 3 (urgent); 1 is the default. */
@@ -92,6 +96,8 @@ export function swarmNames(hid: string): SwarmNames {
       leader: `picoclaw_${bucketHid}_leader`,
       context: `picoclaw_${bucketHid}_context`,
     },
+    maxDeliveriesAdvisory: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PICOCLAW_${streamHid}_TASKS.*`,
+    leaderKey: "coordinator",
     consumers: {
       queue: (cap, prio) => `q_${validateId("capability", cap)}_${prio}`,
       direct: (node) => `d_${validateId("node id", node)}`,

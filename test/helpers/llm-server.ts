@@ -29,6 +29,10 @@ export type Responder = (body: ChatRequestBody) => string | undefined;
 
 export interface LlmServerOptions {
   respond?: Responder;
+  /** Address to listen on (default 127.0.0.1), e.g. a network namespace's own address. */
+  hostname?: string;
+  /** Port to listen on (default 0: any free port). */
+  port?: number;
 }
 
 export interface LlmServer {
@@ -82,8 +86,8 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
   let seq = 0;
 
   const server = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
+    hostname: opts.hostname ?? "127.0.0.1",
+    port: opts.port ?? 0,
     idleTimeout: 0,
     async fetch(httpReq) {
       const path = new URL(httpReq.url).pathname;
@@ -170,7 +174,7 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
   });
 
   return {
-    url: `http://127.0.0.1:${server.port}/v1`,
+    url: `http://${opts.hostname ?? "127.0.0.1"}:${server.port}/v1`,
     requests,
     script(fn) {
       respond = fn;

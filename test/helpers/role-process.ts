@@ -34,13 +34,15 @@ export interface SpawnOptions {
   cwd?: string;
   /** Text written to the process's standard input (closed afterwards). */
   stdin?: string;
+  /** A command prefix, e.g. ["ip", "netns", "exec", "pc-ns1"] to run the process inside a network namespace. */
+  wrap?: string[];
 }
 
 /** Test-speed timing: heartbeats every 200ms, offline after 1.5s. */
 export const FAST = ["--swarm.nats.heartbeat_interval", "200ms", "--swarm.nats.node_timeout", "1500ms"];
 
 export function spawnRole(script: string, args: string[], o: SpawnOptions = {}): RoleProcess {
-  const cmd = o.binary ? [o.binary, ...args] : ["bun", join(ROOT, "roles", script), ...args];
+  const cmd = [...(o.wrap ?? []), ...(o.binary ? [o.binary, ...args] : ["bun", join(ROOT, "roles", script), ...args])];
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v !== undefined && !k.startsWith("PICOCLAW_")) env[k] = v;

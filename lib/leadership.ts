@@ -1,0 +1,91 @@
+// Coordinator leadership: one lease key in the leader bucket (bucket TTL = lease TTL), created by the
+// first coordinator, renewed by revision every third of the TTL. A standby creates it once it expires.
+// Fencing: a leader that has not renewed within two thirds of the TTL (e.g. it was paused) no longer
+// counts itself leader, before any other coordinator can have taken the lease.
+import type { KV, NatsConnection } from "nats";
+import type { Logger } from "./log.ts";
+import { encode } from "./messages.ts";
+import type { SwarmNames } from "./subjects.ts";
+
+export interface Leadership {
+  /** True while this coordinator holds a fresh lease. Check before every write. */
+  holds(): boolean;
+  /** The lease revision this coordinator holds (0 when not leader): stamped on its records. */
+  revision(): number;
+  /** Asks the server whether the lease is still ours (one round trip; for the final answer). */
+  confirm(): Promise<boolean>;
+  /** Releases the lease at once on a graceful stop, so a standby takes over without waiting. */
+  stop(): Promise<void>;
+}
+
+export interface LeadershipOptions {
+  nc: NatsConnection;
+  names: SwarmNames;
+  node: string;
+  ttlMs: number;
+  replicas: number;
+  log: Logger;
+  onChange: (leading: boolean) => void;
+}
+
+export async function startLeadership(o: LeadershipOptions): Promise<Leadership> {
+  const kv: KV = await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
+  const key = o.names.leaderKey;
+  let rev = 0;
+  let renewedAt = 0; // monotonic clock (performance.now)
+  let stopped = false;
+  const fresh = () => rev > 0 && performance.now() - renewedAt < (o.ttlMs * 2) / 3;
+  let leading = false;
+
+  const setLeading = (now: boolean, why: string) => {
+    if (now === leading) return;
+    leading = now;
+    o.log.info(now ? "Coordinator leading" : "Coordinator stepped down", { node: o.node, lease_revision: rev, reason: why });
+    o.onChange(now);
+  };
+
+  const tick = async () => {
+    if (stopped) return;
+    const started = performance.now();
+    try {
+      if (rev > 0 && fresh()) {
+        rev = await kv.update(key, encode({ node: o.node, at: Date.now() }), rev);
+        renewedAt = started;
+      } else {
+        if (rev > 0) setLeading(false, "lease not renewed in time");
+        rev = 0;
+        rev = await kv.create(key, encode({ node: o.node, at: Date.now() }));
+        renewedAt = started;
+        setLeading(true, "lease acquired");
+      }
+    } catch {
+      // Someone else holds the lease (or NATS is unreachable): not the leader.
+      if (rev > 0) setLeading(false, "lease lost");
+      rev = 0;
+    }
+  };
+
+  await tick();
+  const timer = setInterval(() => void tick(), Math.max(200, o.ttlMs / 3));
+  // A paused process wakes up with a stale lease: notice it without waiting for the next renewal.
+  const watchdog = setInterval(() => {
+    if (leading && !fresh()) setLeading(false, "lease not renewed in time");
+  }, Math.max(100, o.ttlMs / 10));
+
+  return {
+    holds: () => leading && fresh(),
+    revision: () => (leading && fresh() ? rev : 0),
+    async confirm() {
+      if (!(leading && fresh())) return false;
+      const e = await kv.get(key).catch(() => null);
+      return !!e && e.operation === "PUT" && e.revision === rev;
+    },
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      clearInterval(watchdog);
+      if (leading && fresh()) await kv.delete(key, { previousSeq: rev }).catch(() => {});
+      setLeading(false, "stopping");
+    },
+  };
+}

@@ -1,0 +1,67 @@
+// The tasks KV bucket: one record per request (its plan and, once answered, the answer) and one
+// result per sub-task, created once so a repeated execution can never report twice.
+import type { KV } from "nats";
+import { decode, encode } from "./messages.ts";
+import type { Plan } from "./plan.ts";
+import { taskKeys } from "./subjects.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type PlanSummary, type RequestEvent, type TaskResult, taskResultSchema } from "./task-messages.ts";
+
+export interface RequestRecord {
+  v: 1;
+  status: "running" | "answered";
+  coordinator: string;
+  /** Lease revision of the coordinator that wrote it (fencing, and for the record). */
+  lease: number;
+  started_at: number;
+  plan?: Plan;
+  summary?: PlanSummary;
+  /** The answer (or rejection) event, kept so a new leader can re-send it instead of redoing work. */
+  answer?: Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
+}
+
+export async function readRequest(kv: KV, request: string): Promise<RequestRecord | undefined> {
+  const e = await kv.get(taskKeys.request(request)).catch(() => null);
+  if (!e || e.operation !== "PUT") return undefined;
+  try {
+    return JSON.parse(e.string()) as RequestRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeRequest(kv: KV, request: string, record: RequestRecord): Promise<void> {
+  await kv.put(taskKeys.request(request), encode(record));
+}
+
+export async function readResult(kv: KV, request: string, task: string): Promise<TaskResult | undefined> {
+  const e = await kv.get(taskKeys.result(request, task)).catch(() => null);
+  if (!e || e.operation !== "PUT") return undefined;
+  const d = decode(taskResultSchema, e.value, MAX_PIPELINE_MESSAGE_BYTES);
+  return d.ok ? d.value : undefined;
+}
+
+/** First result wins; false when one was already recorded (at-least-once delivery). */
+export async function recordResultOnce(kv: KV, result: TaskResult): Promise<boolean> {
+  try {
+    await kv.create(taskKeys.result(result.request, result.task), encode(result));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function attemptErrors(kv: KV, request: string, task: string): Promise<string[]> {
+  const e = await kv.get(taskKeys.errors(request, task)).catch(() => null);
+  if (!e || e.operation !== "PUT") return [];
+  try {
+    return JSON.parse(e.string()) as string[];
+  } catch {
+    return [];
+  }
+}
+
+export async function appendAttemptError(kv: KV, request: string, task: string, error: string): Promise<void> {
+  const errors = await attemptErrors(kv, request, task);
+  errors.push(error.slice(0, 1000));
+  await kv.put(taskKeys.errors(request, task), encode(errors.slice(-20))).catch(() => {});
+}
