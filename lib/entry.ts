@@ -12,6 +12,7 @@ import { parseDuration } from "./duration.ts";
 import { isValidId } from "./ids.ts";
 import { parsePlanText, PlanError } from "./plan.ts";
 import { runSubmit, type SubmitOptions } from "./submit.ts";
+import { runControlCommand } from "./control.ts";
 
 export interface EntryOptions {
   /** Script name for help text. */
@@ -30,8 +31,13 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
     const loaded = loadForCli(cli, process.env, o.role);
     if (cli.command === "config") return print(describeConfig(loaded));
     if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli));
+    if (cli.command === "drain" || cli.command === "shutdown" || cli.command === "ping") {
+      const node = cli.positionals[0];
+      if (!node) throw new ConfigError(cli.command, "command line", `a node id: picoclaw ${cli.command} claw-1a2b3c4d`);
+      return await runControlCommand(loaded.config, createLogger("warn"), cli.command, node);
+    }
     if (cli.command !== undefined) {
-      throw new ConfigError(cli.command, "command line", "a command: config or submit (or none to run a node)");
+      throw new ConfigError(cli.command, "command line", "a command: config, submit, drain, shutdown or ping (or none to run a node)");
     }
     if (cli.is("swarm.check-nats")) return await runCheckNats(loaded);
     if (o.dashboard || cli.is("swarm.dashboard")) return await runDashboard(loaded, cli, swarmEnabled(loaded, o));
@@ -60,8 +66,9 @@ async function runNode(loaded: LoadedConfig, o: EntryOptions): Promise<number> {
   // Listen before starting: a signal during start-up still ends in a clean leave.
   const signalled = untilStopSignal(log);
   const node = await startNode(config, log);
-  await Promise.race([signalled, node.stopRequested]);
-  await node.stop();
+  const why = await Promise.race([signalled, node.stopRequested]);
+  // `shutdown` over NATS hands running work back at once; a signal or `drain` gives it drain_grace.
+  await node.stop(why === "shutdown" ? 0 : config.swarm.drain_grace);
   return 0;
 }
 

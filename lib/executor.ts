@@ -30,8 +30,11 @@ export interface RunningTask {
 export interface Executor {
   running(): RunningTask[];
   counts(): { done: number; failed: number };
-  /** Stop pulling; abort running sub-tasks and hand them back (nak) so another node takes them now. */
-  stop(): Promise<void>;
+  /**
+   * Stop pulling; give running sub-tasks up to `graceMs` to finish, then abort the rest and hand them
+   * back (nak) so another node takes them at once.
+   */
+  stop(graceMs?: number): Promise<void>;
 }
 
 export interface ExecutorOptions {
@@ -215,7 +218,11 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         error: e.message, errors: await attemptErrors(kv, task.request, task.task), attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
       };
-      await recordResultOnce(kv, result);
+      if (!(await recordResultOnce(kv, result).catch(() => true))) {
+        // Someone recorded an outcome first; this attempt's failure is not reported.
+        msg.ack();
+        return;
+      }
       publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started });
       msg.term(e.message.slice(0, 200));
       failed++;
@@ -231,11 +238,17 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   return {
     running: () => [...running.values()].map(({ request, task, capability, started_at }) => ({ request, task, capability, started_at })),
     counts: () => ({ done, failed }),
-    async stop() {
+    async stop(graceMs = 0) {
       stopping = true;
       for (const s of doorbells) s.unsubscribe();
       wake();
       await loop;
+      if (running.size > 0 && graceMs > 0) {
+        log.info("Draining: waiting for running sub-tasks", { node, running: running.size, grace_ms: graceMs });
+        const end = Date.now() + graceMs;
+        while (running.size > 0 && Date.now() < end) await Bun.sleep(20);
+      }
+      // Whatever is still running is handed back (nak) so another node takes it at once.
       for (const r of running.values()) r.abort.abort();
       const end = Date.now() + 5_000;
       while (running.size > 0 && Date.now() < end) await Bun.sleep(20);

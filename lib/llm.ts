@@ -34,7 +34,9 @@ function openaiProvider(cfg: Config["llm"]): LlmProvider {
         let text = "";
         let chunks = 0;
         let usage: LlmUsage | undefined;
+        let finished = false;
         for await (const chunk of stream) {
+          if (chunk.choices[0]?.finish_reason) finished = true;
           const delta = chunk.choices[0]?.delta?.content;
           if (delta) {
             text += delta;
@@ -51,6 +53,9 @@ function openaiProvider(cfg: Config["llm"]): LlmProvider {
             if (usage.completion_tokens !== chunks) req.onProgress?.(usage.completion_tokens, "");
           }
         }
+        // An aborted or cut-off stream can end without an error: partial text is not an answer.
+        if (req.signal?.aborted) throw abortedError(req.signal);
+        if (!finished) throw new LlmError("the response stream ended before the model finished", true);
         return { text, usage: usage ?? estimateUsage(req.messages, text), model: cfg.model };
       } catch (err) {
         throw classifyLlmError(err, req.signal, secret, withoutUserInfo(client.baseURL));

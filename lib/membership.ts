@@ -24,6 +24,8 @@ export interface MembershipOptions {
   nodeTimeout: number;
   /** An observer (the dashboard) listens and queries but never announces itself. */
   observer?: boolean;
+  /** Whether our own NATS connection is up: while it is down we hear no one, so we judge no one. */
+  connected?: () => boolean;
   /** How long to collect answers to the start-up query. */
   queryWindowMs?: number;
   onEvent?: (e: RegistryEvent) => void;
@@ -97,8 +99,17 @@ export function startMembership(o: MembershipOptions): Membership {
   };
   let heartbeat: Timer | undefined;
   // Sweep often enough that a dead peer is offline within nodeTimeout + heartbeatInterval.
-  const sweeper = setInterval(() => apply(sweep(registry, Date.now(), timing)),
-    Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)));
+  let wasConnected = true;
+  const sweeper = setInterval(() => {
+    const connected = o.connected?.() ?? true;
+    if (connected && !wasConnected) {
+      // Back from our own outage: peers get a fresh start instead of being judged on our silence.
+      const now = Date.now();
+      for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
+    }
+    wasConnected = connected;
+    if (connected) apply(sweep(registry, Date.now(), timing));
+  }, Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)));
 
   const discovered = queryPeers(o, seen);
 

@@ -38,8 +38,12 @@ export interface SwarmNode {
    * resolves with the value now cached. snapshot() also refreshes it in the background when stale.
    */
   refreshQueue(): Promise<number>;
-  /** Graceful: leave announced, connection drained, embedded server released. Idempotent. */
-  stop(): Promise<void>;
+  /**
+   * Graceful: stop taking sub-tasks, let running ones finish within `graceMs` (default
+   * swarm.drain_grace; 0 hands them back at once), announce the leave, drain the connection, release
+   * the embedded server. Idempotent.
+   */
+  stop(graceMs?: number): Promise<void>;
   /** Resolves when a stop was requested over NATS (`node.<id>.control`). */
   stopRequested: Promise<string>;
 }
@@ -72,6 +76,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   }
 
   let executor: Executor | undefined;
+  let draining = false;
   let coordinator: Coordinator | undefined;
   const info = (): NodeInfo => {
     const tasks = executor?.running() ?? [];
@@ -88,7 +93,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     tasks,
     done: executor?.counts().done ?? 0,
     failed: executor?.counts().failed ?? 0,
-    status: max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
+    status: draining ? "draining" : max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
     version: VERSION,
     started_at: startedAt,
     heartbeat_interval: nats.heartbeat_interval,
@@ -106,6 +111,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     heartbeatInterval: nats.heartbeat_interval,
     nodeTimeout: nats.node_timeout,
     observer: opts.observer,
+    connected: () => link.state() === "connected",
     queryWindowMs: opts.queryWindowMs,
     onEvent: (e) => {
       for (const listener of nodeEvents) listener(e);
@@ -167,10 +173,12 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     },
     refreshQueue: () => queue.refresh(),
     stopRequested,
-    stop: () => {
+    stop: (graceMs = cfg.swarm.drain_grace) => {
       stopped ??= (async () => {
         control?.unsubscribe();
-        await executor?.stop();
+        draining = true;
+        membership.heartbeatNow(); // peers stop routing to us while we drain
+        await executor?.stop(graceMs);
         await coordinator?.stop();
         await membership.stop();
         await temporalReady;

@@ -3,12 +3,10 @@ import { randomBytes } from "node:crypto";
 import { RequestStrategy } from "nats";
 import type { Config } from "./config.ts";
 import { formatDuration } from "./duration.ts";
-import { resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { decode, encode, nodeInfoSchema } from "./messages.ts";
-import { openNats } from "./nats-connection.ts";
+import { openClient } from "./client.ts";
 import { ensureStreams } from "./streams.ts";
-import { swarmNames } from "./subjects.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
   type RequestEvent,
@@ -44,15 +42,10 @@ export function newRequestId(): string {
 
 /** Exit code: 0 answered (completed or partial), 1 failed or rejected, 3 no answer in time. */
 export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Promise<number> {
-  if (cfg.swarm.nats.embedded) {
-    // A client joins the local embedded server; it never starts one.
-    cfg.swarm.nats.urls = [`nats://127.0.0.1:${cfg.swarm.nats.embedded_port}`];
-  }
-  const link = await openNats(cfg, "picoclaw-submit", log);
-  const nc = link.nc;
+  const client = await openClient(cfg, log, "picoclaw-submit");
+  const nc = client.link.nc;
   try {
-    const identity = await resolveIdentity(cfg, nc);
-    const names = swarmNames(identity.hid);
+    const { identity, names } = client;
     await ensureStreams(nc, names, cfg);
     const request = newRequestId();
     const tty = process.stderr.isTTY === true && !o.json;
@@ -157,7 +150,7 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     if (ev.status === "failed") process.stderr.write(`picoclaw: request ${request} failed: ${ev.error}\n`);
     return ev.status === "failed" ? 1 : 0;
   } finally {
-    await nc.drain().catch(() => {});
+    await client.close();
   }
 }
 

@@ -40,14 +40,25 @@ export async function readResult(kv: KV, request: string, task: string): Promise
   return d.ok ? d.value : undefined;
 }
 
-/** First result wins; false when one was already recorded (at-least-once delivery). */
-export async function recordResultOnce(kv: KV, result: TaskResult): Promise<boolean> {
-  try {
-    await kv.create(taskKeys.result(result.request, result.task), encode(result));
-    return true;
-  } catch {
-    return false;
+/**
+ * First result wins: false when one was already recorded (at-least-once delivery). Any other failure
+ * (NATS down, JetStream not ready after a restart) is retried for a while and then thrown, so a
+ * result is never mistaken for a duplicate and silently dropped.
+ */
+export async function recordResultOnce(kv: KV, result: TaskResult, attempts = 8): Promise<boolean> {
+  let lastError: unknown;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      await kv.create(taskKeys.result(result.request, result.task), encode(result));
+      return true;
+    } catch (err) {
+      lastError = err;
+      const existing = await kv.get(taskKeys.result(result.request, result.task)).catch(() => undefined);
+      if (existing && existing.operation === "PUT") return false;
+      await Bun.sleep(Math.min(4_000, 250 * 2 ** i));
+    }
   }
+  throw new Error(`cannot record the result of ${result.request}/${result.task}: ${(lastError as Error)?.message ?? lastError}`);
 }
 
 export async function attemptErrors(kv: KV, request: string, task: string): Promise<string[]> {

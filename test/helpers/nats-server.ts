@@ -12,6 +12,8 @@ export interface NatsServer {
   storeDir: string;
   proc: Subprocess;
   stop(): Promise<void>;
+  /** Stops the server (SIGTERM, or SIGKILL when `hard`) and starts it again on the same port and store. */
+  restart(o?: { hard?: boolean; downMs?: number }): Promise<void>;
 }
 
 export interface NatsServerOptions {
@@ -33,18 +35,31 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
     args.push("-c", conf);
   }
   args.push(...(o.args ?? []));
-  const proc = Bun.spawn(["nats-server", ...args], { stdout: "ignore", stderr: "pipe" });
-  await waitFor(`nats-server on port ${port}`, async () => proc.exitCode === null && (await portOpen("127.0.0.1", port, 200)), 10_000);
-  return {
+  const launch = async () => {
+    const p = Bun.spawn(["nats-server", ...args], { stdout: "ignore", stderr: "pipe" });
+    await waitFor(`nats-server on port ${port}`, async () => p.exitCode === null && (await portOpen("127.0.0.1", port, 200)), 15_000);
+    return p;
+  };
+  const halt = async (p: Subprocess, sig: NodeJS.Signals) => {
+    p.kill(sig);
+    await Promise.race([p.exited, Bun.sleep(5_000)]);
+    if (p.exitCode === null) p.kill("SIGKILL");
+    await p.exited;
+  };
+  const server: NatsServer = {
     port,
     url: `nats://127.0.0.1:${port}`,
     storeDir,
-    proc,
+    proc: await launch(),
     async stop() {
-      proc.kill("SIGTERM");
-      await Promise.race([proc.exited, Bun.sleep(5_000)]);
-      if (proc.exitCode === null) proc.kill("SIGKILL");
+      await halt(server.proc, "SIGTERM");
       rmSync(storeDir, { recursive: true, force: true });
     },
+    async restart(r = {}) {
+      await halt(server.proc, r.hard ? "SIGKILL" : "SIGTERM");
+      if (r.downMs) await Bun.sleep(r.downMs); // an outage of a chosen length, not a wait for an event
+      server.proc = await launch();
+    },
   };
+  return server;
 }

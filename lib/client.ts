@@ -1,0 +1,26 @@
+// A short-lived client of the swarm (submit, drain): connects like a node, joins the local embedded
+// server without starting one, and resolves the swarm's H-id.
+import type { Config } from "./config.ts";
+import { type Identity, resolveIdentity } from "./identity.ts";
+import type { Logger } from "./log.ts";
+import { type NatsLink, openNats } from "./nats-connection.ts";
+import { swarmNames, type SwarmNames } from "./subjects.ts";
+
+export interface SwarmClient {
+  link: NatsLink;
+  identity: Identity;
+  names: SwarmNames;
+  close(): Promise<void>;
+}
+
+export async function openClient(cfg: Config, log: Logger, name: string): Promise<SwarmClient> {
+  if (cfg.swarm.nats.embedded) cfg.swarm.nats.urls = [`nats://127.0.0.1:${cfg.swarm.nats.embedded_port}`];
+  const link = await openNats(cfg, name, log);
+  try {
+    const identity = await resolveIdentity(cfg, link.nc);
+    return { link, identity, names: swarmNames(identity.hid), close: () => link.nc.drain().catch(() => {}) };
+  } catch (err) {
+    await link.nc.close();
+    throw err;
+  }
+}
