@@ -11,7 +11,7 @@ bun run --silent typecheck || { echo "typecheck: 0 passed, 1 failed"; exit 1; }
 
 echo "==> bun test"
 log=$(mktemp)
-bun test "$@" 2>&1 | tee "$log"
+bun test --timeout 60000 "$@" 2>&1 | tee "$log"
 code=${PIPESTATUS[0]}
 passed=$(grep -Eo '^ *[0-9]+ pass$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
 failed=$(grep -Eo '^ *[0-9]+ fail$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
