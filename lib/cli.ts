@@ -122,6 +122,7 @@ export function usage(entry: string): string {
     "                      hand back the rest and leave (as SIGTERM does); for rolling upgrades",
     "  shutdown NODE       the same without waiting: running sub-tasks are handed back at once",
     "  ping NODE           check that a node answers",
+    "  keygen [PATH]       create a signing key pair (seed to PATH, default ~/.picoclaw/signing.nk; prints the public key)",
     "",
     "Flags:",
     ...cmds,

@@ -102,6 +102,19 @@ const llmSchema = z.strictObject({
 export const ROLES = ["coordinator", "worker", "specialist"] as const;
 export type Role = (typeof ROLES)[number];
 
+/** Optional ed25519 signing of sub-tasks (coordinator -> node) and results (node -> coordinator). */
+const securitySchema = z.strictObject({
+  signing: bool.default(false),
+  /** This node's nkey seed file (`picoclaw keygen` writes one). */
+  key_file: optionalString,
+  /** Public keys whose signed sub-tasks a worker or specialist accepts. */
+  trusted_coordinators: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default([]),
+  /** Public keys whose signed results a coordinator accepts. */
+  trusted_workers: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default([]),
+  /** Signed messages older or newer than this are refused (replay window). */
+  max_skew: duration(1_000).default(120_000),
+});
+
 const swarmSchema = z.strictObject({
   enabled: bool.default(false),
   role: z.enum(ROLES, { message: ROLES.join(" | ") }).default("worker"),
@@ -117,6 +130,7 @@ const swarmSchema = z.strictObject({
   nats: natsSchema.prefault({}),
   temporal: temporalSchema.prefault({}),
   tasks: tasksSchema.prefault({}),
+  security: securitySchema.prefault({}),
 });
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -128,6 +142,10 @@ export const configSchema = z.strictObject({
     level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
   }).prefault({}),
 })
+  .refine((c) => !c.swarm.security.signing || c.swarm.security.key_file !== undefined, {
+    path: ["swarm", "security", "key_file"],
+    message: "a key file when swarm.security.signing is on (create one with `picoclaw keygen`)",
+  })
   .refine((c) => c.swarm.nats.node_timeout > c.swarm.nats.heartbeat_interval, {
     path: ["swarm", "nats", "node_timeout"],
     message: "longer than swarm.nats.heartbeat_interval",
@@ -139,7 +157,7 @@ export type Config = z.output<typeof configSchema>;
 export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key"] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
-export const BOOLEAN_KEYS = ["swarm.enabled", "swarm.nats.embedded", "swarm.temporal.enabled"] as const;
+export const BOOLEAN_KEYS = ["swarm.enabled", "swarm.nats.embedded", "swarm.temporal.enabled", "swarm.security.signing"] as const;
 
 /** Every leaf key of the schema, dotted ("swarm.nats.urls"), read from the schema itself. */
 export function configKeys(): string[] {

@@ -14,6 +14,7 @@ import { makePlan, type OnlineCapabilities } from "./planner.ts";
 import { type RequestRun, runRequest, titleOf } from "./request-run.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import type { SwarmNames } from "./subjects.ts";
+import { type Signer, signResult, verifyResult } from "./signing.ts";
 import { synthesize, totalUsage } from "./synthesis.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
@@ -42,6 +43,8 @@ export interface CoordinatorOptions {
   online: () => { capabilities: OnlineCapabilities; nodes: Set<string> };
   /** Resolves once the start-up membership query is answered (plan only after it). */
   discovered: Promise<void>;
+  /** With swarm.security.signing: this coordinator's key. */
+  signer?: Signer;
 }
 
 export interface Coordinator {
@@ -69,6 +72,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   await ensureConsumer(o.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit,
     { ackWait: cfg.swarm.lease_ttl, maxDeliver: -1 });
 
+  // Results are trusted from the configured workers, and from this coordinator (poison sub-tasks).
+  const trustedResultKeys = new Set([...cfg.swarm.security.trusted_workers, ...(o.signer ? [o.signer.publicKey] : [])]);
   const runs = new Map<string, RequestRun>();
   const handling = new Set<Promise<void>>();
   const active = new Set<string>();
@@ -158,6 +163,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
 
       const run = runRequest({
         js, kv, names, log, coordinator: o.node, defaultTimeoutMs: cfg.swarm.tasks.timeout, fence,
+        signer: o.signer,
+        checkResult: o.signer ? (r) => verifyResult(r, trustedResultKeys) : undefined,
         onAssigned: (task, node) => {
           const capability = plan.tasks.find((t) => t.id === task)?.capability;
           log.info("Task assigned", { task, request: req.request, node, capability });
@@ -249,12 +256,13 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       const task = d.value;
       if (!(await readResult(kv, task.request, task.task))) {
         const errors = await attemptErrors(kv, task.request, task.task);
-        const result: TaskResult = {
+        const unsigned: TaskResult = {
           v: 1, request: task.request, task: task.task, status: "failed", node: o.node, capability: task.capability,
           error: `gave up after ${cfg.swarm.tasks.max_deliver} attempts without a result (the node running it stopped or crashed each time)`,
           errors, attempts: cfg.swarm.tasks.max_deliver, started_at: Date.now(), finished_at: Date.now(),
           usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: "none", truncated: false,
         };
+        const result = o.signer ? signResult(o.signer, unsigned) : unsigned;
         if (await recordResultOnce(kv, result)) {
           log.warn("Task failed", { task: task.task, request: task.request, attempts: result.attempts, error: result.error });
           await js.publish(names.taskEvents(task.request, task.task), encode({

@@ -13,6 +13,9 @@ import { isValidId } from "./ids.ts";
 import { parsePlanText, PlanError } from "./plan.ts";
 import { runSubmit, type SubmitOptions } from "./submit.ts";
 import { runControlCommand } from "./control.ts";
+import { generateKeyFile } from "./signing.ts";
+import { homedir } from "node:os";
+import { join } from "node:path";
 
 export interface EntryOptions {
   /** Script name for help text. */
@@ -31,13 +34,18 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
     const loaded = loadForCli(cli, process.env, o.role);
     if (cli.command === "config") return print(describeConfig(loaded));
     if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli));
+    if (cli.command === "keygen") {
+      const path = cli.positionals[0] ?? join(homedir(), ".picoclaw", "signing.nk");
+      const pub = generateKeyFile(path);
+      return print(`wrote the seed to ${path} (readable by you only; keep it secret)\npublic key: ${pub}`);
+    }
     if (cli.command === "drain" || cli.command === "shutdown" || cli.command === "ping") {
       const node = cli.positionals[0];
       if (!node) throw new ConfigError(cli.command, "command line", `a node id: picoclaw ${cli.command} claw-1a2b3c4d`);
       return await runControlCommand(loaded.config, createLogger("warn"), cli.command, node);
     }
     if (cli.command !== undefined) {
-      throw new ConfigError(cli.command, "command line", "a command: config, submit, drain, shutdown or ping (or none to run a node)");
+      throw new ConfigError(cli.command, "command line", "a command: config, submit, drain, shutdown, ping or keygen (or none to run a node)");
     }
     if (cli.is("swarm.check-nats")) return await runCheckNats(loaded);
     if (o.dashboard || cli.is("swarm.dashboard")) return await runDashboard(loaded, cli, swarmEnabled(loaded, o));

@@ -8,6 +8,7 @@ import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { encode, decode } from "./messages.ts";
 import { retryDelay } from "./retry.ts";
+import { type Signer, signResult, verifyTaskMessage } from "./signing.ts";
 import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "./task-records.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import { PRIORITIES, type SwarmNames } from "./subjects.ts";
@@ -50,6 +51,8 @@ export interface ExecutorOptions {
   bad: BadInputCounter;
   /** Called when the set of running sub-tasks changes (heartbeat right away). */
   onChange: () => void;
+  /** With swarm.security.signing: this node's key (results are signed; sub-tasks must be). */
+  signer?: Signer;
 }
 
 const IDLE_POLL_MS = 1_000;
@@ -72,6 +75,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const order = queues.map((q) => q.durable);
   const durableOf = new Map(queues.map((q) => [q.subject, q.durable]));
 
+  const trustedCoordinators = new Set(cfg.swarm.security.trusted_coordinators);
+  const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
   const running = new Map<string, RunningTask & { abort: AbortController; msg: JsMsg }>();
   let done = 0;
   let failed = 0;
@@ -155,6 +160,15 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       return;
     }
     const task = d.value;
+    if (o.signer) {
+      const verdict = await verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew, kv);
+      if (!verdict.ok) {
+        o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
+        log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
+        msg.term(verdict.reason);
+        return;
+      }
+    }
     const key = `${task.request}/${task.task}`;
     if (running.has(key)) {
       msg.nak(1_000); // the same sub-task delivered twice to this node at once
@@ -193,7 +207,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         text: text.value, errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [], attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
       };
-      const first = await recordResultOnce(kv, result);
+      const first = await recordResultOnce(kv, sign(result));
       publishEvent(task, first ? "completed" : "duplicate", attempt, { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens });
       msg.ack();
       done++;
@@ -218,7 +232,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         error: e.message, errors: await attemptErrors(kv, task.request, task.task), attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
       };
-      if (!(await recordResultOnce(kv, result).catch(() => true))) {
+      if (!(await recordResultOnce(kv, sign(result)).catch(() => true))) {
         // Someone recorded an outcome first; this attempt's failure is not reported.
         msg.ack();
         return;

@@ -20,6 +20,8 @@ import { createLlm } from "./llm.ts";
 import type { OnlineCapabilities } from "./planner.ts";
 import type { Registry, RegistryEvent } from "./registry.ts";
 import { ensureStreams } from "./streams.ts";
+import { loadSigner } from "./signing.ts";
+import { ConfigError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
 export interface SwarmNode {
@@ -123,8 +125,16 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     if (llm.kind === "echo") {
       log.warn("LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one");
     } else log.info("LLM provider", { llm: llm.label });
+    const signer = loadSigner(cfg);
+    if (signer) {
+      const list = role === "coordinator" ? "trusted_workers" : "trusted_coordinators";
+      if (cfg.swarm.security[list].length === 0) {
+        throw new ConfigError(`swarm.security.${list}`, "config", `the public keys of the ${role === "coordinator" ? "workers and specialists" : "coordinators"} to trust when signing is on`, []);
+      }
+      log.info("Signing on", { public_key: signer.publicKey });
+    }
     const jsm = await ensureStreams(link.nc, names, cfg);
-    const common = { nc: link.nc, jsm, names, cfg, node: identity.node, llm, log, bad };
+    const common = { nc: link.nc, jsm, names, cfg, node: identity.node, llm, log, bad, signer };
     if (role === "coordinator") {
       const coord = await startCoordinator({
         ...common,

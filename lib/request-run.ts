@@ -9,6 +9,7 @@ import type { SwarmNames } from "./subjects.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
 import type { TaskEvent, TaskMsg, TaskResult } from "./task-messages.ts";
 import { readResult } from "./task-records.ts";
+import { signMessage, type Signer, type Verdict } from "./signing.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
 interface Tracked {
@@ -32,6 +33,9 @@ export interface RunContext {
   /** Throws when this coordinator is no longer the leader; called before every write. */
   fence: () => void;
   onAssigned: (task: string, node: string) => void;
+  /** With signing on: signs each queued sub-task, and checks each result (a failed check fails the sub-task). */
+  signer?: Signer;
+  checkResult?: (r: TaskResult) => Verdict;
 }
 
 export interface RequestRun {
@@ -89,7 +93,11 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan): Reques
     const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
     ctx.fence();
     // The message id makes a re-queue (a resumed request) a no-op within the stream's dedupe window.
-    await ctx.js.publish(subject, encode(msg), { msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}` });
+    const payload = encode(msg);
+    await ctx.js.publish(subject, payload, {
+      msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
+      headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
+    });
     ctx.log.debug("Task queued", { task: t.id, request, capability: t.capability, priority: t.priority, node: pinned ? t.node : undefined });
   };
 
@@ -116,8 +124,13 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan): Reques
   const settle = async (id: string) => {
     const x = tracked.get(id);
     if (!x || x.result || over) return;
-    const result = await readResult(ctx.kv, request, id);
+    let result = await readResult(ctx.kv, request, id);
     if (!result || x.result) return;
+    const verdict = ctx.checkResult?.(result);
+    if (verdict && !verdict.ok) {
+      ctx.log.warn("Result rejected", { task: id, request, node: result.node, reason: verdict.reason });
+      result = { ...result, status: "failed", text: undefined, error: `result rejected: ${verdict.reason}` };
+    }
     x.result = result;
     x.state = result.status;
     await dispatchReady();

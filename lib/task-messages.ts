@@ -79,6 +79,9 @@ export const taskResultSchema = z.object({
   usage,
   llm: z.string().max(300),
   truncated: z.boolean().default(false),
+  /** With swarm.security.signing: the node's public key and its signature over the result. */
+  signer: z.string().max(64).optional(),
+  signature: z.string().max(200).optional(),
 });
 export type TaskResult = z.infer<typeof taskResultSchema>;
 
