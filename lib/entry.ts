@@ -33,7 +33,7 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
     if (cli.is("version")) return print(`picoclaw ${VERSION}`);
     const loaded = loadForCli(cli, process.env, o.role);
     if (cli.command === "config") return print(describeConfig(loaded));
-    if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli));
+    if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes));
     if (cli.command === "keygen") {
       const path = cli.positionals[0] ?? join(homedir(), ".picoclaw", "signing.nk");
       const pub = generateKeyFile(path);
@@ -93,7 +93,7 @@ async function runCheckNats(loaded: LoadedConfig): Promise<number> {
 }
 
 /** `submit` arguments: text (or '-' for stdin), --file, --plan, --capabilities, --timeout, --json. */
-async function submitOptions(cli: Cli): Promise<SubmitOptions> {
+async function submitOptions(cli: Cli, maxPromptBytes: number): Promise<SubmitOptions> {
   let text = cli.positionals.join(" ").trim();
   if (text === "-") text = (await Bun.stdin.text()).trim();
   const file = cli.value("file");
@@ -119,6 +119,12 @@ async function submitOptions(cli: Cli): Promise<SubmitOptions> {
     if (!text) text = `Plan ${planPath}`;
   }
   if (!text) throw new ConfigError("submit", "command line", "a request text, '-' for stdin, --file PATH or --plan PATH");
+  const size = new TextEncoder().encode(text).length;
+  if (size > maxPromptBytes) {
+    throw new ConfigError("submit", "command line",
+      `a request of at most swarm.tasks.max_prompt_bytes (${maxPromptBytes} bytes); raise that key on the coordinator and here, or send less`,
+      `${size} bytes`);
+  }
   const caps = cli.value("capabilities")?.split(",").map((c) => c.trim()).filter((c) => c !== "");
   for (const c of caps ?? []) {
     if (!isValidId(c)) throw new ConfigError("--capabilities", "command line", "capability names of 1-64 characters from A-Z a-z 0-9 _ -", c);

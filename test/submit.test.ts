@@ -59,6 +59,11 @@ describe("submit", () => {
     const plan = await runRole("picoclaw.ts", ["submit", "--plan", badPlan, "--swarm.nats.urls", nats.url]);
     expect(plan.code).toBe(2);
     expect(plan.output).toContain(`invalid plan in ${badPlan}: tasks[0].id`);
+    const huge = join(tempHome(), "huge.txt");
+    writeFileSync(huge, "x".repeat(70_000));
+    const big = await runRole("picoclaw.ts", ["submit", "--file", huge, "--swarm.nats.urls", nats.url]);
+    expect(big.code).toBe(2);
+    expect(big.output).toContain("at most swarm.tasks.max_prompt_bytes (65536 bytes)");
     const cap = await runRole("picoclaw.ts", ["submit", "--capabilities", "a>b", "x", "--swarm.nats.urls", nats.url]);
     expect(cap.code).toBe(2);
     expect(cap.output).toContain("--capabilities");
