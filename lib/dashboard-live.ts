@@ -3,7 +3,8 @@ import type { Cli } from "./cli.ts";
 import type { LoadedConfig } from "./config.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard.ts";
 import { createLogger } from "./log.ts";
-import { startNode, untilStopSignal } from "./node.ts";
+import { startNode } from "./node.ts";
+import { untilStopSignal } from "./signals.ts";
 
 const REFRESH_MS = 1_000;
 

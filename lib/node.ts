@@ -9,16 +9,16 @@ import type { Logger } from "./log.ts";
 import { startMembership, type Membership } from "./membership.ts";
 import type { NodeInfo, NodeRole } from "./messages.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
-import type { JetStreamManager, NatsConnection } from "nats";
-import { ID_PATTERN } from "./ids.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "./snapshot.ts";
-import { PRIORITIES, swarmNames, type SwarmNames } from "./subjects.ts";
+import { buildSnapshot } from "./node-snapshot.ts";
+import { queueGauge } from "./queue-gauge.ts";
+import { onlineCapabilities, onlineNodes } from "./registry.ts";
+import type { DashboardSnapshot } from "./snapshot.ts";
+import { swarmNames, type SwarmNames } from "./subjects.ts";
 import { connectTemporal, type TemporalLink } from "./temporal.ts";
 import { type Coordinator, startCoordinator } from "./coordinator.ts";
 import { type Executor, startExecutor } from "./executor.ts";
 import { createLlm } from "./llm.ts";
-import type { OnlineCapabilities } from "./planner.ts";
-import type { Registry, RegistryEvent } from "./registry.ts";
+import type { RegistryEvent } from "./registry.ts";
 import { ensureStreams } from "./streams.ts";
 import { loadSigner } from "./signing.ts";
 import { ConfigError } from "./errors.ts";
@@ -202,168 +202,3 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   return node;
 }
 
-function buildSnapshot(node: SwarmNode, startedAt: number, queued: number): DashboardSnapshot {
-  const now = Date.now();
-  const me = node.info();
-  const self: SnapshotNode = {
-    node: me.node,
-    role: me.role,
-    status: me.status,
-    capabilities: me.capabilities,
-    running: me.running,
-    max_concurrent: me.max_concurrent,
-    uptime_ms: now - startedAt,
-    last_seen_ms_ago: 0,
-    version: me.version,
-    tasks: (me.tasks ?? []).map(copyTask),
-    done: me.done ?? 0,
-    failed: me.failed ?? 0,
-  };
-  const peers: SnapshotNode[] = [...node.membership.registry.values()].map((p) => ({
-    node: p.info.node,
-    role: p.info.role,
-    status: p.status,
-    capabilities: p.info.capabilities,
-    running: p.info.running,
-    max_concurrent: p.info.max_concurrent,
-    uptime_ms: Math.max(0, now - p.info.started_at),
-    last_seen_ms_ago: now - p.lastSeen,
-    version: p.info.version,
-    tasks: (p.info.tasks ?? []).map(copyTask),
-    done: p.info.done ?? 0,
-    failed: p.info.failed ?? 0,
-  }));
-  const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
-  const t = node.temporal();
-  return {
-    v: 1,
-    generated_at: new Date(now).toISOString(),
-    hid: node.identity.hid,
-    this_node: { ...self, sid: node.identity.sid },
-    connections: {
-      nats: { connected: node.link.state() === "connected", state: node.link.state(), url: node.link.url(), disconnects: node.link.disconnects() },
-      temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
-    },
-    stats: swarmStats(nodes),
-    tasks: taskCounts(nodes, queued),
-    nodes,
-    bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
-  };
-}
-
-// Only the four fields, in this order: the wire object may carry more after a protocol extension.
-function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
-  return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
-}
-
-/** How often snapshot() re-reads the queue depth in the background. */
-const QUEUE_REFRESH_MS = 1_000;
-/** Bound on one JetStream API call, so a one-shot dashboard never hangs on a slow server. */
-const QUEUE_API_TIMEOUT_MS = 2_000;
-
-interface QueueGauge {
-  value(): number;
-  refresh(): Promise<number>;
-  refreshIfStale(): void;
-}
-
-/**
- * Sub-tasks waiting in the TASKS stream: the sum of num_pending over its queue and direct consumers
- * (in a work-queue stream no message matches two consumers, so nothing is counted twice). Read through a
- * lazily created JetStreamManager, so an observer without streams of its own can do it too. A missing
- * stream means nothing was ever queued (0); any other failure keeps the last value. Never throws.
- */
-function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): QueueGauge {
-  const isTaskConsumer = taskConsumerMatcher(names);
-  let jsm: JetStreamManager | undefined;
-  let queued = 0;
-  let readAt = 0;
-  let inFlight: Promise<number> | undefined;
-
-  const read = async (): Promise<number> => {
-    try {
-      jsm ??= await nc.jetstreamManager({ timeout: QUEUE_API_TIMEOUT_MS });
-      let sum = 0;
-      for await (const ci of jsm.consumers.list(names.streams.tasks)) {
-        if (isTaskConsumer(ci.name)) sum += ci.num_pending;
-      }
-      queued = sum;
-    } catch (err) {
-      if (isStreamNotFound(err)) queued = 0;
-      else log.debug("Queue depth not read; keeping the last value", { stream: names.streams.tasks, error: (err as Error)?.message });
-    }
-    readAt = Date.now();
-    return queued;
-  };
-
-  const refresh = () => {
-    inFlight ??= read().finally(() => (inFlight = undefined));
-    return inFlight;
-  };
-
-  return {
-    value: () => queued,
-    refresh,
-    refreshIfStale() {
-      if (!inFlight && Date.now() - readAt >= QUEUE_REFRESH_MS && !nc.isClosed()) void refresh();
-    },
-  };
-}
-
-function isStreamNotFound(err: unknown): boolean {
-  const e = err as { api_error?: { err_code?: number }; message?: string } | undefined;
-  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message ?? ""));
-}
-
-/**
- * Recognises the consumer names of names.consumers.queue / .direct without spelling them here: each
- * shape is learnt by building a name around a marker and keeping what comes before and after it.
- */
-function taskConsumerMatcher(names: SwarmNames): (name: string) => boolean {
-  const MARK = "MARK";
-  const shapes = [names.consumers.direct(MARK), ...PRIORITIES.map((p) => names.consumers.queue(MARK, p))].map((built) => {
-    const at = built.indexOf(MARK);
-    return { head: built.slice(0, at), tail: built.slice(at + MARK.length) };
-  });
-  return (name) =>
-    shapes.some(({ head, tail }) =>
-      name.length > head.length + tail.length &&
-      name.startsWith(head) &&
-      name.endsWith(tail) &&
-      ID_PATTERN.test(name.slice(head.length, name.length - tail.length)));
-}
-
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
-export function untilStopSignal(log: Logger): Promise<string> {
-  return new Promise((resolve) => {
-    let count = 0;
-    const handler = (sig: NodeJS.Signals) => {
-      count++;
-      if (count > 1) {
-        log.warn("Second signal: exiting without a clean leave", { signal: sig });
-        process.exit(130);
-      }
-      log.info("Stopping", { signal: sig });
-      resolve(sig);
-    };
-    process.on("SIGINT", handler);
-    process.on("SIGTERM", handler);
-  });
-}
-
-/** What the online nodes can do: workers also take `general`; coordinators run no sub-tasks. */
-export function onlineNodes(registry: Registry): Set<string> {
-  return new Set([...registry.values()].filter((p) => p.status !== "offline" && p.status !== "draining").map((p) => p.info.node));
-}
-
-export function onlineCapabilities(registry: Registry): OnlineCapabilities {
-  const caps: OnlineCapabilities = new Map();
-  for (const peer of registry.values()) {
-    if (peer.status === "offline" || peer.status === "draining") continue;
-    const { role, capabilities } = peer.info;
-    if (role !== "worker" && role !== "specialist") continue;
-    const all = role === "worker" ? new Set(["general", ...capabilities]) : new Set(capabilities);
-    for (const c of all) caps.set(c, (caps.get(c) ?? 0) + 1);
-  }
-  return caps;
-}

@@ -1,5 +1,6 @@
 // What one node knows of its peers. Pure: feed it observations and the clock, it returns what changed.
 import type { NodeInfo } from "./messages.ts";
+import type { OnlineCapabilities } from "./planner.ts";
 import type { PeerStatus } from "./snapshot.ts";
 
 export interface Peer {
@@ -94,4 +95,20 @@ export function sweep(reg: Registry, now: number, t: Timing): RegistryEvent[] {
     }
   }
   return events;
+}
+
+export function onlineNodes(registry: Registry): Set<string> {
+  return new Set([...registry.values()].filter((p) => p.status !== "offline" && p.status !== "draining").map((p) => p.info.node));
+}
+
+export function onlineCapabilities(registry: Registry): OnlineCapabilities {
+  const caps: OnlineCapabilities = new Map();
+  for (const peer of registry.values()) {
+    if (peer.status === "offline" || peer.status === "draining") continue;
+    const { role, capabilities } = peer.info;
+    if (role !== "worker" && role !== "specialist") continue;
+    const all = role === "worker" ? new Set(["general", ...capabilities]) : new Set(capabilities);
+    for (const c of all) caps.set(c, (caps.get(c) ?? 0) + 1);
+  }
+  return caps;
 }
