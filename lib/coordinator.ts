@@ -2,6 +2,7 @@
 // request-run.ts) and answer each exactly once. A redelivered request (its leader died) resumes from
 // the recorded plan and results; one already answered is answered again from its record, deduplicated.
 import type { JetStreamClient, JetStreamManager, JsMsg, KV, NatsConnection, Subscription } from "nats";
+import { z } from "zod";
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { createDoorbell } from "./doorbell.ts";
@@ -64,6 +65,9 @@ type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator
 
 const IDLE_POLL_MS = 1_000;
 
+/** The part of JetStream's max-deliveries advisory the coordinator uses. */
+const maxDeliveriesAdvisorySchema = z.object({ stream_seq: z.number().int().positive() });
+
 export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinator> {
   const { nc, names, cfg, log } = o;
   const js: JetStreamClient = nc.jetstream();
@@ -104,7 +108,14 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       },
     }),
     nc.subscribe(names.requestSubmit, { callback: wake }),
-    nc.subscribe(names.maxDeliveriesAdvisory, { callback: (_e, msg) => void failExhausted(msg.data) }),
+    nc.subscribe(names.maxDeliveriesAdvisory, {
+      callback: (_e, msg) => {
+        // Anyone on the bus can publish here: count what is not an advisory, like any other bad input.
+        const d = decode(maxDeliveriesAdvisorySchema, msg.data);
+        if (!d.ok) return o.bad.record(msg.subject, d.reason);
+        void failExhausted(msg.data);
+      },
+    }),
   ];
 
   const loop = (async () => {
@@ -130,7 +141,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     const d = decode(requestSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
     if (!d.ok) {
       o.bad.record(msg.subject, d.reason);
-      msg.term(d.reason);
+      // No reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver it forever (max_deliver -1).
+      msg.term();
       return;
     }
     const req = d.value;

@@ -58,11 +58,15 @@ export interface ExecutorOptions {
 const IDLE_POLL_MS = 1_000;
 const PROGRESS_EVERY_MS = 500;
 const ANNOUNCE_GRACE_MS = 50;
+const PULL_TIMEOUT_MS = 1_000;
 
 export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const { nc, names, cfg, node, log } = o;
   const t = cfg.swarm.tasks;
   const js: JetStreamClient = nc.jetstream();
+  // A no-wait pull answers at once; one that does not (a consumer leader still being elected in a
+  // cluster) should not hold up the other queues for the default 5 s.
+  const puller: JetStreamClient = nc.jetstream({ timeout: PULL_TIMEOUT_MS });
   const kv = await openTasksKv(nc, names, cfg);
   const stream = names.streams.tasks;
 
@@ -114,7 +118,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       // an announcement, wait briefly for it instead of giving up until the next poll.
       const fresh = Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS;
       try {
-        return await js.pull(stream, durable, fresh ? ANNOUNCE_GRACE_MS : 0);
+        return await puller.pull(stream, durable, fresh ? ANNOUNCE_GRACE_MS : 0);
       } catch {
         // 404 no messages / 408: empty for now
         if (generation.get(durable) === gen) maybeWork.delete(durable);
@@ -156,7 +160,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     const d = decode(taskSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
     if (!d.ok) {
       o.bad.record(msg.subject, d.reason);
-      msg.term(`malformed: ${d.reason}`);
+      // No reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver it up to max_deliver.
+      msg.term();
       return;
     }
     const task = d.value;
@@ -165,7 +170,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       if (!verdict.ok) {
         o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
         log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
-        msg.term(verdict.reason);
+        msg.term(); // no reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver
         return;
       }
     }
@@ -211,7 +216,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       publishEvent(task, first ? "completed" : "duplicate", attempt, { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens });
       msg.ack();
       done++;
-      log.info("Task completed", { task: task.task, request: task.request, node, duration_ms: Date.now() - started, tokens: completion.usage.total_tokens });
+      log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)",
+        { task: task.task, request: task.request, node, duration_ms: Date.now() - started, tokens: completion.usage.total_tokens });
     } catch (err) {
       if (abort.signal.aborted) {
         msg.nak(); // node stopping: hand it back at once
@@ -238,7 +244,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         return;
       }
       publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started });
-      msg.term(e.message.slice(0, 200));
+      msg.term();
       failed++;
       log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });
     } finally {

@@ -59,6 +59,14 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
         setLeading(true, "lease acquired");
       }
     } catch {
+      // A renewal whose reply was lost may still have been stored: ask before giving the lease up.
+      const e = rev > 0 ? await kv.get(key).catch(() => null) : null;
+      const holder = e && e.operation === "PUT" ? (JSON.parse(e.string()) as { node?: string }).node : undefined;
+      if (e && holder === o.node && e.revision >= rev) {
+        if (e.revision > rev) renewedAt = started; // our update went through
+        rev = e.revision;
+        return;
+      }
       // Someone else holds the lease (or NATS is unreachable): not the leader.
       if (rev > 0) setLeading(false, "lease lost");
       rev = 0;
@@ -77,8 +85,12 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
     revision: () => (leading && fresh() ? rev : 0),
     async confirm() {
       if (!(leading && fresh())) return false;
-      const e = await kv.get(key).catch(() => null);
-      return !!e && e.operation === "PUT" && e.revision === rev;
+      // One retry: a single lost reply should not hand a finished request back.
+      for (let i = 0; i < 2; i++) {
+        const e = await kv.get(key).catch(() => undefined);
+        if (e !== undefined) return !!e && e.operation === "PUT" && e.revision === rev;
+      }
+      return false;
     },
     async stop() {
       stopped = true;

@@ -124,7 +124,7 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
 
     const msg: RequestMsg = { v: 1, request, text: o.text, plan: o.plan, capabilities: o.capabilities, submitted_at: Date.now() };
     await nc.flush();
-    await nc.jetstream().publish(names.requestSubmit, encode(msg), { msgID: request });
+    await publishWithRetry(() => nc.jetstream().publish(names.requestSubmit, encode(msg), { msgID: request }));
     say(`submitted request ${request} to swarm ${identity.hid}`);
 
     const warnTimer = setTimeout(async () => {
@@ -151,6 +151,19 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     return ev.status === "failed" ? 1 : 0;
   } finally {
     await client.close();
+  }
+}
+
+/** The request id is the dedupe id, so publishing again after a lost reply cannot queue it twice. */
+async function publishWithRetry(publish: () => Promise<unknown>, attempts = 5): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      await publish();
+      return;
+    } catch (err) {
+      if (i >= attempts) throw new Error(`the request could not be stored in JetStream after ${attempts} tries: ${(err as Error).message}`);
+      await Bun.sleep(500 * i);
+    }
   }
 }
 

@@ -54,7 +54,11 @@ export async function recordResultOnce(kv: KV, result: TaskResult, attempts = 8)
     } catch (err) {
       lastError = err;
       const existing = await kv.get(taskKeys.result(result.request, result.task)).catch(() => undefined);
-      if (existing && existing.operation === "PUT") return false;
+      if (existing && existing.operation === "PUT") {
+        // Our own earlier attempt may have been stored although its reply timed out.
+        const mine = decode(taskResultSchema, existing.value, MAX_PIPELINE_MESSAGE_BYTES);
+        return mine.ok && mine.value.node === result.node && mine.value.started_at === result.started_at;
+      }
       await Bun.sleep(Math.min(4_000, 250 * 2 ** i));
     }
   }

@@ -8,13 +8,13 @@
 //               loopback and its own address still work, so its local nats-server and nodes keep running.
 //   heal(host)  sets the port up again; TCP connections that were stalled carry on.
 //   cleanup()   SIGKILLs the processes still inside the lab's namespaces (by pid, from `ip netns pids`)
-//               and deletes the namespaces, which removes the veths and the bridge with them. It is
-//               idempotent, runs synchronously, and is also registered for process exit and SIGINT /
-//               SIGTERM. A lab left by a test process that died by SIGKILL is removed by the next
+//               and deletes the namespaces, which removes the veths and the bridge with them, and the
+//               lab's temporary directories (tempDir()). It is idempotent, runs synchronously, and is
+//               also registered for process exit and SIGINT / SIGTERM. A lab left by a test process that died by SIGKILL is removed by the next
 //               createNetLab (marker files in $TMPDIR/picoclaw-netns name the owner pid).
 //
 // Needs root (or CAP_SYS_ADMIN + CAP_NET_ADMIN) and iproute2's `ip`: see canCreateNamespaces().
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -42,7 +42,9 @@ export interface NetLab {
   heal(host: NetHost | string): void;
   /** Whether the host is cut off right now (bridge port administratively down). */
   isCut(host: NetHost | string): boolean;
-  /** Kills what runs in the namespaces and deletes them; safe to call more than once. */
+  /** A new temporary directory removed by cleanup() (and by the stale-lab reaper). */
+  tempDir(prefix: string): string;
+  /** Kills what runs in the namespaces, deletes them and the lab's temporary directories; idempotent. */
   cleanup(): void;
 }
 
@@ -126,9 +128,11 @@ export function createNetLab(o: NetLabOptions): NetLab {
     port: `v${k + 1}`,
   }));
   const namespaces = [bridgeNs, ...hosts.map((h) => h.ns)];
+  const dirs: string[] = [];
   mkdirSync(MARKERS, { recursive: true });
   const marker = join(MARKERS, `${id}.json`);
-  writeFileSync(marker, JSON.stringify({ pid: process.pid, namespaces }));
+  const writeMarker = () => writeFileSync(marker, JSON.stringify({ pid: process.pid, namespaces, dirs }));
+  writeMarker();
 
   let cleaned = false;
   const find = (h: NetHost | string): NetHost => {
@@ -146,10 +150,17 @@ export function createNetLab(o: NetLabOptions): NetLab {
     cut: (h) => void ip("-n", bridgeNs, "link", "set", find(h).port, "down"),
     heal: (h) => void ip("-n", bridgeNs, "link", "set", find(h).port, "up"),
     isCut: (h) => !/[<,]UP[,>]/.test(ip("-n", bridgeNs, "-o", "link", "show", find(h).port)),
+    tempDir(prefix) {
+      const dir = mkdtempSync(join(tmpdir(), `${id}-${prefix}`));
+      dirs.push(dir);
+      writeMarker();
+      return dir;
+    },
     cleanup() {
       if (cleaned) return;
       cleaned = true;
       removeNamespaces(namespaces);
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
       rmSync(marker, { force: true });
       live.delete(id);
     },
@@ -208,9 +219,10 @@ function reapStaleLabs(): void {
     if (!f.endsWith(".json")) continue;
     const path = join(MARKERS, f);
     try {
-      const m = JSON.parse(readFileSync(path, "utf8")) as { pid: number; namespaces: string[] };
+      const m = JSON.parse(readFileSync(path, "utf8")) as { pid: number; namespaces: string[]; dirs?: string[] };
       if (alive(m.pid)) continue;
       removeNamespaces(m.namespaces.filter((n) => /^pc[0-9a-f]{6}-(br|h\d+)$/.test(n)));
+      for (const d of m.dirs ?? []) if (d.startsWith(join(tmpdir(), "pc"))) rmSync(d, { recursive: true, force: true });
       rmSync(path, { force: true });
     } catch {
       // unreadable marker: leave it
@@ -218,12 +230,18 @@ function reapStaleLabs(): void {
   }
 }
 
+/** Whether the process exists and is not a zombie (a killed owner may not be reaped yet). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true;
   }
 }
 
