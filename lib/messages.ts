@@ -10,6 +10,9 @@ const role = z.enum(["coordinator", "worker", "specialist", "dashboard"]);
 export type NodeRole = z.infer<typeof role>;
 export const NODE_STATUSES = ["online", "busy", "draining"] as const;
 
+/** Heartbeats carry at most this many subjects of dropped messages (the busiest ones). */
+export const MAX_BAD_SUBJECTS_REPORTED = 20;
+
 /** What a node says about itself: in announcements, query replies and (in full) every heartbeat. */
 export const nodeInfoSchema = z.object({
   v: z.literal(1),
@@ -29,7 +32,14 @@ export const nodeInfoSchema = z.object({
   /** Sub-tasks this node finished since it started. */
   done: z.number().int().nonnegative().optional(),
   failed: z.number().int().nonnegative().optional(),
+  /** Malformed messages this node dropped: total, and the subjects with the most. */
+  bad: z.object({
+    total: z.number().int().nonnegative(),
+    by_subject: z.record(z.string().max(300), z.number().int().nonnegative())
+      .refine((r) => Object.keys(r).length <= MAX_BAD_SUBJECTS_REPORTED, { message: `at most ${MAX_BAD_SUBJECTS_REPORTED} subjects` }),
+  }).optional(),
 });
+
 export type NodeInfo = z.infer<typeof nodeInfoSchema>;
 
 export const announceSchema = z.object({

@@ -18,6 +18,7 @@ export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number
     version: me.version,
     tasks: (me.tasks ?? []).map(copyTask),
     done: me.done ?? 0,
+    bad_messages: me.bad ?? { total: 0, by_subject: {} },
     failed: me.failed ?? 0,
   };
   const peers: SnapshotNode[] = [...node.membership.registry.values()].map((p) => ({
@@ -32,6 +33,7 @@ export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number
     version: p.info.version,
     tasks: (p.info.tasks ?? []).map(copyTask),
     done: p.info.done ?? 0,
+    bad_messages: p.info.bad ?? { total: 0, by_subject: {} },
     failed: p.info.failed ?? 0,
   }));
   const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));

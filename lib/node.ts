@@ -7,7 +7,7 @@ import { ensureEmbeddedNats, type EmbeddedNats } from "./embedded-nats.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { startMembership, type Membership } from "./membership.ts";
-import type { NodeInfo, NodeRole } from "./messages.ts";
+import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole } from "./messages.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
 import { buildSnapshot } from "./node-snapshot.ts";
 import { queueGauge } from "./queue-gauge.ts";
@@ -95,6 +95,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     tasks,
     done: executor?.counts().done ?? 0,
     failed: executor?.counts().failed ?? 0,
+    bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
     status: draining ? "draining" : max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
     version: VERSION,
     started_at: startedAt,
@@ -202,3 +203,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   return node;
 }
 
+/** The `n` subjects with the most dropped messages. */
+function busiest(counts: Record<string, number>, n: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k.slice(0, 300), v]));
+}

@@ -30,6 +30,8 @@ export interface SnapshotNode {
   /** Sub-tasks the node completed / failed since it started (reset when the node restarts). */
   done: number;
   failed: number;
+  /** Malformed messages the node dropped since it started: total and the busiest subjects (at most 20). */
+  bad_messages: { total: number; by_subject: Record<string, number> };
 }
 
 /** Swarm-wide sub-task counts. */

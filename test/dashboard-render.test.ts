@@ -18,6 +18,7 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     tasks: [],
     done: 0,
     failed: 0,
+    bad_messages: { total: 0, by_subject: {} },
     ...over,
   };
 }
