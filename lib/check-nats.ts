@@ -2,7 +2,7 @@
 import { connect } from "nats";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
-import { authMethod, connectionOptions, describeNatsError } from "./nats-connection.ts";
+import { authMethod, connectionOptions, explainConnectError } from "./nats-connection.ts";
 
 export interface NatsCheck {
   url: string;
@@ -20,12 +20,12 @@ export async function checkNats(cfg: Config): Promise<NatsCheck[]> {
 
 async function checkOne(cfg: Config, url: string): Promise<NatsCheck> {
   const shown = redactUrl(url);
-  const opts = { ...connectionOptions(cfg, "picoclaw-check-nats"), servers: [url], reconnect: false };
   let nc;
   try {
-    nc = await connect(opts);
+    // Inside the try: an unreadable credentials, seed or TLS file is reported per URL, not thrown.
+    nc = await connect({ ...connectionOptions(cfg, "picoclaw-check-nats"), servers: [url], reconnect: false });
   } catch (err) {
-    return { url: shown, reachable: false, problem: `unreachable: ${describeNatsError(err)}` };
+    return { url: shown, reachable: false, problem: `unreachable: ${await explainConnectError(err, cfg.swarm.nats, url)}` };
   }
   try {
     const rtt = await nc.rtt();

@@ -90,8 +90,19 @@ export async function ensureEmbeddedNats(cfg: Config, log: Logger): Promise<Embe
   mkdirSync(dir, { recursive: true });
   const monitor = await freePort();
   const logFd = openSync(join(dir, "nats-server.log"), "a");
+  // The node's own token or user/password protect the server it starts, so other clients need them too.
+  // They go in a config file readable by us only, not on the command line where `ps` would show them.
+  const auth: string[] = [];
+  if (n.token || n.user) {
+    const conf = join(dir, "auth.conf");
+    const body = n.token
+      ? `authorization { token: ${JSON.stringify(n.token)} }\n`
+      : `authorization { user: ${JSON.stringify(n.user)}, password: ${JSON.stringify(n.password ?? "")} }\n`;
+    writeFileSync(conf, body, { mode: 0o600 });
+    auth.push("-c", conf);
+  }
   const child = spawn(bin, ["-js", "-a", n.embedded_host, "-p", String(port), "-m", String(monitor),
-    "-sd", dir, "--server_name", `picoclaw-embedded-${port}`], { detached: true, stdio: ["ignore", logFd, logFd] });
+    "-sd", dir, "--server_name", `picoclaw-embedded-${port}`, ...auth], { detached: true, stdio: ["ignore", logFd, logFd] });
   let exited = false;
   child.once("exit", () => {
     exited = true;

@@ -1,5 +1,7 @@
 // One NATS connection per node: servers, auth, TLS, reconnect with backoff, and its state for the dashboard.
 import { readFileSync } from "node:fs";
+import { isIP, connect as tcpConnect } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import {
   connect,
   credsAuthenticator,
@@ -10,6 +12,7 @@ import {
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
 import { NatsConnectError } from "./errors.ts";
+import { inboxPrefix } from "./subjects.ts";
 import type { Logger } from "./log.ts";
 
 export type NatsState = "connecting" | "connected" | "reconnecting" | "disconnected" | "closed";
@@ -46,6 +49,10 @@ export function connectionOptions(cfg: Config, name: string): ConnectionOptions 
     pingInterval: Math.max(2_000, Math.min(n.heartbeat_interval * 2, 30_000)),
     maxPingOut: 3,
   };
+  // With an explicit H-id, replies (core requests, JetStream API answers, pulled sub-tasks, KV reads) come
+  // to _INBOX_<hid>.… instead of the shared _INBOX.…, so per-H-id NATS permissions can allow each swarm's
+  // user only its own inboxes (docs/nats-server.conf); `_INBOX.>` would let one swarm read another's work.
+  if (cfg.swarm.hid) opts.inboxPrefix = inboxPrefix(cfg.swarm.hid);
   if (n.credentials) opts.authenticator = credsAuthenticator(readFileSync(n.credentials));
   else if (n.nkey_seed) opts.authenticator = nkeyAuthenticator(new TextEncoder().encode(readFileSync(n.nkey_seed, "utf8").trim()));
   if (n.token) opts.token = n.token;
@@ -86,7 +93,8 @@ export async function openNats(cfg: Config, name: string, log: Logger): Promise<
   try {
     nc = await connect(connectionOptions(cfg, name));
   } catch (err) {
-    throw new NatsConnectError(cfg.swarm.nats.urls.map(redactUrl), describeNatsError(err), authMethod(cfg.swarm.nats));
+    const reason = await explainConnectError(err, cfg.swarm.nats, cfg.swarm.nats.urls[0]!);
+    throw new NatsConnectError(cfg.swarm.nats.urls.map(redactUrl), reason, authMethod(cfg.swarm.nats));
   }
   let state: NatsState = "connected";
   let disconnects = 0;
@@ -115,17 +123,151 @@ export async function openNats(cfg: Config, name: string, log: Logger): Promise<
   };
 }
 
-/** Turns nats.js errors into one line a user can act on. */
-export function describeNatsError(err: unknown): string {
+/** Certificate-verification failures reported by the TLS stack (Node/Bun error codes). */
+const CERT_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT", "CERT_UNTRUSTED", "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID", "ERR_TLS_CERT_ALTNAME_INVALID", "HOSTNAME_MISMATCH",
+]);
+
+/** A socket that died under us: during a TLS handshake this is how a refused client certificate shows. */
+const DROPPED = /EBADF|ECONNRESET|EPIPE|socket hang up|socket.*(closed|disconnected)|connection closed|CONNECTION_CLOSED/i;
+
+/**
+ * Turns nats.js errors into one line a user can act on. With the node's NATS settings it can also say
+ * which TLS setting to look at (never a secret: only which keys are set).
+ */
+export function describeNatsError(err: unknown, nats?: Config["swarm"]["nats"]): string {
   const e = err as { code?: string; message?: string };
   const msg = e?.message ?? String(err);
-  if (e?.code === "CONNECTION_REFUSED" || /ECONNREFUSED|connection refused/i.test(msg)) {
+  const code = e?.code ?? "";
+  const tls = nats?.tls;
+  const usesTls = !!nats && wantsTls(nats);
+  if (code === "CONNECTION_REFUSED" || /ECONNREFUSED|connection refused/i.test(msg)) {
     return "connection refused (is nats-server running and is the port right?)";
   }
-  if (e?.code === "AUTHORIZATION_VIOLATION" || /authorization/i.test(msg)) {
+  if (code === "AUTHORIZATION_VIOLATION" || /authorization/i.test(msg)) {
     return `server refused the credentials (${msg})`;
   }
-  if (e?.code === "TIMEOUT" || /timeout/i.test(msg)) return `timed out (${msg})`;
-  if (/certificate|self.signed|tls|ssl/i.test(msg)) return `TLS failed (${msg})`;
+  if (code === "BAD_CREDS") {
+    return "the credentials file is not a valid .creds file (it needs a NATS USER JWT block and a USER NKEY SEED block)";
+  }
+  if (/^nkeys: /.test(msg)) return `not a valid nkey seed (${msg})`;
+  if (code === "SERVER_OPT_NA" && msg === "tls") {
+    return "TLS failed: this nats-server does not offer TLS (the URL is tls:// or swarm.nats.tls.* is set; " +
+      "give the server a tls block, or use a nats:// URL without TLS settings)";
+  }
+  // An alert received from the server: it refused our side of the handshake (our client certificate).
+  if (usesTls && /alert/i.test(msg)) return tlsDropped(msg, nats);
+  if (CERT_CODES.has(code) || /certificate|self.signed/i.test(msg)) {
+    const hint = code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH"
+      ? "the certificate does not name the host in the URL"
+      : tls?.ca_file
+        ? "is swarm.nats.tls.ca_file the CA that signed the server's certificate?"
+        : "set swarm.nats.tls.ca_file to the CA that signed the server's certificate";
+    return `TLS failed: untrusted server certificate (${msg}); ${hint}`;
+  }
+  if (code === "TLS") return `TLS failed (${msg})`;
+  if (usesTls && DROPPED.test(`${code} ${msg}`)) return tlsDropped(msg, nats);
+  if (code === "TIMEOUT" || /timeout/i.test(msg)) return `timed out (${msg})`;
+  if (/tls|ssl/i.test(msg)) return `TLS failed (${msg})`;
   return msg;
+}
+
+function wantsTls(nats: Config["swarm"]["nats"]): boolean {
+  const t = nats.tls;
+  return !!(t.ca_file || t.cert_file || t.key_file) || nats.urls.some((u) => u.startsWith("tls://"));
+}
+
+/** How nats-server refuses a client certificate (missing, or signed by a CA it does not trust). */
+function tlsDropped(detail: string, nats?: Config["swarm"]["nats"]): string {
+  const hint = nats?.tls.cert_file
+    ? "does the server trust the CA that signed swarm.nats.tls.cert_file?"
+    : "it may require a client certificate (mutual TLS): set swarm.nats.tls.cert_file and swarm.nats.tls.key_file";
+  return `TLS failed: the server refused the TLS handshake (${detail}); ${hint}`;
+}
+
+/**
+ * describeNatsError, plus one diagnosis nats.js cannot give: with reconnecting on, a server that drops the
+ * connection right after the TLS handshake (how nats-server refuses a missing or untrusted client
+ * certificate) surfaces only as a time-out. Over TLS, a time-out or dropped socket is followed by one bare
+ * TLS handshake to `url` that tells the two apart.
+ */
+export async function explainConnectError(err: unknown, nats: Config["swarm"]["nats"], url: string): Promise<string> {
+  const e = err as { code?: string; message?: string };
+  const said = `${e?.code ?? ""} ${e?.message ?? String(err)}`;
+  if (wantsTls(nats) && (e?.code === "TIMEOUT" || DROPPED.test(said))) {
+    const probe = await probeTls(url, nats, Math.max(2_000, Math.min(nats.connect_timeout, 5_000))).catch(() => undefined);
+    if (probe instanceof Error) return describeNatsError(probe, nats);
+    if (probe && probe !== "answered") return tlsDropped(probe.refused, nats);
+  }
+  return describeNatsError(err, nats);
+}
+
+type Probe = { refused: string } | "answered" | Error | undefined;
+
+/**
+ * One TLS handshake the way a NATS client does it (plain INFO, then TLS with the node's CA and client
+ * certificate, then CONNECT + PING). `refused`: the server hung up or sent an alert instead of answering;
+ * "answered": it replied (PONG or -ERR); an Error: our side of the handshake failed (e.g. an untrusted
+ * server certificate); undefined: nothing learnt (no INFO, no TLS offered, or no answer in time).
+ */
+async function probeTls(url: string, nats: Config["swarm"]["nats"], timeoutMs: number): Promise<Probe> {
+  const u = new URL(url.includes("://") ? url : `nats://${url}`);
+  const host = u.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(u.port || 4222);
+  const t = nats.tls;
+  const ca = t.ca_file ? [readFileSync(t.ca_file)] : undefined;
+  const cert = t.cert_file ? readFileSync(t.cert_file) : undefined;
+  const key = t.key_file ? readFileSync(t.key_file) : undefined;
+  return new Promise((resolve) => {
+    let secure: TLSSocket | undefined;
+    let done = false;
+    const finish = (r: Probe) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      secure?.destroy();
+      sock.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    const sock = tcpConnect({ host, port });
+    sock.on("error", () => finish(undefined));
+    let info = "";
+    const onInfo = (d: Buffer) => {
+      info += d.toString("latin1");
+      const nl = info.indexOf("\r\n");
+      if (nl < 0) return;
+      sock.removeListener("data", onInfo);
+      let offered = false;
+      try {
+        const i = JSON.parse(info.slice(info.indexOf("{"), nl)) as { tls_required?: boolean; tls_available?: boolean };
+        offered = !!(i.tls_required || i.tls_available);
+      } catch {
+        /* not a NATS server */
+      }
+      if (!offered) return finish(undefined);
+      const s = tlsConnect({ socket: sock, ca, cert, key, servername: isIP(host) ? undefined : host, rejectUnauthorized: true });
+      secure = s;
+      let reply = "";
+      s.on("secureConnect", () => {
+        if (!s.authorized) return finish(s.authorizationError ?? new Error("server certificate not trusted"));
+        s.write('CONNECT {"verbose":false,"pedantic":false,"tls_required":true}\r\nPING\r\n');
+      });
+      s.on("data", (b: Buffer) => {
+        reply += b.toString("latin1");
+        if (/PONG|-ERR/.test(reply)) finish("answered");
+      });
+      // A local verification failure (untrusted server certificate) is reported as such; an alert from the
+      // server or a dropped socket means the server refused our side of the handshake.
+      s.on("error", (err) => {
+        const local = !/alert/i.test(err.message) &&
+          (CERT_CODES.has((err as { code?: string }).code ?? "") || /certificate|self.signed/i.test(err.message));
+        finish(local ? err : { refused: err.message });
+      });
+      s.on("close", () => finish({ refused: "connection closed without an answer" }));
+    };
+    sock.on("data", onInfo);
+  });
 }

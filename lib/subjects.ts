@@ -106,6 +106,11 @@ export function swarmNames(hid: string): SwarmNames {
   };
 }
 
+/** Reply subjects of a swarm's clients: `_INBOX_<hid>.…`, so NATS permissions can give each H-id its own. */
+export function inboxPrefix(hid: string): string {
+  return `_INBOX_${validateId("H-id", hid)}`;
+}
+
 /** Task-record keys in the tasks KV bucket (keys may contain dots; ids may not). */
 export const taskKeys = {
   request: (req: string) => `request.${req}`,
