@@ -3,39 +3,31 @@ import type { NodeInfo } from "./messages.ts";
 import type { SwarmNode } from "./node.ts";
 import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "./snapshot.ts";
 
+/** One node's row: what it last said about itself, and how we see it (status, silence). */
+export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], lastSeenMsAgo: number, uptimeMs: number): SnapshotNode {
+  return {
+    node: info.node,
+    role: info.role,
+    status,
+    capabilities: info.capabilities,
+    running: info.running,
+    max_concurrent: info.max_concurrent,
+    uptime_ms: uptimeMs,
+    last_seen_ms_ago: lastSeenMsAgo,
+    version: info.version,
+    tasks: (info.tasks ?? []).map(copyTask),
+    done: info.done ?? 0,
+    failed: info.failed ?? 0,
+    bad_messages: info.bad ?? { total: 0, by_subject: {} },
+  };
+}
+
 export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number): DashboardSnapshot {
   const now = Date.now();
   const me = node.info();
-  const self: SnapshotNode = {
-    node: me.node,
-    role: me.role,
-    status: me.status,
-    capabilities: me.capabilities,
-    running: me.running,
-    max_concurrent: me.max_concurrent,
-    uptime_ms: now - startedAt,
-    last_seen_ms_ago: 0,
-    version: me.version,
-    tasks: (me.tasks ?? []).map(copyTask),
-    done: me.done ?? 0,
-    bad_messages: me.bad ?? { total: 0, by_subject: {} },
-    failed: me.failed ?? 0,
-  };
-  const peers: SnapshotNode[] = [...node.membership.registry.values()].map((p) => ({
-    node: p.info.node,
-    role: p.info.role,
-    status: p.status,
-    capabilities: p.info.capabilities,
-    running: p.info.running,
-    max_concurrent: p.info.max_concurrent,
-    uptime_ms: Math.max(0, now - p.info.started_at),
-    last_seen_ms_ago: now - p.lastSeen,
-    version: p.info.version,
-    tasks: (p.info.tasks ?? []).map(copyTask),
-    done: p.info.done ?? 0,
-    bad_messages: p.info.bad ?? { total: 0, by_subject: {} },
-    failed: p.info.failed ?? 0,
-  }));
+  const self = snapshotNodeOf(me, me.status, 0, now - startedAt);
+  const peers = [...node.membership.registry.values()].map((p) =>
+    snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)));
   const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
   const t = node.temporal();
   return {
