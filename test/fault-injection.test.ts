@@ -130,9 +130,14 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
   for (let i = 0; i < 3; i++) await killWorker();
   // Freeze one worker past node_timeout: it is marked offline, then comes back.
   const frozen = pick(alive(workers));
+  const frozenAt = Date.now();
   frozen.signal("SIGSTOP");
   const lead = await leader(coords);
-  await lead.waitForLine(new RegExp(`Node marked offline node=${selfId(frozen)}`), 15_000);
+  const frozenLine = await lead.waitForLine(new RegExp(`Node marked offline node=${selfId(frozen)}`), 15_000);
+  // A stalled node is not taken for dead before node_timeout (its last heartbeat may predate the stop
+  // by up to one interval).
+  const stalledFor = stamp(frozenLine) - frozenAt;
+  expect(stalledFor).toBeGreaterThanOrEqual(NODE_TIMEOUT_MS - HEARTBEAT_MS);
   frozen.signal("SIGCONT");
   await lead.waitForLine(new RegExp(`Node back online node=${selfId(frozen)}`), 15_000);
   // Drain one under load.
@@ -210,6 +215,7 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
     ["detection of kills next to the NATS restart (ms)", detectionNearOutage.join(", ") || "none"],
     ["coordinator kills / takeover times (ms)", `${takeovers.length} / ${takeovers.join(", ")}`],
     ["nats-server restarts / SIGSTOP freezes / drains", "1 / 1 / 1"],
+    ["frozen worker marked offline after (ms), node_timeout " + NODE_TIMEOUT_MS, stalledFor],
   ];
   console.log(`\nFault-injection invariants\n${rows.map(([k, v]) => `  ${k.padEnd(58)} ${v}`).join("\n")}\n`);
 

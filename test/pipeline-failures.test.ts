@@ -85,6 +85,22 @@ describe("LLM failures", () => {
   });
 });
 
+describe("timeouts are retried per policy", () => {
+  test("a sub-task that times out on every attempt is retried up to max_deliver, then failed with each attempt's error", async () => {
+    swarm = await startSwarm(nats, "f5", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.tasks.max_deliver", "2"], env: llmEnv() },
+    ]);
+    const plan = planFile("tasks:\n  - { id: stuck, capability: general, timeout: 300ms, required: false, prompt: 'stuck-call [[delay=3000]]' }\n  - { id: quick, capability: general, prompt: 'quick-call' }\n");
+    const r = await submit(swarm, ["--plan", plan]);
+    expect(r.code).toBe(0);
+    expect(r.events.filter((e) => e.kind === "retrying" && "task" in e && e.task === "stuck").length).toBe(1);
+    expect(requestsFor("stuck-call").length).toBe(2);
+    expect(r.answer?.answer).toMatch(/attempt 1 on claw-\S+: timed out after 300ms[\s\S]*attempt 2 on claw-\S+: timed out after 300ms/);
+    expect(r.answer?.status).toBe("partial");
+  });
+});
+
 describe("LLM planner", () => {
   test("invalid JSON twice: the heuristic plan is used and the answer says so", async () => {
     const planner = await startLlmServer({ respond: (body) => (body.response_format ? "Sure! Here is the plan: tasks = code, docs" : undefined) });
