@@ -64,6 +64,7 @@ class StaleLeaderError extends Error {
 type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
 
 const IDLE_POLL_MS = 1_000;
+const DOORBELL_GRACE_MS = 50;
 
 /** The part of JetStream's max-deliveries advisory the coordinator uses. */
 const maxDeliveriesAdvisorySchema = z.object({ stream_seq: z.number().int().positive() });
@@ -85,6 +86,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   let failed = 0;
   let stopping = false;
   const bell = createDoorbell();
+  let rungAt = 0;
+  const puller: JetStreamClient = nc.jetstream({ timeout: 1_000 });
   const wake = () => bell.ring();
 
   const leadership: Leadership = await startLeadership({
@@ -107,7 +110,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         runs.get(d.value.request)?.onTaskEvent(d.value);
       },
     }),
-    nc.subscribe(names.requestSubmit, { callback: wake }),
+    nc.subscribe(names.requestSubmit, { callback: () => { rungAt = Date.now(); wake(); } }),
     nc.subscribe(names.maxDeliveriesAdvisory, {
       callback: (_e, msg) => {
         // Anyone on the bus can publish here: count what is not an advisory, like any other bad input.
@@ -123,7 +126,9 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       while (!stopping && leadership.holds() && active.size < cfg.swarm.max_concurrent) {
         let msg: JsMsg;
         try {
-          msg = await js.pull(names.streams.requests, names.consumers.requests, 0);
+          // Right after a doorbell the request may not be pullable yet: wait briefly rather than a poll.
+          const fresh = Date.now() - rungAt < DOORBELL_GRACE_MS;
+          msg = await puller.pull(names.streams.requests, names.consumers.requests, fresh ? DOORBELL_GRACE_MS : 0);
         } catch {
           break; // no requests waiting (or NATS unreachable for now)
         }
@@ -182,7 +187,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
           log.info("Task assigned", { task, request: req.request, node, capability });
           void publishEvent(req.request, { kind: "assigned", task, node }).catch(() => {});
         },
-      }, req.request, plan);
+      }, req.request, plan, resumed);
       runs.set(req.request, run);
       const outcomes = await run.outcomes;
 
@@ -228,8 +233,12 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   /** Record the answer, make sure we still lead, publish it once (deduplicated by id), then ack. */
   async function finish(msg: JsMsg, request: string, base: RequestRecord, answer: RequestEventBody): Promise<void> {
     fence();
-    await writeRequest(kv, request, { ...base, status: "answered", lease: leadership.revision(), answer });
-    if (!(await leadership.confirm())) throw new StaleLeaderError("lease lost before answering");
+    // Record and lease check together; both must succeed before the answer goes out.
+    const [, leading] = await Promise.all([
+      writeRequest(kv, request, { ...base, status: "answered", lease: leadership.revision(), answer }),
+      leadership.confirm(),
+    ]);
+    if (!leading) throw new StaleLeaderError("lease lost before answering");
     await publishEvent(request, answer, `${request}.answer`);
     msg.ack();
   }

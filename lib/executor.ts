@@ -194,7 +194,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     publishEvent(task, "started", attempt);
     const keepAlive = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
     const timeout = AbortSignal.timeout(task.timeout_ms);
-    let lastProgress = 0;
+    let lastProgress = started; // the first progress event comes a throttle period after `started`
     try {
       const completion = await o.llm.complete({
         messages: taskMessages(task),

@@ -52,7 +52,7 @@ export function titleOf(t: PlanTask): string {
   return t.title ?? `${t.id} (${t.capability})`;
 }
 
-export function runRequest(ctx: RunContext, request: string, plan: Plan): RequestRun {
+export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed = false): RequestRun {
   const tracked = new Map<string, Tracked>(plan.tasks.map((t) => [t.id, { task: t, state: "waiting" }]));
   let finish: (o: SubTaskOutcome[]) => void = () => {};
   let fail: (e: unknown) => void = () => {};
@@ -143,7 +143,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan): Reques
 
   guard(async () => {
     // Resuming: whatever already has a result is settled without running again.
-    await Promise.all(plan.tasks.map(async (t) => {
+    if (resumed) await Promise.all(plan.tasks.map(async (t) => {
       const r = await readResult(ctx.kv, request, t.id);
       if (r) Object.assign(tracked.get(t.id)!, { result: r, state: r.status });
     }));
