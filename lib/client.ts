@@ -4,6 +4,7 @@ import type { Config } from "./config.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
+import { requireJetStream } from "./node.ts";
 import { swarmNames, type SwarmNames } from "./subjects.ts";
 
 export interface SwarmClient {
@@ -17,6 +18,7 @@ export async function openClient(cfg: Config, log: Logger, name: string): Promis
   if (cfg.swarm.nats.embedded) cfg.swarm.nats.urls = [`nats://127.0.0.1:${cfg.swarm.nats.embedded_port}`];
   const link = await openNats(cfg, name, log);
   try {
+    await requireJetStream(link, cfg.swarm.nats.embedded ? cfg.swarm.nats.embedded_port : undefined);
     const identity = await resolveIdentity(cfg, link.nc);
     return { link, identity, names: swarmNames(identity.hid), close: () => link.nc.drain().catch(() => {}) };
   } catch (err) {

@@ -3,7 +3,7 @@ import { type Cli, loadForCli, parseCli, usage } from "./cli.ts";
 import { checkNats, formatChecks } from "./check-nats.ts";
 import { describeConfig, type LoadedConfig, type Role } from "./config.ts";
 import { runDashboard } from "./dashboard-live.ts";
-import { ConfigError, InvalidIdError, NatsConnectError, NatsServerMissingError } from "./errors.ts";
+import { ConfigError, InvalidIdError, JetStreamMissingError, NatsConnectError, NatsServerMissingError } from "./errors.ts";
 import { createLogger } from "./log.ts";
 import { startNode } from "./node.ts";
 import { untilStopSignal } from "./signals.ts";
@@ -147,7 +147,7 @@ export function reportError(err: unknown): number {
     console.error(`picoclaw: ${err.message}`);
     return 2;
   }
-  if (err instanceof NatsConnectError || err instanceof NatsServerMissingError) {
+  if (err instanceof NatsConnectError || err instanceof NatsServerMissingError || err instanceof JetStreamMissingError) {
     console.error(`picoclaw: ${err.message}`);
     return 1;
   }

@@ -53,3 +53,21 @@ export class NatsConnectError extends Error {
     super(`cannot connect to NATS at ${servers.join(", ")} (auth: ${auth}): ${reason}`);
   }
 }
+
+/** The NATS server has no JetStream, which every swarm node needs (streams, KV). */
+export class JetStreamMissingError extends Error {
+  override name = "JetStreamMissingError";
+  constructor(
+    readonly url: string,
+    readonly embeddedPort?: number,
+  ) {
+    super(
+      `the NATS server at ${url} has no JetStream, which the swarm needs: start it with -js` +
+        (embeddedPort === undefined
+          ? "."
+          : `. With --swarm.nats.embedded, another server without JetStream already listens on port ${embeddedPort} ` +
+            `(on Debian/Ubuntu, apt starts a nats-server system service on 127.0.0.1:4222: ` +
+            `'sudo systemctl disable --now nats-server'), or pick a free port with --swarm.nats.embedded-port 4333.`),
+    );
+  }
+}

@@ -21,7 +21,7 @@ import { createLlm } from "./llm.ts";
 import type { RegistryEvent } from "./registry.ts";
 import { ensureStreams } from "./streams.ts";
 import { loadSigner } from "./signing.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, JetStreamMissingError } from "./errors.ts";
 import { VERSION } from "./version.ts";
 
 export interface SwarmNode {
@@ -68,6 +68,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   const role: NodeRole = opts.observer ? "dashboard" : cfg.swarm.role;
   const embedded = await prepareEmbedded(cfg, log);
   const link = await openNats(cfg, `picoclaw-${role}`, log);
+  await requireJetStream(link, embedded ? cfg.swarm.nats.embedded_port : undefined);
   const identity = await resolveIdentity(cfg, link.nc);
   const names = swarmNames(identity.hid);
   const bad = createBadInputCounter(log);
@@ -206,4 +207,18 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
 /** The `n` subjects with the most dropped messages. */
 function busiest(counts: Record<string, number>, n: number): Record<string, number> {
   return Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k.slice(0, 300), v]));
+}
+
+/** Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later). */
+export async function requireJetStream(link: NatsLink, embeddedPort?: number): Promise<void> {
+  try {
+    const jsm = await link.nc.jetstreamManager({ timeout: 5_000 });
+    await jsm.getAccountInfo();
+  } catch (err) {
+    if (/503|not enabled|no responders/i.test(String((err as Error)?.message))) {
+      await link.nc.close();
+      throw new JetStreamMissingError(link.url(), embeddedPort);
+    }
+    throw err;
+  }
 }

@@ -8,8 +8,15 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 set +e
 
+port="${PICOCLAW_DEMO_PORT:-4222}"
+# apt's nats-server package starts a system service on 127.0.0.1:4222 without JetStream; don't join it.
+check=$(bun roles/picoclaw.ts --swarm.check-nats --swarm.nats.urls "nats://127.0.0.1:$port" 2>/dev/null)
+if [ -z "${PICOCLAW_DEMO_PORT:-}" ] && [[ "$check" == *"JetStream ✗"* ]]; then
+  echo "==> Port $port has a NATS server without JetStream (the nats-server system service?); the demo uses port 4333"
+  port=4333
+fi
 export PICOCLAW_SWARM_NATS_EMBEDDED=true
-export PICOCLAW_SWARM_NATS_EMBEDDED_PORT="${PICOCLAW_DEMO_PORT:-4222}"
+export PICOCLAW_SWARM_NATS_EMBEDDED_PORT="$port"
 export PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL=1s PICOCLAW_SWARM_NATS_NODE_TIMEOUT=5s
 logs=.tmp/demo
 mkdir -p "$logs"
