@@ -81,6 +81,8 @@ describe("failover", () => {
     const taker = await Promise.race([w1.waitForLine(/Task assigned task=long/, 20_000).then(() => w1), w2.waitForLine(/Task assigned task=long/, 20_000).then(() => w2)]);
     const other = taker === w1 ? w2 : w1;
     const victimId = selfId(taker);
+    // Kill it mid-call: once its LLM request has reached the server.
+    await waitFor("the victim's LLM call to start", () => calls("victim-17") === 1, 10_000);
     taker.signal("SIGKILL");
     await c.waitForLine(new RegExp(`Node marked offline node=${victimId} role=worker`), 10_000);
     const r = await s.done;
