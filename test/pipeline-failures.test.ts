@@ -1,31 +1,19 @@
 // When the LLM misbehaves: rate limits are retried, permanent errors fail the sub-task (and the answer
 // says so), timeouts free the slot, and a planner that cannot produce JSON falls back to the heuristic.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { planFile, runIntervals, startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+import { describe, expect, test } from "bun:test";
+import { startLlmServer } from "./helpers/llm-server.ts";
+import { planFile, runIntervals, submit } from "./helpers/swarm.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 
-let nats: NatsServer;
-let llm: LlmServer;
-let swarm: Swarm | undefined;
-beforeAll(async () => {
-  [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
-});
-afterEach(async () => {
-  await swarm?.stop();
-  swarm = undefined;
-});
-afterAll(async () => {
-  await Promise.all([nats.stop(), llm.stop()]);
-});
+const suite = swarmSuite();
 
-const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "test-model" });
-const echoEnv = { PICOCLAW_LLM_PROVIDER: "echo" };
-const requestsFor = (text: string) => llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes(text));
+const llmEnv = () => suite.llmEnv();
+const echoEnv = ECHO_ENV;
+const requestsFor = (text: string) => suite.llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes(text));
 
 describe("LLM failures", () => {
   test("429 with Retry-After then 200: the sub-task is retried after the delay and succeeds", async () => {
-    swarm = await startSwarm(nats, "f1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
+    const swarm = await suite.start("f1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
     const r = await submit(swarm, ["--capabilities", "general", "limited call [[status=429 times=1 retry_after=1]]"]);
     expect(r.code).toBe(0);
     expect(r.answer?.status).toBe("completed");
@@ -39,7 +27,7 @@ describe("LLM failures", () => {
   });
 
   test("400: the sub-task fails at once with the provider's message and the answer marks it", async () => {
-    swarm = await startSwarm(nats, "f2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
+    const swarm = await suite.start("f2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
     const plan = planFile([
       "tasks:",
       "  - { id: good, capability: general, prompt: 'fine work' }",
@@ -63,7 +51,7 @@ describe("LLM failures", () => {
   });
 
   test("a per-task timeout aborts the call and frees the slot for the next sub-task", async () => {
-    swarm = await startSwarm(nats, "f3", [
+    const swarm = await suite.start("f3", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.max_concurrent", "1", "--swarm.tasks.max_deliver", "1"], env: llmEnv() },
     ]);
@@ -87,7 +75,7 @@ describe("LLM failures", () => {
 
 describe("timeouts are retried per policy", () => {
   test("a sub-task that times out on every attempt is retried up to max_deliver, then failed with each attempt's error", async () => {
-    swarm = await startSwarm(nats, "f5", [
+    const swarm = await suite.start("f5", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.tasks.max_deliver", "2"], env: llmEnv() },
     ]);
@@ -105,7 +93,7 @@ describe("LLM planner", () => {
   test("invalid JSON twice: the heuristic plan is used and the answer says so", async () => {
     const planner = await startLlmServer({ respond: (body) => (body.response_format ? "Sure! Here is the plan: tasks = code, docs" : undefined) });
     try {
-      swarm = await startSwarm(nats, "f4", [
+      const swarm = await suite.start("f4", [
         { script: "coordinator.ts", env: { PICOCLAW_LLM_BASE_URL: planner.url, PICOCLAW_LLM_MODEL: "planner" } },
         { script: "specialist.ts", args: ["--swarm.capabilities", "rust"], env: echoEnv },
         { script: "specialist.ts", args: ["--swarm.capabilities", "security"], env: echoEnv },

@@ -1,30 +1,17 @@
 // Requests become answers: the guide's code-review swarm, capability routing, concurrency limits,
 // priorities and DAG inputs — real nats-server, real role processes, a real OpenAI-style HTTP server.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { maxOverlap, planFile, runIntervals, startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+import { describe, expect, test } from "bun:test";
+import { maxOverlap, planFile, runIntervals, submit } from "./helpers/swarm.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 
-let nats: NatsServer;
-let llm: LlmServer;
-let swarm: Swarm | undefined;
-beforeAll(async () => {
-  [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
-});
-afterEach(async () => {
-  await swarm?.stop();
-  swarm = undefined;
-});
-afterAll(async () => {
-  await Promise.all([nats.stop(), llm.stop()]);
-});
+const suite = swarmSuite();
 
-const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "test-model" });
-const echoEnv = { PICOCLAW_LLM_PROVIDER: "echo" };
+const llmEnv = () => suite.llmEnv();
+const echoEnv = ECHO_ENV;
 
 describe("task pipeline", () => {
   test("code review: four sub-tasks run in parallel on the four specialists; the answer has all four sections", async () => {
-    swarm = await startSwarm(nats, "p1", [
+    const swarm = await suite.start("p1", [
       { script: "coordinator.ts", args: ["--swarm.capabilities", "coordination"], env: echoEnv },
       { script: "specialist.ts", args: ["--swarm.capabilities", "rust,go,python"], env: llmEnv() },
       { script: "specialist.ts", args: ["--swarm.capabilities", "security,audit"], env: llmEnv() },
@@ -59,7 +46,7 @@ describe("task pipeline", () => {
   });
 
   test("a worker with max_concurrent 2 given 10 sub-tasks never runs more than 2 at once", async () => {
-    swarm = await startSwarm(nats, "p2", [
+    const swarm = await suite.start("p2", [
       { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
       { script: "worker.ts", args: ["--swarm.max_concurrent", "2"], env: llmEnv() },
     ]);
@@ -72,7 +59,7 @@ describe("task pipeline", () => {
   });
 
   test("priority: with the only slot busy, a priority-3 task queued after ten priority-0 tasks runs next", async () => {
-    swarm = await startSwarm(nats, "p3", [
+    const swarm = await suite.start("p3", [
       { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
       { script: "worker.ts", args: ["--swarm.max_concurrent", "1"], env: llmEnv() },
     ]);
@@ -90,7 +77,7 @@ describe("task pipeline", () => {
   });
 
   test("a specialist never takes a general task; a capability nobody has is rejected with a clear message", async () => {
-    swarm = await startSwarm(nats, "p4", [
+    const swarm = await suite.start("p4", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "specialist.ts", args: ["--swarm.capabilities", "rust"], env: echoEnv },
     ]);
@@ -112,7 +99,7 @@ describe("task pipeline", () => {
   });
 
   test("DAG: b depends on a and receives a's result; a cycle is rejected before anything runs", async () => {
-    swarm = await startSwarm(nats, "p5", [
+    const swarm = await suite.start("p5", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.capabilities", "code"], env: llmEnv() },
     ]);
@@ -128,12 +115,12 @@ describe("task pipeline", () => {
       "",
     ].join("\n"))]);
     expect(r.code).toBe(0);
-    const bRequest = llm.requests.find((q) => q.body.messages?.at(-1)?.content.startsWith("write the fix"));
+    const bRequest = suite.llm.requests.find((q) => q.body.messages?.at(-1)?.content.startsWith("write the fix"));
     expect(bRequest?.body.messages?.at(-1)?.content).toContain("ALPHA-FINDING-42");
     const runs = runIntervals(r.events);
     expect(runs.get("b")!.start).toBeGreaterThanOrEqual(runs.get("a")!.end);
 
-    const before = llm.requests.length;
+    const before = suite.llm.requests.length;
     const cyc = await submit(swarm, ["--plan", planFile([
       "tasks:",
       "  - { id: a, capability: code, prompt: x, depends_on: [b] }",
@@ -143,11 +130,11 @@ describe("task pipeline", () => {
     ].join("\n"))], 20_000);
     expect(cyc.code).toBe(1);
     expect(cyc.answer?.error).toMatch(/unknown task ghost|cycle: (a -> b -> a|b -> a -> b)/);
-    expect(llm.requests.length).toBe(before);
+    expect(suite.llm.requests.length).toBe(before);
 
     const cyc2 = await submit(swarm, ["--plan", planFile("tasks:\n  - { id: a, capability: code, prompt: x, depends_on: [b] }\n  - { id: b, capability: code, prompt: y, depends_on: [a] }\n")], 20_000);
     expect(cyc2.code).toBe(1);
     expect(cyc2.answer?.error).toMatch(/cycle: (a -> b -> a|b -> a -> b)/);
-    expect(llm.requests.length).toBe(before);
+    expect(suite.llm.requests.length).toBe(before);
   });
 });

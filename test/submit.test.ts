@@ -1,32 +1,19 @@
 // `picoclaw submit` as users call it: text from stdin or a file, the offline echo provider named in the
 // answer, human output without --json, and long sub-tasks kept alive past JetStream's ack wait.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
 import { runRole, tempHome } from "./helpers/role-process.ts";
-import { startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+import { submit } from "./helpers/swarm.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 
-let nats: NatsServer;
-let llm: LlmServer;
-let swarm: Swarm | undefined;
-beforeAll(async () => {
-  [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
-});
-afterEach(async () => {
-  await swarm?.stop();
-  swarm = undefined;
-});
-afterAll(async () => {
-  await Promise.all([nats.stop(), llm.stop()]);
-});
+const suite = swarmSuite();
 
-const echoEnv = { PICOCLAW_LLM_PROVIDER: "echo" };
+const echoEnv = ECHO_ENV;
 
 describe("submit", () => {
   test("stdin ('-') and --file; with no LLM configured the answer says the echo provider was used", async () => {
-    swarm = await startSwarm(nats, "s1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    const swarm = await suite.start("s1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
     expect(swarm.nodes[1]!.output()).toContain("LLM: echo provider (offline, no LLM configured)");
     const fromStdin = await submit(swarm, ["-"], 30_000, "Summarise: stdin-marker-7781");
     expect(fromStdin.code).toBe(0);
@@ -42,7 +29,7 @@ describe("submit", () => {
   });
 
   test("without --json: progress lines on stderr, the answer alone on stdout, exit 0", async () => {
-    swarm = await startSwarm(nats, "s2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    const swarm = await suite.start("s2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
     const r = await runRole("picoclaw.ts", ["submit", ...swarm.common, "Explain backoff"], { timeoutMs: 30_000 });
     expect(r.code).toBe(0);
     expect(r.stdout.startsWith("# Swarm answer (request r-")).toBe(true);
@@ -51,35 +38,35 @@ describe("submit", () => {
   });
 
   test("bad submit arguments exit 2 naming what is wrong", async () => {
-    const none = await runRole("picoclaw.ts", ["submit", "--swarm.nats.urls", nats.url]);
+    const none = await runRole("picoclaw.ts", ["submit", "--swarm.nats.urls", suite.nats.url]);
     expect(none.code).toBe(2);
     expect(none.output).toContain("a request text, '-' for stdin, --file PATH or --plan PATH");
     const badPlan = join(tempHome(), "bad.yaml");
     writeFileSync(badPlan, "tasks:\n  - { id: 'a.b', capability: code, prompt: x }\n");
-    const plan = await runRole("picoclaw.ts", ["submit", "--plan", badPlan, "--swarm.nats.urls", nats.url]);
+    const plan = await runRole("picoclaw.ts", ["submit", "--plan", badPlan, "--swarm.nats.urls", suite.nats.url]);
     expect(plan.code).toBe(2);
     expect(plan.output).toContain(`invalid plan in ${badPlan}: tasks[0].id`);
     const huge = join(tempHome(), "huge.txt");
     writeFileSync(huge, "x".repeat(70_000));
-    const big = await runRole("picoclaw.ts", ["submit", "--file", huge, "--swarm.nats.urls", nats.url]);
+    const big = await runRole("picoclaw.ts", ["submit", "--file", huge, "--swarm.nats.urls", suite.nats.url]);
     expect(big.code).toBe(2);
     expect(big.output).toContain("at most swarm.tasks.max_prompt_bytes (65536 bytes)");
-    const cap = await runRole("picoclaw.ts", ["submit", "--capabilities", "a>b", "x", "--swarm.nats.urls", nats.url]);
+    const cap = await runRole("picoclaw.ts", ["submit", "--capabilities", "a>b", "x", "--swarm.nats.urls", suite.nats.url]);
     expect(cap.code).toBe(2);
     expect(cap.output).toContain("--capabilities");
   });
 
   test("a sub-task running longer than the ack wait is kept alive: it runs once, not again elsewhere", async () => {
-    const env = { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+    const env = { PICOCLAW_LLM_BASE_URL: suite.llm.url, PICOCLAW_LLM_MODEL: "m" };
     const ackWait = ["--swarm.tasks.ack_wait", "1s"];
-    swarm = await startSwarm(nats, "s3", [
+    const swarm = await suite.start("s3", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ackWait, env },
       { script: "worker.ts", args: ackWait, env },
     ]);
     const r = await submit(swarm, ["--capabilities", "general", "long job keepalive-9 [[delay=3500]]"]);
     expect(r.code).toBe(0);
-    expect(llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes("keepalive-9")).length).toBe(1);
+    expect(suite.llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes("keepalive-9")).length).toBe(1);
     expect(r.events.filter((e) => e.kind === "started").length).toBe(1);
   });
 });
