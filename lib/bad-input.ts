@@ -1,5 +1,9 @@
 // Malformed inbound messages: dropped, counted per subject, logged at most every few seconds.
+import type { JsMsg } from "nats";
+import type { z } from "zod";
 import type { Logger } from "./log.ts";
+import { decode } from "./messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES } from "./task-messages.ts";
 
 const MAX_SUBJECTS = 200;
 
@@ -28,4 +32,17 @@ export function createBadInputCounter(log: Logger, logEveryMs = 5_000): BadInput
     counts: () => Object.fromEntries(bySubject),
     total: () => total,
   };
+}
+
+/**
+ * A work-queue message (request or sub-task) parsed with its schema; a malformed one is counted and
+ * terminated so it is never redelivered, and undefined is returned. No reason goes with the TERM:
+ * nats-server 2.9 ignores "+TERM <reason>" and would redeliver the message.
+ */
+export function acceptWorkItem<T>(msg: JsMsg, schema: z.ZodType<T>, bad: BadInputCounter): T | undefined {
+  const d = decode(schema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
+  if (d.ok) return d.value;
+  bad.record(msg.subject, d.reason);
+  msg.term();
+  return undefined;
 }

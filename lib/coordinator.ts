@@ -3,7 +3,7 @@
 // the recorded plan and results; one already answered is answered again from its record, deduplicated.
 import type { JetStreamClient, JetStreamManager, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import { z } from "zod";
-import type { BadInputCounter } from "./bad-input.ts";
+import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { createDoorbell } from "./doorbell.ts";
 import { type Leadership, startLeadership } from "./leadership.ts";
@@ -143,14 +143,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     js.publish(names.requestEvents(request), encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev }), msgID ? { msgID } : undefined);
 
   async function handle(msg: JsMsg): Promise<void> {
-    const d = decode(requestSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-    if (!d.ok) {
-      o.bad.record(msg.subject, d.reason);
-      // No reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver it forever (max_deliver -1).
-      msg.term();
-      return;
-    }
-    const req = d.value;
+    const req = acceptWorkItem(msg, requestSchema, o.bad);
+    if (!req) return;
     if (active.has(req.request)) return; // already handling it; the redelivery will be acked with it
     const keepAlive = setInterval(() => msg.working(), Math.max(300, cfg.swarm.lease_ttl / 3));
     const started = Date.now();

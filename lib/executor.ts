@@ -1,19 +1,18 @@
 // Runs sub-tasks on a worker or specialist: pulls only while a slot is free, highest priority first,
 // keeps the JetStream message alive while the LLM works, records the result once, then acks.
 import type { JetStreamClient, JsMsg, KV, NatsConnection, Subscription } from "nats";
-import type { BadInputCounter } from "./bad-input.ts";
+import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import { createDoorbell } from "./doorbell.ts";
 import type { Config } from "./config.ts";
 import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
-import { encode, decode } from "./messages.ts";
+import { encode } from "./messages.ts";
 import { retryDelay } from "./retry.ts";
 import { type Signer, signResult, verifyTaskMessage } from "./signing.ts";
 import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "./task-records.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import { PRIORITIES, type SwarmNames } from "./subjects.ts";
 import {
-  MAX_PIPELINE_MESSAGE_BYTES,
   type TaskEvent,
   type TaskMsg,
   type TaskResult,
@@ -157,14 +156,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   };
 
   async function execute(msg: JsMsg): Promise<void> {
-    const d = decode(taskSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-    if (!d.ok) {
-      o.bad.record(msg.subject, d.reason);
-      // No reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver it up to max_deliver.
-      msg.term();
-      return;
-    }
-    const task = d.value;
+    const task = acceptWorkItem(msg, taskSchema, o.bad);
+    if (!task) return;
     if (o.signer) {
       const verdict = await verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew, kv);
       if (!verdict.ok) {
