@@ -6,6 +6,7 @@ import { z } from "zod";
 import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { createDoorbell } from "./doorbell.ts";
+import { pullAvailable } from "./pull.ts";
 import { type Leadership, startLeadership } from "./leadership.ts";
 import type { LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
@@ -87,7 +88,6 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   let stopping = false;
   const bell = createDoorbell();
   let rungAt = 0;
-  const puller: JetStreamClient = nc.jetstream({ timeout: 1_000 });
   const wake = () => bell.ring();
 
   const leadership: Leadership = await startLeadership({
@@ -124,20 +124,25 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   const loop = (async () => {
     while (!stopping) {
       while (!stopping && leadership.holds() && active.size < cfg.swarm.max_concurrent) {
-        let msg: JsMsg;
-        try {
-          // Right after a doorbell the request may not be pullable yet: wait briefly rather than a poll.
-          const fresh = Date.now() - rungAt < DOORBELL_GRACE_MS;
-          msg = await puller.pull(names.streams.requests, names.consumers.requests, fresh ? DOORBELL_GRACE_MS : 0);
-        } catch {
-          break; // no requests waiting (or NATS unreachable for now)
+        const batch = await pullRequests(cfg.swarm.max_concurrent - active.size);
+        if (batch.length === 0) break; // no requests waiting (or NATS unreachable for now)
+        for (const msg of batch) {
+          const h = handle(msg).finally(() => handling.delete(h));
+          handling.add(h);
         }
-        const h = handle(msg).finally(() => handling.delete(h));
-        handling.add(h);
       }
       await bell.wait(IDLE_POLL_MS);
     }
   })();
+
+  /** Up to `max` waiting requests in one round trip. */
+  async function pullRequests(max: number): Promise<JsMsg[]> {
+    const from = { stream: names.streams.requests, durable: names.consumers.requests, max, timeoutMs: 1_000 };
+    const got = await pullAvailable(nc, { ...from, waitMs: 0 });
+    // Right after a doorbell the request may not be pullable yet: wait briefly rather than a poll.
+    if (got.length === 0 && Date.now() - rungAt < DOORBELL_GRACE_MS) return pullAvailable(nc, { ...from, waitMs: DOORBELL_GRACE_MS });
+    return got;
+  }
 
   const publishEvent = (request: string, ev: RequestEventBody, msgID?: string) =>
     js.publish(names.requestEvents(request), encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev }), msgID ? { msgID } : undefined);
@@ -178,8 +183,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         checkResult: o.signer ? (r) => verifyResult(r, trustedResultKeys) : undefined,
         onAssigned: (task, node) => {
           const capability = plan.tasks.find((t) => t.id === task)?.capability;
+          // No request event: the node's own `started` task event already tells followers.
           log.info("Task assigned", { task, request: req.request, node, capability });
-          void publishEvent(req.request, { kind: "assigned", task, node }).catch(() => {});
         },
       }, req.request, plan, resumed);
       runs.set(req.request, run);
@@ -282,7 +287,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
           log.warn("Task failed", { task: task.task, request: task.request, attempts: result.attempts, error: result.error });
           await js.publish(names.taskEvents(task.request, task.task), encode({
             v: 1, request: task.request, task: task.task, kind: "failed", node: o.node, capability: task.capability,
-            at: Date.now(), attempt: result.attempts, error: result.error,
+            at: Date.now(), attempt: result.attempts, error: result.error, result,
           }));
         }
       }

@@ -3,6 +3,7 @@
 import type { JetStreamClient, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import { createDoorbell } from "./doorbell.ts";
+import { pullAvailable } from "./pull.ts";
 import type { Config } from "./config.ts";
 import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
@@ -57,15 +58,14 @@ export interface ExecutorOptions {
 const IDLE_POLL_MS = 1_000;
 const PROGRESS_EVERY_MS = 500;
 const ANNOUNCE_GRACE_MS = 50;
+// A pull answers at once; one that does not (a consumer leader still being elected in a cluster)
+// should not hold up the other queues for long.
 const PULL_TIMEOUT_MS = 1_000;
 
 export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const { nc, names, cfg, node, log } = o;
   const t = cfg.swarm.tasks;
   const js: JetStreamClient = nc.jetstream();
-  // A no-wait pull answers at once; one that does not (a consumer leader still being elected in a
-  // cluster) should not hold up the other queues for the default 5 s.
-  const puller: JetStreamClient = nc.jetstream({ timeout: PULL_TIMEOUT_MS });
   const kv = await openTasksKv(nc, names, cfg);
   const stream = names.streams.tasks;
 
@@ -109,21 +109,22 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: (_e, m) => announce(m.subject) })),
   ];
 
-  const pullNext = async (): Promise<JsMsg | undefined> => {
+  // Up to `max` messages from the first queue (in priority order) that has any: one round trip for a
+  // burst instead of one per message.
+  const pullBatch = async (max: number): Promise<JsMsg[]> => {
     for (const durable of order) {
       if (!maybeWork.has(durable)) continue;
       const gen = generation.get(durable);
       // The copy of a message can reach us a moment before the consumer can hand it out: right after
       // an announcement, wait briefly for it instead of giving up until the next poll.
-      const fresh = Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS;
-      try {
-        return await puller.pull(stream, durable, fresh ? ANNOUNCE_GRACE_MS : 0);
-      } catch {
-        // 404 no messages / 408: empty for now
-        if (generation.get(durable) === gen) maybeWork.delete(durable);
+      let got = await pullAvailable(nc, { stream, durable, max, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS });
+      if (got.length === 0 && Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS) {
+        got = await pullAvailable(nc, { stream, durable, max, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS });
       }
+      if (got.length > 0) return got;
+      if (generation.get(durable) === gen) maybeWork.delete(durable);
     }
-    return undefined;
+    return [];
   };
 
   const loop = (async () => {
@@ -131,17 +132,19 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       // `slots` counts sub-tasks from the moment they are pulled, so max_concurrent holds even while
       // one is still being checked before it is marked running.
       while (!stopping && slots < cfg.swarm.max_concurrent) {
-        const msg = await pullNext();
-        if (!msg) break;
-        if (stopping) {
-          msg.nak();
-          break;
+        const batch = await pullBatch(cfg.swarm.max_concurrent - slots);
+        if (batch.length === 0) break;
+        for (const msg of batch) {
+          if (stopping) {
+            msg.nak();
+            continue;
+          }
+          slots++;
+          void execute(msg).finally(() => {
+            slots--;
+            wake();
+          });
         }
-        slots++;
-        void execute(msg).finally(() => {
-          slots--;
-          wake();
-        });
       }
       const rung = await bell.wait(IDLE_POLL_MS);
       if (!rung) for (const d of order) maybeWork.add(d);
@@ -205,8 +208,10 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         text: text.value, errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [], attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
       };
-      const first = await recordResultOnce(kv, sign(result));
-      publishEvent(task, first ? "completed" : "duplicate", attempt, { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens });
+      const record = sign(result);
+      const first = await recordResultOnce(kv, record);
+      publishEvent(task, first ? "completed" : "duplicate", attempt,
+        { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens, result: first ? record : undefined });
       msg.ack();
       done++;
       log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)",
@@ -231,12 +236,15 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         error: e.message, errors: await attemptErrors(kv, task.request, task.task), attempts: attempt, started_at: started,
         finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
       };
-      if (!(await recordResultOnce(kv, sign(result)).catch(() => true))) {
+      const record = sign(result);
+      const first = await recordResultOnce(kv, record).then((created) => created ? "created" : "taken", () => "unknown");
+      if (first === "taken") {
         // Someone recorded an outcome first; this attempt's failure is not reported.
         msg.ack();
         return;
       }
-      publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started });
+      // Not known to be recorded: the coordinator reads KV rather than trust this copy.
+      publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started, result: first === "created" ? record : undefined });
       msg.term();
       failed++;
       log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });

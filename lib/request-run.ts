@@ -103,6 +103,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
 
   const dispatchReady = async (): Promise<void> => {
     let changed = false;
+    const ready: Tracked[] = [];
     for (const x of tracked.values()) {
       if (x.state !== "waiting") continue;
       const deps = x.task.depends_on.map((id) => tracked.get(id)!);
@@ -115,16 +116,20 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
       }
       if (!deps.every((d) => d.state === "completed")) continue;
       x.state = "queued";
-      await queue(x);
+      ready.push(x);
     }
+    // All at once: a fan-out of 64 should not wait 64 publish round trips before its last sub-task runs.
+    await Promise.all(ready.map((x) => queue(x)));
     if (changed) return dispatchReady();
     if (!over && [...tracked.values()].every(terminal)) done();
   };
 
-  const settle = async (id: string) => {
+  /** `carried`: the result from the node's event (already recorded); otherwise read from KV. */
+  const settle = async (id: string, carried?: TaskResult) => {
     const x = tracked.get(id);
     if (!x || x.result || over) return;
-    let result = await readResult(ctx.kv, request, id);
+    const fits = carried && carried.request === request && carried.task === id;
+    let result = fits ? carried : await readResult(ctx.kv, request, id);
     if (!result || x.result) return;
     const verdict = ctx.checkResult?.(result);
     if (verdict && !verdict.ok) {
@@ -160,7 +165,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
         x.node = ev.node;
         ctx.onAssigned(ev.task, ev.node);
       } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {
-        guard(() => settle(ev.task));
+        guard(() => settle(ev.task, ev.kind === "duplicate" ? undefined : ev.result));
       }
     },
     onNodeOffline(node) {

@@ -111,6 +111,11 @@ export function inboxPrefix(hid: string): string {
   return `_INBOX_${validateId("H-id", hid)}`;
 }
 
+/** JetStream's "next messages" API of a pull consumer (the request a pull sends). */
+export function consumerNextSubject(stream: string, durable: string): string {
+  return `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`;
+}
+
 /** Task-record keys in the tasks KV bucket (keys may contain dots; ids may not). */
 export const taskKeys = {
   request: (req: string) => `request.${req}`,

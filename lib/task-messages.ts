@@ -42,25 +42,6 @@ export const taskSchema = z.object({
 });
 export type TaskMsg = z.infer<typeof taskSchema>;
 
-export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate"] as const;
-
-/** On `event.task.<request>.<task>`: what a node is doing with a sub-task. */
-export const taskEventSchema = z.object({
-  v: z.literal(1),
-  request: id,
-  task: id,
-  kind: z.enum(TASK_EVENT_KINDS),
-  node: id,
-  capability: id,
-  at: z.number().int().nonnegative(),
-  attempt: z.number().int().positive(),
-  elapsed_ms: z.number().int().nonnegative().optional(),
-  tokens: z.number().int().nonnegative().optional(),
-  error: z.string().max(4096).optional(),
-  retry_in_ms: z.number().int().nonnegative().optional(),
-});
-export type TaskEvent = z.infer<typeof taskEventSchema>;
-
 /** The one recorded outcome of a sub-task (KV, created once: repeats are ignored). */
 export const taskResultSchema = z.object({
   v: z.literal(1),
@@ -84,6 +65,30 @@ export const taskResultSchema = z.object({
   signature: z.string().max(200).optional(),
 });
 export type TaskResult = z.infer<typeof taskResultSchema>;
+
+export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate"] as const;
+
+/** On `event.task.<request>.<task>`: what a node is doing with a sub-task. */
+export const taskEventSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  task: id,
+  kind: z.enum(TASK_EVENT_KINDS),
+  node: id,
+  capability: id,
+  at: z.number().int().nonnegative(),
+  attempt: z.number().int().positive(),
+  elapsed_ms: z.number().int().nonnegative().optional(),
+  tokens: z.number().int().nonnegative().optional(),
+  error: z.string().max(4096).optional(),
+  retry_in_ms: z.number().int().nonnegative().optional(),
+  /**
+   * kinds "completed" and "failed": the result exactly as recorded in KV, sent only after the record
+   * was created, so the coordinator need not read it back (it still reads KV when reconciling).
+   */
+  result: taskResultSchema.optional(),
+});
+export type TaskEvent = z.infer<typeof taskEventSchema>;
 
 export const planSummarySchema = z.object({
   planner: z.enum(["explicit", "llm", "heuristic"]),
@@ -109,7 +114,7 @@ export const requestEventSchema = z.object({
   at: z.number().int().nonnegative(),
   coordinator: id,
   plan: planSummarySchema.optional(),
-  /** kind "assigned": which node took which sub-task. */
+  /** kind "assigned" (older coordinators; now the task's `started` event says it): which node took which sub-task. */
   task: id.optional(),
   node: id.optional(),
   answer: z.string().optional(),
