@@ -9,8 +9,6 @@ export interface WireMsg { t: number; subject: string; reply: string; size: numb
 
 /** A message that asks for an answer (a publish awaiting its PubAck, an API call): not a pulled delivery. */
 export const asks = (m: WireMsg) => m.reply !== "" && !m.reply.startsWith("$JS.ACK.");
-/** Inbox prefixes differ per connection (nodes use `_INBOX_<hid>`): the reply subject minus its last token. */
-export const inboxPrefix = (reply: string) => reply.slice(0, reply.lastIndexOf("."));
 
 export function startTrace(nc: NatsConnection, subject = ">"): { msgs: WireMsg[]; stop(): void; sub: Subscription } {
   const msgs: WireMsg[] = [];
@@ -36,14 +34,11 @@ export const STEPS = [
   ["submitted", "request published to request.submit"],
   ["coordPulled", "coordinator pulled it (delivery from REQUESTS)"],
   ["recordWritten", "request record put in KV (status running)"],
-  ["resumeChecked", "KV get of the sub-task's result (resume check)"],
   ["taskQueued", "sub-task published to task.queue.general.1"],
   ["taskDelivered", "worker pulled it (delivery from TASKS)"],
   ["started", "worker's `started` event"],
   ["resultCreated", "worker's KV create of the result"],
-  ["completed", "worker's `completed` event"],
-  ["resultRead", "coordinator's KV get of the result"],
-  ["resultInHand", "reply to that get (the result is at the coordinator)"],
+  ["completed", "worker's `completed` event, with the result (reaches the coordinator)"],
   ["answerRecorded", "request record put in KV (status answered)"],
   ["leaseConfirmed", "KV get of the leader lease (confirm)"],
   ["answered", "answer event published"],
@@ -79,8 +74,6 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     s.coordPulled = first((m) => m.subject === names.requestSubmit && m.reply.startsWith(`$JS.ACK.${names.streams.requests}.`))?.t;
     const puts = own.filter((m) => m.subject === `${tasksKv}request.${req}`);
     s.recordWritten = puts[0]?.t;
-    const gets = own.filter((m) => m.subject.startsWith(`${directTasks}result.${req}.`));
-    s.resumeChecked = gets[0]?.t;
     const queued = first((m) => m.subject.startsWith(`${names.prefix}.task.`) && asks(m));
     s.taskQueued = queued?.t;
     s.taskDelivered = first((m) => m.subject.startsWith(`${names.prefix}.task.`) && m.reply.startsWith(`$JS.ACK.${names.streams.tasks}.`))?.t;
@@ -88,9 +81,6 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     s.started = taskEvents.find((m) => m.kind === "started")?.t;
     s.resultCreated = first((m) => m.subject.startsWith(`${tasksKv}result.${req}.`))?.t;
     s.completed = taskEvents.find((m) => m.kind === "completed")?.t;
-    const read = gets.length > 1 ? gets.at(-1) : undefined;
-    s.resultRead = read?.t;
-    s.resultInHand = read ? first((m) => m.subject === read.reply, read.t)?.t : undefined;
     s.answerRecorded = puts[1]?.t;
     s.leaseConfirmed = first((m) => m.subject.startsWith(directLeader))?.t;
     s.answered = own.find((m) => m.subject === names.requestEvents(req) && m.kind === "answer")?.t;

@@ -109,8 +109,8 @@ export const throughput: Scenario = {
       const judged = w === 4 && vsBull;
       rows.push({ group: "3 throughput", name: `no-op requests (1 sub-task each), ${w} worker(s)`, figure: rate((x) => x.requests[w]!),
         ratio: `${times((x) => x.requests[w]! / x.js[w]!)} of JetStream${vsBull ? `, ${fmt(vsBull, "×", 2)} of BullMQ` : ""}`,
-        target: w === 4 ? "≥ 1× BullMQ, 4 workers (§12)" : undefined,
-        verdict: judged ? (vsBull.median >= 1 ? "met" : "MISSED") : w === 4 && !ctx.redis ? "skipped" : undefined });
+        target: w === 4 ? "≥ 2× BullMQ, 4 workers (issue; §12: ≥ 1×)" : undefined,
+        verdict: judged ? (vsBull.median >= 2 ? "met" : "MISSED") : w === 4 && !ctx.redis ? "skipped" : undefined });
     }
     // Where the CPU goes: on a 2-core box throughput is bounded by 2000 ms of CPU per second / CPU per item.
     const cpuLine = (label: string, pick: (x: Round) => Cpu | undefined) => {
