@@ -53,11 +53,14 @@ export interface ExecutorOptions {
   onChange: () => void;
   /** With swarm.security.signing: this node's key (results are signed; sub-tasks must be). */
   signer?: Signer;
+  /** How many other online nodes pull this capability: a burst is shared with them. */
+  peersWith?: (capability: string) => number;
 }
 
 const IDLE_POLL_MS = 1_000;
 const PROGRESS_EVERY_MS = 500;
 const ANNOUNCE_GRACE_MS = 50;
+const SHARE_WAIT_MS = 50;
 // A pull answers at once; one that does not (a consumer leader still being elected in a cluster)
 // should not hold up the other queues for long.
 const PULL_TIMEOUT_MS = 1_000;
@@ -70,9 +73,9 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const stream = names.streams.tasks;
 
   // Highest priority first; the node's own direct queue before everything.
-  const queues: { durable: string; subject: string }[] = [{ durable: names.consumers.direct(node), subject: names.taskDirect(node) }];
+  const queues: { durable: string; subject: string; capability?: string }[] = [{ durable: names.consumers.direct(node), subject: names.taskDirect(node) }];
   for (const prio of PRIORITIES) {
-    for (const cap of o.capabilities) queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio) });
+    for (const cap of o.capabilities) queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
   }
   await Promise.all(queues.map((q) => ensureConsumer(o.jsm, stream, q.durable, q.subject, { ackWait: t.ack_wait, maxDeliver: t.max_deliver })));
   const order = queues.map((q) => q.durable);
@@ -109,22 +112,30 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: (_e, m) => announce(m.subject) })),
   ];
 
-  // Up to `max` messages from the first queue (in priority order) that has any: one round trip for a
-  // burst instead of one per message.
-  const pullBatch = async (max: number): Promise<JsMsg[]> => {
-    for (const durable of order) {
+  // Up to `max` messages from the first queue (in priority order) that has any. One message first;
+  // if more are waiting, a fair share of them in one more pull: sub-tasks are long (LLM calls), so
+  // a burst should go to every idle node, not all to the first one that woke up.
+  const pullBatch = async (max: number): Promise<{ msgs: JsMsg[]; leftForPeers: boolean }> => {
+    for (const q of queues) {
+      const { durable } = q;
       if (!maybeWork.has(durable)) continue;
       const gen = generation.get(durable);
+      let got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS });
       // The copy of a message can reach us a moment before the consumer can hand it out: right after
       // an announcement, wait briefly for it instead of giving up until the next poll.
-      let got = await pullAvailable(nc, { stream, durable, max, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS });
       if (got.length === 0 && Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS) {
-        got = await pullAvailable(nc, { stream, durable, max, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS });
+        got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS });
       }
-      if (got.length > 0) return got;
+      if (got.length > 0) {
+        const sharers = 1 + (q.capability ? o.peersWith?.(q.capability) ?? 0 : 0);
+        const more = Math.min(max - 1, Math.ceil(got[0]!.info.pending / sharers));
+        if (more > 0) got = got.concat(await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }));
+        const left = got.at(-1)!.info.pending;
+        return { msgs: got, leftForPeers: sharers > 1 && left > 0 && got.length < max };
+      }
       if (generation.get(durable) === gen) maybeWork.delete(durable);
     }
-    return [];
+    return { msgs: [], leftForPeers: false };
   };
 
   const loop = (async () => {
@@ -132,8 +143,9 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       // `slots` counts sub-tasks from the moment they are pulled, so max_concurrent holds even while
       // one is still being checked before it is marked running.
       while (!stopping && slots < cfg.swarm.max_concurrent) {
-        const batch = await pullBatch(cfg.swarm.max_concurrent - slots);
+        const { msgs: batch, leftForPeers } = await pullBatch(cfg.swarm.max_concurrent - slots);
         if (batch.length === 0) break;
+        const wasIdle = slots === 0;
         for (const msg of batch) {
           if (stopping) {
             msg.nak();
@@ -145,6 +157,10 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
             wake();
           });
         }
+        // An idle node that took its share of a burst lets its peers (woken by the same burst) take
+        // theirs before it comes back for the rest. Busy nodes pull on: under steady load the work
+        // spreads by itself, and waiting would only idle slots.
+        if (leftForPeers && wasIdle) await Bun.sleep(SHARE_WAIT_MS);
       }
       const rung = await bell.wait(IDLE_POLL_MS);
       if (!rung) for (const d of order) maybeWork.add(d);

@@ -151,7 +151,10 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     } else {
       const caps = role === "worker" ? [...new Set(["general", ...cfg.swarm.capabilities])] : cfg.swarm.capabilities;
       // Tell the swarm at once when a slot fills or frees, not only at the next heartbeat.
-      executor = await startExecutor({ ...common, capabilities: caps, onChange: () => membership.heartbeatNow() });
+      executor = await startExecutor({
+        ...common, capabilities: caps, onChange: () => membership.heartbeatNow(),
+        peersWith: (capability) => onlineCapabilities(membership.registry).get(capability) ?? 0,
+      });
     }
   }
 

@@ -58,6 +58,23 @@ describe("task pipeline", () => {
     expect(maxOverlap([...runs.values()])).toBe(2);
   });
 
+  test("a burst is shared: twelve sub-tasks reach two idle workers with twelve slots each, and both run some", async () => {
+    const swarm = await suite.start("p6", [
+      { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "12"], env: llmEnv() },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "12"], env: llmEnv() },
+    ]);
+    // Each worker must know the other is online before the burst (it takes only its share then).
+    for (const w of swarm.nodes.slice(1)) await w.waitForLine(/Node joined swarm .*role=worker(?!.*self=true)/, 15_000);
+    const tasks = Array.from({ length: 12 }, (_, i) => `  - { id: b${i}, capability: general, prompt: "burst ${i} [[delay=500]]" }`);
+    const r = await submit(swarm, ["--plan", planFile(`tasks:\n${tasks.join("\n")}\n`)]);
+    expect(r.code).toBe(0);
+    const perNode = new Map<string, number>();
+    for (const run of runIntervals(r.events).values()) perNode.set(run.node, (perNode.get(run.node) ?? 0) + 1);
+    expect(perNode.size).toBe(2);
+    for (const n of perNode.values()) expect(n).toBeGreaterThanOrEqual(2);
+  });
+
   test("priority: with the only slot busy, a priority-3 task queued after ten priority-0 tasks runs next", async () => {
     const swarm = await suite.start("p3", [
       { script: "coordinator.ts", args: ["--swarm.tasks.max_fanout", "16"], env: echoEnv },
