@@ -65,7 +65,8 @@ class StaleLeaderError extends Error {
 type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
 
 const IDLE_POLL_MS = 1_000;
-const DOORBELL_GRACE_MS = 50;
+/** How long one waiting pull for requests stays open (also how long a stop waits for it at most). */
+const REQUEST_WAIT_MS = 250;
 
 /** The part of JetStream's max-deliveries advisory the coordinator uses. */
 const maxDeliveriesAdvisorySchema = z.object({ stream_seq: z.number().int().positive() });
@@ -87,7 +88,6 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   let failed = 0;
   let stopping = false;
   const bell = createDoorbell();
-  let rungAt = 0;
   const wake = () => bell.ring();
 
   const leadership: Leadership = await startLeadership({
@@ -110,7 +110,6 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         runs.get(d.value.request)?.onTaskEvent(d.value);
       },
     }),
-    nc.subscribe(names.requestSubmit, { callback: () => { rungAt = Date.now(); wake(); } }),
     nc.subscribe(names.maxDeliveriesAdvisory, {
       callback: (_e, msg) => {
         // Anyone on the bus can publish here: count what is not an advisory, like any other bad input.
@@ -122,27 +121,27 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   ];
 
   const loop = (async () => {
+    const from = { stream: names.streams.requests, durable: names.consumers.requests, timeoutMs: 1_000 };
     while (!stopping) {
-      while (!stopping && leadership.holds() && active.size < cfg.swarm.max_concurrent) {
-        const batch = await pullRequests(cfg.swarm.max_concurrent - active.size);
-        if (batch.length === 0) break; // no requests waiting (or NATS unreachable for now)
-        for (const msg of batch) {
-          const h = handle(msg).finally(() => handling.delete(h));
-          handling.add(h);
-        }
+      if (!leadership.holds() || active.size >= cfg.swarm.max_concurrent) {
+        await bell.wait(IDLE_POLL_MS);
+        continue;
       }
-      await bell.wait(IDLE_POLL_MS);
+      // A waiting pull: the server hands a request over the moment it is stored, with no doorbell and
+      // no second round trip; then whatever else is waiting, up to the free slots, in one more pull.
+      const first = await pullAvailable(nc, { ...from, max: 1, waitMs: REQUEST_WAIT_MS });
+      const free = cfg.swarm.max_concurrent - active.size - first.length;
+      const rest = first.length > 0 && free > 0 ? await pullAvailable(nc, { ...from, max: free, waitMs: 0 }) : [];
+      for (const msg of [...first, ...rest]) {
+        if (stopping || !leadership.holds()) {
+          msg.nak(); // the next leader (or this one, later) takes it at once
+          continue;
+        }
+        const h = handle(msg).finally(() => handling.delete(h));
+        handling.add(h);
+      }
     }
   })();
-
-  /** Up to `max` waiting requests in one round trip. */
-  async function pullRequests(max: number): Promise<JsMsg[]> {
-    const from = { stream: names.streams.requests, durable: names.consumers.requests, max, timeoutMs: 1_000 };
-    const got = await pullAvailable(nc, { ...from, waitMs: 0 });
-    // Right after a doorbell the request may not be pullable yet: wait briefly rather than a poll.
-    if (got.length === 0 && Date.now() - rungAt < DOORBELL_GRACE_MS) return pullAvailable(nc, { ...from, waitMs: DOORBELL_GRACE_MS });
-    return got;
-  }
 
   const publishEvent = (request: string, ev: RequestEventBody, msgID?: string) =>
     js.publish(names.requestEvents(request), encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev }), msgID ? { msgID } : undefined);
