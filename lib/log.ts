@@ -43,8 +43,9 @@ export function createLogger(level: LogLevel = "info", tag?: string): Logger {
   const out = tag ? c.withTag(tag) : c;
   const limited = new Map<string, { last: number; suppressed: number }>();
   return {
-    debug: (m, f) => out.debug(m + formatFields(f)),
-    info: (m, f) => out.info(m + formatFields(f)),
+    // Fields are formatted only for lines that will be written (debug lines run per message).
+    debug: (m, f) => c.level >= CONSOLA_LEVEL.debug && out.debug(m + formatFields(f)),
+    info: (m, f) => c.level >= CONSOLA_LEVEL.info && out.info(m + formatFields(f)),
     warn: (m, f) => out.warn(m + formatFields(f)),
     error: (m, f) => out.error(m + formatFields(f)),
     warnLimited(key, everyMs, m, f) {
