@@ -131,7 +131,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       // no second round trip; then whatever else is waiting, up to the free slots, in one more pull.
       const first = await pullAvailable(nc, { ...from, max: 1, waitMs: REQUEST_WAIT_MS });
       const free = cfg.swarm.max_concurrent - active.size - first.length;
-      const rest = first.length > 0 && free > 0 ? await pullAvailable(nc, { ...from, max: free, waitMs: 0 }) : [];
+      const more = first.length > 0 && first[0]!.info.pending > 0 && free > 0;
+      const rest = more ? await pullAvailable(nc, { ...from, max: free, waitMs: 0 }) : [];
       for (const msg of [...first, ...rest]) {
         if (stopping || !leadership.holds()) {
           msg.nak(); // the next leader (or this one, later) takes it at once

@@ -131,6 +131,8 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         const more = Math.min(max - 1, Math.ceil(got[0]!.info.pending / sharers));
         if (more > 0) got = got.concat(await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }));
         const left = got.at(-1)!.info.pending;
+        // Empty now, and nothing announced since we asked: no need to ask again until a doorbell.
+        if (left === 0 && generation.get(durable) === gen) maybeWork.delete(durable);
         return { msgs: got, leftForPeers: sharers > 1 && left > 0 && got.length < max };
       }
       if (generation.get(durable) === gen) maybeWork.delete(durable);
