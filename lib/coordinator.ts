@@ -12,7 +12,7 @@ import type { LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { decode, encode } from "./messages.ts";
 import { type Plan, PlanError, planFromValue } from "./plan.ts";
-import { makePlan, type OnlineCapabilities } from "./planner.ts";
+import { makePlan, type OnlineCapabilities, plansWithLlm } from "./planner.ts";
 import { type RequestRun, runRequest, titleOf } from "./request-run.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import type { SwarmNames } from "./subjects.ts";
@@ -164,13 +164,19 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         msg.ack();
         return;
       }
+      const fresh = !(record?.plan && record.summary);
+      // Asking the LLM for a plan takes a while: tell the submitter at once that a coordinator has it.
+      // Otherwise `planned` follows within a millisecond and says the same (one stored event less).
+      if (fresh && plansWithLlm({ explicit: req.plan, capabilities: req.capabilities, llm: o.llm })) {
+        fence();
+        void publishEvent(req.request, { kind: "accepted" }).catch(() => {});
+      }
       const { plan, summary, resumed } = record?.plan && record.summary
         ? { plan: record.plan, summary: record.summary, resumed: true }
         : { ...(await planRequest(req)), resumed: false };
       fence();
       if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
       else {
-        void publishEvent(req.request, { kind: "accepted" }).catch(() => {});
         void publishEvent(req.request, { kind: "planned", plan: summary }).catch(() => {});
         log.info("Request planned", { request: req.request, planner: summary.planner, tasks: plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
       }

@@ -182,6 +182,12 @@ export interface MadePlan {
 }
 
 /** Explicit plan > LLM planner (unless the provider is the offline echo) > heuristic. Throws PlanError. */
+/** Whether makePlan will ask the LLM (so planning may take a while): no explicit plan or capability list, a real LLM. */
+export function plansWithLlm(input: { explicit?: unknown; capabilities?: string[]; llm?: LlmProvider }): boolean {
+  const listed = input.capabilities !== undefined && input.capabilities.length > 0;
+  return input.explicit === undefined && !listed && input.llm !== undefined && input.llm.kind !== "echo";
+}
+
 export async function makePlan(input: {
   request: string;
   online: OnlineCapabilities;
@@ -200,8 +206,7 @@ export async function makePlan(input: {
     return { plan: input.explicit, planner: "explicit" };
   }
   let note: string | undefined;
-  const listed = input.capabilities !== undefined && input.capabilities.length > 0;
-  if (input.llm && input.llm.kind !== "echo" && !listed) {
+  if (input.llm && plansWithLlm(input)) {
     try {
       const { plan } = await llmPlan(request, online, input.llm, { ...limits, signal: input.signal });
       return { plan, planner: "llm" };

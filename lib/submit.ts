@@ -76,10 +76,12 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
           if (!d.ok) return;
           const ev = d.value;
           if (o.json) console.log(JSON.stringify(ev));
-          if (ev.kind === "accepted") {
+          // `planned` alone when planning was instant: it implies `accepted`.
+          if ((ev.kind === "accepted" || ev.kind === "planned") && !accepted) {
             accepted = true;
             say(`request ${request} accepted by coordinator ${ev.coordinator}`);
-          } else if (ev.kind === "planned" && ev.plan) {
+          }
+          if (ev.kind === "planned" && ev.plan) {
             say(`planned by the ${ev.plan.planner} planner: ${ev.plan.tasks.map((t) => `${t.title} [${t.capability}]`).join(", ")}`);
             if (ev.plan.note) say(`note: ${ev.plan.note}`);
             for (const t of ev.plan.tasks) lines.set(t.id, { title: t.title, state: "queued", tokens: 0 });

@@ -206,7 +206,7 @@ describe("fuzz", () => {
         if (ev === null || typeof ev !== "object" || ev.coordinator !== coordId) return; // one of ours
         if (fuzzRequests.has(id)) {
           if (ev.kind === "failed" || ev.kind === "answer") fuzzRequestOutcome.set(id, { kind: ev.kind, error: ev.error });
-        } else if (ev.kind === "accepted" && !realRequests.includes(id)) realRequests.push(id);
+        } else if ((ev.kind === "accepted" || ev.kind === "planned") && !realRequests.includes(id)) realRequests.push(id);
       },
     });
     const taskEvents = nc.subscribe(`${P}.event.task.*.*`, {

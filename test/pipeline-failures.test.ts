@@ -103,6 +103,10 @@ describe("LLM planner", () => {
       expect(planner.requests.filter((q) => q.body.response_format).length).toBe(2);
       const planned = r.events.find((e) => e.kind === "planned") as { plan?: { planner: string; note?: string } };
       expect(planned.plan?.planner).toBe("heuristic");
+      // The LLM was asked first, so the submitter heard `accepted` before the plan.
+      const kinds = r.events.map((e) => e.kind);
+      expect(kinds.indexOf("accepted")).toBeGreaterThanOrEqual(0);
+      expect(kinds.indexOf("accepted")).toBeLessThan(kinds.indexOf("planned"));
       expect(r.answer?.answer).toContain("LLM planner returned an invalid plan twice");
       expect(r.answer?.answer).toContain("security review");
     } finally {

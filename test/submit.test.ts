@@ -33,6 +33,8 @@ describe("submit", () => {
     const r = await runRole("picoclaw.ts", ["submit", ...swarm.common, "Explain backoff"], { timeoutMs: 30_000 });
     expect(r.code).toBe(0);
     expect(r.stdout.startsWith("# Swarm answer (request r-")).toBe(true);
+    expect(r.output).toMatch(/request r-[0-9a-f]+ accepted by coordinator claw-[0-9a-f]{8}/);
+    expect(r.output).toMatch(/planned by the heuristic planner: general task \[general\]/);
     expect(r.output).toMatch(/general task: running on claw-[0-9a-f]{8}/);
     expect(r.output).toMatch(/general task: completed on claw-[0-9a-f]{8} in \d+m?s, \d+ tokens/);
   });
