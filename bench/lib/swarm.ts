@@ -42,7 +42,9 @@ export interface BenchSwarm {
 export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
   const common = ["--swarm.nats.urls", o.natsUrl, "--swarm.hid", o.hid, "--swarm.nats.heartbeat_interval", "1s", "--swarm.nats.node_timeout", "5s"];
   const home = tempHome();
-  const echo = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home };
+  // BENCH_PROFILE=DIR: every coordinator and worker writes a Markdown CPU profile there when it stops.
+  const profile: Record<string, string> = process.env.BENCH_PROFILE ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
+  const echo = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home, ...profile };
   const coordinator = spawnChild(["bun", join(ROOT, "roles/coordinator.ts"), ...common, "--log.level", "info",
     "--swarm.max_concurrent", String(o.coordinatorSlots), ...(o.coordinatorArgs ?? [])], { env: { ...echo, ...o.coordinatorEnv } });
   const workers: Child[] = [];
