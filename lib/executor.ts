@@ -60,7 +60,7 @@ export interface ExecutorOptions {
 const IDLE_POLL_MS = 1_000;
 const PROGRESS_EVERY_MS = 500;
 const ANNOUNCE_GRACE_MS = 50;
-const SHARE_WAIT_MS = 50;
+const SHARE_WAIT_MS = 10;
 // A pull answers at once; one that does not (a consumer leader still being elected in a cluster)
 // should not hold up the other queues for long.
 const PULL_TIMEOUT_MS = 1_000;
