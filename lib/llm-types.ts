@@ -1,4 +1,5 @@
-// The contract between task execution and any LLM provider (OpenAI-compatible HTTP, or offline echo).
+// The contract between task execution and any LLM provider (OpenAI-compatible HTTP, or offline echo),
+// and the little both providers share.
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -50,4 +51,18 @@ export class LlmError extends Error {
   ) {
     super(message);
   }
+}
+
+/** chars/4, rounded up: what we report when the provider reports nothing. */
+export function estimateUsage(messages: ChatMessage[], text: string): LlmUsage {
+  const prompt = Math.ceil(messages.reduce((n, m) => n + m.content.length, 0) / 4);
+  const completion = Math.ceil(text.length / 4);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** The call was cut short by our own timeout or a stop: transient, so the sub-task is tried again. */
+export function abortedError(signal: AbortSignal): LlmError {
+  const r: unknown = signal.reason;
+  const timedOut = r instanceof Error && (r.name === "TimeoutError" || /timeout|timed out/i.test(r.message));
+  return new LlmError(timedOut ? "timed out" : "aborted", true);
 }

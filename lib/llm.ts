@@ -1,67 +1,19 @@
 // LLM providers behind one contract: any OpenAI-compatible endpoint (always streamed) or the offline echo.
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai";
+// The OpenAI SDK is loaded only when that provider is used: `submit`, the dashboard and a coordinator
+// without an LLM start without it.
 import type { Config } from "./config.ts";
-import { LlmError, type ChatMessage, type CompletionRequest, type LlmProvider, type LlmUsage } from "./llm-types.ts";
+import { abortedError, estimateUsage, type LlmProvider } from "./llm-types.ts";
 
 export const ECHO_LABEL = "echo (offline, no LLM configured)";
 
 /** "openai" and "echo" are explicit; "auto" talks to an endpoint only when one (or a key) is configured. */
-export function createLlm(cfg: Config["llm"]): LlmProvider {
+export async function createLlm(cfg: Config["llm"]): Promise<LlmProvider> {
   const configured = Boolean(cfg.base_url) || Boolean(cfg.api_key);
-  if (cfg.provider === "openai" || (cfg.provider === "auto" && configured)) return openaiProvider(cfg);
+  if (cfg.provider === "openai" || (cfg.provider === "auto" && configured)) {
+    const { openaiProvider } = await import("./llm-openai.ts");
+    return openaiProvider(cfg);
+  }
   return echoProvider();
-}
-
-function openaiProvider(cfg: Config["llm"]): LlmProvider {
-  // Retries belong to the swarm (JetStream nak with backoff), never to the SDK.
-  const client = new OpenAI({ baseURL: cfg.base_url, apiKey: cfg.api_key || "not-needed", maxRetries: 0, timeout: 10 * 60_000 });
-  const secret = cfg.api_key;
-  return {
-    kind: "openai",
-    model: cfg.model,
-    label: redact(`openai ${cfg.model} at ${withoutUserInfo(client.baseURL)}`, secret),
-    async complete(req) {
-      try {
-        const stream = await client.chat.completions.create({
-          model: cfg.model,
-          messages: req.messages,
-          stream: true,
-          stream_options: { include_usage: true },
-          temperature: cfg.temperature,
-          max_tokens: cfg.max_tokens,
-          response_format: req.json ? { type: "json_object" } : undefined,
-        }, { signal: req.signal });
-        let text = "";
-        let chunks = 0;
-        let usage: LlmUsage | undefined;
-        let finished = false;
-        for await (const chunk of stream) {
-          if (chunk.choices[0]?.finish_reason) finished = true;
-          const delta = chunk.choices[0]?.delta?.content;
-          if (delta) {
-            text += delta;
-            chunks++;
-            req.onProgress?.(chunks, delta);
-          }
-          if (chunk.usage) {
-            usage = {
-              prompt_tokens: chunk.usage.prompt_tokens ?? 0,
-              completion_tokens: chunk.usage.completion_tokens ?? 0,
-              total_tokens: chunk.usage.total_tokens ?? 0,
-            };
-            // The server's own count replaces the chunk count.
-            if (usage.completion_tokens !== chunks) req.onProgress?.(usage.completion_tokens, "");
-          }
-        }
-        // An aborted or cut-off stream can end without an error: partial text is not an answer.
-        if (req.signal?.aborted) throw abortedError(req.signal);
-        if (!finished) throw new LlmError("the response stream ended before the model finished", true);
-        return { text, usage: usage ?? estimateUsage(req.messages, text), model: cfg.model };
-      } catch (err) {
-        throw classifyLlmError(err, req.signal, secret, withoutUserInfo(client.baseURL));
-      }
-    },
-  };
 }
 
 function echoProvider(): LlmProvider {
@@ -82,79 +34,4 @@ function echoProvider(): LlmProvider {
       return { text, usage: estimateUsage(req.messages, text), model: "echo" };
     },
   };
-}
-
-/** chars/4, rounded up: what we report when the provider reports nothing. */
-export function estimateUsage(messages: ChatMessage[], text: string): LlmUsage {
-  const prompt = Math.ceil(messages.reduce((n, m) => n + m.content.length, 0) / 4);
-  const completion = Math.ceil(text.length / 4);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
-}
-
-/**
- * Transient (retry later): 429, 408, 409, 5xx, connection failures, our own timeout or abort.
- * Permanent (fail the sub-task): any other 4xx. The API key never appears in a message.
- */
-export function classifyLlmError(err: unknown, signal?: AbortSignal, secret?: string, endpoint?: string): LlmError {
-  if (err instanceof LlmError) return err;
-  if (signal?.aborted) return abortedError(signal);
-  if (err instanceof APIError && typeof err.status === "number") {
-    const status = err.status;
-    const msg = redact(err.message, secret);
-    if (status === 429) return new LlmError(msg, true, status, retryAfterMs(err.headers));
-    if (status === 408 || status === 409 || status >= 500) return new LlmError(msg, true, status);
-    if (status >= 400) return new LlmError(msg, false, status);
-    return new LlmError(msg, true, status);
-  }
-  if (err instanceof APIConnectionTimeoutError) return new LlmError("timed out", true);
-  const cause = err instanceof APIConnectionError && err.cause instanceof Error ? err.cause : err;
-  const detail = redact(describe(cause), secret);
-  if (err instanceof APIConnectionError || isNetworkError(cause)) {
-    return new LlmError(redact(`connection${endpoint ? ` to ${endpoint}` : ""} failed: ${detail}`, secret), true);
-  }
-  // An error the provider sent mid-stream, or one we do not recognise: let max_deliver bound the retries.
-  return new LlmError(detail, true);
-}
-
-function abortedError(signal: AbortSignal): LlmError {
-  const r: unknown = signal.reason;
-  const timedOut = r instanceof Error && (r.name === "TimeoutError" || /timeout|timed out/i.test(r.message));
-  return new LlmError(timedOut ? "timed out" : "aborted", true);
-}
-
-/** `retry-after-ms`, else `retry-after` as seconds or an HTTP date. */
-export function retryAfterMs(headers: Headers | undefined, now = Date.now()): number | undefined {
-  const ms = Number.parseFloat(headers?.get("retry-after-ms") ?? "");
-  if (Number.isFinite(ms) && ms >= 0) return Math.round(ms);
-  const raw = headers?.get("retry-after")?.trim();
-  if (!raw) return undefined;
-  if (/^\d+(\.\d+)?$/.test(raw)) return Math.round(Number(raw) * 1000);
-  const at = Date.parse(raw);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-function isNetworkError(e: unknown): boolean {
-  const code = typeof e === "object" && e !== null && "code" in e ? String(e.code) : "";
-  return /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ConnectionRefused|ConnectionClosed)$/.test(code) ||
-    /socket hang up|ECONNREFUSED|ECONNRESET|fetch failed|network|connection|Unable to connect/i.test(describe(e));
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? e.message || e.name : String(e);
-}
-
-function redact(s: string, secret?: string): string {
-  return secret ? s.split(secret).join("***") : s;
-}
-
-function withoutUserInfo(url: string): string {
-  try {
-    const u = new URL(url);
-    if (!u.username && !u.password) return url;
-    u.username = "";
-    u.password = "";
-    return u.toString();
-  } catch {
-    return url;
-  }
 }

@@ -123,7 +123,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   });
 
   if (!opts.observer) {
-    const llm = createLlm(cfg.llm);
+    const llm = await createLlm(cfg.llm);
     if (llm.kind === "echo") {
       log.warn("LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one");
     } else log.info("LLM provider", { llm: llm.label });

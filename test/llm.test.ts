@@ -1,7 +1,8 @@
 // LLM providers against a real OpenAI-compatible HTTP server (streaming), plus the offline echo.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { freePort } from "../lib/embedded-nats.ts";
-import { createLlm, retryAfterMs } from "../lib/llm.ts";
+import { createLlm } from "../lib/llm.ts";
+import { retryAfterMs } from "../lib/llm-openai.ts";
 import { LlmError, type LlmProvider } from "../lib/llm-types.ts";
 import type { Config } from "../lib/config.ts";
 import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
@@ -23,7 +24,7 @@ describe("openai-compatible provider", () => {
   let llm: LlmProvider;
   beforeAll(async () => {
     server = await startLlmServer();
-    llm = createLlm(llmConfig({ base_url: server.url }));
+    llm = await createLlm(llmConfig({ base_url: server.url }));
   });
   afterAll(() => server.stop());
 
@@ -108,7 +109,7 @@ describe("openai-compatible provider", () => {
 test("connection refused is transient and names the endpoint", async () => {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/v1`;
-  const llm = createLlm(llmConfig({ provider: "openai", base_url: url }));
+  const llm = await createLlm(llmConfig({ provider: "openai", base_url: url }));
   const err = await failure(llm, "hello");
   expect(err.transient).toBe(true);
   expect(err.status).toBeUndefined();
@@ -126,7 +127,7 @@ test("retry-after: seconds, an HTTP date, or retry-after-ms", () => {
 
 describe("echo provider", () => {
   test("replies with the last user message, streamed as words, with usage", async () => {
-    const llm = createLlm(llmConfig());
+    const llm = await createLlm(llmConfig());
     const progress: [number, string][] = [];
     const out = await llm.complete({
       messages: [{ role: "user", content: "first" }, { role: "assistant", content: "x" }, { role: "user", content: "  review\n the   code " }],
@@ -142,7 +143,7 @@ describe("echo provider", () => {
   });
 
   test("caps the echo at 400 characters and returns {} for json", async () => {
-    const llm = createLlm(llmConfig({ provider: "echo", base_url: "http://127.0.0.1:1/v1" }));
+    const llm = await createLlm(llmConfig({ provider: "echo", base_url: "http://127.0.0.1:1/v1" }));
     const long = await llm.complete({ messages: [{ role: "user", content: "a".repeat(1000) }] });
     expect(long.text).toBe(`[echo] ${"a".repeat(400)}`);
     const json = await llm.complete({ messages: [{ role: "user", content: "plan" }], json: true });
@@ -152,27 +153,27 @@ describe("echo provider", () => {
   test("an already-aborted signal is a transient 'aborted'", async () => {
     const ac = new AbortController();
     ac.abort();
-    const err = await failure(createLlm(llmConfig()), "hi", ac.signal);
+    const err = await failure(await createLlm(llmConfig()), "hi", ac.signal);
     expect({ transient: err.transient, message: err.message }).toEqual({ transient: true, message: "aborted" });
   });
 });
 
 describe("createLlm", () => {
-  test("auto picks echo without base_url or api_key, openai with either", () => {
-    const echo = createLlm(llmConfig());
+  test("auto picks echo without base_url or api_key, openai with either", async () => {
+    const echo = await createLlm(llmConfig());
     expect({ kind: echo.kind, model: echo.model, label: echo.label }).toEqual({ kind: "echo", model: "echo", label: "echo (offline, no LLM configured)" });
-    const byUrl = createLlm(llmConfig({ base_url: "http://127.0.0.1:11434/v1" }));
+    const byUrl = await createLlm(llmConfig({ base_url: "http://127.0.0.1:11434/v1" }));
     expect(byUrl.kind).toBe("openai");
     expect(byUrl.label).toBe("openai test-model at http://127.0.0.1:11434/v1");
-    expect(createLlm(llmConfig({ api_key: "sk-abc" })).kind).toBe("openai");
-    expect(createLlm(llmConfig({ provider: "openai" })).kind).toBe("openai");
+    expect((await createLlm(llmConfig({ api_key: "sk-abc" }))).kind).toBe("openai");
+    expect((await createLlm(llmConfig({ provider: "openai" }))).kind).toBe("openai");
   });
 
   test("the label and errors never contain the api key", async () => {
     const server = await startLlmServer();
     try {
       const key = "sk-secret-0123456789";
-      const llm = createLlm(llmConfig({ base_url: server.url, api_key: key }));
+      const llm = await createLlm(llmConfig({ base_url: server.url, api_key: key }));
       expect(llm.label).not.toContain(key);
       expect(llm.label).toContain(server.url);
       const err = await failure(llm, "[[status=401]]");

@@ -13,6 +13,8 @@ import { BENCH_DIR, type Child, envInt, fmt, memoryOf, progress, ROOT, spawnChil
 
 const PROCS = envInt("FOOTPRINT_PROCS", 4);
 const IDLE_MS = envInt("IDLE_MS", 3_000);
+// A worker as deployed: the OpenAI provider configured (its SDK loaded), no call made while idle.
+const REAL_LLM = { PICOCLAW_LLM_PROVIDER: "openai", PICOCLAW_LLM_BASE_URL: "http://127.0.0.1:9/v1", PICOCLAW_LLM_MODEL: "idle-model" };
 const MB = 1024 * 1024 / 1e6; // MiB -> MB (10^6 bytes), the unit of the §12 budget
 
 interface Sample { startup: number; rss: number; priv: number; pss: number; anon: number }
@@ -66,7 +68,7 @@ export const footprint: Scenario = {
         await ensureStreams(ctx.nc, swarmNames(hid), ctx.cfg);
         const home = tempHome();
         const w = await measure(() => spawnChild([worker, "--swarm.nats.urls", ctx.nats.url, "--swarm.hid", hid, "--log.level", "info",
-          "--swarm.nats.heartbeat_interval", "1s", "--swarm.nats.node_timeout", "5s"], { env: { HOME: home, PICOCLAW_LLM_PROVIDER: "echo" } }),
+          "--swarm.nats.heartbeat_interval", "1s", "--swarm.nats.node_timeout", "5s"], { env: { HOME: home, ...REAL_LLM } }),
           /Node joined swarm .*self=true/);
         rounds.push({ bare: b, worker: w });
       }
