@@ -144,8 +144,18 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     }
   })();
 
-  const publishEvent = (request: string, ev: RequestEventBody, msgID?: string) =>
-    js.publish(names.requestEvents(request), encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev }), msgID ? { msgID } : undefined);
+  const requestEvent = (request: string, ev: RequestEventBody) => encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev });
+  /** Progress for followers: the EVENTS stream stores it; nobody waits for that ack. */
+  const tell = (request: string, ev: RequestEventBody) => {
+    try {
+      nc.publish(names.requestEvents(request), requestEvent(request, ev));
+    } catch {
+      // connection closed: followers learn from the answer
+    }
+  };
+  /** The answer: stored, deduplicated by its id, before the request is acked. */
+  const publishAnswer = (request: string, ev: RequestEventBody) =>
+    js.publish(names.requestEvents(request), requestEvent(request, ev), { msgID: `${request}.answer` });
 
   async function handle(msg: JsMsg): Promise<void> {
     const req = acceptWorkItem(msg, requestSchema, o.bad);
@@ -160,7 +170,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       if (record?.status === "answered" && record.answer) {
         fence();
         // Answered before its leader could ack: send the same answer again; the stream dedupes it.
-        await publishEvent(req.request, record.answer, `${req.request}.answer`);
+        await publishAnswer(req.request, record.answer);
         msg.ack();
         return;
       }
@@ -169,7 +179,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       // Otherwise `planned` follows within a millisecond and says the same (one stored event less).
       if (fresh && plansWithLlm({ explicit: req.plan, capabilities: req.capabilities, llm: o.llm })) {
         fence();
-        void publishEvent(req.request, { kind: "accepted" }).catch(() => {});
+        tell(req.request, { kind: "accepted" });
       }
       const { plan, summary, resumed } = record?.plan && record.summary
         ? { plan: record.plan, summary: record.summary, resumed: true }
@@ -177,7 +187,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       fence();
       if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
       else {
-        void publishEvent(req.request, { kind: "planned", plan: summary }).catch(() => {});
+        tell(req.request, { kind: "planned", plan: summary });
         log.info("Request planned", { request: req.request, planner: summary.planner, tasks: plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
       }
       const base: RequestRecord = { v: 1, status: "running", coordinator: o.node, lease: leadership.revision(), started_at: record?.started_at ?? started, plan, summary };
@@ -244,7 +254,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       leadership.confirm(),
     ]);
     if (!leading) throw new StaleLeaderError("lease lost before answering");
-    await publishEvent(request, answer, `${request}.answer`);
+    await publishAnswer(request, answer);
     msg.ack();
   }
 

@@ -1,6 +1,6 @@
 // Runs sub-tasks on a worker or specialist: pulls only while a slot is free, highest priority first,
 // keeps the JetStream message alive while the LLM works, records the result once, then acks.
-import type { JetStreamClient, JsMsg, KV, NatsConnection, Subscription } from "nats";
+import type { JsMsg, KV, NatsConnection, Subscription } from "nats";
 import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import { createDoorbell } from "./doorbell.ts";
 import { pullAvailable } from "./pull.ts";
@@ -68,7 +68,6 @@ const PULL_TIMEOUT_MS = 1_000;
 export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const { nc, names, cfg, node, log } = o;
   const t = cfg.swarm.tasks;
-  const js: JetStreamClient = nc.jetstream();
   const kv = await openTasksKv(nc, names, cfg);
   const stream = names.streams.tasks;
 
@@ -171,9 +170,13 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
 
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
     const ev: TaskEvent = { v: 1, request: task.request, task: task.task, kind, node, capability: task.capability, at: Date.now(), attempt, ...extra };
-    js.publish(names.taskEvents(task.request, task.task), encode(ev)).catch((err) => {
-      log.debug("Task event not stored", { task: task.task, kind, error: (err as Error).message });
-    });
+    // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
+    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event.
+    try {
+      nc.publish(names.taskEvents(task.request, task.task), encode(ev));
+    } catch (err) {
+      log.debug("Task event not sent", { task: task.task, kind, error: (err as Error).message });
+    }
   };
 
   async function execute(msg: JsMsg): Promise<void> {
