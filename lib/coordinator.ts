@@ -129,20 +129,24 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       }
       // A waiting pull: the server hands a request over the moment it is stored, with no doorbell and
       // no second round trip; then whatever else is waiting, up to the free slots, in one more pull.
+      // Each is handled as soon as it is here (a no-wait pull may go unanswered on nats-server 2.9).
       const first = await pullAvailable(nc, { ...from, max: 1, waitMs: REQUEST_WAIT_MS });
-      const free = cfg.swarm.max_concurrent - active.size - first.length;
-      const more = first.length > 0 && first[0]!.info.pending > 0 && free > 0;
-      const rest = more ? await pullAvailable(nc, { ...from, max: free, waitMs: 0 }) : [];
-      for (const msg of [...first, ...rest]) {
-        if (stopping || !leadership.holds()) {
-          msg.nak(); // the next leader (or this one, later) takes it at once
-          continue;
-        }
-        const h = handle(msg).finally(() => handling.delete(h));
-        handling.add(h);
-      }
+      take(first);
+      const free = cfg.swarm.max_concurrent - active.size;
+      if (first.length > 0 && first[0]!.info.pending > 0 && free > 0) take(await pullAvailable(nc, { ...from, max: free, waitMs: 0 }));
     }
   })();
+
+  function take(msgs: JsMsg[]): void {
+    for (const msg of msgs) {
+      if (stopping || !leadership.holds()) {
+        msg.nak(); // the next leader (or this one, later) takes it at once
+        continue;
+      }
+      const h = handle(msg).finally(() => handling.delete(h));
+      handling.add(h);
+    }
+  }
 
   const requestEvent = (request: string, ev: RequestEventBody) => encode({ v: 1, request, at: Date.now(), coordinator: o.node, ...ev });
   /** Progress for followers: the EVENTS stream stores it; nobody waits for that ack. */

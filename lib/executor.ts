@@ -111,10 +111,11 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
     ...o.capabilities.map((cap) => nc.subscribe(names.taskQueueAnyPriority(cap), { callback: (_e, m) => announce(m.subject) })),
   ];
 
-  // Up to `max` messages from the first queue (in priority order) that has any. One message first;
-  // if more are waiting, a fair share of them in one more pull: sub-tasks are long (LLM calls), so
-  // a burst should go to every idle node, not all to the first one that woke up.
-  const pullBatch = async (max: number): Promise<{ msgs: JsMsg[]; leftForPeers: boolean }> => {
+  // Up to `max` messages from the first queue (in priority order) that has any, each handed to `take`
+  // as soon as it is here. One message first; if more are waiting, a fair share of them in one more
+  // pull: sub-tasks are long (LLM calls), so a burst should go to every idle node, not all to the
+  // first one that woke up.
+  const pullBatch = async (max: number, take: (msgs: JsMsg[]) => void): Promise<{ taken: number; leftForPeers: boolean }> => {
     for (const q of queues) {
       const { durable } = q;
       if (!maybeWork.has(durable)) continue;
@@ -126,17 +127,22 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS });
       }
       if (got.length > 0) {
+        // Started before the second pull: nats-server 2.9 sometimes leaves a no-wait pull that finds
+        // nothing unanswered, and this sub-task must not wait out our timeout for it.
+        take(got);
         const sharers = 1 + (q.capability ? o.peersWith?.(q.capability) ?? 0 : 0);
         const more = Math.min(max - 1, Math.ceil(got[0]!.info.pending / sharers));
-        if (more > 0) got = got.concat(await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }));
-        const left = got.at(-1)!.info.pending;
+        const extra = more > 0 ? await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }) : [];
+        take(extra);
+        const left = (extra.at(-1) ?? got[0]!).info.pending;
+        const taken = got.length + extra.length;
         // Empty now, and nothing announced since we asked: no need to ask again until a doorbell.
         if (left === 0 && generation.get(durable) === gen) maybeWork.delete(durable);
-        return { msgs: got, leftForPeers: sharers > 1 && left > 0 && got.length < max };
+        return { taken, leftForPeers: sharers > 1 && left > 0 && taken < max };
       }
       if (generation.get(durable) === gen) maybeWork.delete(durable);
     }
-    return { msgs: [], leftForPeers: false };
+    return { taken: 0, leftForPeers: false };
   };
 
   const loop = (async () => {
@@ -144,20 +150,21 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       // `slots` counts sub-tasks from the moment they are pulled, so max_concurrent holds even while
       // one is still being checked before it is marked running.
       while (!stopping && slots < cfg.swarm.max_concurrent) {
-        const { msgs: batch, leftForPeers } = await pullBatch(cfg.swarm.max_concurrent - slots);
-        if (batch.length === 0) break;
         const wasIdle = slots === 0;
-        for (const msg of batch) {
-          if (stopping) {
-            msg.nak();
-            continue;
+        const { taken, leftForPeers } = await pullBatch(cfg.swarm.max_concurrent - slots, (batch) => {
+          for (const msg of batch) {
+            if (stopping) {
+              msg.nak();
+              continue;
+            }
+            slots++;
+            void execute(msg).finally(() => {
+              slots--;
+              wake();
+            });
           }
-          slots++;
-          void execute(msg).finally(() => {
-            slots--;
-            wake();
-          });
-        }
+        });
+        if (taken === 0) break;
         // An idle node that took its share of a burst lets its peers (woken by the same burst) take
         // theirs before it comes back for the rest. Busy nodes pull on: under steady load the work
         // spreads by itself, and waiting would only idle slots.
