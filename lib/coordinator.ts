@@ -107,7 +107,9 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       callback: (_e, msg) => {
         const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
         if (!d.ok) return o.bad.record(msg.subject, d.reason);
-        runs.get(d.value.request)?.onTaskEvent(d.value);
+        // A coordinator waking from a pause may find events queued: once it no longer leads, they are
+        // the new leader's to act on (its runs are abandoned as soon as the lease watchdog runs).
+        if (leadership.holds()) runs.get(d.value.request)?.onTaskEvent(d.value);
       },
     }),
     nc.subscribe(names.maxDeliveriesAdvisory, {
