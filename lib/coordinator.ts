@@ -180,15 +180,15 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         msg.ack();
         return;
       }
-      const fresh = !(record?.plan && record.summary);
+      const resumable = record?.plan && record.summary ? { plan: record.plan, summary: record.summary } : undefined;
       // Asking the LLM for a plan takes a while: tell the submitter at once that a coordinator has it.
       // Otherwise `planned` follows within a millisecond and says the same (one stored event less).
-      if (fresh && plansWithLlm({ explicit: req.plan, capabilities: req.capabilities, llm: o.llm })) {
+      if (!resumable && plansWithLlm({ explicit: req.plan, capabilities: req.capabilities, llm: o.llm })) {
         fence();
         tell(req.request, { kind: "accepted" });
       }
-      const { plan, summary, resumed } = record?.plan && record.summary
-        ? { plan: record.plan, summary: record.summary, resumed: true }
+      const { plan, summary, resumed } = resumable
+        ? { ...resumable, resumed: true }
         : { ...(await planRequest(req)), resumed: false };
       fence();
       if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });

@@ -181,13 +181,13 @@ export interface MadePlan {
   note?: string;
 }
 
-/** Explicit plan > LLM planner (unless the provider is the offline echo) > heuristic. Throws PlanError. */
 /** Whether makePlan will ask the LLM (so planning may take a while): no explicit plan or capability list, a real LLM. */
 export function plansWithLlm(input: { explicit?: unknown; capabilities?: string[]; llm?: LlmProvider }): boolean {
   const listed = input.capabilities !== undefined && input.capabilities.length > 0;
   return input.explicit === undefined && !listed && input.llm !== undefined && input.llm.kind !== "echo";
 }
 
+/** Explicit plan > LLM planner (unless the provider is the offline echo) > heuristic. Throws PlanError. */
 export async function makePlan(input: {
   request: string;
   online: OnlineCapabilities;

@@ -44,12 +44,12 @@ export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
   const home = tempHome();
   // BENCH_PROFILE=DIR: every coordinator and worker writes a Markdown CPU profile there when it stops.
   const profile: Record<string, string> = process.env.BENCH_PROFILE ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
-  const echo = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home, ...profile };
+  const base = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home, ...profile };
   const coordinator = spawnChild(["bun", join(ROOT, "roles/coordinator.ts"), ...common, "--log.level", "info",
-    "--swarm.max_concurrent", String(o.coordinatorSlots), ...(o.coordinatorArgs ?? [])], { env: { ...echo, ...o.coordinatorEnv } });
+    "--swarm.max_concurrent", String(o.coordinatorSlots), ...(o.coordinatorArgs ?? [])], { env: { ...base, ...o.coordinatorEnv } });
   const workers: Child[] = [];
   const spawnWorker = () => spawnChild(["bun", join(ROOT, "roles/worker.ts"), ...common, "--log.level", "warn",
-    "--swarm.max_concurrent", String(o.workerSlots)], { env: { ...echo, ...o.workerEnv } });
+    "--swarm.max_concurrent", String(o.workerSlots)], { env: { ...base, ...o.workerEnv } });
   const joined = () => coordinator.lines.filter((l) => /Node joined swarm .*role=worker/.test(l.text)).length;
   const swarm: BenchSwarm = {
     names: swarmNames(o.hid),

@@ -55,7 +55,6 @@ export interface RequestTrace {
 /** Splits a trace into request windows [submit_i, submit_i+1) and extracts steps and message counts. */
 export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request: string; submittedAt: number }[]): RequestTrace[] {
   const tasksKv = `$KV.${names.buckets.tasks}.`;
-  const directTasks = `$JS.API.DIRECT.GET.KV_${names.buckets.tasks}.$KV.${names.buckets.tasks}.`;
   const directLeader = `$JS.API.DIRECT.GET.KV_${names.buckets.leader}.`;
   const leaderKv = `$KV.${names.buckets.leader}.`;
   const streamSubjects = [`${names.prefix}.request.`, `${names.prefix}.task.`, `${names.prefix}.event.`];
