@@ -3,10 +3,11 @@
 // every scenario BENCH_ROUNDS (default 3) times alternating baseline and swarm, prints one table of
 // median [min–max] and writes every raw figure to bench/results/bench-<time>.json.
 // BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes picks scenarios; see bench/README.md.
-import { connect } from "nats";
+
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
+import { connect } from "nats";
 import { loadConfig } from "../lib/config.ts";
 import { startNatsServer } from "../test/helpers/nats-server.ts";
 import { startRedis } from "./lib/redis.ts";
@@ -23,7 +24,9 @@ const ALL: Scenario[] = [latency, throughput, fanout, footprint, nodes];
 const ROUNDS = envInt("ROUNDS", 3);
 
 function pick(): Scenario[] {
-  const want = process.env.BENCH_SCENARIOS?.split(",").map((s) => s.trim()).filter(Boolean);
+  const want = process.env.BENCH_SCENARIOS?.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!want?.length) return ALL;
   const unknown = want.filter((w) => !ALL.some((s) => s.id === w));
   if (unknown.length) throw new Error(`unknown BENCH_SCENARIOS ${unknown.join(",")}; known: ${ALL.map((s) => s.id).join(",")}`);
@@ -31,10 +34,21 @@ function pick(): Scenario[] {
 }
 
 function table(rows: Row[]): string {
-  const head: Row = { group: "#", name: "scenario", figure: "figure: median [min–max] over rounds", ratio: "ratio", target: "target", verdict: "" };
+  const head: Row = {
+    group: "#",
+    name: "scenario",
+    figure: "figure: median [min–max] over rounds",
+    ratio: "ratio",
+    target: "target",
+    verdict: "",
+  };
   const all = [head, ...rows];
   const w = (f: (r: Row) => string) => Math.max(...all.map((r) => f(r).length));
-  const wg = w((r) => r.group), wn = w((r) => r.name), wf = w((r) => r.figure), wr = w((r) => r.ratio), wt = w((r) => r.target ?? "");
+  const wg = w((r) => r.group),
+    wn = w((r) => r.name),
+    wf = w((r) => r.figure),
+    wr = w((r) => r.ratio),
+    wt = w((r) => r.target ?? "");
   const line = (r: Row) =>
     `${r.group.padEnd(wg)}  ${r.name.padEnd(wn)}  ${r.figure.padEnd(wf)}  ${r.ratio.padEnd(wr)}  ${(r.target ?? "").padEnd(wt)}  ${r.verdict ?? ""}`.trimEnd();
   const sep = "-".repeat(wg + wn + wf + wr + wt + 14);
@@ -55,7 +69,11 @@ async function main() {
   const natsVersion = nc.info?.version ?? "?";
   let seq = 0;
   const ctx: BenchContext = {
-    nats, nc, redis, redisSkipReason, rounds: ROUNDS,
+    nats,
+    nc,
+    redis,
+    redisSkipReason,
+    rounds: ROUNDS,
     cfg: loadConfig({ flags: {}, env: {}, home: tempHome() }).config,
     hid: (tag) => `bench-${tag}-${++seq}`,
   };
@@ -72,7 +90,11 @@ async function main() {
         const msg = (err as Error).stack ?? String(err);
         failures.push(`${s.id}: ${msg}`);
         progress(`  scenario ${s.id} FAILED: ${msg}\n`);
-        results.push({ id: s.id, rows: [{ group: s.id, name: s.title, figure: `FAILED: ${(err as Error).message.split("\n")[0]}`, ratio: "", verdict: "MISSED" }], rounds: [] });
+        results.push({
+          id: s.id,
+          rows: [{ group: s.id, name: s.title, figure: `FAILED: ${(err as Error).message.split("\n")[0]}`, ratio: "", verdict: "MISSED" }],
+          rounds: [],
+        });
       }
       progress(`  (${((performance.now() - t0) / 1000).toFixed(0)}s)\n`);
     }
@@ -95,11 +117,22 @@ async function main() {
   }
   mkdirSync(join(BENCH_DIR, "results"), { recursive: true });
   const file = join(BENCH_DIR, "results", `bench-${at.toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(file, JSON.stringify({
-    at: at.toISOString(), seconds, environment: env, rounds: ROUNDS,
-    knobs: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_"))),
-    scenarios: results, failures,
-  }, null, 2));
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        at: at.toISOString(),
+        seconds,
+        environment: env,
+        rounds: ROUNDS,
+        knobs: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_"))),
+        scenarios: results,
+        failures,
+      },
+      null,
+      2,
+    ),
+  );
   console.log(`\nraw figures: ${file}`);
   if (failures.length) {
     console.error(`\n${failures.length} scenario(s) failed:\n${failures.join("\n\n")}`);

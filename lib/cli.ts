@@ -1,10 +1,10 @@
 // Command line shared by every entry script: dotted config flags (`--swarm.role worker`) plus a few
 // command flags. citty parses; this module declares what exists and rejects what does not.
 import { parseArgs } from "citty";
-import { BOOLEAN_KEYS, configKeys } from "./config-schema.ts";
-import { canonicalKey, isConfigKey, type LoadedConfig, loadConfig } from "./config.ts";
-import { ConfigError } from "./errors.ts";
 import type { Role } from "./config.ts";
+import { canonicalKey, isConfigKey, type LoadedConfig, loadConfig } from "./config.ts";
+import { BOOLEAN_KEYS, configKeys } from "./config-schema.ts";
+import { ConfigError } from "./errors.ts";
 
 /** Flags that choose what to do rather than configure the node. */
 const COMMAND_FLAGS = {
@@ -75,7 +75,8 @@ export function parseCli(argv: string[]): Cli {
   const normalized = normalize(argv);
   const parsed = parseArgs(normalized, args as never) as Record<string, unknown> & { _: string[] };
   const flags: Record<string, unknown> = {};
-  for (const key of configKeys()) if (parsed[key] !== undefined && normalized.some((t) => t === `--${key}` || t.startsWith(`--${key}=`))) flags[key] = parsed[key];
+  for (const key of configKeys())
+    if (parsed[key] !== undefined && normalized.some((t) => t === `--${key}` || t.startsWith(`--${key}=`))) flags[key] = parsed[key];
   const positionals = parsed._.map(String);
   return {
     command: positionals[0],

@@ -5,7 +5,7 @@ import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
 import { requireJetStream } from "./node.ts";
-import { swarmNames, type SwarmNames } from "./subjects.ts";
+import { type SwarmNames, swarmNames } from "./subjects.ts";
 
 export interface SwarmClient {
   link: NatsLink;

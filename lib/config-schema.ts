@@ -8,42 +8,57 @@ const ID_RULE = "1-64 characters from A-Z a-z 0-9 _ - (no dots, spaces, '*' or '
 
 const id = z.string().regex(ID_PATTERN, { message: ID_RULE });
 
-const bool = z.preprocess((v) => {
-  if (typeof v !== "string") return v;
-  const s = v.trim().toLowerCase();
-  if (["true", "1", "yes", "on", ""].includes(s)) return true;
-  if (["false", "0", "no", "off"].includes(s)) return false;
-  return v;
-}, z.boolean({ message: "true or false" }));
+const bool = z.preprocess(
+  (v) => {
+    if (typeof v !== "string") return v;
+    const s = v.trim().toLowerCase();
+    if (["true", "1", "yes", "on", ""].includes(s)) return true;
+    if (["false", "0", "no", "off"].includes(s)) return false;
+    return v;
+  },
+  z.boolean({ message: "true or false" }),
+);
 
 const int = (min: number, max: number) =>
   z.preprocess(
     (v) => (typeof v === "string" && /^\s*-?\d+\s*$/.test(v) ? Number(v) : v),
-    z.number({ message: `an integer from ${min} to ${max}` }).int({ message: `an integer from ${min} to ${max}` })
-      .min(min, { message: `an integer from ${min} to ${max}` }).max(max, { message: `an integer from ${min} to ${max}` }),
+    z
+      .number({ message: `an integer from ${min} to ${max}` })
+      .int({ message: `an integer from ${min} to ${max}` })
+      .min(min, { message: `an integer from ${min} to ${max}` })
+      .max(max, { message: `an integer from ${min} to ${max}` }),
   );
 
 /** Milliseconds; written as 10s, 500ms, 2m, 1h (a bare number is milliseconds). */
 const duration = (min: number) =>
   z.preprocess(
     (v) => (typeof v === "string" || typeof v === "number" ? (parseDuration(v) ?? v) : v),
-    z.number({ message: "a duration like 500ms, 10s, 2m or 1h" })
-      .min(min, { message: `a duration of at least ${min}ms` }),
+    z.number({ message: "a duration like 500ms, 10s, 2m or 1h" }).min(min, { message: `a duration of at least ${min}ms` }),
   );
 
 /** Lists come as YAML arrays or as comma-separated strings ("code,research"). */
 const list = <T extends z.ZodType>(item: T) =>
   z.preprocess(
-    (v) => (typeof v === "string" ? v.split(",").map((s) => s.trim()).filter((s) => s !== "") : v),
+    (v) =>
+      typeof v === "string"
+        ? v
+            .split(",")
+            .map((s) => s.trim())
+            .filter((s) => s !== "")
+        : v,
     z.array(item),
   );
 
 const optionalString = z.string().optional();
 
 const natsSchema = z.strictObject({
-  urls: list(z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$|^[\w.-]+:\d+$/, {
-    message: "NATS URLs like nats://host:4222 or tls://host:4222, comma-separated",
-  })).refine((a) => a.length > 0, { message: "at least one NATS URL" }).default(["nats://localhost:4222"]),
+  urls: list(
+    z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$|^[\w.-]+:\d+$/, {
+      message: "NATS URLs like nats://host:4222 or tls://host:4222, comma-separated",
+    }),
+  )
+    .refine((a) => a.length > 0, { message: "at least one NATS URL" })
+    .default(["nats://localhost:4222"]),
   embedded: bool.default(false),
   embedded_port: int(1, 65535).default(4222),
   embedded_host: z.string().min(1).default("127.0.0.1"),
@@ -58,11 +73,13 @@ const natsSchema = z.strictObject({
   token: optionalString,
   user: optionalString,
   password: optionalString,
-  tls: z.strictObject({
-    ca_file: optionalString,
-    cert_file: optionalString,
-    key_file: optionalString,
-  }).prefault({}),
+  tls: z
+    .strictObject({
+      ca_file: optionalString,
+      cert_file: optionalString,
+      key_file: optionalString,
+    })
+    .prefault({}),
 });
 
 const temporalSchema = z.strictObject({
@@ -94,8 +111,12 @@ const llmSchema = z.strictObject({
   base_url: z.string().url({ message: "an http(s) URL like http://localhost:11434/v1" }).optional(),
   model: z.string().min(1).default("gpt-4o-mini"),
   api_key: optionalString,
-  temperature: z.preprocess((v) => (typeof v === "string" && v.trim() !== "" ? Number(v) : v),
-    z.number({ message: "a number from 0 to 2" }).min(0).max(2)).optional(),
+  temperature: z
+    .preprocess(
+      (v) => (typeof v === "string" && v.trim() !== "" ? Number(v) : v),
+      z.number({ message: "a number from 0 to 2" }).min(0).max(2),
+    )
+    .optional(),
   max_tokens: int(1, 1_000_000).optional(),
 });
 
@@ -108,9 +129,13 @@ const securitySchema = z.strictObject({
   /** This node's nkey seed file (`picoclaw keygen` writes one). */
   key_file: optionalString,
   /** Public keys whose signed sub-tasks a worker or specialist accepts. */
-  trusted_coordinators: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default([]),
+  trusted_coordinators: list(
+    z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" }),
+  ).default([]),
   /** Public keys whose signed results a coordinator accepts. */
-  trusted_workers: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default([]),
+  trusted_workers: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default(
+    [],
+  ),
   /** Signed messages older or newer than this are refused (replay window). */
   max_skew: duration(1_000).default(120_000),
 });
@@ -135,13 +160,16 @@ const swarmSchema = z.strictObject({
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
-export const configSchema = z.strictObject({
-  swarm: swarmSchema.prefault({}),
-  llm: llmSchema.prefault({}),
-  log: z.strictObject({
-    level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
-  }).prefault({}),
-})
+export const configSchema = z
+  .strictObject({
+    swarm: swarmSchema.prefault({}),
+    llm: llmSchema.prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
+      })
+      .prefault({}),
+  })
   .refine((c) => !c.swarm.security.signing || c.swarm.security.key_file !== undefined, {
     path: ["swarm", "security", "key_file"],
     message: "a key file when swarm.security.signing is on (create one with `picoclaw keygen`)",

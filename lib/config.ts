@@ -73,8 +73,12 @@ export function loadConfig(inputs: ConfigInputs): LoadedConfig {
     file = path;
     for (const [key, value] of readConfigFile(path)) set(key, value, `config file ${path}`);
   } else if (explicitPath) {
-    throw new ConfigError("--config", explicitPath === inputs.configPath ? "flag --config" : "env PICOCLAW_CONFIG",
-      "a readable YAML file", explicitPath);
+    throw new ConfigError(
+      "--config",
+      explicitPath === inputs.configPath ? "flag --config" : "env PICOCLAW_CONFIG",
+      "a readable YAML file",
+      explicitPath,
+    );
   }
 
   for (const key of KEYS) {
@@ -96,9 +100,13 @@ export function loadConfig(inputs: ConfigInputs): LoadedConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const key = issue.path.filter((p) => typeof p === "string").join(".");
-    const leaf = KEY_SET.has(key) ? key : KEYS.find((k) => k.startsWith(`${key}.`)) ?? key;
-    throw new ConfigError(key || "config", sources[leaf] ?? sources[key] ?? "defaults", issue.message,
-      key ? redactValue(key, getPath(raw, key)) : undefined);
+    const leaf = KEY_SET.has(key) ? key : (KEYS.find((k) => k.startsWith(`${key}.`)) ?? key);
+    throw new ConfigError(
+      key || "config",
+      sources[leaf] ?? sources[key] ?? "defaults",
+      issue.message,
+      key ? redactValue(key, getPath(raw, key)) : undefined,
+    );
   }
   const config = parsed.data;
   config.swarm.nats.store_dir = expandHome(config.swarm.nats.store_dir, home);
@@ -123,7 +131,8 @@ function readConfigFile(path: string): [string, unknown][] {
     for (const [k, v] of Object.entries(obj)) {
       const key = canonicalKey(prefix ? `${prefix}.${k}` : k);
       if (KEY_SET.has(key)) out.push([key, v]);
-      else if (v === null && KEYS.some((x) => x.startsWith(`${key}.`))) continue; // a section with every key commented out
+      else if (v === null && KEYS.some((x) => x.startsWith(`${key}.`)))
+        continue; // a section with every key commented out
       else if (v && typeof v === "object" && !Array.isArray(v) && KEYS.some((x) => x.startsWith(`${key}.`))) {
         walk(v as Record<string, unknown>, key);
       } else {

@@ -1,9 +1,9 @@
 // `node.<id>.control`: ping, drain or shut down one node by request. Replies say what the node will do.
 import type { NatsConnection, Subscription } from "nats";
+import type { BadInputCounter } from "./bad-input.ts";
 import { openClient } from "./client.ts";
 import type { Config } from "./config.ts";
 import { validateId } from "./ids.ts";
-import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
 import { type Control, controlReplySchema, controlSchema, decode, encode } from "./messages.ts";
 import type { SwarmNames } from "./subjects.ts";

@@ -6,17 +6,17 @@ import { z } from "zod";
 import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { createDoorbell } from "./doorbell.ts";
-import { pullAvailable } from "./pull.ts";
 import { type Leadership, startLeadership } from "./leadership.ts";
 import type { LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { decode, encode } from "./messages.ts";
 import { type Plan, PlanError, planFromValue } from "./plan.ts";
 import { makePlan, type OnlineCapabilities, plansWithLlm } from "./planner.ts";
+import { pullAvailable } from "./pull.ts";
 import { type RequestRun, runRequest, titleOf } from "./request-run.ts";
+import { type Signer, signResult, verifyResult } from "./signing.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import type { SwarmNames } from "./subjects.ts";
-import { type Signer, signResult, verifyResult } from "./signing.ts";
 import { synthesize, totalUsage } from "./synthesis.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
@@ -24,11 +24,11 @@ import {
   type RequestEvent,
   type RequestMsg,
   requestSchema,
-  taskEventSchema,
   type TaskResult,
+  taskEventSchema,
   taskSchema,
 } from "./task-messages.ts";
-import { attemptErrors, readRequest, readResult, recordResultOnce, type RequestRecord, writeRequest } from "./task-records.ts";
+import { attemptErrors, type RequestRecord, readRequest, readResult, recordResultOnce, writeRequest } from "./task-records.ts";
 
 export interface CoordinatorOptions {
   nc: NatsConnection;
@@ -76,8 +76,10 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   const js: JetStreamClient = nc.jetstream();
   const kv: KV = await openTasksKv(nc, names, cfg);
   // Ack wait = lease TTL: a dead leader's request reaches the next leader about when it takes over.
-  await ensureConsumer(o.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit,
-    { ackWait: cfg.swarm.lease_ttl, maxDeliver: -1 });
+  await ensureConsumer(o.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit, {
+    ackWait: cfg.swarm.lease_ttl,
+    maxDeliver: -1,
+  });
 
   // Results are trusted from the configured workers, and from this coordinator (poison sub-tasks).
   const trustedResultKeys = new Set([...cfg.swarm.security.trusted_workers, ...(o.signer ? [o.signer.publicKey] : [])]);
@@ -91,7 +93,12 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
   const wake = () => bell.ring();
 
   const leadership: Leadership = await startLeadership({
-    nc, names, node: o.node, ttlMs: cfg.swarm.lease_ttl, replicas: cfg.swarm.nats.replicas, log,
+    nc,
+    names,
+    node: o.node,
+    ttlMs: cfg.swarm.lease_ttl,
+    replicas: cfg.swarm.nats.replicas,
+    log,
     onChange: (leading) => {
       if (leading) return wake();
       // Stepped down: stop following every request; the next leader gets them redelivered.
@@ -187,32 +194,57 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         fence();
         tell(req.request, { kind: "accepted" });
       }
-      const { plan, summary, resumed } = resumable
-        ? { ...resumable, resumed: true }
-        : { ...(await planRequest(req)), resumed: false };
+      const { plan, summary, resumed } = resumable ? { ...resumable, resumed: true } : { ...(await planRequest(req)), resumed: false };
       fence();
-      if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
+      if (resumed)
+        log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
       else {
         tell(req.request, { kind: "planned", plan: summary });
-        log.info("Request planned", { request: req.request, planner: summary.planner, tasks: plan.tasks.map((t) => `${t.id}:${t.capability}`).join(",") });
+        log.info("Request planned", {
+          request: req.request,
+          planner: summary.planner,
+          tasks: plan.tasks.map((t) => `${t.id}:${t.capability}`).join(","),
+        });
       }
-      const base: RequestRecord = { v: 1, status: "running", coordinator: o.node, lease: leadership.revision(), started_at: record?.started_at ?? started, plan, summary };
+      const base: RequestRecord = {
+        v: 1,
+        status: "running",
+        coordinator: o.node,
+        lease: leadership.revision(),
+        started_at: record?.started_at ?? started,
+        plan,
+        summary,
+      };
       await writeRequest(kv, req.request, base);
 
-      const run = runRequest({
-        js, kv, names, log, coordinator: o.node, defaultTimeoutMs: cfg.swarm.tasks.timeout, fence,
-        signer: o.signer,
-        checkResult: o.signer ? (r) => verifyResult(r, trustedResultKeys) : undefined,
-        onAssigned: (task, node) => {
-          const capability = plan.tasks.find((t) => t.id === task)?.capability;
-          // No request event: the node's own `started` task event already tells followers.
-          log.info("Task assigned", { task, request: req.request, node, capability });
+      const run = runRequest(
+        {
+          js,
+          kv,
+          names,
+          log,
+          coordinator: o.node,
+          defaultTimeoutMs: cfg.swarm.tasks.timeout,
+          fence,
+          signer: o.signer,
+          checkResult: o.signer ? (r) => verifyResult(r, trustedResultKeys) : undefined,
+          onAssigned: (task, node) => {
+            const capability = plan.tasks.find((t) => t.id === task)?.capability;
+            // No request event: the node's own `started` task event already tells followers.
+            log.info("Task assigned", { task, request: req.request, node, capability });
+          },
         },
-      }, req.request, plan, resumed);
+        req.request,
+        plan,
+        resumed,
+      );
       runs.set(req.request, run);
       const outcomes = await run.outcomes;
 
-      const merged = await synthesize({ request: req.request, requestText: req.text, plan: summary, outcomes, durationMs: Date.now() - base.started_at }, o.llm);
+      const merged = await synthesize(
+        { request: req.request, requestText: req.text, plan: summary, outcomes, durationMs: Date.now() - base.started_at },
+        o.llm,
+      );
       const missing = outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id);
       const status = missing.length ? "failed" : outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
       const usage = totalUsage(outcomes);
@@ -222,19 +254,31 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
         usage.total_tokens += merged.usage.total_tokens;
       }
       const answer: RequestEventBody = {
-        kind: "answer", answer: merged.text, status, usage, duration_ms: Date.now() - base.started_at,
+        kind: "answer",
+        answer: merged.text,
+        status,
+        usage,
+        duration_ms: Date.now() - base.started_at,
         error: missing.length ? `required sub-task failed: ${missing.join(", ")}` : undefined,
       };
       await finish(msg, req.request, base, answer);
       if (status === "failed") failed++;
       else answered++;
-      log.info("Request answered", { request: req.request, status, tasks: outcomes.length, duration_ms: answer.duration_ms, tokens: usage.total_tokens });
+      log.info("Request answered", {
+        request: req.request,
+        status,
+        tasks: outcomes.length,
+        duration_ms: answer.duration_ms,
+        tokens: usage.total_tokens,
+      });
     } catch (err) {
       if (err instanceof PlanError) {
         failed++;
         log.warn("Request rejected", { request: req.request, error: err.message });
         const base: RequestRecord = { v: 1, status: "running", coordinator: o.node, lease: leadership.revision(), started_at: started };
-        await finish(msg, req.request, base, { kind: "failed", error: err.message, duration_ms: Date.now() - started }).catch(() => msg.nak(1_000));
+        await finish(msg, req.request, base, { kind: "failed", error: err.message, duration_ms: Date.now() - started }).catch(() =>
+          msg.nak(1_000),
+        );
       } else if (err instanceof StaleLeaderError) {
         log.warn("Request handed back", { request: req.request, reason: err.message });
         msg.nak(); // the new leader takes it at once
@@ -281,7 +325,14 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
     const summary: PlanSummary = {
       planner: made.planner,
       note: made.note,
-      tasks: made.plan.tasks.map((t) => ({ id: t.id, title: titleOf(t), capability: t.capability, priority: t.priority, depends_on: t.depends_on, required: t.required })),
+      tasks: made.plan.tasks.map((t) => ({
+        id: t.id,
+        title: titleOf(t),
+        capability: t.capability,
+        priority: t.priority,
+        depends_on: t.depends_on,
+        required: t.required,
+      })),
     };
     return { plan: made.plan, summary };
   }
@@ -299,18 +350,39 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<Coordinat
       if (!(await readResult(kv, task.request, task.task))) {
         const errors = await attemptErrors(kv, task.request, task.task);
         const unsigned: TaskResult = {
-          v: 1, request: task.request, task: task.task, status: "failed", node: o.node, capability: task.capability,
+          v: 1,
+          request: task.request,
+          task: task.task,
+          status: "failed",
+          node: o.node,
+          capability: task.capability,
           error: `gave up after ${cfg.swarm.tasks.max_deliver} attempts without a result (the node running it stopped or crashed each time)`,
-          errors, attempts: cfg.swarm.tasks.max_deliver, started_at: Date.now(), finished_at: Date.now(),
-          usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: "none", truncated: false,
+          errors,
+          attempts: cfg.swarm.tasks.max_deliver,
+          started_at: Date.now(),
+          finished_at: Date.now(),
+          usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+          llm: "none",
+          truncated: false,
         };
         const result = o.signer ? signResult(o.signer, unsigned) : unsigned;
         if (await recordResultOnce(kv, result)) {
           log.warn("Task failed", { task: task.task, request: task.request, attempts: result.attempts, error: result.error });
-          await js.publish(names.taskEvents(task.request, task.task), encode({
-            v: 1, request: task.request, task: task.task, kind: "failed", node: o.node, capability: task.capability,
-            at: Date.now(), attempt: result.attempts, error: result.error, result,
-          }));
+          await js.publish(
+            names.taskEvents(task.request, task.task),
+            encode({
+              v: 1,
+              request: task.request,
+              task: task.task,
+              kind: "failed",
+              node: o.node,
+              capability: task.capability,
+              at: Date.now(),
+              attempt: result.attempts,
+              error: result.error,
+              result,
+            }),
+          );
         }
       }
       await o.jsm.streams.deleteMessage(names.streams.tasks, seq).catch(() => {});

@@ -101,8 +101,24 @@ export async function ensureEmbeddedNats(cfg: Config, log: Logger): Promise<Embe
     writeFileSync(conf, body, { mode: 0o600 });
     auth.push("-c", conf);
   }
-  const child = spawn(bin, ["-js", "-a", n.embedded_host, "-p", String(port), "-m", String(monitor),
-    "-sd", dir, "--server_name", `picoclaw-embedded-${port}`, ...auth], { detached: true, stdio: ["ignore", logFd, logFd] });
+  const child = spawn(
+    bin,
+    [
+      "-js",
+      "-a",
+      n.embedded_host,
+      "-p",
+      String(port),
+      "-m",
+      String(monitor),
+      "-sd",
+      dir,
+      "--server_name",
+      `picoclaw-embedded-${port}`,
+      ...auth,
+    ],
+    { detached: true, stdio: ["ignore", logFd, logFd] },
+  );
   let exited = false;
   child.once("exit", () => {
     exited = true;

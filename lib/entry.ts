@@ -1,22 +1,23 @@
 // What every entry script does after parsing: dispatch to a command, and turn errors into exit codes.
-import { type Cli, loadForCli, parseCli, usage } from "./cli.ts";
-import { checkNats, formatChecks } from "./check-nats.ts";
-import { describeConfig, type LoadedConfig, type Role } from "./config.ts";
-import { runDashboard } from "./dashboard-live.ts";
-import { ConfigError, InvalidIdError, JetStreamMissingError, NatsConnectError, NatsServerMissingError } from "./errors.ts";
-import { createLogger } from "./log.ts";
-import { startNode } from "./node.ts";
-import { untilStopSignal } from "./signals.ts";
-import { VERSION } from "./version.ts";
+
 import { readFileSync } from "node:fs";
-import { parseDuration } from "./duration.ts";
-import { isValidId } from "./ids.ts";
-import { parsePlanText, PlanError } from "./plan.ts";
-import { runSubmit, type SubmitOptions } from "./submit.ts";
-import { runControlCommand } from "./control.ts";
-import { generateKeyFile } from "./signing.ts";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { checkNats, formatChecks } from "./check-nats.ts";
+import { type Cli, loadForCli, parseCli, usage } from "./cli.ts";
+import { describeConfig, type LoadedConfig, type Role } from "./config.ts";
+import { runControlCommand } from "./control.ts";
+import { runDashboard } from "./dashboard-live.ts";
+import { parseDuration } from "./duration.ts";
+import { ConfigError, InvalidIdError, JetStreamMissingError, NatsConnectError, NatsServerMissingError } from "./errors.ts";
+import { isValidId } from "./ids.ts";
+import { createLogger } from "./log.ts";
+import { startNode } from "./node.ts";
+import { PlanError, parsePlanText } from "./plan.ts";
+import { untilStopSignal } from "./signals.ts";
+import { generateKeyFile } from "./signing.ts";
+import { runSubmit, type SubmitOptions } from "./submit.ts";
+import { VERSION } from "./version.ts";
 
 export interface EntryOptions {
   /** Script name for help text. */
@@ -34,7 +35,8 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
     if (cli.is("version")) return print(`picoclaw ${VERSION}`);
     const loaded = loadForCli(cli, process.env, o.role);
     if (cli.command === "config") return print(describeConfig(loaded));
-    if (cli.command === "submit") return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes));
+    if (cli.command === "submit")
+      return await runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes));
     if (cli.command === "keygen") {
       const path = cli.positionals[0] ?? join(homedir(), ".picoclaw", "signing.nk");
       const pub = generateKeyFile(path);
@@ -46,7 +48,11 @@ export async function main(argv: string[], o: EntryOptions): Promise<number> {
       return await runControlCommand(loaded.config, createLogger("warn"), cli.command, node);
     }
     if (cli.command !== undefined) {
-      throw new ConfigError(cli.command, "command line", "a command: config, submit, drain, shutdown, ping or keygen (or none to run a node)");
+      throw new ConfigError(
+        cli.command,
+        "command line",
+        "a command: config, submit, drain, shutdown, ping or keygen (or none to run a node)",
+      );
     }
     if (cli.is("swarm.check-nats")) return await runCheckNats(loaded);
     if (o.dashboard || cli.is("swarm.dashboard")) return await runDashboard(loaded, cli, swarmEnabled(loaded, o));
@@ -67,9 +73,12 @@ function swarmEnabled(loaded: LoadedConfig, o: EntryOptions): boolean {
 async function runNode(loaded: LoadedConfig, o: EntryOptions): Promise<number> {
   const { config } = loaded;
   if (!swarmEnabled(loaded, o)) {
-    throw new ConfigError("swarm.enabled", loaded.sources["swarm.enabled"] ?? "default",
+    throw new ConfigError(
+      "swarm.enabled",
+      loaded.sources["swarm.enabled"] ?? "default",
       "true to run a swarm node: pass --swarm.enabled, set PICOCLAW_SWARM_ENABLED=true, or swarm.enabled: true in the config file",
-      config.swarm.enabled);
+      config.swarm.enabled,
+    );
   }
   const log = createLogger(config.log.level);
   // Listen before starting: a signal during start-up still ends in a clean leave.
@@ -122,17 +131,26 @@ async function submitOptions(cli: Cli, maxPromptBytes: number): Promise<SubmitOp
   if (!text) throw new ConfigError("submit", "command line", "a request text, '-' for stdin, --file PATH or --plan PATH");
   const size = new TextEncoder().encode(text).length;
   if (size > maxPromptBytes) {
-    throw new ConfigError("submit", "command line",
+    throw new ConfigError(
+      "submit",
+      "command line",
       `a request of at most swarm.tasks.max_prompt_bytes (${maxPromptBytes} bytes); raise that key on the coordinator and here, or send less`,
-      `${size} bytes`);
+      `${size} bytes`,
+    );
   }
-  const caps = cli.value("capabilities")?.split(",").map((c) => c.trim()).filter((c) => c !== "");
+  const caps = cli
+    .value("capabilities")
+    ?.split(",")
+    .map((c) => c.trim())
+    .filter((c) => c !== "");
   for (const c of caps ?? []) {
-    if (!isValidId(c)) throw new ConfigError("--capabilities", "command line", "capability names of 1-64 characters from A-Z a-z 0-9 _ -", c);
+    if (!isValidId(c))
+      throw new ConfigError("--capabilities", "command line", "capability names of 1-64 characters from A-Z a-z 0-9 _ -", c);
   }
   const timeoutText = cli.value("timeout") ?? "10m";
   const timeoutMs = parseDuration(timeoutText);
-  if (timeoutMs === undefined || timeoutMs <= 0) throw new ConfigError("--timeout", "command line", "a duration like 30s or 10m", timeoutText);
+  if (timeoutMs === undefined || timeoutMs <= 0)
+    throw new ConfigError("--timeout", "command line", "a duration like 30s or 10m", timeoutText);
   return { text, plan, capabilities: caps, json: cli.is("json"), timeoutMs };
 }
 
@@ -155,4 +173,4 @@ export function reportError(err: unknown): number {
   return 1;
 }
 
-export { parseCli, type Cli };
+export { type Cli, parseCli };

@@ -1,25 +1,19 @@
 // Runs sub-tasks on a worker or specialist: pulls only while a slot is free, highest priority first,
 // keeps the JetStream message alive while the LLM works, records the result once, then acks.
-import type { JsMsg, KV, NatsConnection, Subscription } from "nats";
+import type { JetStreamManager, JsMsg, KV, NatsConnection, Subscription } from "nats";
 import { acceptWorkItem, type BadInputCounter } from "./bad-input.ts";
-import { createDoorbell } from "./doorbell.ts";
-import { pullAvailable } from "./pull.ts";
 import type { Config } from "./config.ts";
+import { createDoorbell } from "./doorbell.ts";
 import { LlmError, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { encode } from "./messages.ts";
+import { pullAvailable } from "./pull.ts";
 import { retryDelay } from "./retry.ts";
 import { type Signer, signResult, verifyTaskMessage } from "./signing.ts";
-import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "./task-records.ts";
 import { ensureConsumer, openTasksKv } from "./streams.ts";
 import { PRIORITIES, type SwarmNames } from "./subjects.ts";
-import {
-  type TaskEvent,
-  type TaskMsg,
-  type TaskResult,
-  taskSchema,
-} from "./task-messages.ts";
-import type { JetStreamManager } from "nats";
+import { type TaskEvent, type TaskMsg, type TaskResult, taskSchema } from "./task-messages.ts";
+import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "./task-records.ts";
 
 export interface RunningTask {
   request: string;
@@ -72,11 +66,16 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   const stream = names.streams.tasks;
 
   // Highest priority first; the node's own direct queue before everything.
-  const queues: { durable: string; subject: string; capability?: string }[] = [{ durable: names.consumers.direct(node), subject: names.taskDirect(node) }];
+  const queues: { durable: string; subject: string; capability?: string }[] = [
+    { durable: names.consumers.direct(node), subject: names.taskDirect(node) },
+  ];
   for (const prio of PRIORITIES) {
-    for (const cap of o.capabilities) queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
+    for (const cap of o.capabilities)
+      queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
   }
-  await Promise.all(queues.map((q) => ensureConsumer(o.jsm, stream, q.durable, q.subject, { ackWait: t.ack_wait, maxDeliver: t.max_deliver })));
+  await Promise.all(
+    queues.map((q) => ensureConsumer(o.jsm, stream, q.durable, q.subject, { ackWait: t.ack_wait, maxDeliver: t.max_deliver })),
+  );
   const order = queues.map((q) => q.durable);
   const durableOf = new Map(queues.map((q) => [q.subject, q.durable]));
 
@@ -130,7 +129,7 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
         // Started before the second pull: nats-server 2.9 sometimes leaves a no-wait pull that finds
         // nothing unanswered, and this sub-task must not wait out our timeout for it.
         take(got);
-        const sharers = 1 + (q.capability ? o.peersWith?.(q.capability) ?? 0 : 0);
+        const sharers = 1 + (q.capability ? (o.peersWith?.(q.capability) ?? 0) : 0);
         const more = Math.min(max - 1, Math.ceil(got[0]!.info.pending / sharers));
         const extra = more > 0 ? await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }) : [];
         take(extra);
@@ -176,7 +175,17 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
   })();
 
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
-    const ev: TaskEvent = { v: 1, request: task.request, task: task.task, kind, node, capability: task.capability, at: Date.now(), attempt, ...extra };
+    const ev: TaskEvent = {
+      v: 1,
+      request: task.request,
+      task: task.task,
+      kind,
+      node,
+      capability: task.capability,
+      at: Date.now(),
+      attempt,
+      ...extra,
+    };
     // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
     // is caught by the coordinator's reconcile), so a plain publish spares a reply per event.
     try {
@@ -232,18 +241,37 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       });
       const text = truncate(completion.text, t.max_result_bytes);
       const result: TaskResult = {
-        v: 1, request: task.request, task: task.task, status: "completed", node, capability: task.capability,
-        text: text.value, errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [], attempts: attempt, started_at: started,
-        finished_at: Date.now(), usage: completion.usage, llm: o.llm.label, truncated: text.truncated,
+        v: 1,
+        request: task.request,
+        task: task.task,
+        status: "completed",
+        node,
+        capability: task.capability,
+        text: text.value,
+        errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [],
+        attempts: attempt,
+        started_at: started,
+        finished_at: Date.now(),
+        usage: completion.usage,
+        llm: o.llm.label,
+        truncated: text.truncated,
       };
       const record = sign(result);
       const first = await recordResultOnce(kv, record);
-      publishEvent(task, first ? "completed" : "duplicate", attempt,
-        { elapsed_ms: Date.now() - started, tokens: completion.usage.completion_tokens, result: first ? record : undefined });
+      publishEvent(task, first ? "completed" : "duplicate", attempt, {
+        elapsed_ms: Date.now() - started,
+        tokens: completion.usage.completion_tokens,
+        result: first ? record : undefined,
+      });
       msg.ack();
       done++;
-      log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)",
-        { task: task.task, request: task.request, node, duration_ms: Date.now() - started, tokens: completion.usage.total_tokens });
+      log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)", {
+        task: task.task,
+        request: task.request,
+        node,
+        duration_ms: Date.now() - started,
+        tokens: completion.usage.total_tokens,
+      });
     } catch (err) {
       if (abort.signal.aborted) {
         msg.nak(); // node stopping: hand it back at once
@@ -255,24 +283,49 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
       if (e.transient && attempt < t.max_deliver) {
         const delay = retryDelay(attempt, e.retryAfterMs);
         publishEvent(task, "retrying", attempt, { error: e.message, retry_in_ms: delay, elapsed_ms: Date.now() - started });
-        log.warn("Task attempt failed, will retry", { task: task.task, request: task.request, node, attempt, retry_in_ms: delay, error: e.message });
+        log.warn("Task attempt failed, will retry", {
+          task: task.task,
+          request: task.request,
+          node,
+          attempt,
+          retry_in_ms: delay,
+          error: e.message,
+        });
         msg.nak(delay);
         return;
       }
       const result: TaskResult = {
-        v: 1, request: task.request, task: task.task, status: "failed", node, capability: task.capability,
-        error: e.message, errors: await attemptErrors(kv, task.request, task.task), attempts: attempt, started_at: started,
-        finished_at: Date.now(), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, llm: o.llm.label, truncated: false,
+        v: 1,
+        request: task.request,
+        task: task.task,
+        status: "failed",
+        node,
+        capability: task.capability,
+        error: e.message,
+        errors: await attemptErrors(kv, task.request, task.task),
+        attempts: attempt,
+        started_at: started,
+        finished_at: Date.now(),
+        usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+        llm: o.llm.label,
+        truncated: false,
       };
       const record = sign(result);
-      const first = await recordResultOnce(kv, record).then((created) => created ? "created" : "taken", () => "unknown");
+      const first = await recordResultOnce(kv, record).then(
+        (created) => (created ? "created" : "taken"),
+        () => "unknown",
+      );
       if (first === "taken") {
         // Someone recorded an outcome first; this attempt's failure is not reported.
         msg.ack();
         return;
       }
       // Not known to be recorded: the coordinator reads KV rather than trust this copy.
-      publishEvent(task, "failed", attempt, { error: e.message, elapsed_ms: Date.now() - started, result: first === "created" ? record : undefined });
+      publishEvent(task, "failed", attempt, {
+        error: e.message,
+        elapsed_ms: Date.now() - started,
+        result: first === "created" ? record : undefined,
+      });
       msg.term();
       failed++;
       log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });
@@ -308,7 +361,10 @@ export async function startExecutor(o: ExecutorOptions): Promise<Executor> {
 function taskMessages(task: TaskMsg) {
   const inputs = task.inputs.map((i) => `### Result of "${i.title}" (${i.task})\n${i.result}`).join("\n\n");
   return [
-    { role: "system" as const, content: `You are a ${task.capability} agent in a PicoClaw swarm. Do only your part: ${task.title}. Answer in Markdown.` },
+    {
+      role: "system" as const,
+      content: `You are a ${task.capability} agent in a PicoClaw swarm. Do only your part: ${task.title}. Answer in Markdown.`,
+    },
     { role: "user" as const, content: inputs ? `${task.prompt}\n\n## Inputs from earlier sub-tasks\n\n${inputs}` : task.prompt },
   ];
 }

@@ -76,9 +76,12 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
   await tick();
   const timer = setInterval(() => void tick(), Math.max(200, o.ttlMs / 3));
   // A paused process wakes up with a stale lease: notice it without waiting for the next renewal.
-  const watchdog = setInterval(() => {
-    if (leading && !fresh()) setLeading(false, "lease not renewed in time");
-  }, Math.max(100, o.ttlMs / 10));
+  const watchdog = setInterval(
+    () => {
+      if (leading && !fresh()) setLeading(false, "lease not renewed in time");
+    },
+    Math.max(100, o.ttlMs / 10),
+  );
 
   return {
     holds: () => leading && fresh(),

@@ -13,15 +13,18 @@ export function openaiProvider(cfg: Config["llm"]): LlmProvider {
     label: redact(`openai ${cfg.model} at ${withoutUserInfo(client.baseURL)}`, secret),
     async complete(req) {
       try {
-        const stream = await client.chat.completions.create({
-          model: cfg.model,
-          messages: req.messages,
-          stream: true,
-          stream_options: { include_usage: true },
-          temperature: cfg.temperature,
-          max_tokens: cfg.max_tokens,
-          response_format: req.json ? { type: "json_object" } : undefined,
-        }, { signal: req.signal });
+        const stream = await client.chat.completions.create(
+          {
+            model: cfg.model,
+            messages: req.messages,
+            stream: true,
+            stream_options: { include_usage: true },
+            temperature: cfg.temperature,
+            max_tokens: cfg.max_tokens,
+            response_format: req.json ? { type: "json_object" } : undefined,
+          },
+          { signal: req.signal },
+        );
         let text = "";
         let chunks = 0;
         let usage: LlmUsage | undefined;
@@ -93,8 +96,11 @@ export function retryAfterMs(headers: Headers | undefined, now = Date.now()): nu
 
 function isNetworkError(e: unknown): boolean {
   const code = typeof e === "object" && e !== null && "code" in e ? String(e.code) : "";
-  return /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ConnectionRefused|ConnectionClosed)$/.test(code) ||
-    /socket hang up|ECONNREFUSED|ECONNRESET|fetch failed|network|connection|Unable to connect/i.test(describe(e));
+  return (
+    /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ConnectionRefused|ConnectionClosed)$/.test(
+      code,
+    ) || /socket hang up|ECONNREFUSED|ECONNRESET|fetch failed|network|connection|Unable to connect/i.test(describe(e))
+  );
 }
 
 function describe(e: unknown): string {

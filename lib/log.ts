@@ -1,7 +1,7 @@
 // Logging: consola with `key=value` fields, so a person reads it and a test can grep it.
 // consola/core: the same createConsola without the default reporters and environment probing, which
 // cost ~13 ms at every start-up (compiled worker: start to joined).
-import { createConsola, type ConsolaInstance } from "consola/core";
+import { type ConsolaInstance, createConsola } from "consola/core";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type Fields = Record<string, string | number | boolean | undefined>;
@@ -33,14 +33,16 @@ export function createLogger(level: LogLevel = "info", tag?: string): Logger {
   const c: ConsolaInstance = createConsola({
     level: CONSOLA_LEVEL[level],
     // One line per event: time, level, message, fields. Warnings and errors go to stderr.
-    reporters: [{
-      log(entry) {
-        const name = (entry.type === "log" ? "info" : entry.type).toUpperCase().padEnd(5);
-        const tagged = entry.tag ? `[${entry.tag}] ` : "";
-        const line = `${new Date(entry.date).toISOString()} ${name} ${tagged}${entry.args.join(" ")}\n`;
-        (entry.level <= 1 ? process.stderr : process.stdout).write(line);
+    reporters: [
+      {
+        log(entry) {
+          const name = (entry.type === "log" ? "info" : entry.type).toUpperCase().padEnd(5);
+          const tagged = entry.tag ? `[${entry.tag}] ` : "";
+          const line = `${new Date(entry.date).toISOString()} ${name} ${tagged}${entry.args.join(" ")}\n`;
+          (entry.level <= 1 ? process.stderr : process.stdout).write(line);
+        },
       },
-    }],
+    ],
   });
   const out = tag ? c.withTag(tag) : c;
   const limited = new Map<string, { last: number; suppressed: number }>();

@@ -2,14 +2,7 @@
 import { type Msg, type NatsConnection, RequestStrategy, type Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
-import {
-  announceSchema,
-  decode,
-  encode,
-  type NodeInfo,
-  nodeInfoSchema,
-  querySchema,
-} from "./messages.ts";
+import { announceSchema, decode, encode, type NodeInfo, nodeInfoSchema, querySchema } from "./messages.ts";
 import { createRegistry, leave, observe, type Registry, type RegistryEvent, sweep } from "./registry.ts";
 import { nodeIdFromHeartbeat, type SwarmNames } from "./subjects.ts";
 
@@ -61,37 +54,43 @@ export function startMembership(o: MembershipOptions): Membership {
     apply(observe(registry, info, Date.now()));
   };
 
-  subs.push(nc.subscribe(names.heartbeatAll, {
-    callback: (_err, msg) => {
-      const d = decode(nodeInfoSchema, msg.data);
-      if (!d.ok) return bad.record(msg.subject, d.reason);
-      if (nodeIdFromHeartbeat(names, msg.subject) !== d.value.node) {
-        return bad.record(msg.subject, "schema: node id does not match subject");
-      }
-      seen(d.value);
-    },
-  }));
+  subs.push(
+    nc.subscribe(names.heartbeatAll, {
+      callback: (_err, msg) => {
+        const d = decode(nodeInfoSchema, msg.data);
+        if (!d.ok) return bad.record(msg.subject, d.reason);
+        if (nodeIdFromHeartbeat(names, msg.subject) !== d.value.node) {
+          return bad.record(msg.subject, "schema: node id does not match subject");
+        }
+        seen(d.value);
+      },
+    }),
+  );
 
-  subs.push(nc.subscribe(names.announce, {
-    callback: (_err, msg) => {
-      const d = decode(announceSchema, msg.data);
-      if (!d.ok) return bad.record(msg.subject, d.reason);
-      const { kind, info } = d.value;
-      if (info.node === me.node && info.sid === me.sid) return;
-      if (kind === "join") seen(info);
-      else apply(leave(registry, info.node, info.sid));
-    },
-  }));
+  subs.push(
+    nc.subscribe(names.announce, {
+      callback: (_err, msg) => {
+        const d = decode(announceSchema, msg.data);
+        if (!d.ok) return bad.record(msg.subject, d.reason);
+        const { kind, info } = d.value;
+        if (info.node === me.node && info.sid === me.sid) return;
+        if (kind === "join") seen(info);
+        else apply(leave(registry, info.node, info.sid));
+      },
+    }),
+  );
 
   if (!o.observer) {
-    subs.push(nc.subscribe(names.query, {
-      callback: (_err, msg: Msg) => {
-        const d = decode(querySchema, msg.data);
-        if (!d.ok) return bad.record(msg.subject, d.reason);
-        if (d.value.from === me.node || !msg.reply) return;
-        msg.respond(encode(o.self()));
-      },
-    }));
+    subs.push(
+      nc.subscribe(names.query, {
+        callback: (_err, msg: Msg) => {
+          const d = decode(querySchema, msg.data);
+          if (!d.ok) return bad.record(msg.subject, d.reason);
+          if (d.value.from === me.node || !msg.reply) return;
+          msg.respond(encode(o.self()));
+        },
+      }),
+    );
   }
 
   const publishHeartbeat = () => {
@@ -100,16 +99,19 @@ export function startMembership(o: MembershipOptions): Membership {
   let heartbeat: Timer | undefined;
   // Sweep often enough that a dead peer is offline within nodeTimeout + heartbeatInterval.
   let wasConnected = true;
-  const sweeper = setInterval(() => {
-    const connected = o.connected?.() ?? true;
-    if (connected && !wasConnected) {
-      // Back from our own outage: peers get a fresh start instead of being judged on our silence.
-      const now = Date.now();
-      for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
-    }
-    wasConnected = connected;
-    if (connected) apply(sweep(registry, Date.now(), timing));
-  }, Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)));
+  const sweeper = setInterval(
+    () => {
+      const connected = o.connected?.() ?? true;
+      if (connected && !wasConnected) {
+        // Back from our own outage: peers get a fresh start instead of being judged on our silence.
+        const now = Date.now();
+        for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
+      }
+      wasConnected = connected;
+      if (connected) apply(sweep(registry, Date.now(), timing));
+    },
+    Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)),
+  );
 
   const discovered = queryPeers(o, seen);
 

@@ -28,16 +28,22 @@ export const nodeInfoSchema = z.object({
   heartbeat_interval: z.number().int().positive().max(86_400_000),
   host: z.string().max(255).optional(),
   /** Sub-tasks running on the node now (at most max_concurrent). */
-  tasks: z.array(z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() })).max(1000).optional(),
+  tasks: z
+    .array(z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() }))
+    .max(1000)
+    .optional(),
   /** Sub-tasks this node finished since it started. */
   done: z.number().int().nonnegative().optional(),
   failed: z.number().int().nonnegative().optional(),
   /** Malformed messages this node dropped: total, and the subjects with the most. */
-  bad: z.object({
-    total: z.number().int().nonnegative(),
-    by_subject: z.record(z.string().max(300), z.number().int().nonnegative())
-      .refine((r) => Object.keys(r).length <= MAX_BAD_SUBJECTS_REPORTED, { message: `at most ${MAX_BAD_SUBJECTS_REPORTED} subjects` }),
-  }).optional(),
+  bad: z
+    .object({
+      total: z.number().int().nonnegative(),
+      by_subject: z
+        .record(z.string().max(300), z.number().int().nonnegative())
+        .refine((r) => Object.keys(r).length <= MAX_BAD_SUBJECTS_REPORTED, { message: `at most ${MAX_BAD_SUBJECTS_REPORTED} subjects` }),
+    })
+    .optional(),
 });
 
 export type NodeInfo = z.infer<typeof nodeInfoSchema>;

@@ -1,19 +1,13 @@
 // One NATS connection per node: servers, auth, TLS, reconnect with backoff, and its state for the dashboard.
 import { readFileSync } from "node:fs";
 import { isIP, connect as tcpConnect } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import {
-  connect,
-  credsAuthenticator,
-  type ConnectionOptions,
-  type NatsConnection,
-  nkeyAuthenticator,
-} from "nats";
+import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { type ConnectionOptions, connect, credsAuthenticator, type NatsConnection, nkeyAuthenticator } from "nats";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
 import { NatsConnectError } from "./errors.ts";
-import { inboxPrefix } from "./subjects.ts";
 import type { Logger } from "./log.ts";
+import { inboxPrefix } from "./subjects.ts";
 
 export type NatsState = "connecting" | "connected" | "reconnecting" | "disconnected" | "closed";
 
@@ -128,9 +122,17 @@ export async function openNats(cfg: Config, name: string, log: Logger): Promise<
 
 /** Certificate-verification failures reported by the TLS stack (Node/Bun error codes). */
 const CERT_CODES = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "UNABLE_TO_GET_ISSUER_CERT", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "SELF_SIGNED_CERT_IN_CHAIN", "DEPTH_ZERO_SELF_SIGNED_CERT", "CERT_UNTRUSTED", "CERT_SIGNATURE_FAILURE",
-  "CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID", "ERR_TLS_CERT_ALTNAME_INVALID", "HOSTNAME_MISMATCH",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "HOSTNAME_MISMATCH",
 ]);
 
 /** A socket that died under us: during a TLS handshake this is how a refused client certificate shows. */
@@ -157,17 +159,20 @@ export function describeNatsError(err: unknown, nats?: Config["swarm"]["nats"]):
   }
   if (/^nkeys: /.test(msg)) return `not a valid nkey seed (${msg})`;
   if (code === "SERVER_OPT_NA" && msg === "tls") {
-    return "TLS failed: this nats-server does not offer TLS (the URL is tls:// or swarm.nats.tls.* is set; " +
-      "give the server a tls block, or use a nats:// URL without TLS settings)";
+    return (
+      "TLS failed: this nats-server does not offer TLS (the URL is tls:// or swarm.nats.tls.* is set; " +
+      "give the server a tls block, or use a nats:// URL without TLS settings)"
+    );
   }
   // An alert received from the server: it refused our side of the handshake (our client certificate).
   if (usesTls && /alert/i.test(msg)) return tlsDropped(msg, nats);
   if (CERT_CODES.has(code) || /certificate|self.signed/i.test(msg)) {
-    const hint = code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH"
-      ? "the certificate does not name the host in the URL"
-      : tls?.ca_file
-        ? "is swarm.nats.tls.ca_file the CA that signed the server's certificate?"
-        : "set swarm.nats.tls.ca_file to the CA that signed the server's certificate";
+    const hint =
+      code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH"
+        ? "the certificate does not name the host in the URL"
+        : tls?.ca_file
+          ? "is swarm.nats.tls.ca_file the CA that signed the server's certificate?"
+          : "set swarm.nats.tls.ca_file to the CA that signed the server's certificate";
     return `TLS failed: untrusted server certificate (${msg}); ${hint}`;
   }
   if (code === "TLS") return `TLS failed (${msg})`;
@@ -265,7 +270,8 @@ async function probeTls(url: string, nats: Config["swarm"]["nats"], timeoutMs: n
       // A local verification failure (untrusted server certificate) is reported as such; an alert from the
       // server or a dropped socket means the server refused our side of the handshake.
       s.on("error", (err) => {
-        const local = !/alert/i.test(err.message) &&
+        const local =
+          !/alert/i.test(err.message) &&
           (CERT_CODES.has((err as { code?: string }).code ?? "") || /certificate|self.signed/i.test(err.message));
         finish(local ? err : { refused: err.message });
       });

@@ -27,7 +27,8 @@ export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number
   const me = node.info();
   const self = snapshotNodeOf(me, me.status, 0, now - startedAt);
   const peers = [...node.membership.registry.values()].map((p) =>
-    snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)));
+    snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
+  );
   const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
   const t = node.temporal();
   return {
@@ -36,7 +37,12 @@ export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number
     hid: node.identity.hid,
     this_node: { ...self, sid: node.identity.sid },
     connections: {
-      nats: { connected: node.link.state() === "connected", state: node.link.state(), url: node.link.url(), disconnects: node.link.disconnects() },
+      nats: {
+        connected: node.link.state() === "connected",
+        state: node.link.state(),
+        url: node.link.url(),
+        disconnects: node.link.disconnects(),
+      },
       temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
     },
     stats: swarmStats(nodes),
@@ -50,4 +56,3 @@ export function buildSnapshot(node: SwarmNode, startedAt: number, queued: number
 function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
   return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
 }
-

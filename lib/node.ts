@@ -1,27 +1,27 @@
 // A running swarm node (or observer): NATS link, identity, membership, Temporal, and its dashboard view.
 import { hostname } from "node:os";
-import { createBadInputCounter, type BadInputCounter } from "./bad-input.ts";
-import { serveControl } from "./control.ts";
+import { type BadInputCounter, createBadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
-import { ensureEmbeddedNats, type EmbeddedNats } from "./embedded-nats.ts";
+import { serveControl } from "./control.ts";
+import { type Coordinator, startCoordinator } from "./coordinator.ts";
+import { type EmbeddedNats, ensureEmbeddedNats } from "./embedded-nats.ts";
+import { ConfigError, JetStreamMissingError } from "./errors.ts";
+import { type Executor, startExecutor } from "./executor.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
+import { createLlm } from "./llm.ts";
 import type { Logger } from "./log.ts";
-import { startMembership, type Membership } from "./membership.ts";
+import { type Membership, startMembership } from "./membership.ts";
 import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole } from "./messages.ts";
 import { type NatsLink, openNats } from "./nats-connection.ts";
 import { buildSnapshot } from "./node-snapshot.ts";
 import { queueGauge } from "./queue-gauge.ts";
-import { onlineCapabilities, onlineNodes } from "./registry.ts";
-import type { DashboardSnapshot } from "./snapshot.ts";
-import { swarmNames, type SwarmNames } from "./subjects.ts";
-import { connectTemporal, type TemporalLink } from "./temporal.ts";
-import { type Coordinator, startCoordinator } from "./coordinator.ts";
-import { type Executor, startExecutor } from "./executor.ts";
-import { createLlm } from "./llm.ts";
 import type { RegistryEvent } from "./registry.ts";
-import { ensureStreams } from "./streams.ts";
+import { onlineCapabilities, onlineNodes } from "./registry.ts";
 import { loadSigner } from "./signing.ts";
-import { ConfigError, JetStreamMissingError } from "./errors.ts";
+import type { DashboardSnapshot } from "./snapshot.ts";
+import { ensureStreams } from "./streams.ts";
+import { type SwarmNames, swarmNames } from "./subjects.ts";
+import { connectTemporal, type TemporalLink } from "./temporal.ts";
 import { VERSION } from "./version.ts";
 
 export interface SwarmNode {
@@ -85,23 +85,23 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     const tasks = executor?.running() ?? [];
     const max = opts.observer ? 0 : cfg.swarm.max_concurrent;
     return {
-    v: 1,
-    node: identity.node,
-    sid: identity.sid,
-    role,
-    capabilities: opts.observer ? [] : cfg.swarm.capabilities,
-    max_concurrent: max,
-    // A coordinator's load is the requests it is coordinating (at most max_concurrent at once).
-    running: coordinator ? coordinator.counts().active : tasks.length,
-    tasks,
-    done: executor?.counts().done ?? 0,
-    failed: executor?.counts().failed ?? 0,
-    bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
-    status: draining ? "draining" : max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
-    version: VERSION,
-    started_at: startedAt,
-    heartbeat_interval: nats.heartbeat_interval,
-    host: hostname().slice(0, 255),
+      v: 1,
+      node: identity.node,
+      sid: identity.sid,
+      role,
+      capabilities: opts.observer ? [] : cfg.swarm.capabilities,
+      max_concurrent: max,
+      // A coordinator's load is the requests it is coordinating (at most max_concurrent at once).
+      running: coordinator ? coordinator.counts().active : tasks.length,
+      tasks,
+      done: executor?.counts().done ?? 0,
+      failed: executor?.counts().failed ?? 0,
+      bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
+      status: draining ? "draining" : max > 0 && (coordinator ? coordinator.counts().active : tasks.length) >= max ? "busy" : "online",
+      version: VERSION,
+      started_at: startedAt,
+      heartbeat_interval: nats.heartbeat_interval,
+      host: hostname().slice(0, 255),
     };
   };
 
@@ -125,13 +125,20 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   if (!opts.observer) {
     const llm = await createLlm(cfg.llm);
     if (llm.kind === "echo") {
-      log.warn("LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one");
+      log.warn(
+        "LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one",
+      );
     } else log.info("LLM provider", { llm: llm.label });
     const signer = loadSigner(cfg);
     if (signer) {
       const list = role === "coordinator" ? "trusted_workers" : "trusted_coordinators";
       if (cfg.swarm.security[list].length === 0) {
-        throw new ConfigError(`swarm.security.${list}`, "config", `the public keys of the ${role === "coordinator" ? "workers and specialists" : "coordinators"} to trust when signing is on`, []);
+        throw new ConfigError(
+          `swarm.security.${list}`,
+          "config",
+          `the public keys of the ${role === "coordinator" ? "workers and specialists" : "coordinators"} to trust when signing is on`,
+          [],
+        );
       }
       log.info("Signing on", { public_key: signer.publicKey });
     }
@@ -152,7 +159,9 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       const caps = role === "worker" ? [...new Set(["general", ...cfg.swarm.capabilities])] : cfg.swarm.capabilities;
       // Tell the swarm at once when a slot fills or frees, not only at the next heartbeat.
       executor = await startExecutor({
-        ...common, capabilities: caps, onChange: () => membership.heartbeatNow(),
+        ...common,
+        capabilities: caps,
+        onChange: () => membership.heartbeatNow(),
         peersWith: (capability) => onlineCapabilities(membership.registry).get(capability) ?? 0,
       });
     }
@@ -209,7 +218,12 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
 
 /** The `n` subjects with the most dropped messages. */
 function busiest(counts: Record<string, number>, n: number): Record<string, number> {
-  return Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k.slice(0, 300), v]));
+  return Object.fromEntries(
+    Object.entries(counts)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, v]) => [k.slice(0, 300), v]),
+  );
 }
 
 /** Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later). */

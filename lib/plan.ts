@@ -62,25 +62,35 @@ const duration = z.preprocess(
   z.number({ message: "a duration like 500ms, 30s or 2m" }).positive({ message: "a duration above 0" }),
 );
 
-const taskSchema = z.strictObject({
-  id: taskId,
-  capability: z.string({ message: CAP_RULE }).regex(ID_PATTERN, { message: CAP_RULE }),
-  prompt: z.string({ message: "a non-empty text" }).min(1, { message: "a non-empty text" }),
-  depends_on: z.preprocess((v) => (typeof v === "string" ? [v] : v), z.array(taskId)).default([]),
-  priority: z.number({ message: "an integer from 0 to 3" }).int({ message: "an integer from 0 to 3" })
-    .min(0, { message: "an integer from 0 to 3" }).max(3, { message: "an integer from 0 to 3" }).default(1),
-  timeout: duration.optional(),
-  timeout_ms: duration.optional(),
-  required: z.boolean({ message: "true or false" }).default(true),
-  title: z.string({ message: "a short text" }).min(1).max(80, { message: "at most 80 characters" }).optional(),
-  node: z.string({ message: CAP_RULE }).regex(ID_PATTERN, { message: `a node id: ${CAP_RULE}` }).optional(),
-}).refine((t) => t.timeout === undefined || t.timeout_ms === undefined, {
-  path: ["timeout"],
-  message: "use timeout or timeout_ms, not both",
-}).transform(({ timeout, timeout_ms, ...rest }): PlanTask => {
-  const ms = timeout_ms ?? timeout;
-  return ms === undefined ? rest : { ...rest, timeout_ms: ms };
-});
+const taskSchema = z
+  .strictObject({
+    id: taskId,
+    capability: z.string({ message: CAP_RULE }).regex(ID_PATTERN, { message: CAP_RULE }),
+    prompt: z.string({ message: "a non-empty text" }).min(1, { message: "a non-empty text" }),
+    depends_on: z.preprocess((v) => (typeof v === "string" ? [v] : v), z.array(taskId)).default([]),
+    priority: z
+      .number({ message: "an integer from 0 to 3" })
+      .int({ message: "an integer from 0 to 3" })
+      .min(0, { message: "an integer from 0 to 3" })
+      .max(3, { message: "an integer from 0 to 3" })
+      .default(1),
+    timeout: duration.optional(),
+    timeout_ms: duration.optional(),
+    required: z.boolean({ message: "true or false" }).default(true),
+    title: z.string({ message: "a short text" }).min(1).max(80, { message: "at most 80 characters" }).optional(),
+    node: z
+      .string({ message: CAP_RULE })
+      .regex(ID_PATTERN, { message: `a node id: ${CAP_RULE}` })
+      .optional(),
+  })
+  .refine((t) => t.timeout === undefined || t.timeout_ms === undefined, {
+    path: ["timeout"],
+    message: "use timeout or timeout_ms, not both",
+  })
+  .transform(({ timeout, timeout_ms, ...rest }): PlanTask => {
+    const ms = timeout_ms ?? timeout;
+    return ms === undefined ? rest : { ...rest, timeout_ms: ms };
+  });
 
 export const planSchema = z.strictObject({
   tasks: z.array(taskSchema, { message: "a list of tasks" }),
@@ -180,13 +190,24 @@ export function validatePlan(plan: Plan, limits: PlanLimits): void {
   // First, before any check that costs more than linear time: a hostile ~1 MB plan of 12 000 chained
   // tasks would otherwise block the coordinator for seconds (topoLevels and longestChain are quadratic).
   if (tasks.length > limits.maxFanout * limits.maxDepth) {
-    fail(`${tasks.length} tasks, more than max_fanout x max_depth = ${limits.maxFanout * limits.maxDepth}`, tasks.map((t) => t.id));
+    fail(
+      `${tasks.length} tasks, more than max_fanout x max_depth = ${limits.maxFanout * limits.maxDepth}`,
+      tasks.map((t) => t.id),
+    );
   }
 
   const badIds = tasks.filter((t) => !TASK_ID_PATTERN.test(t.id));
-  if (badIds.length > 0) fail(`task id ${badIds.map((t) => JSON.stringify(t.id)).join(", ")}: use ${TASK_ID_RULE}`, badIds.map((t) => t.id));
+  if (badIds.length > 0)
+    fail(
+      `task id ${badIds.map((t) => JSON.stringify(t.id)).join(", ")}: use ${TASK_ID_RULE}`,
+      badIds.map((t) => t.id),
+    );
   const badCaps = tasks.filter((t) => !ID_PATTERN.test(t.capability));
-  if (badCaps.length > 0) fail(`capability ${JSON.stringify(badCaps[0]?.capability)} of task ${badCaps[0]?.id}: use ${CAP_RULE}`, badCaps.map((t) => t.id));
+  if (badCaps.length > 0)
+    fail(
+      `capability ${JSON.stringify(badCaps[0]?.capability)} of task ${badCaps[0]?.id}: use ${CAP_RULE}`,
+      badCaps.map((t) => t.id),
+    );
 
   const seen = new Set<string>();
   const dups = new Set<string>();
@@ -194,7 +215,11 @@ export function validatePlan(plan: Plan, limits: PlanLimits): void {
   if (dups.size > 0) fail(`duplicate task id ${[...dups].join(", ")}`, [...dups]);
 
   const self = tasks.filter((t) => t.depends_on.includes(t.id));
-  if (self.length > 0) fail(`self-dependency: ${self.map((t) => `${t.id} depends on itself`).join("; ")}`, self.map((t) => t.id));
+  if (self.length > 0)
+    fail(
+      `self-dependency: ${self.map((t) => `${t.id} depends on itself`).join("; ")}`,
+      self.map((t) => t.id),
+    );
 
   const unknown = tasks.flatMap((t) => t.depends_on.filter((d) => !seen.has(d)).map((d) => ({ task: t.id, dep: d })));
   if (unknown.length > 0) {
@@ -207,31 +232,41 @@ export function validatePlan(plan: Plan, limits: PlanLimits): void {
   const nodes = limits.nodes;
   const unpinnable = nodes ? tasks.filter((t) => t.node !== undefined && !nodes.has(t.node)) : [];
   if (unpinnable.length > 0) {
-    fail(`${unpinnable.map((t) => `task ${t.id} is pinned to node ${t.node}`).join("; ")}, which is not online`, unpinnable.map((t) => t.id));
+    fail(
+      `${unpinnable.map((t) => `task ${t.id} is pinned to node ${t.node}`).join("; ")}, which is not online`,
+      unpinnable.map((t) => t.id),
+    );
   }
   const missing = tasks.filter((t) => !limits.capabilities.has(t.capability));
   if (missing.length > 0) {
     const online = [...limits.capabilities].sort().join(", ") || "(none)";
-    fail(`${missing.map((t) => `task ${t.id} needs capability ${t.capability}`).join("; ")}, which no online node offers ` +
-      `(online capabilities: ${online})`, missing.map((t) => t.id));
+    fail(
+      `${missing.map((t) => `task ${t.id} needs capability ${t.capability}`).join("; ")}, which no online node offers ` +
+        `(online capabilities: ${online})`,
+      missing.map((t) => t.id),
+    );
   }
 
   const big = tasks.filter((t) => utf8.encode(t.prompt).length > limits.maxPromptBytes);
   if (big.length > 0) {
-    fail(`prompt of task ${big.map((t) => `${t.id} is ${utf8.encode(t.prompt).length} bytes`).join(", ")}; ` +
-      `the limit is ${limits.maxPromptBytes} bytes (swarm.tasks.max_prompt_bytes)`, big.map((t) => t.id));
+    fail(
+      `prompt of task ${big.map((t) => `${t.id} is ${utf8.encode(t.prompt).length} bytes`).join(", ")}; ` +
+        `the limit is ${limits.maxPromptBytes} bytes (swarm.tasks.max_prompt_bytes)`,
+      big.map((t) => t.id),
+    );
   }
 
   const levels = topoLevels(plan);
   if (levels.length > limits.maxDepth) {
     const chain = longestChain(plan);
-    fail(`dependency chain of ${levels.length} tasks (${chain.join(" -> ")}) is deeper than ` +
-      `swarm.tasks.max_depth ${limits.maxDepth}`, chain);
+    fail(
+      `dependency chain of ${levels.length} tasks (${chain.join(" -> ")}) is deeper than ` + `swarm.tasks.max_depth ${limits.maxDepth}`,
+      chain,
+    );
   }
   const wide = levels.find((l) => l.length > limits.maxFanout);
   if (wide) {
-    fail(`${wide.length} tasks could run at once (${wide.join(", ")}), more than swarm.tasks.max_fanout ` +
-      `${limits.maxFanout}`, wide);
+    fail(`${wide.length} tasks could run at once (${wide.join(", ")}), more than swarm.tasks.max_fanout ` + `${limits.maxFanout}`, wide);
   }
 }
 

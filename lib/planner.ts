@@ -15,8 +15,7 @@ export interface PlanLimitsInput {
 /** Capabilities that run the swarm rather than sub-tasks. */
 const NOT_FOR_TASKS = new Set(["coordination", "scheduling"]);
 
-const REVIEW_WORDS =
-  /\b(review(s|ed|ing)?|audit(s|ed|ing)?|look(ing)? over|pr|prs|pull request|diff(s)?|change(s|set)?|patch(es)?)\b/i;
+const REVIEW_WORDS = /\b(review(s|ed|ing)?|audit(s|ed|ing)?|look(ing)? over|pr|prs|pull request|diff(s)?|change(s|set)?|patch(es)?)\b/i;
 
 interface ReviewArea {
   id: string;
@@ -25,14 +24,26 @@ interface ReviewArea {
 }
 
 const REVIEW_AREAS: ReviewArea[] = [
-  { id: "code", capabilities: ["code", "rust", "go", "python", "typescript", "javascript", "java", "cpp", "c"],
-    focus: "the code itself: correctness, bugs, edge cases, error handling, readability and design" },
-  { id: "security", capabilities: ["security", "audit"],
-    focus: "security: injection, authentication and authorisation, secrets, unsafe input handling, unsafe defaults and risky dependencies" },
-  { id: "docs", capabilities: ["docs", "writing", "documentation"],
-    focus: "documentation: comments, docstrings, README and API docs, naming; what is missing, outdated or misleading" },
-  { id: "testing", capabilities: ["testing", "qa", "test"],
-    focus: "testing: which cases are covered, which are missing (edge cases, failures), and concrete tests to add" },
+  {
+    id: "code",
+    capabilities: ["code", "rust", "go", "python", "typescript", "javascript", "java", "cpp", "c"],
+    focus: "the code itself: correctness, bugs, edge cases, error handling, readability and design",
+  },
+  {
+    id: "security",
+    capabilities: ["security", "audit"],
+    focus: "security: injection, authentication and authorisation, secrets, unsafe input handling, unsafe defaults and risky dependencies",
+  },
+  {
+    id: "docs",
+    capabilities: ["docs", "writing", "documentation"],
+    focus: "documentation: comments, docstrings, README and API docs, naming; what is missing, outdated or misleading",
+  },
+  {
+    id: "testing",
+    capabilities: ["testing", "qa", "test"],
+    focus: "testing: which cases are covered, which are missing (edge cases, failures), and concrete tests to add",
+  },
 ];
 
 /** Online capabilities sub-tasks may use (nodes > 0, not the coordinator's own). */
@@ -58,8 +69,10 @@ function uniqueId(base: string, used: Set<string>): string {
 }
 
 function focusPrompt(cap: string, request: string): string {
-  return `You are the ${cap} specialist of a swarm. Handle the part of this request that concerns ${cap}; ` +
-    `other nodes cover the rest, and a coordinator merges the results.\n\n${request}`;
+  return (
+    `You are the ${cap} specialist of a swarm. Handle the part of this request that concerns ${cap}; ` +
+    `other nodes cover the rest, and a coordinator merges the results.\n\n${request}`
+  );
 }
 
 function reviewTasks(request: string, caps: Set<string>): PlanTask[] {
@@ -67,7 +80,8 @@ function reviewTasks(request: string, caps: Set<string>): PlanTask[] {
   for (const area of REVIEW_AREAS) {
     const cap = area.capabilities.find((c) => caps.has(c)) ?? (caps.has("general") ? "general" : undefined);
     if (cap === undefined) continue;
-    const prompt = `You are the ${area.id} reviewer of a swarm. Review only for ${area.focus}. Other reviewers ` +
+    const prompt =
+      `You are the ${area.id} reviewer of a swarm. Review only for ${area.focus}. Other reviewers ` +
       `cover the other areas. Be specific: name the file, function or line and suggest a fix.\n\n${request}`;
     out.push(task(area.id, cap, prompt, `${area.id} review`));
   }
@@ -122,7 +136,7 @@ function systemPrompt(caps: string[], limits: PlanLimitsInput): string {
     `- capability: exactly one of the capabilities online now: ${caps.join(", ") || "(none)"}. No other value is allowed.`,
     "- prompt: a complete, self-contained instruction, including the parts of the request the task needs.",
     "- depends_on: ids of tasks whose results this task needs ([] when none); no cycles.",
-    "- priority: integer 0-3, 3 most urgent (default 1). title: a short label like \"security review\".",
+    '- priority: integer 0-3, 3 most urgent (default 1). title: a short label like "security review".',
     `- At most ${limits.maxFanout} tasks can run at once, dependency chains at most ${limits.maxDepth} tasks long, ` +
       `at most ${limits.maxFanout * limits.maxDepth} tasks in all, each prompt under ${limits.maxPromptBytes} bytes.`,
   ].join("\n");

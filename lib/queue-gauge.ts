@@ -74,10 +74,11 @@ function taskConsumerMatcher(names: SwarmNames): (name: string) => boolean {
     return { head: built.slice(0, at), tail: built.slice(at + MARK.length) };
   });
   return (name) =>
-    shapes.some(({ head, tail }) =>
-      name.length > head.length + tail.length &&
-      name.startsWith(head) &&
-      name.endsWith(tail) &&
-      ID_PATTERN.test(name.slice(head.length, name.length - tail.length)));
+    shapes.some(
+      ({ head, tail }) =>
+        name.length > head.length + tail.length &&
+        name.startsWith(head) &&
+        name.endsWith(tail) &&
+        ID_PATTERN.test(name.slice(head.length, name.length - tail.length)),
+    );
 }
-

@@ -5,11 +5,11 @@ import type { JetStreamClient, KV } from "nats";
 import type { Logger } from "./log.ts";
 import { encode } from "./messages.ts";
 import type { Plan, PlanTask } from "./plan.ts";
+import { type Signer, signMessage, type Verdict } from "./signing.ts";
 import type { SwarmNames } from "./subjects.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
 import type { TaskEvent, TaskMsg, TaskResult } from "./task-messages.ts";
 import { readResult } from "./task-records.ts";
-import { signMessage, type Signer, type Verdict } from "./signing.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
 interface Tracked {
@@ -67,10 +67,12 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
   const done = () => {
     over = true;
     clearInterval(reconcile);
-    finish(plan.tasks.map((t) => {
-      const x = tracked.get(t.id)!;
-      return { id: t.id, title: titleOf(t), capability: t.capability, required: t.required, result: x.result, skipped: x.skipped };
-    }));
+    finish(
+      plan.tasks.map((t) => {
+        const x = tracked.get(t.id)!;
+        return { id: t.id, title: titleOf(t), capability: t.capability, required: t.required, result: x.result, skipped: x.skipped };
+      }),
+    );
   };
   const guard = (work: () => Promise<void>) => {
     work().catch((err) => {
@@ -85,9 +87,16 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
     const t = x.task;
     const deps = t.depends_on.map((id) => tracked.get(id)!);
     const msg: TaskMsg = {
-      v: 1, request, task: t.id, title: titleOf(t), capability: t.capability, priority: t.priority, prompt: t.prompt,
+      v: 1,
+      request,
+      task: t.id,
+      title: titleOf(t),
+      capability: t.capability,
+      priority: t.priority,
+      prompt: t.prompt,
       inputs: deps.map((d) => ({ task: d.task.id, title: titleOf(d.task), result: d.result?.text ?? "" })),
-      timeout_ms: t.timeout_ms ?? ctx.defaultTimeoutMs, coordinator: ctx.coordinator,
+      timeout_ms: t.timeout_ms ?? ctx.defaultTimeoutMs,
+      coordinator: ctx.coordinator,
     };
     const pinned = t.node !== undefined && !viaQueue && !offline.has(t.node);
     const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
@@ -98,7 +107,13 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
       msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
       headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
     });
-    ctx.log.debug("Task queued", { task: t.id, request, capability: t.capability, priority: t.priority, node: pinned ? t.node : undefined });
+    ctx.log.debug("Task queued", {
+      task: t.id,
+      request,
+      capability: t.capability,
+      priority: t.priority,
+      node: pinned ? t.node : undefined,
+    });
   };
 
   const dispatchReady = async (): Promise<void> => {
@@ -148,10 +163,13 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
 
   guard(async () => {
     // Resuming: whatever already has a result is settled without running again.
-    if (resumed) await Promise.all(plan.tasks.map(async (t) => {
-      const r = await readResult(ctx.kv, request, t.id);
-      if (r) Object.assign(tracked.get(t.id)!, { result: r, state: r.status });
-    }));
+    if (resumed)
+      await Promise.all(
+        plan.tasks.map(async (t) => {
+          const r = await readResult(ctx.kv, request, t.id);
+          if (r) Object.assign(tracked.get(t.id)!, { result: r, state: r.status });
+        }),
+      );
     await dispatchReady();
   });
 

@@ -25,7 +25,8 @@ export interface Signer {
 
 /** `picoclaw keygen [PATH]`: a new key pair; the seed file is readable by its owner only. */
 export function generateKeyFile(path: string): string {
-  if (existsSync(path)) throw new ConfigError("keygen", "command line", "a path where no key file exists yet (refusing to overwrite)", path);
+  if (existsSync(path))
+    throw new ConfigError("keygen", "command line", "a path where no key file exists yet (refusing to overwrite)", path);
   const kp = createUser();
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600 });
@@ -40,7 +41,12 @@ export function loadSigner(cfg: Config): Signer | undefined {
   try {
     seed = readFileSync(s.key_file!, "utf8").trim();
   } catch (err) {
-    throw new ConfigError("swarm.security.key_file", "config", "a readable nkey seed file (picoclaw keygen)", `${s.key_file} (${(err as Error).message})`);
+    throw new ConfigError(
+      "swarm.security.key_file",
+      "config",
+      "a readable nkey seed file (picoclaw keygen)",
+      `${s.key_file} (${(err as Error).message})`,
+    );
   }
   try {
     const kp = fromSeed(new TextEncoder().encode(seed));
@@ -106,7 +112,9 @@ export async function verifyTaskMessage(msg: JsMsg, trusted: Set<string>, maxSke
 }
 
 function resultDigest(r: TaskResult): Uint8Array {
-  const body = createHash("sha256").update(r.text ?? r.error ?? "").digest("hex");
+  const body = createHash("sha256")
+    .update(r.text ?? r.error ?? "")
+    .digest("hex");
   return new TextEncoder().encode(`${r.request}\n${r.task}\n${r.status}\n${r.node}\n${r.attempts}\n${body}`);
 }
 
@@ -118,7 +126,9 @@ export function verifyResult(r: TaskResult, trusted: Set<string>): Verdict {
   if (!r.signer || !r.signature) return { ok: false, reason: "unsigned result" };
   if (!trusted.has(r.signer)) return { ok: false, reason: `result signed by untrusted key ${r.signer.slice(0, 8)}…` };
   try {
-    return fromPublic(r.signer).verify(resultDigest(r), Buffer.from(r.signature, "base64")) ? { ok: true } : { ok: false, reason: "bad result signature" };
+    return fromPublic(r.signer).verify(resultDigest(r), Buffer.from(r.signature, "base64"))
+      ? { ok: true }
+      : { ok: false, reason: "bad result signature" };
   } catch {
     return { ok: false, reason: "bad result signature" };
   }

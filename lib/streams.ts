@@ -28,12 +28,30 @@ export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamCon
     duplicate_window: nanos(120_000),
   };
   return [
-    { ...common, name: names.streams.requests, subjects: names.streamSubjects.requests,
-      retention: RetentionPolicy.Workqueue, max_bytes: 256 * MiB, discard: DiscardPolicy.New },
-    { ...common, name: names.streams.tasks, subjects: names.streamSubjects.tasks,
-      retention: RetentionPolicy.Workqueue, max_bytes: 1024 * MiB, discard: DiscardPolicy.New },
-    { ...common, name: names.streams.events, subjects: names.streamSubjects.events,
-      retention: RetentionPolicy.Limits, max_bytes: 256 * MiB, discard: DiscardPolicy.Old },
+    {
+      ...common,
+      name: names.streams.requests,
+      subjects: names.streamSubjects.requests,
+      retention: RetentionPolicy.Workqueue,
+      max_bytes: 256 * MiB,
+      discard: DiscardPolicy.New,
+    },
+    {
+      ...common,
+      name: names.streams.tasks,
+      subjects: names.streamSubjects.tasks,
+      retention: RetentionPolicy.Workqueue,
+      max_bytes: 1024 * MiB,
+      discard: DiscardPolicy.New,
+    },
+    {
+      ...common,
+      name: names.streams.events,
+      subjects: names.streamSubjects.events,
+      retention: RetentionPolicy.Limits,
+      max_bytes: 256 * MiB,
+      discard: DiscardPolicy.Old,
+    },
   ];
 }
 

@@ -1,17 +1,17 @@
 // `picoclaw submit`: publish a request, follow its events (one live line per sub-task), print the answer.
 import { randomBytes } from "node:crypto";
 import { RequestStrategy } from "nats";
+import { openClient } from "./client.ts";
 import type { Config } from "./config.ts";
 import { formatDuration } from "./duration.ts";
 import type { Logger } from "./log.ts";
 import { decode, encode, nodeInfoSchema } from "./messages.ts";
-import { openClient } from "./client.ts";
 import { ensureStreams } from "./streams.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
   type RequestEvent,
-  requestEventSchema,
   type RequestMsg,
+  requestEventSchema,
   type TaskEvent,
   taskEventSchema,
 } from "./task-messages.ts";
@@ -115,7 +115,11 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
             l.endedAt = ev.at;
           }
           if (l.state !== before) {
-            const extra = ev.error ? `: ${ev.error}` : ev.kind === "completed" ? ` in ${formatDuration(ev.elapsed_ms ?? 0)}, ${l.tokens} tokens` : "";
+            const extra = ev.error
+              ? `: ${ev.error}`
+              : ev.kind === "completed"
+                ? ` in ${formatDuration(ev.elapsed_ms ?? 0)}, ${l.tokens} tokens`
+                : "";
             say(`  ${l.title}: ${l.state} on ${ev.node}${extra}`);
           }
           draw();
@@ -132,7 +136,9 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     const warnTimer = setTimeout(async () => {
       if (accepted) return;
       if ((await countCoordinators(nc, names.query, identity.node)) === 0) {
-        process.stderr.write(`waiting: no coordinator is online in swarm ${identity.hid}; the request stays queued and is answered when one starts\n`);
+        process.stderr.write(
+          `waiting: no coordinator is online in swarm ${identity.hid}; the request stays queued and is answered when one starts\n`,
+        );
       }
     }, NO_COORDINATOR_CHECK_MS);
 
@@ -141,7 +147,9 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     clearInterval(ticker);
     draw();
     if (!ev) {
-      process.stderr.write(`picoclaw: no answer to request ${request} within ${formatDuration(o.timeoutMs)}; it stays queued or in progress in the swarm\n`);
+      process.stderr.write(
+        `picoclaw: no answer to request ${request} within ${formatDuration(o.timeoutMs)}; it stays queued or in progress in the swarm\n`,
+      );
       return 3;
     }
     if (ev.kind === "failed") {

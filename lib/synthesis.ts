@@ -61,8 +61,10 @@ export function structuredReport(s: SynthesisInput): string {
       continue;
     }
     const r = o.result!;
-    lines.push(`node ${r.node} · capability ${r.capability} · ${formatDuration(r.finished_at - r.started_at)} · ` +
-      `attempt ${r.attempts} · ${r.usage.total_tokens} tokens${o.required ? "" : " · optional"}`);
+    lines.push(
+      `node ${r.node} · capability ${r.capability} · ${formatDuration(r.finished_at - r.started_at)} · ` +
+        `attempt ${r.attempts} · ${r.usage.total_tokens} tokens${o.required ? "" : " · optional"}`,
+    );
     lines.push("");
     if (r.status === "completed") lines.push(r.text ?? "");
     else {
@@ -77,7 +79,11 @@ export function structuredReport(s: SynthesisInput): string {
  * LLM merge; on any failure falls back to the structured report with a note, so an answer always comes.
  * The structured per-sub-task status lines are kept under the merged text so nothing is hidden.
  */
-export async function synthesize(s: SynthesisInput, llm: LlmProvider, signal?: AbortSignal): Promise<{ text: string; usage?: LlmUsage; by: "llm" | "report" }> {
+export async function synthesize(
+  s: SynthesisInput,
+  llm: LlmProvider,
+  signal?: AbortSignal,
+): Promise<{ text: string; usage?: LlmUsage; by: "llm" | "report" }> {
   const report = structuredReport(s);
   const usable = s.outcomes.filter((o) => o.result?.status === "completed");
   if (llm.kind === "echo" || usable.length < 2) return { text: report, by: "report" };
@@ -86,7 +92,11 @@ export async function synthesize(s: SynthesisInput, llm: LlmProvider, signal?: A
     const c = await llm.complete({
       signal,
       messages: [
-        { role: "system", content: "You merge the results of several specialist agents into one answer to the user's request. Keep every finding; remove repetition; say which parts failed. Markdown." },
+        {
+          role: "system",
+          content:
+            "You merge the results of several specialist agents into one answer to the user's request. Keep every finding; remove repetition; say which parts failed. Markdown.",
+        },
         { role: "user", content: `Request:\n${s.requestText}\n\nResults:\n\n${sections}` },
       ],
     });

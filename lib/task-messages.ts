@@ -93,14 +93,16 @@ export type TaskEvent = z.infer<typeof taskEventSchema>;
 export const planSummarySchema = z.object({
   planner: z.enum(["explicit", "llm", "heuristic"]),
   note: z.string().optional(),
-  tasks: z.array(z.object({
-    id: id,
-    title: z.string(),
-    capability: id,
-    priority: z.number().int(),
-    depends_on: z.array(id),
-    required: z.boolean(),
-  })),
+  tasks: z.array(
+    z.object({
+      id: id,
+      title: z.string(),
+      capability: id,
+      priority: z.number().int(),
+      depends_on: z.array(id),
+      required: z.boolean(),
+    }),
+  ),
 });
 export type PlanSummary = z.infer<typeof planSummarySchema>;
 

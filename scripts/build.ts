@@ -10,8 +10,10 @@ for (const file of roles) {
   const name = file === "picoclaw.ts" ? "picoclaw" : `picoclaw-${file.replace(/\.ts$/, "")}`;
   const out = join(root, "dist", name);
   const started = Date.now();
-  const proc = Bun.spawnSync(["bun", "build", "--compile", "--minify", "--bytecode", "--format=esm",
-    join(root, "roles", file), "--outfile", out], { cwd: root, stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawnSync(
+    ["bun", "build", "--compile", "--minify", "--bytecode", "--format=esm", join(root, "roles", file), "--outfile", out],
+    { cwd: root, stdout: "pipe", stderr: "pipe" },
+  );
   if (proc.exitCode !== 0) {
     console.error(`build of roles/${file} failed:\n${proc.stderr.toString()}${proc.stdout.toString()}`);
     process.exit(1);

@@ -1,7 +1,7 @@
 // `picoclaw --swarm.check-nats` against a good server, a dead port, and a server without JetStream.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { freePort } from "../lib/embedded-nats.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { runRole } from "./helpers/role-process.ts";
 
 let js: NatsServer;

@@ -4,8 +4,8 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { FAST, reaper, ROOT, runRole, spawnRole } from "./helpers/role-process.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
+import { FAST, ROOT, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 
 let nats: NatsServer;
 const procs = reaper();
@@ -30,8 +30,12 @@ test("bun run build produces one executable per role and the all-in-one", () => 
 
 test("compiled picoclaw runs the guide's commands: coordinator and worker join, dashboard --json sees both", async () => {
   const args = ["--swarm.nats.urls", nats.url, "--swarm.hid", "bin1", ...FAST];
-  const coord = procs.track(spawnRole("picoclaw", ["--swarm.enabled", "--swarm.role", "coordinator", ...args], { binary: dist("picoclaw") }));
-  const worker = procs.track(spawnRole("picoclaw-worker", ["--swarm.capabilities", "code,research", ...args], { binary: dist("picoclaw-worker") }));
+  const coord = procs.track(
+    spawnRole("picoclaw", ["--swarm.enabled", "--swarm.role", "coordinator", ...args], { binary: dist("picoclaw") }),
+  );
+  const worker = procs.track(
+    spawnRole("picoclaw-worker", ["--swarm.capabilities", "code,research", ...args], { binary: dist("picoclaw-worker") }),
+  );
   await coord.waitForLine(/Node joined swarm .*role=worker capabilities=code,research/);
   await worker.waitForLine(/Node joined swarm .*role=coordinator/);
   const r = await runRole("picoclaw-dashboard", ["--json", ...args], { binary: dist("picoclaw-dashboard") });

@@ -6,7 +6,12 @@ import { parse } from "yaml";
 import { loadConfig } from "../lib/config.ts";
 import { ROOT } from "./helpers/role-process.ts";
 
-interface Service { image: string; command?: string; environment?: string[]; deploy?: { replicas?: number } }
+interface Service {
+  image: string;
+  command?: string;
+  environment?: string[];
+  deploy?: { replicas?: number };
+}
 
 const compose = parse(readFileSync(join(ROOT, "compose.yaml"), "utf8")) as { services: Record<string, Service> };
 

@@ -5,8 +5,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCli } from "../lib/cli.ts";
-import { configKeys } from "../lib/config-schema.ts";
 import { type Config, type ConfigInputs, describeConfig, type LoadedConfig, loadConfig, redactedConfig } from "../lib/config.ts";
+import { configKeys } from "../lib/config-schema.ts";
 import { ConfigError } from "../lib/errors.ts";
 import { runRole, tempHome } from "./helpers/role-process.ts";
 
@@ -367,12 +367,16 @@ describe("environment variables", () => {
   test("PICOCLAW_SWARM_ENABLED: true/false and the usual spellings", () => {
     expect(load().config.swarm.enabled).toBe(false);
     for (const on of ["true", "TRUE", "1", "yes", "on"]) {
-      expect({ value: on, enabled: load({ env: { PICOCLAW_SWARM_ENABLED: on } }).config.swarm.enabled })
-        .toEqual({ value: on, enabled: true });
+      expect({ value: on, enabled: load({ env: { PICOCLAW_SWARM_ENABLED: on } }).config.swarm.enabled }).toEqual({
+        value: on,
+        enabled: true,
+      });
     }
     for (const off of ["false", "0", "no", "off"]) {
-      expect({ value: off, enabled: load({ env: { PICOCLAW_SWARM_ENABLED: off } }).config.swarm.enabled })
-        .toEqual({ value: off, enabled: false });
+      expect({ value: off, enabled: load({ env: { PICOCLAW_SWARM_ENABLED: off } }).config.swarm.enabled }).toEqual({
+        value: off,
+        enabled: false,
+      });
     }
   });
 
@@ -466,87 +470,132 @@ describe("max_concurrent and max-concurrent are the same key", () => {
 
 describe("invalid values are rejected with key, source and what is allowed", () => {
   test("bad role", () => {
-    const err = expectConfigError(() => load({ flags: { "swarm.role": "boss" } }),
-      { key: "swarm.role", source: "flag --swarm.role", allowed: "coordinator | worker | specialist" });
+    const err = expectConfigError(() => load({ flags: { "swarm.role": "boss" } }), {
+      key: "swarm.role",
+      source: "flag --swarm.role",
+      allowed: "coordinator | worker | specialist",
+    });
     expect(err.message).toContain('"boss"');
   });
 
   test("bad role from env names the variable", () => {
-    expectConfigError(() => load({ env: { PICOCLAW_SWARM_ROLE: "leader" } }),
-      { key: "swarm.role", source: "env PICOCLAW_SWARM_ROLE", allowed: "coordinator | worker | specialist" });
+    expectConfigError(() => load({ env: { PICOCLAW_SWARM_ROLE: "leader" } }), {
+      key: "swarm.role",
+      source: "env PICOCLAW_SWARM_ROLE",
+      allowed: "coordinator | worker | specialist",
+    });
   });
 
   for (const bad of ["abc", "1.5", "0", "-1", "1001", ""]) {
     test(`max_concurrent ${JSON.stringify(bad)} is not an integer from 1 to 1000`, () => {
-      expectConfigError(() => load({ flags: { "swarm.max_concurrent": bad } }),
-        { key: "swarm.max_concurrent", source: "flag --swarm.max_concurrent", allowed: "an integer from 1 to 1000" });
+      expectConfigError(() => load({ flags: { "swarm.max_concurrent": bad } }), {
+        key: "swarm.max_concurrent",
+        source: "flag --swarm.max_concurrent",
+        allowed: "an integer from 1 to 1000",
+      });
     });
   }
 
   test("max_concurrent: 0 in a config file names the file", () => {
     const path = yamlFile("swarm:\n  max_concurrent: 0\n");
-    expectConfigError(() => load({ configPath: path }),
-      { key: "swarm.max_concurrent", source: `config file ${path}`, allowed: "an integer from 1 to 1000" });
+    expectConfigError(() => load({ configPath: path }), {
+      key: "swarm.max_concurrent",
+      source: `config file ${path}`,
+      allowed: "an integer from 1 to 1000",
+    });
   });
 
   test("bad duration 10q (env)", () => {
-    expectConfigError(() => load({ env: { PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL: "10q" } }),
-      { key: "swarm.nats.heartbeat_interval", source: "env PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL", allowed: "500ms, 10s, 2m" });
+    expectConfigError(() => load({ env: { PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL: "10q" } }), {
+      key: "swarm.nats.heartbeat_interval",
+      source: "env PICOCLAW_SWARM_NATS_HEARTBEAT_INTERVAL",
+      allowed: "500ms, 10s, 2m",
+    });
   });
 
   test("bad duration in a config file", () => {
     const path = yamlFile("swarm:\n  nats:\n    node_timeout: soon\n");
-    expectConfigError(() => load({ configPath: path }),
-      { key: "swarm.nats.node_timeout", source: `config file ${path}`, allowed: "a duration like" });
+    expectConfigError(() => load({ configPath: path }), {
+      key: "swarm.nats.node_timeout",
+      source: `config file ${path}`,
+      allowed: "a duration like",
+    });
   });
 
   test("node_timeout not longer than heartbeat_interval", () => {
     const path = yamlFile("swarm:\n  nats:\n    heartbeat_interval: 10s\n    node_timeout: 10s\n");
-    expectConfigError(() => load({ configPath: path }),
-      { key: "swarm.nats.node_timeout", source: `config file ${path}`, allowed: "longer than swarm.nats.heartbeat_interval" });
-    expectConfigError(() => load({ flags: { "swarm.nats.node_timeout": "5s" } }),
-      { key: "swarm.nats.node_timeout", source: "flag --swarm.nats.node_timeout", allowed: "longer than swarm.nats.heartbeat_interval" });
+    expectConfigError(() => load({ configPath: path }), {
+      key: "swarm.nats.node_timeout",
+      source: `config file ${path}`,
+      allowed: "longer than swarm.nats.heartbeat_interval",
+    });
+    expectConfigError(() => load({ flags: { "swarm.nats.node_timeout": "5s" } }), {
+      key: "swarm.nats.node_timeout",
+      source: "flag --swarm.nats.node_timeout",
+      allowed: "longer than swarm.nats.heartbeat_interval",
+    });
   });
 
   for (const bad of ["code,a.b", "x*", "code,>", "deep learning"]) {
     test(`capability list ${JSON.stringify(bad)} is rejected (dot, star, > or space)`, () => {
-      const err = expectConfigError(() => load({ flags: { "swarm.capabilities": bad } }),
-        { key: "swarm.capabilities", source: "flag --swarm.capabilities", allowed: "A-Z a-z 0-9 _ -" });
+      const err = expectConfigError(() => load({ flags: { "swarm.capabilities": bad } }), {
+        key: "swarm.capabilities",
+        source: "flag --swarm.capabilities",
+        allowed: "A-Z a-z 0-9 _ -",
+      });
       expect(err.message).toContain("no dots, spaces, '*' or '>'");
     });
   }
 
   test("a bad id from env: PICOCLAW_SWARM_HID with a dot", () => {
-    expectConfigError(() => load({ env: { PICOCLAW_SWARM_HID: "prod.eu" } }),
-      { key: "swarm.hid", source: "env PICOCLAW_SWARM_HID", allowed: "A-Z a-z 0-9 _ -" });
+    expectConfigError(() => load({ env: { PICOCLAW_SWARM_HID: "prod.eu" } }), {
+      key: "swarm.hid",
+      source: "env PICOCLAW_SWARM_HID",
+      allowed: "A-Z a-z 0-9 _ -",
+    });
   });
 
   for (const bad of ["http://nats:4222", "localhost", "nats://"]) {
     test(`NATS URL ${JSON.stringify(bad)} is rejected`, () => {
-      expectConfigError(() => load({ flags: { "swarm.nats.urls": bad } }),
-        { key: "swarm.nats.urls", source: "flag --swarm.nats.urls", allowed: "nats://host:4222" });
+      expectConfigError(() => load({ flags: { "swarm.nats.urls": bad } }), {
+        key: "swarm.nats.urls",
+        source: "flag --swarm.nats.urls",
+        allowed: "nats://host:4222",
+      });
     });
   }
 
   test("an empty NATS URL list is rejected", () => {
-    expectConfigError(() => load({ env: { PICOCLAW_SWARM_NATS_URLS: " , " } }),
-      { key: "swarm.nats.urls", source: "env PICOCLAW_SWARM_NATS_URLS", allowed: "at least one NATS URL" });
+    expectConfigError(() => load({ env: { PICOCLAW_SWARM_NATS_URLS: " , " } }), {
+      key: "swarm.nats.urls",
+      source: "env PICOCLAW_SWARM_NATS_URLS",
+      allowed: "at least one NATS URL",
+    });
   });
 
   test("bad boolean from env", () => {
-    expectConfigError(() => load({ env: { PICOCLAW_SWARM_ENABLED: "maybe" } }),
-      { key: "swarm.enabled", source: "env PICOCLAW_SWARM_ENABLED", allowed: "true or false" });
+    expectConfigError(() => load({ env: { PICOCLAW_SWARM_ENABLED: "maybe" } }), {
+      key: "swarm.enabled",
+      source: "env PICOCLAW_SWARM_ENABLED",
+      allowed: "true or false",
+    });
   });
 
   test("bad log level", () => {
-    expectConfigError(() => load({ flags: { "log.level": "loud" } }),
-      { key: "log.level", source: "flag --log.level", allowed: "debug | info | warn | error" });
+    expectConfigError(() => load({ flags: { "log.level": "loud" } }), {
+      key: "log.level",
+      source: "flag --log.level",
+      allowed: "debug | info | warn | error",
+    });
   });
 
   test("unknown key in the config file names the key and the file", () => {
     const path = yamlFile("swarm:\n  nats:\n    heartbeat: 10s\n");
-    expectConfigError(() => load({ configPath: path }),
-      { key: "swarm.nats.heartbeat", source: `config file ${path}`, allowed: "a known key" });
+    expectConfigError(() => load({ configPath: path }), {
+      key: "swarm.nats.heartbeat",
+      source: `config file ${path}`,
+      allowed: "a known key",
+    });
     const top = yamlFile("swarms:\n  role: worker\n");
     expectConfigError(() => load({ configPath: top }), { key: "swarms", source: `config file ${top}`, allowed: "a known key" });
   });
@@ -556,7 +605,10 @@ describe("invalid values are rejected with key, source and what is allowed", () 
     expectConfigError(() => load({ configPath: path }), { key: "config file", source: path, allowed: "valid YAML" });
   });
 
-  for (const [what, yaml] of [["a list", "- swarm\n- log\n"], ["a string", "swarm.role=worker\n"]] as const) {
+  for (const [what, yaml] of [
+    ["a list", "- swarm\n- log\n"],
+    ["a string", "swarm.role=worker\n"],
+  ] as const) {
     test(`a YAML top level that is ${what}, not a mapping`, () => {
       const path = yamlFile(yaml);
       expectConfigError(() => load({ configPath: path }), { key: "config file", source: path, allowed: "a YAML mapping" });
@@ -570,18 +622,27 @@ describe("invalid values are rejected with key, source and what is allowed", () 
 
   test("PICOCLAW_CONFIG naming a file that does not exist", () => {
     const missing = join(tempDir(), "nope.yaml");
-    expectConfigError(() => load({ env: { PICOCLAW_CONFIG: missing } }),
-      { key: "--config", source: "env PICOCLAW_CONFIG", allowed: "a readable YAML file" });
+    expectConfigError(() => load({ env: { PICOCLAW_CONFIG: missing } }), {
+      key: "--config",
+      source: "env PICOCLAW_CONFIG",
+      allowed: "a readable YAML file",
+    });
   });
 
   test("an unknown flag key passed to loadConfig", () => {
-    expectConfigError(() => load({ flags: { "swarm.rolez": "worker" } }),
-      { key: "--swarm.rolez", source: "command line", allowed: "known flags" });
+    expectConfigError(() => load({ flags: { "swarm.rolez": "worker" } }), {
+      key: "--swarm.rolez",
+      source: "command line",
+      allowed: "known flags",
+    });
   });
 
   test("an unknown CLI flag (parseCli)", () => {
-    expectConfigError(() => parseCli(["--swarm.enabled", "--swarm.rolee", "worker"]),
-      { key: "--swarm.rolee", source: "command line", allowed: "a known flag" });
+    expectConfigError(() => parseCli(["--swarm.enabled", "--swarm.rolee", "worker"]), {
+      key: "--swarm.rolee",
+      source: "command line",
+      allowed: "a known flag",
+    });
   });
 
   test("a secret that fails validation is not echoed in the error", () => {
@@ -659,8 +720,15 @@ describe("parseCli", () => {
   });
 
   test("the guide's worker: --swarm.capabilities code,research --swarm.nats.urls nats://localhost:4222", () => {
-    const cli = parseCli(["--swarm.enabled", "--swarm.role", "worker", "--swarm.capabilities", "code,research",
-      "--swarm.nats.urls", "nats://localhost:4222"]);
+    const cli = parseCli([
+      "--swarm.enabled",
+      "--swarm.role",
+      "worker",
+      "--swarm.capabilities",
+      "code,research",
+      "--swarm.nats.urls",
+      "nats://localhost:4222",
+    ]);
     const { config } = load({ flags: cli.flags });
     expect(config.swarm.capabilities).toEqual(["code", "research"]);
     expect(config.swarm.nats.urls).toEqual(["nats://localhost:4222"]);
@@ -697,8 +765,11 @@ describe("parseCli", () => {
   test("--swarm.max_concurrent -1 reaches validation and is rejected there", () => {
     const cli = parseCli(["--swarm.max_concurrent", "-1"]);
     expect(cli.flags).toEqual({ "swarm.max_concurrent": "-1" });
-    expectConfigError(() => load({ flags: cli.flags }),
-      { key: "swarm.max_concurrent", source: "flag --swarm.max_concurrent", allowed: "an integer from 1 to 1000" });
+    expectConfigError(() => load({ flags: cli.flags }), {
+      key: "swarm.max_concurrent",
+      source: "flag --swarm.max_concurrent",
+      allowed: "an integer from 1 to 1000",
+    });
   });
 
   test("--config PATH and the config command", () => {

@@ -192,7 +192,10 @@ describe("renderDashboard: tasks", () => {
   test("each running task gets an indented line under its node: task, capability, request, elapsed", () => {
     const nodes = [
       node("claw-a1b2c3d4", { running: 2, tasks: running(2) }),
-      node("claw-b", { running: 1, tasks: [{ request: "r-x", task: "security", capability: "security", started_at: GENERATED - 125_000 }] }),
+      node("claw-b", {
+        running: 1,
+        tasks: [{ request: "r-x", task: "security", capability: "security", started_at: GENERATED - 125_000 }],
+      }),
       node("claw-c"),
     ];
     const s = snapshot({}, nodes);

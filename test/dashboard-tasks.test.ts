@@ -4,8 +4,8 @@ import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DashboardSnapshot, SnapshotNode } from "../lib/snapshot.ts";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, type RoleProcess, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -42,12 +42,29 @@ async function dashboardJson(common: string[]): Promise<DashboardSnapshot> {
 async function dashboardUntil(what: string, common: string[], ok: (s: DashboardSnapshot) => boolean): Promise<DashboardSnapshot> {
   let last: DashboardSnapshot | undefined;
   try {
-    return await waitFor(what, async () => {
-      last = await dashboardJson(common);
-      return ok(last) ? last : undefined;
-    }, WAIT_MS);
+    return await waitFor(
+      what,
+      async () => {
+        last = await dashboardJson(common);
+        return ok(last) ? last : undefined;
+      },
+      WAIT_MS,
+    );
   } catch (err) {
-    const seen = last ? JSON.stringify({ tasks: last.tasks, nodes: last.nodes.map((n) => ({ node: n.node, role: n.role, status: n.status, running: n.running, tasks: n.tasks, done: n.done, failed: n.failed })) }) : "no snapshot";
+    const seen = last
+      ? JSON.stringify({
+          tasks: last.tasks,
+          nodes: last.nodes.map((n) => ({
+            node: n.node,
+            role: n.role,
+            status: n.status,
+            running: n.running,
+            tasks: n.tasks,
+            done: n.done,
+            failed: n.failed,
+          })),
+        })
+      : "no snapshot";
     throw new Error(`${(err as Error).message}\nlast snapshot: ${seen}`);
   }
 }
@@ -57,10 +74,12 @@ test("dashboard --json shows the worker's running tasks, queued/running while th
   const common = ["--swarm.nats.urls", nats.url, "--swarm.hid", hid, ...FAST];
   const home = tempHome();
   const coord = procs.track(spawnRole("coordinator.ts", common, { home, env: { PICOCLAW_LLM_PROVIDER: "echo" } }));
-  const worker = procs.track(spawnRole("worker.ts", [...common, "--swarm.max_concurrent", "2"], {
-    home,
-    env: { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "test" },
-  }));
+  const worker = procs.track(
+    spawnRole("worker.ts", [...common, "--swarm.max_concurrent", "2"], {
+      home,
+      env: { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "test" },
+    }),
+  );
   await worker.waitForLine(/Node joined swarm .*self=true/, WAIT_MS);
   const workerId = selfId(worker);
   await coord.waitForLine(new RegExp(`Node joined swarm node=${workerId}\\b`), WAIT_MS);
@@ -71,7 +90,10 @@ test("dashboard --json shows the worker's running tasks, queued/running while th
 
   const plan = join(home, "plan.yaml");
   const ids = ["a", "b", "c", "d"];
-  writeFileSync(plan, `tasks:\n${ids.map((id) => `  - { id: ${id}, capability: general, prompt: "part ${id} [[delay=${TASK_MS}]]" }`).join("\n")}\n`);
+  writeFileSync(
+    plan,
+    `tasks:\n${ids.map((id) => `  - { id: ${id}, capability: general, prompt: "part ${id} [[delay=${TASK_MS}]]" }`).join("\n")}\n`,
+  );
   const submit = procs.track(spawnRole("picoclaw.ts", ["submit", "--json", ...common, "--plan", plan], { home }));
 
   const busy = await dashboardUntil("the worker running 2 tasks with 2 queued", common, (s) => {
@@ -82,7 +104,12 @@ test("dashboard --json shows the worker's running tasks, queued/running while th
   expect(w.running).toBe(2);
   expect(w.status).toBe("busy");
   for (const t of w.tasks) {
-    expect(t).toEqual({ request: expect.stringMatching(/^r-/), task: expect.any(String), capability: "general", started_at: expect.any(Number) });
+    expect(t).toEqual({
+      request: expect.stringMatching(/^r-/),
+      task: expect.any(String),
+      capability: "general",
+      started_at: expect.any(Number),
+    });
     expect(ids).toContain(t.task);
     expect(t.started_at).toBeLessThanOrEqual(Date.parse(busy.generated_at) + 1_000);
   }

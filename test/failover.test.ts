@@ -3,10 +3,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "nats";
 import { swarmNames } from "../lib/subjects.ts";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, type RoleProcess, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
-import { planFile, selfId, type SwarmEvent } from "./helpers/swarm.ts";
+import { planFile, type SwarmEvent, selfId } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 let nats: NatsServer;
@@ -35,7 +35,8 @@ function start(script: string, hid: string, args: string[] = [], env: Record<str
   procs.push(p);
   return p;
 }
-const coordinator = (hid: string, args: string[] = []) => start("coordinator.ts", hid, [...LEASE, ...args], { PICOCLAW_LLM_PROVIDER: "echo" });
+const coordinator = (hid: string, args: string[] = []) =>
+  start("coordinator.ts", hid, [...LEASE, ...args], { PICOCLAW_LLM_PROVIDER: "echo" });
 const worker = (hid: string, args: string[] = []) => start("worker.ts", hid, [...ACK, ...args]);
 async function joined(...ps: RoleProcess[]) {
   for (const p of ps) await p.waitForLine(/Node joined swarm .*self=true/, 15_000);
@@ -46,13 +47,16 @@ function submitInBackground(hid: string, args: string[]) {
   procs.push(p);
   const done = p.exited(100_000).then((code) => ({
     code,
-    events: p.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as SwarmEvent & { task?: string; status?: string; answer?: string }),
+    events: p.stdout
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as SwarmEvent & { task?: string; status?: string; answer?: string }),
   }));
   return { p, done };
 }
 /** LLM calls whose own prompt (not the inputs from earlier sub-tasks) contains `marker`. */
 const calls = (marker: string) =>
-  llm.requests.filter((q) => (q.body.messages?.at(-1)?.content ?? "").split("## Inputs from earlier sub-tasks")[0]!.includes(marker)).length;
+  llm.requests.filter((q) => (q.body.messages?.at(-1)?.content ?? "").split("## Inputs from earlier sub-tasks")[0]!.includes(marker))
+    .length;
 
 /** How many answer events for `request` the EVENTS stream holds (what followers replay). */
 async function storedAnswers(hid: string, request: string): Promise<number> {
@@ -77,8 +81,14 @@ describe("failover", () => {
     const w1 = worker(hid);
     const w2 = worker(hid, ["--swarm.max_concurrent", "1"]);
     await joined(c, w1, w2);
-    const s = submitInBackground(hid, ["--plan", planFile("tasks:\n  - { id: long, capability: general, prompt: 'victim-17 [[delay=2500]]' }\n")]);
-    const taker = await Promise.race([w1.waitForLine(/Task assigned task=long/, 20_000).then(() => w1), w2.waitForLine(/Task assigned task=long/, 20_000).then(() => w2)]);
+    const s = submitInBackground(hid, [
+      "--plan",
+      planFile("tasks:\n  - { id: long, capability: general, prompt: 'victim-17 [[delay=2500]]' }\n"),
+    ]);
+    const taker = await Promise.race([
+      w1.waitForLine(/Task assigned task=long/, 20_000).then(() => w1),
+      w2.waitForLine(/Task assigned task=long/, 20_000).then(() => w2),
+    ]);
     const other = taker === w1 ? w2 : w1;
     const victimId = selfId(taker);
     // Kill it mid-call: once its LLM request has reached the server.
@@ -100,13 +110,15 @@ describe("failover", () => {
     const c2 = coordinator(hid);
     const w = worker(hid);
     await joined(c1, c2, w);
-    const plan = planFile([
-      "tasks:",
-      "  - { id: first, capability: general, prompt: 'first-step-31 [[delay=200]]' }",
-      "  - { id: second, capability: general, depends_on: [first], prompt: 'second-step-31 [[delay=2500]]' }",
-      "  - { id: side, capability: general, prompt: 'side-step-31 [[delay=2500]]' }",
-      "",
-    ].join("\n"));
+    const plan = planFile(
+      [
+        "tasks:",
+        "  - { id: first, capability: general, prompt: 'first-step-31 [[delay=200]]' }",
+        "  - { id: second, capability: general, depends_on: [first], prompt: 'second-step-31 [[delay=2500]]' }",
+        "  - { id: side, capability: general, prompt: 'side-step-31 [[delay=2500]]' }",
+        "",
+      ].join("\n"),
+    );
     const s = submitInBackground(hid, ["--plan", plan]);
     await w.waitForLine(/Task assigned task=second/, 20_000);
     const killedAt = Date.now();
@@ -131,7 +143,9 @@ describe("failover", () => {
     const w = worker(hid);
     await joined(c1, w);
     await c1.waitForLine(new RegExp(`Node joined swarm node=${selfId(w)}`));
-    const plan = planFile("tasks:\n  - { id: a, capability: general, prompt: 'orphan-a-44 [[delay=1500]]' }\n  - { id: b, capability: general, prompt: 'orphan-b-44 [[delay=1500]]' }\n");
+    const plan = planFile(
+      "tasks:\n  - { id: a, capability: general, prompt: 'orphan-a-44 [[delay=1500]]' }\n  - { id: b, capability: general, prompt: 'orphan-b-44 [[delay=1500]]' }\n",
+    );
     const s = submitInBackground(hid, ["--plan", plan]);
     await w.waitForLine(/Task assigned task=b/, 20_000);
     c1.signal("SIGKILL");
@@ -151,7 +165,10 @@ describe("failover", () => {
     const c2 = coordinator(hid);
     const w = worker(hid);
     await joined(c1, c2, w);
-    const s = submitInBackground(hid, ["--plan", planFile("tasks:\n  - { id: slow, capability: general, prompt: 'paused-leader-5 [[delay=2000]]' }\n")]);
+    const s = submitInBackground(hid, [
+      "--plan",
+      planFile("tasks:\n  - { id: slow, capability: general, prompt: 'paused-leader-5 [[delay=2000]]' }\n"),
+    ]);
     await w.waitForLine(/Task assigned task=slow/, 20_000);
     c1.signal("SIGSTOP");
     await c2.waitForLine(/Coordinator leading/, 10_000);
@@ -160,7 +177,11 @@ describe("failover", () => {
     const before = c1.lines.length;
     c1.signal("SIGCONT");
     await c1.waitForLine(/Coordinator stepped down/, 10_000);
-    await waitFor("the old leader to hand the request back", () => c1.lines.slice(before).some((l) => /Request handed back|stepped down/.test(l)), 10_000);
+    await waitFor(
+      "the old leader to hand the request back",
+      () => c1.lines.slice(before).some((l) => /Request handed back|stepped down/.test(l)),
+      10_000,
+    );
     const after = c1.lines.slice(before);
     expect(after.some((l) => /Request answered|Request planned|Task assigned/.test(l))).toBe(false);
     expect(await storedAnswers(hid, requestOf(r.events))).toBe(1);
@@ -175,7 +196,12 @@ describe("failover", () => {
     procs.push(board);
     await joined(c, w);
     await board.waitForLine(/NATS:\s+✓ Yes/);
-    const s = submitInBackground(hid, ["--plan", planFile("tasks:\n  - { id: a, capability: general, prompt: 'restart-a [[delay=1500]]' }\n  - { id: b, capability: general, depends_on: [a], prompt: 'restart-b [[delay=500]]' }\n")]);
+    const s = submitInBackground(hid, [
+      "--plan",
+      planFile(
+        "tasks:\n  - { id: a, capability: general, prompt: 'restart-a [[delay=1500]]' }\n  - { id: b, capability: general, depends_on: [a], prompt: 'restart-b [[delay=500]]' }\n",
+      ),
+    ]);
     await w.waitForLine(/Task assigned task=a/, 20_000);
     await nats.restart({ downMs: 1_500 });
     for (const p of [c, w]) {
@@ -237,7 +263,9 @@ describe("poison sub-tasks", () => {
     const c = coordinator(hid, ["--swarm.tasks.max_deliver", "3"]);
     const w = worker(hid, ["--swarm.tasks.max_deliver", "3"]);
     await joined(c, w);
-    const plan = planFile("tasks:\n  - { id: poison, capability: general, required: false, prompt: 'always-503 [[status=503]]' }\n  - { id: fine, capability: general, prompt: 'fine-work' }\n");
+    const plan = planFile(
+      "tasks:\n  - { id: poison, capability: general, required: false, prompt: 'always-503 [[status=503]]' }\n  - { id: fine, capability: general, prompt: 'fine-work' }\n",
+    );
     const r = await submitInBackground(hid, ["--plan", plan]).done;
     expect(r.code).toBe(0);
     const answer = r.events.find((e) => e.kind === "answer");
@@ -255,7 +283,9 @@ describe("poison sub-tasks", () => {
     const first = worker(hid, ["--swarm.tasks.max_deliver", "2"]);
     await joined(c, docs, first);
     await c.waitForLine(new RegExp(`Node joined swarm node=${selfId(first)}`));
-    const plan = planFile("tasks:\n  - { id: crasher, capability: general, required: false, prompt: 'crash-me [[delay=5000]]' }\n  - { id: ok, capability: docs, prompt: 'ok-work' }\n");
+    const plan = planFile(
+      "tasks:\n  - { id: crasher, capability: general, required: false, prompt: 'crash-me [[delay=5000]]' }\n  - { id: ok, capability: docs, prompt: 'ok-work' }\n",
+    );
     const s = submitInBackground(hid, ["--plan", plan]);
     // Each worker that takes the crasher dies (SIGKILL) mid-call; a fresh one replaces it.
     await first.waitForLine(/Task assigned task=crasher/, 30_000);

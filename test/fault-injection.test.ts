@@ -8,8 +8,8 @@ import { connect, type NatsConnection } from "nats";
 import { encode } from "../lib/messages.ts";
 import { swarmNames } from "../lib/subjects.ts";
 import type { RequestMsg } from "../lib/task-messages.ts";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { type RoleProcess, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { selfId } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -20,8 +20,18 @@ const TASKS_PER_REQUEST = 5;
 const HEARTBEAT_MS = 200;
 const NODE_TIMEOUT_MS = 1_500;
 const TIMING = [
-  "--swarm.nats.heartbeat_interval", `${HEARTBEAT_MS}ms`, "--swarm.nats.node_timeout", `${NODE_TIMEOUT_MS}ms`,
-  "--swarm.tasks.ack_wait", "2s", "--swarm.lease_ttl", "2s", "--swarm.tasks.max_deliver", "20", "--swarm.drain_grace", "3s",
+  "--swarm.nats.heartbeat_interval",
+  `${HEARTBEAT_MS}ms`,
+  "--swarm.nats.node_timeout",
+  `${NODE_TIMEOUT_MS}ms`,
+  "--swarm.tasks.ack_wait",
+  "2s",
+  "--swarm.lease_ttl",
+  "2s",
+  "--swarm.tasks.max_deliver",
+  "20",
+  "--swarm.drain_grace",
+  "3s",
 ];
 
 let nats: NatsServer;
@@ -38,10 +48,14 @@ afterAll(async () => {
 
 const home = tempHome();
 function spawn(script: "coordinator.ts" | "worker.ts"): RoleProcess {
-  const env: Record<string, string> = script === "coordinator.ts" ? { PICOCLAW_LLM_PROVIDER: "echo" } : { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+  const env: Record<string, string> =
+    script === "coordinator.ts" ? { PICOCLAW_LLM_PROVIDER: "echo" } : { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
   // Few slots and slow sub-tasks, so the faults land while work is running.
   const slots = script === "coordinator.ts" ? "16" : "2";
-  const p = spawnRole(script, ["--swarm.nats.urls", nats.url, "--swarm.hid", HID, "--swarm.max_concurrent", slots, ...TIMING], { env, home });
+  const p = spawnRole(script, ["--swarm.nats.urls", nats.url, "--swarm.hid", HID, "--swarm.max_concurrent", slots, ...TIMING], {
+    env,
+    home,
+  });
   all.push(p);
   return p;
 }
@@ -51,11 +65,15 @@ const stamp = (line: string) => Date.parse(line.slice(0, 24));
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? NaN;
 
 async function leader(coords: RoleProcess[]): Promise<RoleProcess> {
-  return waitFor("a leading coordinator", () =>
-    alive(coords).find((c) => {
-      const lines = c.lines.filter((l) => /Coordinator (leading|stepped down)/.test(l));
-      return lines.at(-1)?.includes("Coordinator leading");
-    }), 15_000);
+  return waitFor(
+    "a leading coordinator",
+    () =>
+      alive(coords).find((c) => {
+        const lines = c.lines.filter((l) => /Coordinator (leading|stepped down)/.test(l));
+        return lines.at(-1)?.includes("Coordinator leading");
+      }),
+    15_000,
+  );
 }
 
 /** Every event stored for the swarm, read back from the EVENTS stream. */
@@ -89,7 +107,9 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
     const request = `r-fault${String(r).padStart(3, "0")}`;
     requests.push(request);
     const tasks = Array.from({ length: TASKS_PER_REQUEST }, (_, t) => ({
-      id: `t${t}`, capability: "general", prompt: `job ${request}/t${t} [[delay=${300 + Math.floor(Math.random() * 900)}]]`,
+      id: `t${t}`,
+      capability: "general",
+      prompt: `job ${request}/t${t} [[delay=${300 + Math.floor(Math.random() * 900)}]]`,
     }));
     const msg: RequestMsg = { v: 1, request, text: `fault workload ${r}`, plan: { tasks }, submitted_at: Date.now() };
     await nc.jetstream().publish(names.requestSubmit, encode(msg), { msgID: request });
@@ -113,8 +133,14 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
     lead.signal("SIGKILL");
     const replacement = spawn("coordinator.ts");
     coords.push(replacement);
-    const line = await waitFor("a new leader", () =>
-      alive(coords).flatMap((c) => c.lines).find((l) => l.includes("Coordinator leading") && stamp(l) >= at), 15_000);
+    const line = await waitFor(
+      "a new leader",
+      () =>
+        alive(coords)
+          .flatMap((c) => c.lines)
+          .find((l) => l.includes("Coordinator leading") && stamp(l) >= at),
+      15_000,
+    );
     takeovers.push(stamp(line) - at);
     await replacement.waitForLine(/Node joined swarm .*self=true/, 20_000);
   };
@@ -125,7 +151,14 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
   outage.from = Date.now();
   await nats.restart({ downMs: 1_000 });
   outage.to = Date.now();
-  await waitFor("every live node reconnected", () => alive([...coords, ...workers]).every((p) => !p.lines.some((l) => l.includes("NATS disconnected")) || p.lines.some((l) => l.includes("NATS reconnected"))), 30_000);
+  await waitFor(
+    "every live node reconnected",
+    () =>
+      alive([...coords, ...workers]).every(
+        (p) => !p.lines.some((l) => l.includes("NATS disconnected")) || p.lines.some((l) => l.includes("NATS reconnected")),
+      ),
+    30_000,
+  );
   await killLeader();
   for (let i = 0; i < 3; i++) await killWorker();
   // Freeze one worker past node_timeout: it is marked offline, then comes back.
@@ -193,11 +226,17 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
   // cannot be judged while the peers themselves are cut off (they judge no one then), so it is
   // reported apart.
   const detectionOf = (k: { node: string; at: number }) => {
-    const stamps = all.flatMap((p) => p.lines).filter((l) => l.includes(`Node marked offline node=${k.node} `)).map(stamp);
+    const stamps = all
+      .flatMap((p) => p.lines)
+      .filter((l) => l.includes(`Node marked offline node=${k.node} `))
+      .map(stamp);
     return stamps.length ? Math.min(...stamps) - k.at : NaN;
   };
   const nearOutage = (k: { at: number }) => k.at >= outage.from - NODE_TIMEOUT_MS - HEARTBEAT_MS && k.at <= outage.to + NODE_TIMEOUT_MS;
-  const detection = kills.filter((k) => !nearOutage(k)).map(detectionOf).filter((n) => !Number.isNaN(n));
+  const detection = kills
+    .filter((k) => !nearOutage(k))
+    .map(detectionOf)
+    .filter((n) => !Number.isNaN(n));
   const detectionNearOutage = kills.filter(nearOutage).map(detectionOf);
   const detected = kills.map(detectionOf).filter((n) => !Number.isNaN(n)).length;
   const lost = REQUESTS - answers.size + (REQUESTS * TASKS_PER_REQUEST - resultsCompleted);

@@ -8,9 +8,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection } from "nats";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { type RoleProcess, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
-import { planFile, startSwarm, submit, type SubmitRun, type Swarm } from "./helpers/swarm.ts";
+import { planFile, type SubmitRun, type Swarm, startSwarm, submit } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const HID = "fuzz2";
@@ -109,20 +109,66 @@ function shuffled<T>(xs: T[]): T[] {
 
 // Valid messages of each type; the bad ones are derived from them.
 const nodeInfo = (node: string) => ({
-  v: 1, node, sid: "s-fuzz00000000", role: "worker", capabilities: ["general"], max_concurrent: 5, running: 0,
-  status: "online", version: "0.1.0", started_at: Date.now(), heartbeat_interval: 200,
+  v: 1,
+  node,
+  sid: "s-fuzz00000000",
+  role: "worker",
+  capabilities: ["general"],
+  max_concurrent: 5,
+  running: 0,
+  status: "online",
+  version: "0.1.0",
+  started_at: Date.now(),
+  heartbeat_interval: 200,
 });
-const NODE_INFO = { required: ["v", "node", "sid", "role", "capabilities", "max_concurrent", "running", "status", "version", "started_at", "heartbeat_interval"], ids: ["node", "sid"] };
+const NODE_INFO = {
+  required: [
+    "v",
+    "node",
+    "sid",
+    "role",
+    "capabilities",
+    "max_concurrent",
+    "running",
+    "status",
+    "version",
+    "started_at",
+    "heartbeat_interval",
+  ],
+  ids: ["node", "sid"],
+};
 const requestMsg = (request: string) => ({ v: 1, request, text: "fuzz", capabilities: ["general"], submitted_at: Date.now() });
 const REQUEST = { required: ["v", "request", "text", "submitted_at"], ids: ["request"] };
 const taskMsg = (request: string, task: string, capability: string, priority: number) => ({
-  v: 1, request, task, title: "fuzz", capability, priority, prompt: "fuzz", inputs: [], timeout_ms: 5_000, coordinator: "claw-fuzzer",
+  v: 1,
+  request,
+  task,
+  title: "fuzz",
+  capability,
+  priority,
+  prompt: "fuzz",
+  inputs: [],
+  timeout_ms: 5_000,
+  coordinator: "claw-fuzzer",
 });
-const TASK = { required: ["v", "request", "task", "title", "capability", "priority", "prompt", "inputs", "timeout_ms", "coordinator"], ids: ["request", "task", "capability", "coordinator"] };
+const TASK = {
+  required: ["v", "request", "task", "title", "capability", "priority", "prompt", "inputs", "timeout_ms", "coordinator"],
+  ids: ["request", "task", "capability", "coordinator"],
+};
 const taskEvent = (request: string, task: string) => ({
-  v: 1, request, task, kind: "started", node: "claw-fuzzer", capability: "general", at: Date.now(), attempt: 1,
+  v: 1,
+  request,
+  task,
+  kind: "started",
+  node: "claw-fuzzer",
+  capability: "general",
+  at: Date.now(),
+  attempt: 1,
 });
-const TASK_EVENT = { required: ["v", "request", "task", "kind", "node", "capability", "at", "attempt"], ids: ["request", "task", "node", "capability"] };
+const TASK_EVENT = {
+  required: ["v", "request", "task", "kind", "node", "capability", "at", "attempt"],
+  ids: ["request", "task", "node", "capability"],
+};
 // Only ever "accepted": even if one of these passed, `submit` would just print it and go on.
 const requestEvent = (request: string) => ({ v: 1, request, kind: "accepted", at: Date.now(), coordinator: "claw-fuzzer" });
 const REQUEST_EVENT = { required: ["v", "request", "kind", "at", "coordinator"], ids: ["request", "coordinator"] };
@@ -173,7 +219,11 @@ describe("fuzz", () => {
     const started = Date.now();
     const [coordId, w1Id, w2Id, specId] = swarm.ids as [string, string, string, string];
     const [coord, w1, w2, spec] = swarm.nodes as [RoleProcess, RoleProcess, RoleProcess, RoleProcess];
-    const executors = [{ id: w1Id, caps: ["general"] }, { id: w2Id, caps: ["general"] }, { id: specId, caps: ["rust"] }];
+    const executors = [
+      { id: w1Id, caps: ["general"] },
+      { id: w2Id, caps: ["general"] },
+      { id: specId, caps: ["rust"] },
+    ];
 
     // What was sent, by kind and by subject (ids replaced by what they are).
     const byKind = new Map<string, number>();
@@ -215,7 +265,8 @@ describe("fuzz", () => {
         if (!fuzzTasks.has(`${req}/${task}`)) return;
         try {
           const ev = JSON.parse(td.decode(m.data)) as { kind?: string; node?: string } | null;
-          if (ev && ev.node !== "claw-fuzzer" && ["completed", "failed", "duplicate"].includes(ev.kind ?? "")) fuzzTaskOutcome.set(`${req}/${task}`, ev.kind!);
+          if (ev && ev.node !== "claw-fuzzer" && ["completed", "failed", "duplicate"].includes(ev.kind ?? ""))
+            fuzzTaskOutcome.set(`${req}/${task}`, ev.kind!);
         } catch {
           // not one of the nodes' events
         }
@@ -248,12 +299,17 @@ describe("fuzz", () => {
         sections = ["## general task — completed"];
         markers = [`job${n}-gamma`];
       } else {
-        args = ["--plan", planFile([
-          "tasks:",
-          `  - { id: first, capability: general, title: job${n} first, prompt: 'job${n}-alpha: list three risks' }`,
-          `  - { id: second, capability: rust, title: job${n} second, depends_on: [first], prompt: 'job${n}-beta: rank them' }`,
-          "",
-        ].join("\n"))];
+        args = [
+          "--plan",
+          planFile(
+            [
+              "tasks:",
+              `  - { id: first, capability: general, title: job${n} first, prompt: 'job${n}-alpha: list three risks' }`,
+              `  - { id: second, capability: rust, title: job${n} second, depends_on: [first], prompt: 'job${n}-beta: rank them' }`,
+              "",
+            ].join("\n"),
+          ),
+        ];
         sections = [`## job${n} first — completed`, `## job${n} second — completed`];
         markers = [`[echo] job${n}-alpha`, `[echo] job${n}-beta`, `job${n}-alpha: list three risks`];
       }
@@ -261,10 +317,12 @@ describe("fuzz", () => {
       results.push({ n, run, sections, markers, start, end: Date.now() });
     };
     let next = 0;
-    const workload = Promise.all(Array.from({ length: WORKLOAD_PARALLEL }, async (_, lane) => {
-      await Bun.sleep(lane * 300); // four bun processes starting at once would starve the nodes for a moment
-      while (next < WORKLOAD) await runOne(next++);
-    }));
+    const workload = Promise.all(
+      Array.from({ length: WORKLOAD_PARALLEL }, async (_, lane) => {
+        await Bun.sleep(lane * 300); // four bun processes starting at once would starve the nodes for a moment
+        while (next < WORKLOAD) await runOne(next++);
+      }),
+    );
 
     // ---- the flood, once the workload is under way (bad events also go to its request subjects)
     await waitFor("the first workload request to be accepted", () => realRequests.length > 0, BOUND);
@@ -289,19 +347,50 @@ describe("fuzz", () => {
       };
       const heartbeatV = () => variants(nodeInfo(pick(swarm.ids)), NODE_INFO);
       // Oversized ones are spread over the flood: one with every sixth batch.
-      const bigs = Array.from({ length: 18 }, (_, i): Payload => (i % 3 === 2
-        ? { kind: "oversized 900 KB", data: randomBytes(900 * 1024) }
-        : oversized({ v: 1 }, "pad", 200 * 1024)));
+      const bigs = Array.from(
+        { length: 18 },
+        (_, i): Payload =>
+          i % 3 === 2 ? { kind: "oversized 900 KB", data: randomBytes(900 * 1024) } : oversized({ v: 1 }, "pad", 200 * 1024),
+      );
       let batch = 0;
       while (coreSent < CORE_TARGET && Date.now() < floodDeadline) {
         const subjects: { subject: string; family: string; payloads: Payload[]; reply?: "control" | "membership" }[] = [
-          ...swarm.ids.map((id) => ({ subject: `${P}.node.heartbeat.${id}`, family: "node.heartbeat.<real node>", payloads: heartbeatV() })),
+          ...swarm.ids.map((id) => ({
+            subject: `${P}.node.heartbeat.${id}`,
+            family: "node.heartbeat.<real node>",
+            payloads: heartbeatV(),
+          })),
           { subject: `${P}.node.heartbeat.claw-${hex(4)}`, family: "node.heartbeat.<random id>", payloads: heartbeatV() },
-          { subject: `${P}.node.announce`, family: "node.announce", payloads: variants({ v: 1, kind: "join", info: nodeInfo(`claw-${hex(4)}`) }, { required: ["v", "kind", "info"], ids: ["kind"], extra: BAD_IDS.map((b) => ({ kind: "ids with dots/stars/spaces", data: json({ v: 1, kind: "join", info: nodeInfo(b) }) })) }) },
-          { subject: `${P}.node.query`, family: "node.query", payloads: variants({ v: 1, from: "claw-fuzzer" }, { required: ["v", "from"], ids: ["from"] }), reply: "membership" },
-          ...swarm.ids.map((id) => ({ subject: `${P}.node.${id}.control`, family: "node.<real node>.control", payloads: variants({ v: 1, action: "ping" }, { required: ["v", "action"], ids: ["action"] }), reply: "control" as const })),
+          {
+            subject: `${P}.node.announce`,
+            family: "node.announce",
+            payloads: variants(
+              { v: 1, kind: "join", info: nodeInfo(`claw-${hex(4)}`) },
+              {
+                required: ["v", "kind", "info"],
+                ids: ["kind"],
+                extra: BAD_IDS.map((b) => ({ kind: "ids with dots/stars/spaces", data: json({ v: 1, kind: "join", info: nodeInfo(b) }) })),
+              },
+            ),
+          },
+          {
+            subject: `${P}.node.query`,
+            family: "node.query",
+            payloads: variants({ v: 1, from: "claw-fuzzer" }, { required: ["v", "from"], ids: ["from"] }),
+            reply: "membership",
+          },
+          ...swarm.ids.map((id) => ({
+            subject: `${P}.node.${id}.control`,
+            family: "node.<real node>.control",
+            payloads: variants({ v: 1, action: "ping" }, { required: ["v", "action"], ids: ["action"] }),
+            reply: "control" as const,
+          })),
           // The coordinator follows JetStream's max-deliveries advisories; a sequence number no message has.
-          { subject: `${ADVISORY}.q_general_${round % 4}`, family: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES", payloads: variants({ stream_seq: 2 ** 52 }, { required: ["stream_seq"], ids: [] }) },
+          {
+            subject: `${ADVISORY}.q_general_${round % 4}`,
+            family: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES",
+            payloads: variants({ stream_seq: 2 ** 52 }, { required: ["stream_seq"], ids: [] }),
+          },
         ];
         for (const s of subjects) {
           const payloads = batch++ % 6 === 0 && bigs.length > 0 ? [...s.payloads, bigs.pop()!] : s.payloads;
@@ -327,10 +416,13 @@ describe("fuzz", () => {
       const publish = async (subject: string, family: string, p: Payload) => {
         await pace(jsSent + inFlight.size, JS_RATE);
         while (inFlight.size >= 16) await Promise.race(inFlight);
-        const done = js.publish(subject, p.data).then(
-          () => tally("js", family, p.kind),
-          (err: Error) => void jsRefused.push(`${family} ${p.kind}: ${err.message}`),
-        ).finally(() => inFlight.delete(done));
+        const done = js
+          .publish(subject, p.data)
+          .then(
+            () => tally("js", family, p.kind),
+            (err: Error) => void jsRefused.push(`${family} ${p.kind}: ${err.message}`),
+          )
+          .finally(() => inFlight.delete(done));
         inFlight.add(done);
       };
       const fakeReq = () => `r-fz${hex(5)}`;
@@ -350,14 +442,52 @@ describe("fuzz", () => {
       for (let round = 0; jsSent + inFlight.size < JS_TARGET && Date.now() < floodDeadline; round++) {
         const req = pick(realRequests);
         const subjects: { subject: string; family: string; payloads: Payload[] }[] = [
-          { subject: `${P}.request.submit`, family: "request.submit", payloads: variants(requestMsg(fakeReq()), { ...REQUEST, extra: BAD_IDS.map((b) => ({ kind: "ids with dots/stars/spaces", data: json({ ...requestMsg(fakeReq()), capabilities: [b] }) })) }) },
-          ...[0, 1, 2, 3].map((p) => ({ subject: `${P}.task.queue.general.${p}`, family: `task.queue.general.${p}`, payloads: variants(taskMsg(fakeReq(), "t1", "general", p), TASK) })),
-          ...[0, 1, 2, 3].map((p) => ({ subject: `${P}.task.queue.rust.${p}`, family: `task.queue.rust.${p}`, payloads: variants(taskMsg(fakeReq(), "t1", "rust", p), TASK) })),
-          ...executors.map((x, i) => ({ subject: `${P}.task.direct.${x.id}`, family: `task.direct.<${i < 2 ? "worker" : "specialist"}>`, payloads: variants(taskMsg(fakeReq(), "t1", x.caps[0]!, 1), TASK) })),
-          { subject: `${P}.event.task.${req}.general`, family: "event.task.<workload request>.<task>", payloads: variants(taskEvent(req, "general"), TASK_EVENT) },
-          { subject: `${P}.event.task.${fakeReq()}.t1`, family: "event.task.<unknown request>.<task>", payloads: variants(taskEvent(fakeReq(), "t1"), TASK_EVENT) },
-          { subject: `${P}.event.request.${req}`, family: "event.request.<workload request>", payloads: variants(requestEvent(req), REQUEST_EVENT) },
-          { subject: `${P}.event.request.${fakeReq()}`, family: "event.request.<unknown request>", payloads: variants(requestEvent(fakeReq()), REQUEST_EVENT) },
+          {
+            subject: `${P}.request.submit`,
+            family: "request.submit",
+            payloads: variants(requestMsg(fakeReq()), {
+              ...REQUEST,
+              extra: BAD_IDS.map((b) => ({
+                kind: "ids with dots/stars/spaces",
+                data: json({ ...requestMsg(fakeReq()), capabilities: [b] }),
+              })),
+            }),
+          },
+          ...[0, 1, 2, 3].map((p) => ({
+            subject: `${P}.task.queue.general.${p}`,
+            family: `task.queue.general.${p}`,
+            payloads: variants(taskMsg(fakeReq(), "t1", "general", p), TASK),
+          })),
+          ...[0, 1, 2, 3].map((p) => ({
+            subject: `${P}.task.queue.rust.${p}`,
+            family: `task.queue.rust.${p}`,
+            payloads: variants(taskMsg(fakeReq(), "t1", "rust", p), TASK),
+          })),
+          ...executors.map((x, i) => ({
+            subject: `${P}.task.direct.${x.id}`,
+            family: `task.direct.<${i < 2 ? "worker" : "specialist"}>`,
+            payloads: variants(taskMsg(fakeReq(), "t1", x.caps[0]!, 1), TASK),
+          })),
+          {
+            subject: `${P}.event.task.${req}.general`,
+            family: "event.task.<workload request>.<task>",
+            payloads: variants(taskEvent(req, "general"), TASK_EVENT),
+          },
+          {
+            subject: `${P}.event.task.${fakeReq()}.t1`,
+            family: "event.task.<unknown request>.<task>",
+            payloads: variants(taskEvent(fakeReq(), "t1"), TASK_EVENT),
+          },
+          {
+            subject: `${P}.event.request.${req}`,
+            family: "event.request.<workload request>",
+            payloads: variants(requestEvent(req), REQUEST_EVENT),
+          },
+          {
+            subject: `${P}.event.request.${fakeReq()}`,
+            family: "event.request.<unknown request>",
+            payloads: variants(requestEvent(fakeReq()), REQUEST_EVENT),
+          },
         ];
         for (const s of subjects) {
           const payloads = shuffled(s.payloads).slice(0, PER_SUBJECT);
@@ -372,39 +502,97 @@ describe("fuzz", () => {
         if (round < 4) {
           for (const [i, x] of executors.entries()) {
             const cap = x.caps[0]!;
-            await validTask(`${P}.task.direct.${x.id}`, `task.direct.<${i < 2 ? "worker" : "specialist"}>`, "task for an unknown request", taskMsg(fakeReq(), `t${round}`, cap, 1));
-            await validTask(`${P}.task.queue.${cap}.${round}`, `task.queue.${cap}.${round}`, "task for an unknown request", taskMsg(fakeReq(), `t${round}`, cap, round));
+            await validTask(
+              `${P}.task.direct.${x.id}`,
+              `task.direct.<${i < 2 ? "worker" : "specialist"}>`,
+              "task for an unknown request",
+              taskMsg(fakeReq(), `t${round}`, cap, 1),
+            );
+            await validTask(
+              `${P}.task.queue.${cap}.${round}`,
+              `task.queue.${cap}.${round}`,
+              "task for an unknown request",
+              taskMsg(fakeReq(), `t${round}`, cap, round),
+            );
           }
-          await validTask(`${P}.task.queue.general.${round}`, `task.queue.general.${round}`, "capability does not match the queue", taskMsg(fakeReq(), "t1", "rust", round));
-          await validTask(`${P}.task.queue.rust.${round}`, `task.queue.rust.${round}`, "capability does not match the queue", taskMsg(fakeReq(), "t1", "gpu", round));
-          await validTask(`${P}.task.queue.general.${round}`, `task.queue.general.${round}`, "priority does not match the queue", taskMsg(fakeReq(), "t1", "general", (round + 1) % 4));
+          await validTask(
+            `${P}.task.queue.general.${round}`,
+            `task.queue.general.${round}`,
+            "capability does not match the queue",
+            taskMsg(fakeReq(), "t1", "rust", round),
+          );
+          await validTask(
+            `${P}.task.queue.rust.${round}`,
+            `task.queue.rust.${round}`,
+            "capability does not match the queue",
+            taskMsg(fakeReq(), "t1", "gpu", round),
+          );
+          await validTask(
+            `${P}.task.queue.general.${round}`,
+            `task.queue.general.${round}`,
+            "priority does not match the queue",
+            taskMsg(fakeReq(), "t1", "general", (round + 1) % 4),
+          );
           const same = fakeReq();
-          for (let k = 0; k < 3; k++) await validTask(`${P}.task.queue.general.1`, "task.queue.general.1", "the same task three times", taskMsg(same, "t1", "general", 1));
-          await validTask(`${P}.task.queue.general.2`, "task.queue.general.2", "1 ms timeout", { ...taskMsg(fakeReq(), "t1", "general", 2), timeout_ms: 1 });
+          for (let k = 0; k < 3; k++)
+            await validTask(
+              `${P}.task.queue.general.1`,
+              "task.queue.general.1",
+              "the same task three times",
+              taskMsg(same, "t1", "general", 1),
+            );
+          await validTask(`${P}.task.queue.general.2`, "task.queue.general.2", "1 ms timeout", {
+            ...taskMsg(fakeReq(), "t1", "general", 2),
+            timeout_ms: 1,
+          });
           if (round === 0) {
-            await validTask(`${P}.task.queue.general.0`, "task.queue.general.0", "oversized valid task (900 KB prompt)", { ...taskMsg(fakeReq(), "t1", "general", 0), prompt: "p".repeat(900 * 1024) });
+            await validTask(`${P}.task.queue.general.0`, "task.queue.general.0", "oversized valid task (900 KB prompt)", {
+              ...taskMsg(fakeReq(), "t1", "general", 0),
+              prompt: "p".repeat(900 * 1024),
+            });
           }
           for (let k = 0; k < 5; k++) {
-            await validRequest("plan with a cycle", { plan: { tasks: [
-              { id: "a", capability: "general", prompt: "x", depends_on: ["b"] },
-              { id: "b", capability: "general", prompt: "y", depends_on: ["a"] },
-            ] } });
+            await validRequest("plan with a cycle", {
+              plan: {
+                tasks: [
+                  { id: "a", capability: "general", prompt: "x", depends_on: ["b"] },
+                  { id: "b", capability: "general", prompt: "y", depends_on: ["a"] },
+                ],
+              },
+            });
           }
-          await validRequest("plan with a cycle", { plan: { tasks: [
-            { id: "a", capability: "general", prompt: "x", depends_on: ["c"] },
-            { id: "b", capability: "rust", prompt: "y", depends_on: ["a"] },
-            { id: "c", capability: "general", prompt: "z", depends_on: ["b"] },
-          ] } });
-          await validRequest("plan with a self-dependency", { plan: { tasks: [{ id: "a", capability: "general", prompt: "x", depends_on: ["a"] }] } });
-          await validRequest("plan with an unknown dependency", { plan: { tasks: [{ id: "a", capability: "general", prompt: "x", depends_on: ["ghost"] }] } });
+          await validRequest("plan with a cycle", {
+            plan: {
+              tasks: [
+                { id: "a", capability: "general", prompt: "x", depends_on: ["c"] },
+                { id: "b", capability: "rust", prompt: "y", depends_on: ["a"] },
+                { id: "c", capability: "general", prompt: "z", depends_on: ["b"] },
+              ],
+            },
+          });
+          await validRequest("plan with a self-dependency", {
+            plan: { tasks: [{ id: "a", capability: "general", prompt: "x", depends_on: ["a"] }] },
+          });
+          await validRequest("plan with an unknown dependency", {
+            plan: { tasks: [{ id: "a", capability: "general", prompt: "x", depends_on: ["ghost"] }] },
+          });
           await validRequest("plan of the wrong type", { plan: 42 });
           await validRequest("capability nobody offers", { capabilities: ["gpu"] });
           if (round < 2) {
             await validRequest("deeply nested plan", { plan: JSON.parse('{"tasks":'.repeat(2_000) + "[]" + "}".repeat(2_000)) });
             // ~900 KB: a 12 000-task chain (too many tasks, too deep).
             const n = 12_000;
-            await validRequest("oversized plan (12 000-task chain)", { capabilities: undefined, plan: { tasks: Array.from({ length: n }, (_, i) => (
-              { id: `a${i}`, capability: "general", prompt: "x", depends_on: i + 1 < n ? [`a${i + 1}`] : [] })) } });
+            await validRequest("oversized plan (12 000-task chain)", {
+              capabilities: undefined,
+              plan: {
+                tasks: Array.from({ length: n }, (_, i) => ({
+                  id: `a${i}`,
+                  capability: "general",
+                  prompt: "x",
+                  depends_on: i + 1 < n ? [`a${i + 1}`] : [],
+                })),
+              },
+            });
           }
         }
       }
@@ -415,19 +603,25 @@ describe("fuzz", () => {
     const floodEnd = Date.now();
     await workload;
     const total = coreSent + jsSent;
-    console.log([
-      `fuzz: ${total} bad or hostile messages in ${floodEnd - floodStart} ms (${coreSent} core, ${jsSent} JetStream, ${jsRefused.length} refused by the server)`,
-      "by kind:", ...[...byKind].sort((a, b) => b[1] - a[1]).map(([k, n]) => `  ${String(n).padStart(5)}  ${k}`),
-      "by subject:", ...[...bySubject].sort().map(([k, n]) => `  ${String(n).padStart(5)}  ${k}`),
-    ].join("\n"));
+    console.log(
+      [
+        `fuzz: ${total} bad or hostile messages in ${floodEnd - floodStart} ms (${coreSent} core, ${jsSent} JetStream, ${jsRefused.length} refused by the server)`,
+        "by kind:",
+        ...[...byKind].sort((a, b) => b[1] - a[1]).map(([k, n]) => `  ${String(n).padStart(5)}  ${k}`),
+        "by subject:",
+        ...[...bySubject].sort().map(([k, n]) => `  ${String(n).padStart(5)}  ${k}`),
+      ].join("\n"),
+    );
     expect(jsRefused).toEqual([]);
     expect(coreDone).toBe(true);
     expect({ core: coreSent >= CORE_TARGET, js: jsSent >= 2_000, total: total >= 10_000 }).toEqual({ core: true, js: true, total: true });
 
     // The workload ran during the flood, and every request was answered correctly.
     results.sort((a, b) => a.n - b.n);
-    console.log(`fuzz: workload of ${results.length} submits ran ${Math.min(...results.map((r) => r.start)) - floodStart} .. ` +
-      `${Math.max(...results.map((r) => r.end)) - floodStart} ms after the flood started (flood ended at ${floodEnd - floodStart} ms)`);
+    console.log(
+      `fuzz: workload of ${results.length} submits ran ${Math.min(...results.map((r) => r.start)) - floodStart} .. ` +
+        `${Math.max(...results.map((r) => r.end)) - floodStart} ms after the flood started (flood ended at ${floodEnd - floodStart} ms)`,
+    );
     expect(results.length).toBe(WORKLOAD);
     expect(Math.min(...results.map((r) => r.start))).toBeLessThan(floodEnd);
     expect(Math.max(...results.map((r) => r.end))).toBeGreaterThan(floodStart);
@@ -452,25 +646,42 @@ describe("fuzz", () => {
     }
 
     // The bad JetStream messages did not stay in the work queues: terminated or acked, not redelivered forever.
-    const streamsDrained = await waitFor("the TASKS and REQUESTS streams to drain", async () => {
-      const [tasks, requests] = await Promise.all([jsm.streams.info(TASKS_STREAM), jsm.streams.info(REQUESTS_STREAM)]);
-      return tasks.state.messages === 0 && requests.state.messages === 0 ? { tasks: tasks.state, requests: requests.state } : undefined;
-    }, BOUND, 200).catch(async (err: Error) => {
+    const streamsDrained = await waitFor(
+      "the TASKS and REQUESTS streams to drain",
+      async () => {
+        const [tasks, requests] = await Promise.all([jsm.streams.info(TASKS_STREAM), jsm.streams.info(REQUESTS_STREAM)]);
+        return tasks.state.messages === 0 && requests.state.messages === 0 ? { tasks: tasks.state, requests: requests.state } : undefined;
+      },
+      BOUND,
+      200,
+    ).catch(async (err: Error) => {
       const [tasks, requests] = await Promise.all([jsm.streams.info(TASKS_STREAM), jsm.streams.info(REQUESTS_STREAM)]);
       const consumers: string[] = [];
-      for await (const ci of jsm.consumers.list(TASKS_STREAM)) consumers.push(`${ci.name}: pending ${ci.num_pending}, ack pending ${ci.num_ack_pending}, redelivered ${ci.num_redelivered}`);
-      throw new Error(`${err.message}\nTASKS ${JSON.stringify(tasks.state)}\nREQUESTS ${JSON.stringify(requests.state)}\n${consumers.join("\n")}`);
+      for await (const ci of jsm.consumers.list(TASKS_STREAM))
+        consumers.push(`${ci.name}: pending ${ci.num_pending}, ack pending ${ci.num_ack_pending}, redelivered ${ci.num_redelivered}`);
+      throw new Error(
+        `${err.message}\nTASKS ${JSON.stringify(tasks.state)}\nREQUESTS ${JSON.stringify(requests.state)}\n${consumers.join("\n")}`,
+      );
     });
     expect(streamsDrained.tasks.messages).toBe(0);
     for await (const ci of jsm.consumers.list(TASKS_STREAM)) {
-      expect({ consumer: ci.name, pending: ci.num_pending, ackPending: ci.num_ack_pending }).toEqual({ consumer: ci.name, pending: 0, ackPending: 0 });
+      expect({ consumer: ci.name, pending: ci.num_pending, ackPending: ci.num_ack_pending }).toEqual({
+        consumer: ci.name,
+        pending: 0,
+        ackPending: 0,
+      });
     }
 
     // Valid-looking requests with bad plans were rejected (not crashed on, not retried forever).
-    const rejected = await waitFor("every valid-looking bad request to be rejected", () => {
-      const missing = [...fuzzRequests.keys()].filter((id) => !fuzzRequestOutcome.has(id));
-      return missing.length === 0 ? fuzzRequestOutcome : undefined;
-    }, BOUND, 100);
+    const rejected = await waitFor(
+      "every valid-looking bad request to be rejected",
+      () => {
+        const missing = [...fuzzRequests.keys()].filter((id) => !fuzzRequestOutcome.has(id));
+        return missing.length === 0 ? fuzzRequestOutcome : undefined;
+      },
+      BOUND,
+      100,
+    );
     for (const [id, kind] of fuzzRequests) {
       const o = rejected.get(id)!;
       expect({ kind, outcome: o.kind }).toEqual({ kind, outcome: "failed" });
@@ -480,8 +691,12 @@ describe("fuzz", () => {
     }
     requestEvents.unsubscribe();
     // Valid-looking sub-tasks (unknown request, mismatched queue) ran to an outcome on some node.
-    await waitFor("every valid-looking sub-task to reach an outcome", () =>
-      [...fuzzTasks.keys()].every((k) => fuzzTaskOutcome.has(k)), BOUND, 100).catch((err: Error) => {
+    await waitFor(
+      "every valid-looking sub-task to reach an outcome",
+      () => [...fuzzTasks.keys()].every((k) => fuzzTaskOutcome.has(k)),
+      BOUND,
+      100,
+    ).catch((err: Error) => {
       const missing = [...fuzzTasks].filter(([k]) => !fuzzTaskOutcome.has(k));
       throw new Error(`${err.message}: ${JSON.stringify(missing)}`);
     });
@@ -526,8 +741,11 @@ describe("fuzz", () => {
 
     // No real node was reported offline, and the coordinator kept its lease throughout.
     for (const p of swarm.nodes) {
-      const wrong = p.lines.filter((l) => (l.includes("Node marked offline") || l.includes("Node left swarm") || l.includes("Coordinator stepped down")) &&
-        swarm.ids.some((id) => l.includes(`node=${id} `) || l.endsWith(`node=${id}`)));
+      const wrong = p.lines.filter(
+        (l) =>
+          (l.includes("Node marked offline") || l.includes("Node left swarm") || l.includes("Coordinator stepped down")) &&
+          swarm.ids.some((id) => l.includes(`node=${id} `) || l.endsWith(`node=${id}`)),
+      );
       expect(wrong).toEqual([]);
     }
     expect(coord.lines.filter((l) => /Request handling failed|ERROR/.test(l))).toEqual([]);
@@ -538,11 +756,15 @@ describe("fuzz", () => {
     expect(code).toBe(0);
     const snap = JSON.parse(dashboard.stdout.join("\n")) as DashboardSnapshot;
     const counted = Object.entries(snap.bad_messages.by_subject);
-    console.log(`fuzz: dashboard --json (an observer, run during the flood) counted ${snap.bad_messages.total} bad messages on ${counted.length} subjects`);
+    console.log(
+      `fuzz: dashboard --json (an observer, run during the flood) counted ${snap.bad_messages.total} bad messages on ${counted.length} subjects`,
+    );
     expect(snap.bad_messages.total).toBeGreaterThan(0);
     expect(counted.reduce((n, [, c]) => n + c, 0)).toBe(snap.bad_messages.total);
     expect(counted.some(([s]) => s.startsWith(`${P}.node.heartbeat.`))).toBe(true);
-    expect(counted.every(([s]) => s.startsWith(`${P}.node.heartbeat.`) || s === `${P}.node.announce` || s === "(other subjects)")).toBe(true);
+    expect(counted.every(([s]) => s.startsWith(`${P}.node.heartbeat.`) || s === `${P}.node.announce` || s === "(other subjects)")).toBe(
+      true,
+    );
 
     // Each node reports its own drops in its heartbeats: a dashboard run after the flood shows, per
     // node, the total and the busiest subjects, including the JetStream ones only that node consumes.
@@ -554,7 +776,9 @@ describe("fuzz", () => {
     expect(workerBad.total).toBeGreaterThan(0);
     expect(Object.keys(workerBad.by_subject).some((s) => s.startsWith(`${P}.task.`))).toBe(true);
     expect(Object.keys(byNode(swarm.ids[0]!).by_subject).some((s) => s === `${P}.request.submit`)).toBe(true);
-    console.log(`fuzz: nodes report ${view.nodes.map((n) => `${n.role}=${n.bad_messages.total}`).join(" ")} dropped messages in their heartbeats`);
+    console.log(
+      `fuzz: nodes report ${view.nodes.map((n) => `${n.role}=${n.bad_messages.total}`).join(" ")} dropped messages in their heartbeats`,
+    );
 
     // And afterwards every node still stops gracefully.
     for (const p of swarm.nodes) p.signal("SIGTERM");

@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { connect, type Msg, type NatsConnection, RequestStrategy } from "nats";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { FAST, reaper, type RoleProcess, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
+import { FAST, type RoleProcess, reaper, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const HID = "fuzz1";
@@ -98,9 +98,14 @@ function badPayloads(realIds: string[]): { kind: string; data: Uint8Array }[] {
   add("negative done", json(validInfo(realIds[0]!, { done: -1 })));
   add("tasks not an array", json(validInfo(realIds[0]!, { tasks: { request: "r1" } })));
   add("task with bad ids", json(validInfo(realIds[0]!, { tasks: [{ request: "a.b", task: ">", capability: "*", started_at: 0 }] })));
-  add("too many tasks", json(validInfo(realIds[0]!, {
-    tasks: Array.from({ length: 1001 }, (_, i) => ({ request: `r${i}`, task: "t", capability: "general", started_at: 0 })),
-  })));
+  add(
+    "too many tasks",
+    json(
+      validInfo(realIds[0]!, {
+        tasks: Array.from({ length: 1001 }, (_, i) => ({ request: `r${i}`, task: "t", capability: "general", started_at: 0 })),
+      }),
+    ),
+  );
   for (const bad of BAD_IDS) {
     add(`bad node id ${JSON.stringify(bad)}`, json(validInfo(bad)));
     add(`bad sid ${JSON.stringify(bad)}`, json(validInfo(realIds[0]!, { sid: bad })));
@@ -147,23 +152,32 @@ describe("hostile input", () => {
         if (other !== r) await r.proc.waitForLine(new RegExp(`Node joined swarm node=${other.id} `), BOUND);
       }
     }
-    await waitFor("the live dashboard to show all three nodes", () => {
-      const text = observer.output();
-      return real.every((r) => text.includes(r.id));
-    }, BOUND);
+    await waitFor(
+      "the live dashboard to show all three nodes",
+      () => {
+        const text = observer.output();
+        return real.every((r) => text.includes(r.id));
+      },
+      BOUND,
+    );
     nc = await connect({ servers: nats.url, name: "fuzzer" });
-    await waitFor("every node to answer node.query", async () => {
-      const replies = await nc.requestMany(`${P}.query`, json({ v: 1, from: "claw-fuzzer" }), {
-        strategy: RequestStrategy.Timer,
-        maxWait: 1_000,
-      });
-      for await (const m of replies) {
-        const info = JSON.parse(new TextDecoder().decode(m.data)) as Record<string, unknown>;
-        const r = real.find((x) => x.id === info.node);
-        if (r) r.info = info;
-      }
-      return real.every((r) => r.info.node === r.id);
-    }, BOUND, 100);
+    await waitFor(
+      "every node to answer node.query",
+      async () => {
+        const replies = await nc.requestMany(`${P}.query`, json({ v: 1, from: "claw-fuzzer" }), {
+          strategy: RequestStrategy.Timer,
+          maxWait: 1_000,
+        });
+        for await (const m of replies) {
+          const info = JSON.parse(new TextDecoder().decode(m.data)) as Record<string, unknown>;
+          const r = real.find((x) => x.id === info.node);
+          if (r) r.info = info;
+        }
+        return real.every((r) => r.info.node === r.id);
+      },
+      BOUND,
+      100,
+    );
   }, 60_000);
 
   afterAll(async () => {
@@ -252,24 +266,34 @@ describe("hostile input", () => {
 
     // Core NATS keeps order per connection: a node that answers this query has handled the whole flood.
     const seen = new Set<string>();
-    await waitFor("query replies from all three nodes after the flood", async () => {
-      const replies = await nc.requestMany(`${P}.query`, json({ v: 1, from: "claw-fuzzer" }), {
-        strategy: RequestStrategy.Timer,
-        maxWait: 2_000,
-      });
-      for await (const m of replies) {
-        const info = JSON.parse(new TextDecoder().decode(m.data)) as { node: string };
-        seen.add(info.node);
-      }
-      return ids.every((id) => seen.has(id));
-    }, BOUND, 100);
+    await waitFor(
+      "query replies from all three nodes after the flood",
+      async () => {
+        const replies = await nc.requestMany(`${P}.query`, json({ v: 1, from: "claw-fuzzer" }), {
+          strategy: RequestStrategy.Timer,
+          maxWait: 2_000,
+        });
+        for await (const m of replies) {
+          const info = JSON.parse(new TextDecoder().decode(m.data)) as { node: string };
+          seen.add(info.node);
+        }
+        return ids.every((id) => seen.has(id));
+      },
+      BOUND,
+      100,
+    );
 
     // The observer counts exactly the malformed messages it received (heartbeat.* and announce).
-    const dropped = await waitFor(`the live dashboard to report ${countable} dropped malformed messages`, () => {
-      const counts = [...observer.output().matchAll(/Dropped malformed messages: (\d+)/g)].map((m) => Number(m[1]));
-      const last = counts.at(-1);
-      return last === countable ? last : undefined;
-    }, BOUND, 100);
+    const dropped = await waitFor(
+      `the live dashboard to report ${countable} dropped malformed messages`,
+      () => {
+        const counts = [...observer.output().matchAll(/Dropped malformed messages: (\d+)/g)].map((m) => Number(m[1]));
+        const last = counts.at(-1);
+        return last === countable ? last : undefined;
+      },
+      BOUND,
+      100,
+    );
     expect(dropped).toBeGreaterThan(0);
 
     // Nobody crashed.
@@ -281,8 +305,9 @@ describe("hostile input", () => {
     // Nobody reported a real node offline or gone (the leave with the wrong sid included).
     for (const r of [...real.map((x) => x.proc), observer]) {
       for (const id of ids) {
-        const wrong = r.lines.filter((l) =>
-          (l.includes("Node marked offline") || l.includes("Node left swarm")) && l.includes(`node=${id} `));
+        const wrong = r.lines.filter(
+          (l) => (l.includes("Node marked offline") || l.includes("Node left swarm")) && l.includes(`node=${id} `),
+        );
         expect(wrong).toEqual([]);
       }
     }
@@ -313,18 +338,26 @@ describe("hostile input", () => {
     controlInbox.unsubscribe();
 
     // A fresh observer sees the swarm exactly as it was: three nodes, online, with their roles and capabilities.
-    const snap = await waitFor("a fresh dashboard --json listing all three nodes online", async () => {
-      const p = spawnRole("dashboard.ts", ["--json", "--swarm.hid", HID, "--swarm.nats.urls", nats.url], { home: tempHome() });
-      const code = await p.exited(BOUND);
-      if (code !== 0) throw new Error(`dashboard --json exited ${code}: ${p.output()}`);
-      const s = JSON.parse(p.stdout.join("\n")) as DashboardSnapshot;
-      const online = s.nodes.filter((n) => ids.includes(n.node) && n.status === "online");
-      return online.length === 3 ? s : undefined;
-    }, 30_000, 100);
+    const snap = await waitFor(
+      "a fresh dashboard --json listing all three nodes online",
+      async () => {
+        const p = spawnRole("dashboard.ts", ["--json", "--swarm.hid", HID, "--swarm.nats.urls", nats.url], { home: tempHome() });
+        const code = await p.exited(BOUND);
+        if (code !== 0) throw new Error(`dashboard --json exited ${code}: ${p.output()}`);
+        const s = JSON.parse(p.stdout.join("\n")) as DashboardSnapshot;
+        const online = s.nodes.filter((n) => ids.includes(n.node) && n.status === "online");
+        return online.length === 3 ? s : undefined;
+      },
+      30_000,
+      100,
+    );
     for (const r of real) {
       const n = snap.nodes.find((x) => x.node === r.id);
-      expect(n && { role: n.role, status: n.status, capabilities: n.capabilities })
-        .toEqual({ role: r.role, status: "online", capabilities: r.caps });
+      expect(n && { role: n.role, status: n.status, capabilities: n.capabilities }).toEqual({
+        role: r.role,
+        status: "online",
+        capabilities: r.caps,
+      });
     }
     expect(snap.hid).toBe(HID);
     expect(snap.stats.nodes.total).toBe(3);

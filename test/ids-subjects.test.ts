@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { InvalidIdError } from "../lib/errors.ts";
 import { isValidId, newHumanId, newNodeId, newSessionId, validateId } from "../lib/ids.ts";
-import { nodeIdFromHeartbeat, SWARM_BUCKET, swarmNames, type SwarmNames } from "../lib/subjects.ts";
+import { nodeIdFromHeartbeat, SWARM_BUCKET, type SwarmNames, swarmNames } from "../lib/subjects.ts";
 
 /** NATS subject matching: `*` is exactly one token, `>` is one or more trailing tokens. */
 function matches(pattern: string, subject: string): boolean {
@@ -145,17 +145,22 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     for (const [nameA, subsA] of entries) {
       for (const [nameB, subsB] of entries) {
         if (nameA === nameB) continue;
-        for (const a of subsA) for (const b of subsB) {
-          expect({ pair: `${nameA} ${a} / ${nameB} ${b}`, overlap: overlap(a, b) })
-            .toEqual({ pair: `${nameA} ${a} / ${nameB} ${b}`, overlap: false });
-        }
+        for (const a of subsA)
+          for (const b of subsB) {
+            expect({ pair: `${nameA} ${a} / ${nameB} ${b}`, overlap: overlap(a, b) }).toEqual({
+              pair: `${nameA} ${a} / ${nameB} ${b}`,
+              overlap: false,
+            });
+          }
       }
     }
   });
 
   test("each JetStream subject lands in exactly its stream; core subjects in none", () => {
     const streamOf = (subject: string) =>
-      Object.entries(n.streamSubjects).filter(([, subs]) => subs.some((s) => matches(s, subject))).map(([name]) => name);
+      Object.entries(n.streamSubjects)
+        .filter(([, subs]) => subs.some((s) => matches(s, subject)))
+        .map(([name]) => name);
     expect(streamOf(n.requestSubmit)).toEqual(["requests"]);
     expect(streamOf(n.taskQueue("code", 0))).toEqual(["tasks"]);
     expect(streamOf(n.taskDirect("claw-a1b2c3d4"))).toEqual(["tasks"]);
@@ -189,13 +194,25 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
 describe("isolation between swarms (H-ids)", () => {
   function everySubject(s: SwarmNames): string[] {
     return [
-      s.heartbeat("claw-a1b2c3d4"), s.announce, s.query, s.control("claw-a1b2c3d4"), s.requestSubmit,
-      s.requestEvents("r-1"), s.taskQueue("code", 1), s.taskDirect("claw-a1b2c3d4"), s.taskEvents("r-1", "t-1"),
+      s.heartbeat("claw-a1b2c3d4"),
+      s.announce,
+      s.query,
+      s.control("claw-a1b2c3d4"),
+      s.requestSubmit,
+      s.requestEvents("r-1"),
+      s.taskQueue("code", 1),
+      s.taskDirect("claw-a1b2c3d4"),
+      s.taskEvents("r-1", "t-1"),
     ];
   }
 
   test("each swarm's `all` wildcard matches its own subjects and none of the other's", () => {
-    const pairs: [string, string][] = [["h1", "h2"], ["h1", "h1x"], ["team-a", "team_a"], ["prod", "PROD"]];
+    const pairs: [string, string][] = [
+      ["h1", "h2"],
+      ["h1", "h1x"],
+      ["team-a", "team_a"],
+      ["prod", "PROD"],
+    ];
     for (const [x, y] of pairs) {
       const a = swarmNames(x);
       const b = swarmNames(y);

@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { freePort, portOpen } from "../lib/embedded-nats.ts";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { FAST, reaper, type RoleProcess, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
+import { FAST, type RoleProcess, reaper, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const BOUND = 15_000;
@@ -31,12 +31,17 @@ async function dashboardJson(url: string, hid?: string): Promise<DashboardSnapsh
 
 /** Polls the dashboard until `ok` holds; returns that snapshot. */
 function dashboardUntil(what: string, url: string, hid: string | undefined, ok: (s: DashboardSnapshot) => boolean) {
-  return waitFor(what, async () => {
-    const s = await dashboardJson(url, hid);
-    if (ok(s)) return s;
-    // Shown by waitFor as "last saw" if it times out.
-    throw new Error(`hid=${s.hid} nodes=${JSON.stringify(s.nodes.map((n) => [n.node, n.role, n.status]))}`);
-  }, 30_000, 100);
+  return waitFor(
+    what,
+    async () => {
+      const s = await dashboardJson(url, hid);
+      if (ok(s)) return s;
+      // Shown by waitFor as "last saw" if it times out.
+      throw new Error(`hid=${s.hid} nodes=${JSON.stringify(s.nodes.map((n) => [n.node, n.role, n.status]))}`);
+    },
+    30_000,
+    100,
+  );
 }
 
 const ids = (s: DashboardSnapshot) => s.nodes.map((n) => n.node).sort();
@@ -76,15 +81,26 @@ describe("H-id isolation on one nats-server", () => {
     await a2.waitForLine(joinedLine(a1Id), BOUND);
 
     // Enough time for any leak to show: at least 5 heartbeats of every node have crossed the server.
-    await waitFor(`5 heartbeats of each node (saw ${JSON.stringify(Object.fromEntries(beats))})`, () =>
-      [`alpha/${a1Id}`, `alpha/${a2Id}`, `beta/${b1Id}`].every((k) => (beats.get(k) ?? 0) >= 5), BOUND);
+    await waitFor(
+      `5 heartbeats of each node (saw ${JSON.stringify(Object.fromEntries(beats))})`,
+      () => [`alpha/${a1Id}`, `alpha/${a2Id}`, `beta/${b1Id}`].every((k) => (beats.get(k) ?? 0) >= 5),
+      BOUND,
+    );
     // And the dashboards of each swarm have settled on exactly their own members.
-    const alpha = await dashboardUntil("alpha's dashboard to show exactly A1 and A2", nats.url, "alpha",
-      (s) => s.nodes.length === 2 && s.nodes.every((n) => n.status === "online"));
+    const alpha = await dashboardUntil(
+      "alpha's dashboard to show exactly A1 and A2",
+      nats.url,
+      "alpha",
+      (s) => s.nodes.length === 2 && s.nodes.every((n) => n.status === "online"),
+    );
     expect(ids(alpha)).toEqual([a1Id, a2Id].sort());
     expect(alpha.hid).toBe("alpha");
-    const beta = await dashboardUntil("beta's dashboard to show exactly B1", nats.url, "beta",
-      (s) => s.nodes.length === 1 && s.nodes[0]!.status === "online");
+    const beta = await dashboardUntil(
+      "beta's dashboard to show exactly B1",
+      nats.url,
+      "beta",
+      (s) => s.nodes.length === 1 && s.nodes[0]!.status === "online",
+    );
     expect(ids(beta)).toEqual([b1Id]);
     expect(beta.hid).toBe("beta");
 
@@ -181,8 +197,12 @@ describe("embedded nats-server shared by local nodes", () => {
     await second.waitForLine(new RegExp(`Node left swarm node=${firstId} `), BOUND);
     expect(await portOpen("127.0.0.1", port)).toBe(true);
     const url = `nats://127.0.0.1:${port}`;
-    const snap = await dashboardUntil("the dashboard to show only the second node", url, "emb",
-      (s) => s.nodes.length === 1 && s.nodes[0]!.node === secondId && s.nodes[0]!.status === "online");
+    const snap = await dashboardUntil(
+      "the dashboard to show only the second node",
+      url,
+      "emb",
+      (s) => s.nodes.length === 1 && s.nodes[0]!.node === secondId && s.nodes[0]!.status === "online",
+    );
     expect(snap.connections.nats.connected).toBe(true);
     expect(second.proc.exitCode).toBeNull();
     expect(second.lines.filter((l) => /NATS disconnected/.test(l))).toEqual([]);

@@ -1,11 +1,11 @@
 // LLM providers against a real OpenAI-compatible HTTP server (streaming), plus the offline echo.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Config } from "../lib/config.ts";
 import { freePort } from "../lib/embedded-nats.ts";
 import { createLlm } from "../lib/llm.ts";
 import { retryAfterMs } from "../lib/llm-openai.ts";
 import { LlmError, type LlmProvider } from "../lib/llm-types.ts";
-import type { Config } from "../lib/config.ts";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
 
 const llmConfig = (o: Partial<Config["llm"]> = {}): Config["llm"] => ({ provider: "auto", model: "test-model", ...o });
 
@@ -32,7 +32,10 @@ describe("openai-compatible provider", () => {
     const progress: [number, string][] = [];
     const reply = "the quick brown fox jumps over the lazy dog";
     const out = await llm.complete({
-      messages: [{ role: "system", content: "be brief" }, { role: "user", content: `say it [[tokens=7]] [[reply=${reply}]]` }],
+      messages: [
+        { role: "system", content: "be brief" },
+        { role: "user", content: `say it [[tokens=7]] [[reply=${reply}]]` },
+      ],
       onProgress: (n, delta) => progress.push([n, delta]),
     });
     expect(out.text).toBe(reply);
@@ -130,7 +133,11 @@ describe("echo provider", () => {
     const llm = await createLlm(llmConfig());
     const progress: [number, string][] = [];
     const out = await llm.complete({
-      messages: [{ role: "user", content: "first" }, { role: "assistant", content: "x" }, { role: "user", content: "  review\n the   code " }],
+      messages: [
+        { role: "user", content: "first" },
+        { role: "assistant", content: "x" },
+        { role: "user", content: "  review\n the   code " },
+      ],
       onProgress: (n, d) => progress.push([n, d]),
     });
     expect(out.text).toBe("[echo] review the code");
@@ -161,7 +168,11 @@ describe("echo provider", () => {
 describe("createLlm", () => {
   test("auto picks echo without base_url or api_key, openai with either", async () => {
     const echo = await createLlm(llmConfig());
-    expect({ kind: echo.kind, model: echo.model, label: echo.label }).toEqual({ kind: "echo", model: "echo", label: "echo (offline, no LLM configured)" });
+    expect({ kind: echo.kind, model: echo.model, label: echo.label }).toEqual({
+      kind: "echo",
+      model: "echo",
+      label: "echo (offline, no LLM configured)",
+    });
     const byUrl = await createLlm(llmConfig({ base_url: "http://127.0.0.1:11434/v1" }));
     expect(byUrl.kind).toBe("openai");
     expect(byUrl.label).toBe("openai test-model at http://127.0.0.1:11434/v1");

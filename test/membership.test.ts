@@ -1,7 +1,7 @@
 // Membership as users see it: nodes join, a killed node is marked offline in time, a stopped one leaves.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import type { DashboardSnapshot } from "../lib/snapshot.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 
 const HEARTBEAT_MS = 200;
@@ -117,7 +117,9 @@ describe("membership", () => {
     const nc = await connect({ servers: nats.url });
     try {
       const names = swarmNames("m4");
-      const reply = await nc.request(names.control(nodeIdOf(w.lines)), new TextEncoder().encode('{"v":1,"action":"ping"}'), { timeout: 5_000 });
+      const reply = await nc.request(names.control(nodeIdOf(w.lines)), new TextEncoder().encode('{"v":1,"action":"ping"}'), {
+        timeout: 5_000,
+      });
       expect(JSON.parse(new TextDecoder().decode(reply.data))).toMatchObject({ ok: true, detail: "pong" });
       await nc.request(names.control(nodeIdOf(w.lines)), new TextEncoder().encode('{"v":1,"action":"shutdown"}'), { timeout: 5_000 });
       expect(await w.exited()).toBe(0);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { nkeys } from "nats";
 import { freePort, portOpen } from "../lib/embedded-nats.ts";
 import { makeOperator } from "./helpers/jwt.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -57,7 +57,10 @@ afterAll(async () => {
 });
 
 /** The parts of a .creds file that must never be printed. */
-const credsSecrets = (creds: string) => [/-----BEGIN NATS USER JWT-----\n(.+)\n/.exec(creds)![1]!, /-----BEGIN USER NKEY SEED-----\n(.+)\n/.exec(creds)![1]!];
+const credsSecrets = (creds: string) => [
+  /-----BEGIN NATS USER JWT-----\n(.+)\n/.exec(creds)![1]!,
+  /-----BEGIN USER NKEY SEED-----\n(.+)\n/.exec(creds)![1]!,
+];
 
 async function joins(args: string[], env: Record<string, string> = {}) {
   const w = procs.track(spawnRole("worker.ts", [...args, "--swarm.hid", "auth1", ...FAST], { env }));
@@ -84,14 +87,25 @@ describe("NATS authentication", () => {
   });
 
   test("a wrong or missing credential stops start-up naming the method and the server's answer", async () => {
-    const wrong = await runRole("worker.ts", ["--swarm.nats.urls", tokenServer.url, "--swarm.hid", "auth1"], { env: { PICOCLAW_SWARM_NATS_TOKEN: "wrong-token" } });
+    const wrong = await runRole("worker.ts", ["--swarm.nats.urls", tokenServer.url, "--swarm.hid", "auth1"], {
+      env: { PICOCLAW_SWARM_NATS_TOKEN: "wrong-token" },
+    });
     expect(wrong.code).toBe(1);
     expect(wrong.output).toMatch(/cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+ \(auth: token\): server refused the credentials/);
     expect(wrong.output).not.toContain("wrong-token");
     const none = await runRole("worker.ts", ["--swarm.nats.urls", userServer.url, "--swarm.hid", "auth1"]);
     expect(none.code).toBe(1);
     expect(none.output).toMatch(/\(auth: none\): server refused the credentials/);
-    const badPass = await runRole("worker.ts", ["--swarm.nats.urls", userServer.url, "--swarm.nats.user", "swarm", "--swarm.nats.password", "nope-nope", "--swarm.hid", "auth1"]);
+    const badPass = await runRole("worker.ts", [
+      "--swarm.nats.urls",
+      userServer.url,
+      "--swarm.nats.user",
+      "swarm",
+      "--swarm.nats.password",
+      "nope-nope",
+      "--swarm.hid",
+      "auth1",
+    ]);
     expect(badPass.code).toBe(1);
     expect(badPass.output).toContain("(auth: user swarm)");
     expect(badPass.output).not.toContain("nope-nope");
@@ -109,12 +123,26 @@ describe("NATS authentication", () => {
 
   test("nkey seed file with a key the server does not know: start-up stops naming the seed file and the server's answer", async () => {
     const wrongFile = secretFile("wrong.nk", `${WRONG_SEED}\n`);
-    const r = await runRole("worker.ts", ["--swarm.nats.urls", nkeyServer.url, "--swarm.nats.nkey_seed", wrongFile, "--swarm.hid", "auth1"]);
+    const r = await runRole("worker.ts", [
+      "--swarm.nats.urls",
+      nkeyServer.url,
+      "--swarm.nats.nkey_seed",
+      wrongFile,
+      "--swarm.hid",
+      "auth1",
+    ]);
     expect(r.code).toBe(1);
     expect(r.output).toContain(`(auth: nkey seed file ${wrongFile}): server refused the credentials ('Authorization Violation')`);
     expect(r.output).not.toContain(WRONG_SEED);
     const garbled = secretFile("garbled.nk", `${WRONG_SEED.slice(0, -4)}AAAA\n`);
-    const bad = await runRole("worker.ts", ["--swarm.nats.urls", nkeyServer.url, "--swarm.nats.nkey_seed", garbled, "--swarm.hid", "auth1"]);
+    const bad = await runRole("worker.ts", [
+      "--swarm.nats.urls",
+      nkeyServer.url,
+      "--swarm.nats.nkey_seed",
+      garbled,
+      "--swarm.hid",
+      "auth1",
+    ]);
     expect(bad.code).toBe(1);
     expect(bad.output).toContain(`(auth: nkey seed file ${garbled}): not a valid nkey seed`);
     expect(bad.output).not.toContain(WRONG_SEED.slice(0, -4));
@@ -124,7 +152,13 @@ describe("NATS authentication", () => {
     const credsFile = secretFile("node.creds", CREDS);
     const out = await joins(["--swarm.nats.urls", operatorServer.url, "--swarm.nats.credentials", credsFile]);
     for (const secret of credsSecrets(CREDS)) expect(out).not.toContain(secret);
-    const check = await runRole("picoclaw.ts", ["--swarm.check-nats", "--swarm.nats.urls", operatorServer.url, "--swarm.nats.credentials", credsFile]);
+    const check = await runRole("picoclaw.ts", [
+      "--swarm.check-nats",
+      "--swarm.nats.urls",
+      operatorServer.url,
+      "--swarm.nats.credentials",
+      credsFile,
+    ]);
     expect(check.code).toBe(0);
     expect(check.stdout).toContain(`NATS check (auth: credentials file ${credsFile})`);
     expect(check.stdout).toContain("JetStream ✓ enabled");
@@ -134,12 +168,26 @@ describe("NATS authentication", () => {
 
   test("a credentials file of another operator's account is refused, naming the credentials file and the server's answer", async () => {
     const foreign = secretFile("foreign.creds", FOREIGN_CREDS);
-    const r = await runRole("worker.ts", ["--swarm.nats.urls", operatorServer.url, "--swarm.nats.credentials", foreign, "--swarm.hid", "auth1"]);
+    const r = await runRole("worker.ts", [
+      "--swarm.nats.urls",
+      operatorServer.url,
+      "--swarm.nats.credentials",
+      foreign,
+      "--swarm.hid",
+      "auth1",
+    ]);
     expect(r.code).toBe(1);
     expect(r.output).toContain(`(auth: credentials file ${foreign}): server refused the credentials ('Authorization Violation')`);
     for (const secret of credsSecrets(FOREIGN_CREDS)) expect(r.output).not.toContain(secret);
     const garbage = secretFile("garbage.creds", "not a creds file\n");
-    const bad = await runRole("worker.ts", ["--swarm.nats.urls", operatorServer.url, "--swarm.nats.credentials", garbage, "--swarm.hid", "auth1"]);
+    const bad = await runRole("worker.ts", [
+      "--swarm.nats.urls",
+      operatorServer.url,
+      "--swarm.nats.credentials",
+      garbage,
+      "--swarm.hid",
+      "auth1",
+    ]);
     expect(bad.code).toBe(1);
     expect(bad.output).toContain(`(auth: credentials file ${garbage}): the credentials file is not a valid .creds file`);
   });
@@ -148,7 +196,10 @@ describe("NATS authentication", () => {
 /** Local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6), e.g. "127.0.0.1". */
 function listeningAddresses(port: number): string[] {
   const out: string[] = [];
-  for (const [file, v6] of [["/proc/net/tcp", false], ["/proc/net/tcp6", true]] as const) {
+  for (const [file, v6] of [
+    ["/proc/net/tcp", false],
+    ["/proc/net/tcp6", true],
+  ] as const) {
     if (!existsSync(file)) continue;
     for (const line of readFileSync(file, "utf8").split("\n").slice(1)) {
       const f = line.trim().split(/\s+/);
@@ -176,7 +227,13 @@ describe("embedded NATS: network exposure", () => {
     const port = await freePort();
     const stateFile = join(home, ".picoclaw", "nats", `port-${port}`, "embedded.json");
     embeddedStateFiles.push(stateFile);
-    const node = procs.track(spawnRole("worker.ts", ["--swarm.nats.embedded", "--swarm.nats.embedded_port", String(port), ...extra, "--swarm.hid", "emb1", ...FAST], { home }));
+    const node = procs.track(
+      spawnRole(
+        "worker.ts",
+        ["--swarm.nats.embedded", "--swarm.nats.embedded_port", String(port), ...extra, "--swarm.hid", "emb1", ...FAST],
+        { home },
+      ),
+    );
     // Fail at once (with the node's output) if it stops instead of joining.
     const joinLine = node.waitForLine(/Node joined swarm .*self=true/, 30_000);
     if ((await Promise.race([joinLine, node.proc.exited.then(() => undefined)])) === undefined) {
@@ -216,4 +273,3 @@ describe("embedded NATS: network exposure", () => {
     await stop();
   });
 });
-

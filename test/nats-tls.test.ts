@@ -3,7 +3,7 @@
 // certificate, or trusting a CA that did not sign the server's certificate, start-up stops with a TLS error.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { makeTestPki, type TestPki } from "./helpers/certs.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 
 let pki: TestPki;
@@ -31,8 +31,10 @@ afterAll(async () => {
 });
 
 const tlsArgs = (o: { ca?: string; cert?: boolean } = {}) => [
-  "--swarm.nats.urls", url,
-  "--swarm.nats.tls.ca_file", o.ca ?? pki.caFile,
+  "--swarm.nats.urls",
+  url,
+  "--swarm.nats.tls.ca_file",
+  o.ca ?? pki.caFile,
   ...(o.cert === false ? [] : ["--swarm.nats.tls.cert_file", pki.clientCert, "--swarm.nats.tls.key_file", pki.clientKey]),
 ];
 
@@ -45,7 +47,9 @@ describe("NATS over TLS (mutual)", () => {
 
     const check = await runRole("picoclaw.ts", ["--swarm.check-nats", ...tlsArgs()]);
     expect(check.code).toBe(0);
-    expect(check.stdout).toMatch(new RegExp(`✓ tls://127\\.0\\.0\\.1:${server.port}  reachable  server 2\\.\\d+\\.\\d+  JetStream ✓ enabled`));
+    expect(check.stdout).toMatch(
+      new RegExp(`✓ tls://127\\.0\\.0\\.1:${server.port}  reachable  server 2\\.\\d+\\.\\d+  JetStream ✓ enabled`),
+    );
     expect(check.stdout).toContain("all 1 NATS URL(s) OK");
   });
 
@@ -58,7 +62,7 @@ describe("NATS over TLS (mutual)", () => {
 
     const check = await runRole("picoclaw.ts", ["--swarm.check-nats", ...tlsArgs({ cert: false })]);
     expect(check.code).toBe(1);
-    expect(check.stdout).toMatch(/✗ tls:\/\/127\.0\.0\.1:\d+  unreachable: TLS failed: .*client certificate/);
+    expect(check.stdout).toMatch(/✗ tls:\/\/127\.0\.0\.1:\d+ {2}unreachable: TLS failed: .*client certificate/);
   });
 
   test("trusting a CA that did not sign the server's certificate: an untrusted-certificate TLS error", async () => {

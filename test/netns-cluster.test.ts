@@ -12,7 +12,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canCreateNamespaces, createNetLab, type NetHost, type NetLab } from "./helpers/netns.ts";
-import { reaper, ROOT, type RoleProcess, runRole, spawnRole } from "./helpers/role-process.ts";
+import { ROOT, type RoleProcess, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 import type { SwarmEvent } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -25,9 +25,12 @@ const ACK_WAIT_MS = 2_000;
 /** Slack on top of node_timeout + heartbeat_interval for a loaded 2-core box. */
 const DETECTION_SLACK_MS = 5_000;
 const TIMING = [
-  "--swarm.nats.heartbeat_interval", `${HEARTBEAT_MS}ms`,
-  "--swarm.nats.node_timeout", `${NODE_TIMEOUT_MS}ms`,
-  "--swarm.tasks.ack_wait", `${ACK_WAIT_MS}ms`,
+  "--swarm.nats.heartbeat_interval",
+  `${HEARTBEAT_MS}ms`,
+  "--swarm.nats.node_timeout",
+  `${NODE_TIMEOUT_MS}ms`,
+  "--swarm.tasks.ack_wait",
+  `${ACK_WAIT_MS}ms`,
 ];
 const TASKS = ["t1", "t2", "t3", "t4", "t5", "t6"];
 
@@ -60,7 +63,9 @@ const lineTime = (line: string): number => Date.parse(line.slice(0, 24));
 
 interface Jsz {
   meta_cluster?: { leader?: string; cluster_size?: number; replicas?: { name: string; current: boolean }[] };
-  account_details?: { stream_detail?: { name: string; cluster?: { leader?: string }; consumer_detail?: { name: string; cluster?: { leader?: string } }[] }[] }[];
+  account_details?: {
+    stream_detail?: { name: string; cluster?: { leader?: string }; consumer_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+  }[];
 }
 
 /** nats-server's /jsz (monitoring port 8222), fetched from inside the host's namespace. */
@@ -104,9 +109,27 @@ describe("several hosts on one machine (network namespaces)", () => {
 
       // --- the NATS cluster, as in the guide, one server per host ---
       const servers = lab.hosts.map((h) => {
-        const others = lab!.hosts.filter((o) => o !== h).map((o) => `nats://${o.ip}:6222`).join(",");
-        const args = ["-js", "-sd", lab!.tempDir(`nats-${h.name}-`), "-p", "4222", "-m", "8222",
-          "-cluster", `nats://${h.ip}:6222`, "-routes", others, "--server_name", h.name, "--cluster_name", "pc"];
+        const others = lab!.hosts
+          .filter((o) => o !== h)
+          .map((o) => `nats://${o.ip}:6222`)
+          .join(",");
+        const args = [
+          "-js",
+          "-sd",
+          lab!.tempDir(`nats-${h.name}-`),
+          "-p",
+          "4222",
+          "-m",
+          "8222",
+          "-cluster",
+          `nats://${h.ip}:6222`,
+          "-routes",
+          others,
+          "--server_name",
+          h.name,
+          "--cluster_name",
+          "pc",
+        ];
         return keep(`nats-${h.name}`, spawnRole(`nats-server@${h.name}`, args, { binary: "nats-server", wrap: lab!.exec(h), home }));
       });
       let lastJsz = "";
@@ -121,27 +144,61 @@ describe("several hosts on one machine (network namespaces)", () => {
         const reps = leader?.meta_cluster?.replicas ?? [];
         return reps.length === 2 && reps.every((r) => r.current);
       };
-      await waitFor("a JetStream meta leader that all three servers agree on, with every peer current", metaAgreed, 60_000, 500).catch((err) => {
-        throw new Error(`${(err as Error).message}\nlast /jsz: ${lastJsz}\n${servers.map((s) => s.output()).join("\n")}`);
-      });
+      await waitFor("a JetStream meta leader that all three servers agree on, with every peer current", metaAgreed, 60_000, 500).catch(
+        (err) => {
+          throw new Error(`${(err as Error).message}\nlast /jsz: ${lastJsz}\n${servers.map((s) => s.output()).join("\n")}`);
+        },
+      );
       timings.cluster_formed_ms = Date.now() - t0;
 
       // --- the LLM server on h1, reached by the workers over the bridge ---
-      const llm = keep("llm-h1", spawnRole("llm-server-main", [join(ROOT, "test/helpers/llm-server-main.ts"), "--hostname", h1.ip],
-        { binary: "bun", wrap: lab.exec(h1), home }));
+      const llm = keep(
+        "llm-h1",
+        spawnRole("llm-server-main", [join(ROOT, "test/helpers/llm-server-main.ts"), "--hostname", h1.ip], {
+          binary: "bun",
+          wrap: lab.exec(h1),
+          home,
+        }),
+      );
       const llmUrl = (await llm.waitForLine(/LLM server listening url=/, 20_000)).match(/url=(\S+)/)![1]!;
 
       // --- the swarm: every node on its own host's server ---
       const hid = `netns${lab.id}`;
-      const common = (h: NetHost) => ["--swarm.nats.urls", `nats://${h.ip}:4222`, "--swarm.hid", hid, "--swarm.nats.replicas", "3", ...TIMING];
+      const common = (h: NetHost) => [
+        "--swarm.nats.urls",
+        `nats://${h.ip}:4222`,
+        "--swarm.hid",
+        hid,
+        "--swarm.nats.replicas",
+        "3",
+        ...TIMING,
+      ];
       const workerEnv = { PICOCLAW_LLM_BASE_URL: llmUrl, PICOCLAW_LLM_MODEL: "test-model" };
-      const coordinator = keep("coordinator-h1", spawnRole("coordinator.ts", [...common(h1), "--swarm.node_id", "coord-h1"],
-        { env: { PICOCLAW_LLM_PROVIDER: "echo" }, wrap: lab.exec(h1), home }));
+      const coordinator = keep(
+        "coordinator-h1",
+        spawnRole("coordinator.ts", [...common(h1), "--swarm.node_id", "coord-h1"], {
+          env: { PICOCLAW_LLM_PROVIDER: "echo" },
+          wrap: lab.exec(h1),
+          home,
+        }),
+      );
       await coordinator.waitForLine(/Node joined swarm .*self=true/, 45_000);
-      const w2 = keep("worker-h2", spawnRole("worker.ts", [...common(h2), "--swarm.node_id", "worker-h2", "--swarm.max_concurrent", "3"],
-        { env: workerEnv, wrap: lab.exec(h2), home }));
-      const w3 = keep("worker-h3", spawnRole("worker.ts", [...common(h3), "--swarm.node_id", "worker-h3", "--swarm.max_concurrent", "3"],
-        { env: workerEnv, wrap: lab.exec(h3), home }));
+      const w2 = keep(
+        "worker-h2",
+        spawnRole("worker.ts", [...common(h2), "--swarm.node_id", "worker-h2", "--swarm.max_concurrent", "3"], {
+          env: workerEnv,
+          wrap: lab.exec(h2),
+          home,
+        }),
+      );
+      const w3 = keep(
+        "worker-h3",
+        spawnRole("worker.ts", [...common(h3), "--swarm.node_id", "worker-h3", "--swarm.max_concurrent", "3"], {
+          env: workerEnv,
+          wrap: lab.exec(h3),
+          home,
+        }),
+      );
       await Promise.all([w2, w3].map((w) => w.waitForLine(/Node joined swarm .*self=true/, 45_000)));
       for (const id of ["worker-h2", "worker-h3"]) await coordinator.waitForLine(new RegExp(`Node joined swarm node=${id}\\b`), 30_000);
       timings.swarm_joined_ms = Date.now() - t0;
@@ -152,11 +209,22 @@ describe("several hosts on one machine (network namespaces)", () => {
       // the scenario starts only once both workers have proven they take work (bounded: 10 rounds of six
       // 1 s sub-tasks, three per worker at a time, so an idle worker has a second to pull the rest).
       let rounds = 0;
-      const warmTask = /INFO  Task assigned task=warm\d+_\d /;
+      const warmTask = /INFO {2}Task assigned task=warm\d+_\d /;
       while (w2.countLines(warmTask) === 0 || w3.countLines(warmTask) === 0) {
-        if (++rounds > 10) throw new Error(`after 10 warm-up requests a worker has still run nothing\n--- worker-h2 ---\n${w2.output()}\n--- worker-h3 ---\n${w3.output()}`);
-        const warm = planOf(`warm${rounds}`, [1, 2, 3, 4, 5, 6].map((k) => `warm${rounds}_${k}`), (id) => `${id} [[delay=1000]]`);
-        const r = await runRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "40s", "--plan", warm], { wrap: lab.exec(h1), home, timeoutMs: 45_000 });
+        if (++rounds > 10)
+          throw new Error(
+            `after 10 warm-up requests a worker has still run nothing\n--- worker-h2 ---\n${w2.output()}\n--- worker-h3 ---\n${w3.output()}`,
+          );
+        const warm = planOf(
+          `warm${rounds}`,
+          [1, 2, 3, 4, 5, 6].map((k) => `warm${rounds}_${k}`),
+          (id) => `${id} [[delay=1000]]`,
+        );
+        const r = await runRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "40s", "--plan", warm], {
+          wrap: lab.exec(h1),
+          home,
+          timeoutMs: 45_000,
+        });
         expect(r.code, `warm-up request ${rounds}:\n${r.output}`).toBe(0);
       }
       timings.warm_up_rounds = rounds;
@@ -167,9 +235,11 @@ describe("several hosts on one machine (network namespaces)", () => {
       // --- a request with six independent 1.5 s sub-tasks, submitted from h1 ---
       const plan = planOf("scenario", TASKS, (id) => `job ${id} [[delay=1500]]`);
       const submitted = Date.now();
-      const sub = keep("submit-h1", spawnRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "2m", "--plan", plan],
-        { wrap: lab.exec(h1), home }));
-      const scenarioTask = /INFO  Task assigned task=(t\d) /;
+      const sub = keep(
+        "submit-h1",
+        spawnRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "2m", "--plan", plan], { wrap: lab.exec(h1), home }),
+      );
+      const scenarioTask = /INFO {2}Task assigned task=(t\d) /;
       await w3.waitForLine(scenarioTask, 30_000);
 
       // --- cut h3 off ---
@@ -177,7 +247,7 @@ describe("several hosts on one machine (network namespaces)", () => {
       const cutAt = Date.now();
       timings.cut_after_submit_ms = cutAt - submitted;
 
-      const offline = new RegExp(`INFO  Node marked offline node=worker-h3\\b`);
+      const offline = /INFO {2}Node marked offline node=worker-h3\b/;
       const detectBound = NODE_TIMEOUT_MS + HEARTBEAT_MS + DETECTION_SLACK_MS;
       const [coordOffline, w2Offline] = await Promise.all([coordinator, w2].map((p) => p.waitForLine(offline, 30_000)));
       timings.offline_on_coordinator_ms = lineTime(coordOffline!) - cutAt;
@@ -190,8 +260,14 @@ describe("several hosts on one machine (network namespaces)", () => {
       timings.answered_after_cut_ms = Date.now() - cutAt;
       // What W3 was running when it was cut off, from its own log (timestamps, as its output reaches us
       // with some delay): assigned before the cut and not completed before it.
-      const before = (re: RegExp) => new Set(w3.lines.filter((l) => lineTime(l) <= cutAt).map((l) => l.match(re)?.[1]).filter((t) => t !== undefined));
-      const doneBefore = before(/INFO  Task completed task=(t\d) /);
+      const before = (re: RegExp) =>
+        new Set(
+          w3.lines
+            .filter((l) => lineTime(l) <= cutAt)
+            .map((l) => l.match(re)?.[1])
+            .filter((t) => t !== undefined),
+        );
+      const doneBefore = before(/INFO {2}Task completed task=(t\d) /);
       const w3Tasks = [...before(scenarioTask)].filter((t) => !doneBefore.has(t));
       const events = sub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as SwarmEvent);
       const seen = `submit exit ${code}; W3 had ${w3Tasks.join(",")}; leaders on h3 at the cut: ${onH3.join(" ") || "none"}; events:\n${sub.stdout.join("\n")}\n--- submit output ---\n${sub.output()}`;
@@ -220,21 +296,33 @@ describe("several hosts on one machine (network namespaces)", () => {
       lab.heal(h3);
       const healAt = Date.now();
       const offlineIdx = coordinator.lines.indexOf(coordOffline!);
-      const back = new RegExp(`INFO  Node (back online|joined swarm) node=worker-h3\\b`);
-      const backLine = await waitFor(`the coordinator to see worker-h3 again after healing (a line matching ${back})\n${coordinator.output()}`,
-        () => coordinator.lines.slice(offlineIdx + 1).find((l) => back.test(l)), 60_000, 50);
+      const back = /INFO {2}Node (back online|joined swarm) node=worker-h3\b/;
+      const backLine = await waitFor(
+        `the coordinator to see worker-h3 again after healing (a line matching ${back})\n${coordinator.output()}`,
+        () => coordinator.lines.slice(offlineIdx + 1).find((l) => back.test(l)),
+        60_000,
+        50,
+      );
       timings.back_on_coordinator_after_heal_ms = lineTime(backLine) - healAt;
 
       // Seen from h2 too: the dashboard (an observer) counts three nodes online.
       let dash = "";
-      await waitFor("the dashboard on h2 to show 3 nodes online, worker-h3 among them", async () => {
-        const r = await runRole("dashboard.ts", ["--json", ...common(h2)], { wrap: lab!.exec(h2), home, timeoutMs: 20_000 });
-        dash = r.stdout;
-        if (r.code !== 0) return false;
-        const snap = JSON.parse(r.stdout) as { stats: { nodes: { online: number; busy: number } }; nodes: { node: string; status: string }[] };
-        const w3s = snap.nodes.find((n) => n.node === "worker-h3")?.status;
-        return snap.stats.nodes.online + snap.stats.nodes.busy === 3 && (w3s === "online" || w3s === "busy");
-      }, 45_000, 500).catch((err) => {
+      await waitFor(
+        "the dashboard on h2 to show 3 nodes online, worker-h3 among them",
+        async () => {
+          const r = await runRole("dashboard.ts", ["--json", ...common(h2)], { wrap: lab!.exec(h2), home, timeoutMs: 20_000 });
+          dash = r.stdout;
+          if (r.code !== 0) return false;
+          const snap = JSON.parse(r.stdout) as {
+            stats: { nodes: { online: number; busy: number } };
+            nodes: { node: string; status: string }[];
+          };
+          const w3s = snap.nodes.find((n) => n.node === "worker-h3")?.status;
+          return snap.stats.nodes.online + snap.stats.nodes.busy === 3 && (w3s === "online" || w3s === "busy");
+        },
+        45_000,
+        500,
+      ).catch((err) => {
         throw new Error(`${(err as Error).message}\nlast dashboard: ${dash}`);
       });
       timings.dashboard_ok_after_heal_ms = Date.now() - healAt;
@@ -247,44 +335,71 @@ describe("several hosts on one machine (network namespaces)", () => {
       // a server bug, see the report). Then the request is not checked and the summary says why.
       let lastPlacement: string[] = [];
       let unsettled = "";
-      await waitFor("every stream, bucket and consumer of the swarm to have a leader after healing", async () => {
-        if (!(await metaAgreed())) return false;
-        lastPlacement = await placement(h1, home, hid);
-        return lastPlacement.length === leaders.length && lastPlacement.every((l) => !l.endsWith("=none") && !l.endsWith("="));
-      }, 60_000, 500).catch((err) => {
+      await waitFor(
+        "every stream, bucket and consumer of the swarm to have a leader after healing",
+        async () => {
+          if (!(await metaAgreed())) return false;
+          lastPlacement = await placement(h1, home, hid);
+          return lastPlacement.length === leaders.length && lastPlacement.every((l) => !l.endsWith("=none") && !l.endsWith("="));
+        },
+        60_000,
+        500,
+      ).catch((err) => {
         unsettled = `${(err as Error).message}; meta leadership as each server sees it: ${lastJsz}; placement: ${lastPlacement.join(" ") || "(none)"}`;
       });
       let afterNodes = new Set<string | undefined>();
       if (!unsettled) {
-        await waitFor("the coordinator to lead after healing", () => {
-          const last = coordinator.lines.filter((l) => /Coordinator (leading|stepped down)/.test(l)).at(-1);
-          return last?.includes("Coordinator leading");
-        }, 60_000, 50).catch((err) => {
+        await waitFor(
+          "the coordinator to lead after healing",
+          () => {
+            const last = coordinator.lines.filter((l) => /Coordinator (leading|stepped down)/.test(l)).at(-1);
+            return last?.includes("Coordinator leading");
+          },
+          60_000,
+          50,
+        ).catch((err) => {
           throw new Error(`${(err as Error).message}\n${coordinator.output()}`);
         });
         timings.settled_after_heal_ms = Date.now() - healAt;
         const after = planOf("after", ["after1", "after2", "after3", "after4"], (id) => `${id} after healing [[delay=300]]`);
         const afterStart = Date.now();
-        const again = await runRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "60s", "--plan", after], { wrap: lab.exec(h1), home, timeoutMs: 70_000 });
+        const again = await runRole("picoclaw.ts", ["submit", "--json", ...common(h1), "--timeout", "60s", "--plan", after], {
+          wrap: lab.exec(h1),
+          home,
+          timeoutMs: 70_000,
+        });
         expect(again.code, `a request after healing:\n${again.output}\n--- coordinator ---\n${coordinator.output()}`).toBe(0);
         timings.request_after_heal_ms = Date.now() - afterStart;
-        afterNodes = new Set(again.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as SwarmEvent & { node?: string })
-          .filter((e) => e.kind === "completed" && "task" in e).map((e) => e.node));
+        afterNodes = new Set(
+          again.stdout
+            .split("\n")
+            .filter((l) => l.startsWith("{"))
+            .map((l) => JSON.parse(l) as SwarmEvent & { node?: string })
+            .filter((e) => e.kind === "completed" && "task" in e)
+            .map((e) => e.node),
+        );
       }
 
       const w3Reconnects = w3.countLines(/NATS reconnected/);
       const w3Late = w3.lines.filter((l) => /task=t\d /.test(l) && /Task completed|Task failed|Task attempt failed/.test(l));
-      console.log([
-        `netns-cluster: lab ${lab.id}, hosts ${lab.hosts.map((h) => `${h.name}=${h.ip}`).join(" ")}`,
-        `  timings ${Object.entries(timings).map(([k, v]) => `${k}=${v}`).join(" ")}`,
-        `  leaders on h3 at the cut (${onH3.length} of ${leaders.length}): ${onH3.join(" ") || "none"}`,
-        `  W3 had ${w3Tasks.join(",")} when cut; duplicate events in submit output: ${duplicates}; W3 "NATS reconnected" lines: ${w3Reconnects}`,
-        `  W3 scenario task lines: ${w3Late.length ? w3Late.join(" | ") : "(none)"}`,
-        unsettled
-          ? `  request after healing NOT CHECKED: JetStream did not settle: ${unsettled}`
-          : `  request after healing completed on: ${[...afterNodes].join(", ")}`,
-        `  coordinator leadership lines: ${coordinator.lines.filter((l) => /Coordinator (leading|stepped down)|handed back/.test(l)).map((l) => l.slice(11, 23) + l.slice(29)).join(" | ")}`,
-      ].join("\n"));
+      console.log(
+        [
+          `netns-cluster: lab ${lab.id}, hosts ${lab.hosts.map((h) => `${h.name}=${h.ip}`).join(" ")}`,
+          `  timings ${Object.entries(timings)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")}`,
+          `  leaders on h3 at the cut (${onH3.length} of ${leaders.length}): ${onH3.join(" ") || "none"}`,
+          `  W3 had ${w3Tasks.join(",")} when cut; duplicate events in submit output: ${duplicates}; W3 "NATS reconnected" lines: ${w3Reconnects}`,
+          `  W3 scenario task lines: ${w3Late.length ? w3Late.join(" | ") : "(none)"}`,
+          unsettled
+            ? `  request after healing NOT CHECKED: JetStream did not settle: ${unsettled}`
+            : `  request after healing completed on: ${[...afterNodes].join(", ")}`,
+          `  coordinator leadership lines: ${coordinator.lines
+            .filter((l) => /Coordinator (leading|stepped down)|handed back/.test(l))
+            .map((l) => l.slice(11, 23) + l.slice(29))
+            .join(" | ")}`,
+        ].join("\n"),
+      );
       passed = true;
     },
     300_000,

@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, Events, type NatsConnection } from "nats";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
-import { FAST, reaper, ROOT, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
+import { FAST, ROOT, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { selfId } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -43,7 +43,16 @@ afterAll(async () => {
   await server.stop();
 });
 
-const asAlpha = () => ["--swarm.nats.urls", server.url, "--swarm.nats.user", "alpha", "--swarm.nats.password", ALPHA_PASSWORD, "--swarm.hid", "alpha"];
+const asAlpha = () => [
+  "--swarm.nats.urls",
+  server.url,
+  "--swarm.nats.user",
+  "alpha",
+  "--swarm.nats.password",
+  ALPHA_PASSWORD,
+  "--swarm.hid",
+  "alpha",
+];
 
 /** A nats.js client as one H-id user, with that H-id's inbox prefix (as picoclaw itself connects). */
 async function client(user: "alpha" | "beta", password: string): Promise<NatsConnection> {
@@ -104,22 +113,45 @@ describe("per-H-id NATS permissions (docs/nats-server.conf)", () => {
     // a JetStream publish is refused with the server's message.
     alpha.publish("picoclaw.beta.request.submit", new TextEncoder().encode("{}"));
     await alpha.flush();
-    await waitFor("a permissions-violation status after publishing to picoclaw.beta.request.submit",
-      () => statusErrors.includes("PERMISSIONS_VIOLATION"), 5_000);
-    const jsPub = await alpha.jetstream().publish("picoclaw.beta.request.submit", new TextEncoder().encode("{}"), { timeout: 5_000 })
-      .then(() => "accepted", (err: Error) => err.message);
+    await waitFor(
+      "a permissions-violation status after publishing to picoclaw.beta.request.submit",
+      () => statusErrors.includes("PERMISSIONS_VIOLATION"),
+      5_000,
+    );
+    const jsPub = await alpha
+      .jetstream()
+      .publish("picoclaw.beta.request.submit", new TextEncoder().encode("{}"), { timeout: 5_000 })
+      .then(
+        () => "accepted",
+        (err: Error) => err.message,
+      );
     expect(jsPub).toContain('Permissions Violation for Publish to "picoclaw.beta.request.submit"');
 
     // Subscribe: beta's subjects, beta's inboxes, and the shared inbox space are all refused.
-    expect(await subscribeError(alpha, "picoclaw.beta.>")).toMatch(/^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "picoclaw\.beta\.>"/);
-    expect(await subscribeError(alpha, "_INBOX_beta.>")).toMatch(/^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "_INBOX_beta\.>"/);
-    expect(await subscribeError(alpha, "_INBOX.>")).toMatch(/^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "_INBOX\.>"/);
+    expect(await subscribeError(alpha, "picoclaw.beta.>")).toMatch(
+      /^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "picoclaw\.beta\.>"/,
+    );
+    expect(await subscribeError(alpha, "_INBOX_beta.>")).toMatch(
+      /^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "_INBOX_beta\.>"/,
+    );
+    expect(await subscribeError(alpha, "_INBOX.>")).toMatch(
+      /^PERMISSIONS_VIOLATION .*Permissions Violation for Subscription to "_INBOX\.>"/,
+    );
 
     // KV: neither opening beta's bucket nor reading a key from it is allowed.
-    const open = await alpha.jetstream().views.kv("picoclaw_beta_tasks").then(() => "opened", (err: Error) => err.message);
+    const open = await alpha
+      .jetstream()
+      .views.kv("picoclaw_beta_tasks")
+      .then(
+        () => "opened",
+        (err: Error) => err.message,
+      );
     expect(open).toContain('Permissions Violation for Publish to "$JS.API.STREAM.INFO.KV_picoclaw_beta_tasks"');
     const bound = await alpha.jetstream().views.kv("picoclaw_beta_tasks", { bindOnly: true });
-    const read = await bound.get("request.r-beta").then((e) => `read: ${e?.string()}`, (err: Error) => err.message);
+    const read = await bound.get("request.r-beta").then(
+      (e) => `read: ${e?.string()}`,
+      (err: Error) => err.message,
+    );
     expect(read).toMatch(/Permissions Violation for Publish to "\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\.KV_picoclaw_beta_tasks/);
 
     // The refusals are specific: alpha's own bucket works on the same connection, which stays up.

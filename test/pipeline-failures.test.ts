@@ -2,8 +2,8 @@
 // says so), timeouts free the slot, and a planner that cannot produce JSON falls back to the heuristic.
 import { describe, expect, test } from "bun:test";
 import { startLlmServer } from "./helpers/llm-server.ts";
-import { planFile, runIntervals, submit } from "./helpers/swarm.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
+import { planFile, runIntervals, submit } from "./helpers/swarm.ts";
 
 const suite = swarmSuite();
 
@@ -13,7 +13,10 @@ const requestsFor = (text: string) => suite.llm.requests.filter((q) => q.body.me
 
 describe("LLM failures", () => {
   test("429 with Retry-After then 200: the sub-task is retried after the delay and succeeds", async () => {
-    const swarm = await suite.start("f1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
+    const swarm = await suite.start("f1", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", env: llmEnv() },
+    ]);
     const r = await submit(swarm, ["--capabilities", "general", "limited call [[status=429 times=1 retry_after=1]]"]);
     expect(r.code).toBe(0);
     expect(r.answer?.status).toBe("completed");
@@ -27,13 +30,18 @@ describe("LLM failures", () => {
   });
 
   test("400: the sub-task fails at once with the provider's message and the answer marks it", async () => {
-    const swarm = await suite.start("f2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: llmEnv() }]);
-    const plan = planFile([
-      "tasks:",
-      "  - { id: good, capability: general, prompt: 'fine work' }",
-      "  - { id: bad, capability: general, prompt: 'broken call [[status=400]]', required: false, title: bad call }",
-      "",
-    ].join("\n"));
+    const swarm = await suite.start("f2", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", env: llmEnv() },
+    ]);
+    const plan = planFile(
+      [
+        "tasks:",
+        "  - { id: good, capability: general, prompt: 'fine work' }",
+        "  - { id: bad, capability: general, prompt: 'broken call [[status=400]]', required: false, title: bad call }",
+        "",
+      ].join("\n"),
+    );
     const r = await submit(swarm, ["--plan", plan]);
     expect(r.code).toBe(0); // the failed sub-task was optional: the answer is partial, not failed
     expect(r.answer?.status).toBe("partial");
@@ -44,7 +52,10 @@ describe("LLM failures", () => {
     const failed = r.events.find((e) => e.kind === "failed" && "task" in e && e.task === "bad") as { error?: string } | undefined;
     expect(failed?.error).toContain("400");
 
-    const required = await submit(swarm, ["--plan", planFile("tasks:\n  - { id: bad2, capability: general, prompt: 'broken again [[status=400]]' }\n")]);
+    const required = await submit(swarm, [
+      "--plan",
+      planFile("tasks:\n  - { id: bad2, capability: general, prompt: 'broken again [[status=400]]' }\n"),
+    ]);
     expect(required.code).toBe(1);
     expect(required.answer?.status).toBe("failed");
     expect(required.output).toContain("required sub-task failed: bad2");
@@ -55,12 +66,14 @@ describe("LLM failures", () => {
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.max_concurrent", "1", "--swarm.tasks.max_deliver", "1"], env: llmEnv() },
     ]);
-    const plan = planFile([
-      "tasks:",
-      "  - { id: slow, capability: general, priority: 3, timeout: 500ms, required: false, prompt: 'too slow [[delay=8000]]' }",
-      "  - { id: next, capability: general, priority: 0, prompt: 'quick one' }",
-      "",
-    ].join("\n"));
+    const plan = planFile(
+      [
+        "tasks:",
+        "  - { id: slow, capability: general, priority: 3, timeout: 500ms, required: false, prompt: 'too slow [[delay=8000]]' }",
+        "  - { id: next, capability: general, priority: 0, prompt: 'quick one' }",
+        "",
+      ].join("\n"),
+    );
     const r = await submit(swarm, ["--plan", plan]);
     expect(r.code).toBe(0);
     expect(r.answer?.answer).toContain("timed out after 500ms");
@@ -79,7 +92,9 @@ describe("timeouts are retried per policy", () => {
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.tasks.max_deliver", "2"], env: llmEnv() },
     ]);
-    const plan = planFile("tasks:\n  - { id: stuck, capability: general, timeout: 300ms, required: false, prompt: 'stuck-call [[delay=3000]]' }\n  - { id: quick, capability: general, prompt: 'quick-call' }\n");
+    const plan = planFile(
+      "tasks:\n  - { id: stuck, capability: general, timeout: 300ms, required: false, prompt: 'stuck-call [[delay=3000]]' }\n  - { id: quick, capability: general, prompt: 'quick-call' }\n",
+    );
     const r = await submit(swarm, ["--plan", plan]);
     expect(r.code).toBe(0);
     expect(r.events.filter((e) => e.kind === "retrying" && "task" in e && e.task === "stuck").length).toBe(1);
@@ -91,7 +106,9 @@ describe("timeouts are retried per policy", () => {
 
 describe("LLM planner", () => {
   test("invalid JSON twice: the heuristic plan is used and the answer says so", async () => {
-    const planner = await startLlmServer({ respond: (body) => (body.response_format ? "Sure! Here is the plan: tasks = code, docs" : undefined) });
+    const planner = await startLlmServer({
+      respond: (body) => (body.response_format ? "Sure! Here is the plan: tasks = code, docs" : undefined),
+    });
     try {
       const swarm = await suite.start("f4", [
         { script: "coordinator.ts", env: { PICOCLAW_LLM_BASE_URL: planner.url, PICOCLAW_LLM_MODEL: "planner" } },

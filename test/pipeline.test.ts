@@ -1,8 +1,8 @@
 // Requests become answers: the guide's code-review swarm, capability routing, concurrency limits,
 // priorities and DAG inputs — real nats-server, real role processes, a real OpenAI-style HTTP server.
 import { describe, expect, test } from "bun:test";
-import { maxOverlap, planFile, runIntervals, submit } from "./helpers/swarm.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
+import { maxOverlap, planFile, runIntervals, submit } from "./helpers/swarm.ts";
 
 const suite = swarmSuite();
 
@@ -35,14 +35,19 @@ describe("task pipeline", () => {
     expect(maxOverlap([...runs.values()])).toBe(4);
 
     const answer = r.answer!.answer!;
-    for (const section of ["## code review — completed", "## security review — completed", "## docs review — completed", "## testing review — completed"]) {
+    for (const section of [
+      "## code review — completed",
+      "## security review — completed",
+      "## docs review — completed",
+      "## testing review — completed",
+    ]) {
       expect(answer).toContain(section);
     }
     expect(answer).toContain("ok: "); // the LLM server's replies made it into the answer
     expect(r.answer!.usage!.total_tokens).toBeGreaterThan(0);
     // The guide's log lines on the coordinator.
-    expect(swarm.nodes[0]!.countLines(/INFO  Task assigned task=\S+ .*node=claw-\S+ capability=/)).toBe(4);
-    expect(swarm.nodes[1]!.countLines(/INFO  Task completed task=code .*node=.* duration_ms=\d+/)).toBe(1);
+    expect(swarm.nodes[0]!.countLines(/INFO {2}Task assigned task=\S+ .*node=claw-\S+ capability=/)).toBe(4);
+    expect(swarm.nodes[1]!.countLines(/INFO {2}Task completed task=code .*node=.* duration_ms=\d+/)).toBe(1);
   });
 
   test("a worker with max_concurrent 2 given 10 sub-tasks never runs more than 2 at once", async () => {
@@ -81,10 +86,16 @@ describe("task pipeline", () => {
       { script: "worker.ts", args: ["--swarm.max_concurrent", "1"], env: llmEnv() },
     ]);
     const worker = swarm.nodes[1]!;
-    const blocker = submit(swarm, ["--plan", planFile("tasks:\n  - { id: blocker, capability: general, prompt: \"hold the slot [[delay=2500]]\" }\n")]);
+    const blocker = submit(swarm, [
+      "--plan",
+      planFile('tasks:\n  - { id: blocker, capability: general, prompt: "hold the slot [[delay=2500]]" }\n'),
+    ]);
     await worker.waitForLine(/Task assigned task=blocker/, 15_000);
     const low = Array.from({ length: 10 }, (_, i) => `  - { id: low${i}, capability: general, priority: 0, prompt: "low ${i}" }`);
-    const queued = submit(swarm, ["--plan", planFile(`tasks:\n${low.join("\n")}\n  - { id: urgent, capability: general, priority: 3, prompt: "urgent" }\n`)]);
+    const queued = submit(swarm, [
+      "--plan",
+      planFile(`tasks:\n${low.join("\n")}\n  - { id: urgent, capability: general, priority: 3, prompt: "urgent" }\n`),
+    ]);
     expect((await blocker).code).toBe(0);
     expect((await queued).code).toBe(0);
     const order = worker.lines.filter((l) => l.includes("Task assigned")).map((l) => l.match(/task=(\S+)/)![1]);
@@ -120,17 +131,22 @@ describe("task pipeline", () => {
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ["--swarm.capabilities", "code"], env: llmEnv() },
     ]);
-    const r = await submit(swarm, ["--plan", planFile([
-      "tasks:",
-      "  - id: a",
-      "    capability: code",
-      "    prompt: 'find the bug [[reply=ALPHA-FINDING-42]]'",
-      "  - id: b",
-      "    capability: general",
-      "    depends_on: [a]",
-      "    prompt: 'write the fix'",
-      "",
-    ].join("\n"))]);
+    const r = await submit(swarm, [
+      "--plan",
+      planFile(
+        [
+          "tasks:",
+          "  - id: a",
+          "    capability: code",
+          "    prompt: 'find the bug [[reply=ALPHA-FINDING-42]]'",
+          "  - id: b",
+          "    capability: general",
+          "    depends_on: [a]",
+          "    prompt: 'write the fix'",
+          "",
+        ].join("\n"),
+      ),
+    ]);
     expect(r.code).toBe(0);
     const bRequest = suite.llm.requests.find((q) => q.body.messages?.at(-1)?.content.startsWith("write the fix"));
     expect(bRequest?.body.messages?.at(-1)?.content).toContain("ALPHA-FINDING-42");
@@ -138,18 +154,36 @@ describe("task pipeline", () => {
     expect(runs.get("b")!.start).toBeGreaterThanOrEqual(runs.get("a")!.end);
 
     const before = suite.llm.requests.length;
-    const cyc = await submit(swarm, ["--plan", planFile([
-      "tasks:",
-      "  - { id: a, capability: code, prompt: x, depends_on: [b] }",
-      "  - { id: b, capability: code, prompt: y, depends_on: [a] }",
-      "  - { id: c, capability: code, prompt: z, depends_on: [ghost] }",
-      "",
-    ].join("\n"))], 20_000);
+    const cyc = await submit(
+      swarm,
+      [
+        "--plan",
+        planFile(
+          [
+            "tasks:",
+            "  - { id: a, capability: code, prompt: x, depends_on: [b] }",
+            "  - { id: b, capability: code, prompt: y, depends_on: [a] }",
+            "  - { id: c, capability: code, prompt: z, depends_on: [ghost] }",
+            "",
+          ].join("\n"),
+        ),
+      ],
+      20_000,
+    );
     expect(cyc.code).toBe(1);
     expect(cyc.answer?.error).toMatch(/unknown task ghost|cycle: (a -> b -> a|b -> a -> b)/);
     expect(suite.llm.requests.length).toBe(before);
 
-    const cyc2 = await submit(swarm, ["--plan", planFile("tasks:\n  - { id: a, capability: code, prompt: x, depends_on: [b] }\n  - { id: b, capability: code, prompt: y, depends_on: [a] }\n")], 20_000);
+    const cyc2 = await submit(
+      swarm,
+      [
+        "--plan",
+        planFile(
+          "tasks:\n  - { id: a, capability: code, prompt: x, depends_on: [b] }\n  - { id: b, capability: code, prompt: y, depends_on: [a] }\n",
+        ),
+      ],
+      20_000,
+    );
     expect(cyc2.code).toBe(1);
     expect(cyc2.answer?.error).toMatch(/cycle: (a -> b -> a|b -> a -> b)/);
     expect(suite.llm.requests.length).toBe(before);

@@ -54,7 +54,15 @@ synthesize: false
     const p = parsePlanText(yaml, "plan.yaml");
     expect(p.synthesize).toBe(false);
     expect(p.tasks.map((x) => x.id)).toEqual(["fetch", "security", "report"]);
-    expect(p.tasks[0]).toEqual({ id: "fetch", capability: "code", prompt: "Read the diff", depends_on: [], priority: 1, required: true, timeout_ms: 30_000 });
+    expect(p.tasks[0]).toEqual({
+      id: "fetch",
+      capability: "code",
+      prompt: "Read the diff",
+      depends_on: [],
+      priority: 1,
+      required: true,
+      timeout_ms: 30_000,
+    });
     expect(p.tasks[1]).toMatchObject({ depends_on: ["fetch"], priority: 3, required: false, title: "security review" });
     expect(p.tasks[1]?.timeout_ms).toBeUndefined();
     expect(p.tasks[2]?.depends_on).toEqual(["fetch", "security"]);
@@ -82,12 +90,18 @@ synthesize: false
   });
 
   test("other problems name the first one: bad duration, empty prompt, unknown key, priority, bad YAML", () => {
-    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, timeout: 10q}\n", "f")).message)
-      .toContain("tasks[0].timeout: a duration");
-    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: ''}\n", "f")).message).toContain("tasks[0].prompt");
-    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, depends: [b]}\n", "f")).message).toContain("depends");
-    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, priority: 4}\n", "f")).message)
-      .toContain("tasks[0].priority: an integer from 0 to 3");
+    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, timeout: 10q}\n", "f")).message).toContain(
+      "tasks[0].timeout: a duration",
+    );
+    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: ''}\n", "f")).message).toContain(
+      "tasks[0].prompt",
+    );
+    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, depends: [b]}\n", "f")).message).toContain(
+      "depends",
+    );
+    expect(planErrorOf(() => parsePlanText("tasks:\n  - {id: a, capability: code, prompt: x, priority: 4}\n", "f")).message).toContain(
+      "tasks[0].priority: an integer from 0 to 3",
+    );
     expect(planErrorOf(() => parsePlanText("tasks: [ {id: a", "broken.yaml")).message).toContain("broken.yaml");
     expect(planErrorOf(() => parsePlanText("just text", "f")).message).toContain("tasks");
   });

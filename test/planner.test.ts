@@ -8,8 +8,16 @@ import { heuristicPlan, llmPlan, makePlan, type OnlineCapabilities } from "../li
 
 /** The guide's "Distributed Code Review Swarm": a coordinator and four specialists. */
 const reviewSwarm: OnlineCapabilities = new Map([
-  ["coordination", 1], ["rust", 1], ["go", 1], ["python", 1], ["security", 1], ["audit", 1],
-  ["docs", 1], ["writing", 1], ["testing", 1], ["qa", 1],
+  ["coordination", 1],
+  ["rust", 1],
+  ["go", 1],
+  ["python", 1],
+  ["security", 1],
+  ["audit", 1],
+  ["docs", 1],
+  ["writing", 1],
+  ["testing", 1],
+  ["qa", 1],
 ]);
 
 const limits = { maxFanout: 8, maxDepth: 4, maxPromptBytes: 64 * 1024 };
@@ -41,7 +49,10 @@ describe("heuristicPlan", () => {
   test("the guide's code review: exactly four parallel tasks on rust, security, docs, testing", () => {
     const plan = heuristicPlan("Review this change: fn main() { unsafe { libc::system(cmd) } }", reviewSwarm, { maxFanout: 8 });
     expect(plan.tasks.map((t) => [t.id, t.capability])).toEqual([
-      ["code", "rust"], ["security", "security"], ["docs", "docs"], ["testing", "testing"],
+      ["code", "rust"],
+      ["security", "security"],
+      ["docs", "docs"],
+      ["testing", "testing"],
     ]);
     expect(plan.tasks.every((t) => t.depends_on.length === 0)).toBe(true);
     expect(plan.tasks.map((t) => t.title)).toEqual(["code review", "security review", "docs review", "testing review"]);
@@ -52,13 +63,30 @@ describe("heuristicPlan", () => {
   });
 
   test("a review falls back to general workers for areas no specialist covers, and skips the rest", () => {
-    const some = new Map([["coordination", 1], ["security", 1], ["general", 2]]);
+    const some = new Map([
+      ["coordination", 1],
+      ["security", 1],
+      ["general", 2],
+    ]);
     const plan = heuristicPlan("Please audit PR 42", some, { maxFanout: 8 });
     expect(plan.tasks.map((t) => [t.id, t.capability])).toEqual([
-      ["code", "general"], ["security", "security"], ["docs", "general"], ["testing", "general"],
+      ["code", "general"],
+      ["security", "security"],
+      ["docs", "general"],
+      ["testing", "general"],
     ]);
-    const noGeneral = heuristicPlan("look over this diff", new Map([["security", 1], ["qa", 1]]), { maxFanout: 8 });
-    expect(noGeneral.tasks.map((t) => [t.id, t.capability])).toEqual([["security", "security"], ["testing", "qa"]]);
+    const noGeneral = heuristicPlan(
+      "look over this diff",
+      new Map([
+        ["security", 1],
+        ["qa", 1],
+      ]),
+      { maxFanout: 8 },
+    );
+    expect(noGeneral.tasks.map((t) => [t.id, t.capability])).toEqual([
+      ["security", "security"],
+      ["testing", "qa"],
+    ]);
   });
 
   test("a request naming one online capability gives one task", () => {
@@ -69,17 +97,33 @@ describe("heuristicPlan", () => {
   });
 
   test("nothing named: one general task, never routed to a specialist's capability", () => {
-    const plan = heuristicPlan("What is the capital of France?", new Map([["general", 3], ["code", 1]]), { maxFanout: 8 });
+    const plan = heuristicPlan(
+      "What is the capital of France?",
+      new Map([
+        ["general", 3],
+        ["code", 1],
+      ]),
+      { maxFanout: 8 },
+    );
     expect(plan.tasks).toHaveLength(1);
     expect(plan.tasks[0]).toMatchObject({ id: "general", capability: "general", prompt: "What is the capital of France?" });
-    const noGeneral = heuristicPlan("hello", new Map([["coordination", 5], ["code", 1], ["research", 2]]), { maxFanout: 8 });
+    const noGeneral = heuristicPlan(
+      "hello",
+      new Map([
+        ["coordination", 5],
+        ["code", 1],
+        ["research", 2],
+      ]),
+      { maxFanout: 8 },
+    );
     expect(noGeneral.tasks.map((t) => t.capability)).toEqual(["general"]);
   });
 
   test("--capabilities: one task per listed capability, even for a review request", () => {
     const plan = heuristicPlan("Review this change", reviewSwarm, { capabilities: ["security", "rust", "security"], maxFanout: 8 });
     expect(plan.tasks.map((t) => [t.id, t.capability, t.title])).toEqual([
-      ["security", "security", "security task"], ["rust", "rust", "rust task"],
+      ["security", "security", "security task"],
+      ["rust", "rust", "rust task"],
     ]);
   });
 
@@ -95,7 +139,10 @@ describe("llmPlan", () => {
     const llm = scripted([goodPlan]);
     const { plan, attempts } = await llmPlan("Review this change", reviewSwarm, llm, limits);
     expect(attempts).toBe(1);
-    expect(plan.tasks.map((t) => [t.id, t.capability, t.depends_on])).toEqual([["security", "security", []], ["summary", "docs", ["security"]]]);
+    expect(plan.tasks.map((t) => [t.id, t.capability, t.depends_on])).toEqual([
+      ["security", "security", []],
+      ["summary", "docs", ["security"]],
+    ]);
     expect(llm.calls[0]?.json).toBe(true);
     const system = llm.calls[0]?.messages[0]?.content ?? "";
     expect(system).toContain("audit, docs, go, python, qa, rust, security, testing, writing");
@@ -120,10 +167,12 @@ describe("llmPlan", () => {
   });
 
   test("invalid twice: a PlanError saying so, with the last reason", async () => {
-    const cycle = JSON.stringify({ tasks: [
-      { id: "a", capability: "rust", prompt: "x", depends_on: ["b"] },
-      { id: "b", capability: "rust", prompt: "y", depends_on: ["a"] },
-    ] });
+    const cycle = JSON.stringify({
+      tasks: [
+        { id: "a", capability: "rust", prompt: "x", depends_on: ["b"] },
+        { id: "b", capability: "rust", prompt: "y", depends_on: ["a"] },
+      ],
+    });
     const err = await llmPlan("x", reviewSwarm, scripted(["not json at all", cycle]), limits).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PlanError);
     expect((err as PlanError).message).toStartWith("LLM planner returned an invalid plan twice: ");

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { AckPolicy, connect, type NatsConnection, RetentionPolicy } from "nats";
 import { pullAvailable } from "../lib/pull.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 
 let nats: NatsServer;
 let nc: NatsConnection;

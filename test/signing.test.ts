@@ -7,10 +7,10 @@ import { connect, headers, type Msg } from "nats";
 import { encode } from "../lib/messages.ts";
 import { swarmNames } from "../lib/subjects.ts";
 import type { TaskMsg } from "../lib/task-messages.ts";
-import { startLlmServer, type LlmServer } from "./helpers/llm-server.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { runRole, tempHome } from "./helpers/role-process.ts";
-import { startSwarm, submit, type Swarm } from "./helpers/swarm.ts";
+import { type Swarm, startSwarm, submit } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 let nats: NatsServer;
@@ -41,7 +41,9 @@ afterAll(async () => {
 });
 
 const signing = (key: string, trusted: { coordinators?: string[]; workers?: string[] }) => [
-  "--swarm.security.signing", "--swarm.security.key_file", keys[key]!.file,
+  "--swarm.security.signing",
+  "--swarm.security.key_file",
+  keys[key]!.file,
   ...(trusted.coordinators ? ["--swarm.security.trusted_coordinators", trusted.coordinators.join(",")] : []),
   ...(trusted.workers ? ["--swarm.security.trusted_workers", trusted.workers.join(",")] : []),
 ];
@@ -61,7 +63,11 @@ describe("signed sub-tasks", () => {
     const hid = "sig1";
     swarm = await startSwarm(nats, hid, [
       { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
-      { script: "worker.ts", args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.security.max_skew", "2s"], env: llmEnv() },
+      {
+        script: "worker.ts",
+        args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.security.max_skew", "2s"],
+        env: llmEnv(),
+      },
     ]);
     const names = swarmNames(hid);
     const nc = await connect({ servers: nats.url });
@@ -78,8 +84,18 @@ describe("signed sub-tasks", () => {
       const js = nc.jetstream();
       const before = llm.requests.length;
 
-      const forged: TaskMsg = { v: 1, request: "r-forged0001", task: "t", title: "forged", capability: "general", priority: 1,
-        prompt: "forged-prompt", inputs: [], timeout_ms: 10_000, coordinator: "claw-00000000" };
+      const forged: TaskMsg = {
+        v: 1,
+        request: "r-forged0001",
+        task: "t",
+        title: "forged",
+        capability: "general",
+        priority: 1,
+        prompt: "forged-prompt",
+        inputs: [],
+        timeout_ms: 10_000,
+        coordinator: "claw-00000000",
+      };
       await js.publish(names.taskQueue("general", 1), encode(forged));
       await worker.waitForLine(/Rejected sub-task task=t request=r-forged0001 .*reason=unsigned/);
 
@@ -103,7 +119,11 @@ describe("signed sub-tasks", () => {
   test("a sub-task signed by an untrusted coordinator is refused", async () => {
     swarm = await startSwarm(nats, "sig2", [
       { script: "coordinator.ts", args: signing("stranger", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
-      { script: "worker.ts", args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.tasks.max_deliver", "1"], env: llmEnv() },
+      {
+        script: "worker.ts",
+        args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.tasks.max_deliver", "1"],
+        env: llmEnv(),
+      },
     ]);
     const r = submit(swarm, ["--capabilities", "general", "--timeout", "6s", "untrusted-work"], 20_000);
     await swarm.nodes[1]!.waitForLine(/Rejected sub-task .*reason="signed by untrusted key U/);

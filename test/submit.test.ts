@@ -4,8 +4,8 @@ import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runRole, tempHome } from "./helpers/role-process.ts";
-import { submit } from "./helpers/swarm.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
+import { submit } from "./helpers/swarm.ts";
 
 const suite = swarmSuite();
 
@@ -13,7 +13,10 @@ const echoEnv = ECHO_ENV;
 
 describe("submit", () => {
   test("stdin ('-') and --file; with no LLM configured the answer says the echo provider was used", async () => {
-    const swarm = await suite.start("s1", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    const swarm = await suite.start("s1", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", env: echoEnv },
+    ]);
     expect(swarm.nodes[1]!.output()).toContain("LLM: echo provider (offline, no LLM configured)");
     const fromStdin = await submit(swarm, ["-"], 30_000, "Summarise: stdin-marker-7781");
     expect(fromStdin.code).toBe(0);
@@ -29,7 +32,10 @@ describe("submit", () => {
   });
 
   test("without --json: progress lines on stderr, the answer alone on stdout, exit 0", async () => {
-    const swarm = await suite.start("s2", [{ script: "coordinator.ts", env: echoEnv }, { script: "worker.ts", env: echoEnv }]);
+    const swarm = await suite.start("s2", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", env: echoEnv },
+    ]);
     const r = await runRole("picoclaw.ts", ["submit", ...swarm.common, "Explain backoff"], { timeoutMs: 30_000 });
     expect(r.code).toBe(0);
     expect(r.stdout.startsWith("# Swarm answer (request r-")).toBe(true);

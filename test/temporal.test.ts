@@ -1,7 +1,7 @@
 // Temporal is optional: unreachable -> the guide's warning once and the node works; empty address -> silent.
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { freePort } from "../lib/embedded-nats.ts";
-import { startNatsServer, type NatsServer } from "./helpers/nats-server.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 
 let nats: NatsServer;

@@ -7,7 +7,10 @@ const [url, subject, next] = process.argv.slice(2);
 const nc = await connect({ servers: url! });
 nc.subscribe(subject!, {
   callback: (_e, m) => {
-    nc.request(next!, m.data, { timeout: 10_000 }).then((r) => m.respond(r.data), () => {});
+    nc.request(next!, m.data, { timeout: 10_000 }).then(
+      (r) => m.respond(r.data),
+      () => {},
+    );
   },
 });
 await nc.flush();

@@ -5,15 +5,26 @@ import { type Child, cpuMeter, pct, perItem, pool, startHelper, until } from "./
 
 const connection = (redis: RedisServer) => ({ host: "127.0.0.1", port: redis.port });
 
-async function withQueue<T>(redis: RedisServer, name: string, workers: number, concurrency: number,
-  fn: (queue: Queue, events: QueueEvents, procs: Child[]) => Promise<T>): Promise<T> {
-  const queue = new Queue(name, { connection: connection(redis), defaultJobOptions: { removeOnComplete: { count: 1000 }, removeOnFail: { count: 1000 } } });
+async function withQueue<T>(
+  redis: RedisServer,
+  name: string,
+  workers: number,
+  concurrency: number,
+  fn: (queue: Queue, events: QueueEvents, procs: Child[]) => Promise<T>,
+): Promise<T> {
+  const queue = new Queue(name, {
+    connection: connection(redis),
+    defaultJobOptions: { removeOnComplete: { count: 1000 }, removeOnFail: { count: 1000 } },
+  });
   const events = new QueueEvents(name, { connection: connection(redis) });
   await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
   const procs: Child[] = [];
   try {
-    procs.push(...(await Promise.all(Array.from({ length: workers }, () =>
-      startHelper("bull-worker", [String(redis.port), name, String(concurrency)])))));
+    procs.push(
+      ...(await Promise.all(
+        Array.from({ length: workers }, () => startHelper("bull-worker", [String(redis.port), name, String(concurrency)])),
+      )),
+    );
     return await fn(queue, events, procs);
   } finally {
     await Promise.all(procs.map((p) => p.stop()));

@@ -4,7 +4,10 @@ import { AckPolicy, DeliverPolicy, type NatsConnection, nanos, RetentionPolicy, 
 import { encode } from "../../lib/messages.ts";
 import { type Child, cpuMeter, pct, perItem, pool, startHelper, until } from "./util.ts";
 
-export interface Latency { p50: number; p99: number }
+export interface Latency {
+  p50: number;
+  p99: number;
+}
 
 async function timeRequests(nc: NatsConnection, subject: string, n: number, warmup: number): Promise<Latency> {
   const body = encode({ v: 1, noop: true });
@@ -49,8 +52,16 @@ export async function twoHops(nc: NatsConnection, url: string, tag: string, n: n
 
 /** A sub-task-sized payload (what the coordinator publishes for one no-op sub-task). */
 const TASK_PAYLOAD = encode({
-  v: 1, request: "r-0123456789", task: "general", title: "general (general)", capability: "general", priority: 1,
-  prompt: "noop", inputs: [], timeout_ms: 300000, coordinator: "claw-01234567",
+  v: 1,
+  request: "r-0123456789",
+  task: "general",
+  title: "general (general)",
+  capability: "general",
+  priority: 1,
+  prompt: "noop",
+  inputs: [],
+  timeout_ms: 300000,
+  coordinator: "claw-01234567",
 });
 
 /**
@@ -58,21 +69,46 @@ const TASK_PAYLOAD = encode({
  * durable pull consumer shared by `workers` processes (each `inflight` messages outstanding), acking
  * every message. `n` messages published (256 in flight) until the workers have acked them all.
  */
-export async function jetstreamThroughput(nc: NatsConnection, url: string, natsPid: number, tag: string, workers: number, inflight: number, n: number) {
+export async function jetstreamThroughput(
+  nc: NatsConnection,
+  url: string,
+  natsPid: number,
+  tag: string,
+  workers: number,
+  inflight: number,
+  n: number,
+) {
   const jsm = await nc.jetstreamManager();
   const stream = `BENCH_WQ_${tag}`;
   const subject = `bench.wq.${tag}`;
   const durable = "workers";
   const done = `bench.wq.${tag}.done`;
-  await jsm.streams.add({ name: stream, subjects: [subject], retention: RetentionPolicy.Workqueue, storage: StorageType.File,
-    num_replicas: 1, max_msg_size: 1024 * 1024, duplicate_window: nanos(120_000) });
-  await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All,
-    ack_wait: nanos(30_000), max_deliver: 5, max_ack_pending: 10_000 });
+  await jsm.streams.add({
+    name: stream,
+    subjects: [subject],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    num_replicas: 1,
+    max_msg_size: 1024 * 1024,
+    duplicate_window: nanos(120_000),
+  });
+  await jsm.consumers.add(stream, {
+    durable_name: durable,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(30_000),
+    max_deliver: 5,
+    max_ack_pending: 10_000,
+  });
   let acked = 0;
   const sub = nc.subscribe(done, { callback: (_e, m) => void (acked += Number(new TextDecoder().decode(m.data))) });
   const procs: Child[] = [];
   try {
-    procs.push(...(await Promise.all(Array.from({ length: workers }, () => startHelper("js-worker", [url, stream, durable, String(inflight), done])))));
+    procs.push(
+      ...(await Promise.all(
+        Array.from({ length: workers }, () => startHelper("js-worker", [url, stream, durable, String(inflight), done])),
+      )),
+    );
     await nc.flush();
     const js = nc.jetstream();
     const run = async (count: number) => {

@@ -19,9 +19,27 @@ export async function startRedis(): Promise<RedisServer | { skip: string }> {
   if (!bin) return { skip: "redis-server is not installed (apt-get install redis-server)" };
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "picoclaw-bench-redis-"));
-  const version = Bun.spawnSync([bin, "--version"]).stdout.toString().match(/v=(\S+)/)?.[1] ?? "?";
-  const child: Child = spawnChild([bin, "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-    "--dir", dir, "--protected-mode", "no", "--maxmemory-policy", "noeviction"]);
+  const version =
+    Bun.spawnSync([bin, "--version"])
+      .stdout.toString()
+      .match(/v=(\S+)/)?.[1] ?? "?";
+  const child: Child = spawnChild([
+    bin,
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    dir,
+    "--protected-mode",
+    "no",
+    "--maxmemory-policy",
+    "noeviction",
+  ]);
   let open = false;
   const poll = setInterval(() => void portOpen("127.0.0.1", port, 100).then((ok) => (open ||= ok)), 20);
   try {

@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "nats";
 import { decode, encode } from "../../lib/messages.ts";
-import { swarmNames, type SwarmNames } from "../../lib/subjects.ts";
+import { type SwarmNames, swarmNames } from "../../lib/subjects.ts";
 import { newRequestId } from "../../lib/submit.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, requestEventSchema, type RequestMsg } from "../../lib/task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, type RequestMsg, requestEventSchema } from "../../lib/task-messages.ts";
 import { type Child, ROOT, spawnChild, until } from "./util.ts";
 
 export function tempHome(): string {
@@ -40,16 +40,40 @@ export interface BenchSwarm {
  * CPU reading a line per sub-task.
  */
 export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
-  const common = ["--swarm.nats.urls", o.natsUrl, "--swarm.hid", o.hid, "--swarm.nats.heartbeat_interval", "1s", "--swarm.nats.node_timeout", "5s"];
+  const common = [
+    "--swarm.nats.urls",
+    o.natsUrl,
+    "--swarm.hid",
+    o.hid,
+    "--swarm.nats.heartbeat_interval",
+    "1s",
+    "--swarm.nats.node_timeout",
+    "5s",
+  ];
   const home = tempHome();
   // BENCH_PROFILE=DIR: every coordinator and worker writes a Markdown CPU profile there when it stops.
-  const profile: Record<string, string> = process.env.BENCH_PROFILE ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${process.env.BENCH_PROFILE}` } : {};
+  const profile: Record<string, string> = process.env.BENCH_PROFILE
+    ? { BUN_OPTIONS: `--cpu-prof-md --cpu-prof-dir=${process.env.BENCH_PROFILE}` }
+    : {};
   const base = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home, ...profile };
-  const coordinator = spawnChild(["bun", join(ROOT, "roles/coordinator.ts"), ...common, "--log.level", "info",
-    "--swarm.max_concurrent", String(o.coordinatorSlots), ...(o.coordinatorArgs ?? [])], { env: { ...base, ...o.coordinatorEnv } });
+  const coordinator = spawnChild(
+    [
+      "bun",
+      join(ROOT, "roles/coordinator.ts"),
+      ...common,
+      "--log.level",
+      "info",
+      "--swarm.max_concurrent",
+      String(o.coordinatorSlots),
+      ...(o.coordinatorArgs ?? []),
+    ],
+    { env: { ...base, ...o.coordinatorEnv } },
+  );
   const workers: Child[] = [];
-  const spawnWorker = () => spawnChild(["bun", join(ROOT, "roles/worker.ts"), ...common, "--log.level", "warn",
-    "--swarm.max_concurrent", String(o.workerSlots)], { env: { ...base, ...o.workerEnv } });
+  const spawnWorker = () =>
+    spawnChild(["bun", join(ROOT, "roles/worker.ts"), ...common, "--log.level", "warn", "--swarm.max_concurrent", String(o.workerSlots)], {
+      env: { ...base, ...o.workerEnv },
+    });
   const joined = () => coordinator.lines.filter((l) => /Node joined swarm .*role=worker/.test(l.text)).length;
   const swarm: BenchSwarm = {
     names: swarmNames(o.hid),
@@ -70,7 +94,12 @@ export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
   return swarm;
 }
 
-export interface PlanTaskSpec { id: string; capability: string; prompt: string; depends_on?: string[] }
+export interface PlanTaskSpec {
+  id: string;
+  capability: string;
+  prompt: string;
+  depends_on?: string[];
+}
 
 export interface Submitted {
   request: string;

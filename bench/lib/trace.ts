@@ -5,7 +5,13 @@ import type { Msg, NatsConnection, Subscription } from "nats";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import { mean, stat } from "./util.ts";
 
-export interface WireMsg { t: number; subject: string; reply: string; size: number; kind?: string }
+export interface WireMsg {
+  t: number;
+  subject: string;
+  reply: string;
+  size: number;
+  kind?: string;
+}
 
 /** A message that asks for an answer (a publish awaiting its PubAck, an API call): not a pulled delivery. */
 export const asks = (m: WireMsg) => m.reply !== "" && !m.reply.startsWith("$JS.ACK.");
@@ -64,7 +70,12 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     const end = requests[i + 1]?.submittedAt ?? Infinity;
     const win = msgs.filter((m) => m.t >= submittedAt && m.t < end);
     // Periodic traffic is not the request's: heartbeats, lease renewals, and the replies to them.
-    const periodicReplies = new Set(win.filter((m) => m.subject.includes(".node.heartbeat.") || m.subject.startsWith(leaderKv)).map((m) => m.reply).filter(Boolean));
+    const periodicReplies = new Set(
+      win
+        .filter((m) => m.subject.includes(".node.heartbeat.") || m.subject.startsWith(leaderKv))
+        .map((m) => m.reply)
+        .filter(Boolean),
+    );
     const own = win.filter((m) => !m.subject.includes(".node.") && !m.subject.startsWith(leaderKv) && !periodicReplies.has(m.subject));
     const first = (p: (m: WireMsg) => boolean, after = -Infinity) => own.find((m) => m.t >= after && p(m));
     const s: Partial<Record<Step, number>> = {};
@@ -75,7 +86,9 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     s.recordWritten = puts[0]?.t;
     const queued = first((m) => m.subject.startsWith(`${names.prefix}.task.`) && asks(m));
     s.taskQueued = queued?.t;
-    s.taskDelivered = first((m) => m.subject.startsWith(`${names.prefix}.task.`) && m.reply.startsWith(`$JS.ACK.${names.streams.tasks}.`))?.t;
+    s.taskDelivered = first(
+      (m) => m.subject.startsWith(`${names.prefix}.task.`) && m.reply.startsWith(`$JS.ACK.${names.streams.tasks}.`),
+    )?.t;
     const taskEvents = own.filter((m) => m.subject.startsWith(`${names.prefix}.event.task.${req}.`));
     s.started = taskEvents.find((m) => m.kind === "started")?.t;
     s.resultCreated = first((m) => m.subject.startsWith(`${tasksKv}result.${req}.`))?.t;
@@ -109,7 +122,9 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     counts["pull requests that found nothing"] = emptyReplies.size;
     counts["messages through the server"] = own.length;
     const t0 = submit?.t ?? submittedAt;
-    const wire = own.map((m) => `+${(m.t - t0).toFixed(3)}ms ${m.subject}${m.reply ? ` reply=${m.reply}` : ""} ${m.size}B${m.kind ? ` kind=${m.kind}` : ""}`);
+    const wire = own.map(
+      (m) => `+${(m.t - t0).toFixed(3)}ms ${m.subject}${m.reply ? ` reply=${m.reply}` : ""} ${m.size}B${m.kind ? ` kind=${m.kind}` : ""}`,
+    );
     out.push({ steps: s, counts, wire });
   }
   return out;

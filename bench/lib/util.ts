@@ -1,6 +1,7 @@
 // Small shared pieces of the benchmark: statistics, formatting, env knobs, helper processes.
-import { type Subprocess } from "bun";
+
 import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
 
 export const BENCH_DIR = resolve(import.meta.dir, "..");
 export const ROOT = resolve(BENCH_DIR, "..");
@@ -24,7 +25,11 @@ export function envList(name: string, def: number[]): number[] {
   });
 }
 
-export interface Stat { median: number; min: number; max: number }
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+}
 
 export function stat(xs: number[]): Stat {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -54,9 +59,11 @@ export function fmt(s: Stat, unit = "", digits = 2): string {
 /** Runs `fn(i)` for i in [0, n) with at most `width` calls in flight. */
 export async function pool(n: number, width: number, fn: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, width) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(n, width) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
 }
 
 export function progress(text: string): void {
@@ -94,7 +101,11 @@ export function spawnChild(cmd: string[], o: ChildOptions = {}): Child {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("PICOCLAW_")) env[k] = v;
   Object.assign(env, { NO_COLOR: "1" }, o.env);
   const spawnedAt = performance.now();
-  const proc = Bun.spawn(cmd, { cwd: o.cwd ?? ROOT, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" }) as Subprocess<"ignore", "pipe", "pipe">;
+  const proc = Bun.spawn(cmd, { cwd: o.cwd ?? ROOT, env, stdin: "ignore", stdout: "pipe", stderr: "pipe" }) as Subprocess<
+    "ignore",
+    "pipe",
+    "pipe"
+  >;
   const lines: { at: number; text: string }[] = [];
   const waiters: { re: RegExp; resolve: (at: number) => void }[] = [];
   const pump = async (stream: ReadableStream<Uint8Array>) => {
@@ -129,13 +140,22 @@ export function spawnChild(cmd: string[], o: ChildOptions = {}): Child {
       const seen = lines.find((l) => re.test(l.text));
       if (seen) return Promise.resolve(seen.at);
       return new Promise<number>((res, rej) => {
-        const timer = setTimeout(() => rej(new Error(`${cmd.join(" ")}: no line matching ${re} within ${timeoutMs}ms\n--- output ---\n${output()}`)), timeoutMs);
+        const timer = setTimeout(
+          () => rej(new Error(`${cmd.join(" ")}: no line matching ${re} within ${timeoutMs}ms\n--- output ---\n${output()}`)),
+          timeoutMs,
+        );
         const died = proc.exited.then((code) => {
           clearTimeout(timer);
           rej(new Error(`${cmd.join(" ")} exited (${code}) before printing a line matching ${re}\n--- output ---\n${output()}`));
         });
         void died;
-        waiters.push({ re, resolve: (at) => { clearTimeout(timer); res(at); } });
+        waiters.push({
+          re,
+          resolve: (at) => {
+            clearTimeout(timer);
+            res(at);
+          },
+        });
       });
     },
     async stop(signal = "SIGTERM", timeoutMs = 15_000) {
@@ -166,7 +186,12 @@ export async function startHelper(name: string, args: string[], o: ChildOptions 
 export async function memoryOf(pid: number): Promise<{ rss: number; priv: number; pss: number; anon: number }> {
   const text = await Bun.file(`/proc/${pid}/smaps_rollup`).text();
   const kb = (key: string) => Number(text.match(new RegExp(`^${key}:\\s+(\\d+) kB`, "m"))?.[1] ?? NaN);
-  return { rss: kb("Rss") / 1024, priv: (kb("Private_Clean") + kb("Private_Dirty")) / 1024, pss: kb("Pss") / 1024, anon: kb("Anonymous") / 1024 };
+  return {
+    rss: kb("Rss") / 1024,
+    priv: (kb("Private_Clean") + kb("Private_Dirty")) / 1024,
+    pss: kb("Pss") / 1024,
+    anon: kb("Anonymous") / 1024,
+  };
 }
 
 const CLK_TCK = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
@@ -185,8 +210,12 @@ export async function cpuMs(pid: number): Promise<number> {
 
 /** CPU ms used by groups of processes between `start()` and the returned function's call. */
 export async function cpuMeter(groups: Record<string, number[]>): Promise<() => Promise<Record<string, number>>> {
-  const read = async () => Object.fromEntries(await Promise.all(Object.entries(groups).map(async ([k, pids]) =>
-    [k, (await Promise.all(pids.map(cpuMs))).reduce((a, b) => a + b, 0)] as const)));
+  const read = async () =>
+    Object.fromEntries(
+      await Promise.all(
+        Object.entries(groups).map(async ([k, pids]) => [k, (await Promise.all(pids.map(cpuMs))).reduce((a, b) => a + b, 0)] as const),
+      ),
+    );
   const before = await read();
   return async () => {
     const after = await read();

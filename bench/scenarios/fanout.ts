@@ -3,7 +3,7 @@
 // makespan ÷ critical-path work -> orchestration overhead. Baseline: the same N calls made directly
 // from the bench with the same SDK, all at once.
 import OpenAI from "openai";
-import { startLlmServer, type LlmServer, type RecordedRequest } from "../../test/helpers/llm-server.ts";
+import { type LlmServer, type RecordedRequest, startLlmServer } from "../../test/helpers/llm-server.ts";
 import { startBenchSwarm, swarmClient } from "../lib/swarm.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envList, fmt, progress, stat } from "../lib/util.ts";
@@ -14,7 +14,8 @@ const MAX_DELAY = 1_000;
 const WORKERS = 4;
 
 /** Fixed, evenly spread delays from 200 ms to 1 s: the longest one is the critical path. */
-const delays = (n: number) => Array.from({ length: n }, (_, i) => Math.round(MIN_DELAY + (n === 1 ? 0 : ((MAX_DELAY - MIN_DELAY) * i) / (n - 1))));
+const delays = (n: number) =>
+  Array.from({ length: n }, (_, i) => Math.round(MIN_DELAY + (n === 1 ? 0 : ((MAX_DELAY - MIN_DELAY) * i) / (n - 1))));
 const prompt = (tag: string, i: number, delay: number) => `[[delay=${delay}]] [[tokens=8]] bench fan-out ${tag} call ${i}`;
 
 interface Run {
@@ -40,12 +41,26 @@ function measure(server: LlmServer, tag: string, startedAt: number, makespan: nu
   const work = Math.max(...mine.map(span));
   const t0 = wall(startedAt);
   const ats = mine.map((r) => r.at - t0);
-  return { makespan, work, nominal: MAX_DELAY, overlap: maxOverlap(mine), calls: mine.length, firstCall: Math.min(...ats), lastCall: Math.max(...ats),
-    lastEnd: Math.max(...mine.map((r) => (r.endedAt ?? NaN) - t0)) };
+  return {
+    makespan,
+    work,
+    nominal: MAX_DELAY,
+    overlap: maxOverlap(mine),
+    calls: mine.length,
+    firstCall: Math.min(...ats),
+    lastCall: Math.max(...ats),
+    lastEnd: Math.max(...mine.map((r) => (r.endedAt ?? NaN) - t0)),
+  };
 }
 
 function maxOverlap(rs: RecordedRequest[]): number {
-  const points = rs.flatMap((r) => [[r.at, 1], [r.endedAt ?? r.at, -1]] as [number, number][]);
+  const points = rs.flatMap(
+    (r) =>
+      [
+        [r.at, 1],
+        [r.endedAt ?? r.at, -1],
+      ] as [number, number][],
+  );
   points.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let cur = 0;
   let max = 0;
@@ -56,11 +71,19 @@ function maxOverlap(rs: RecordedRequest[]): number {
 async function direct(server: LlmServer, tag: string, n: number): Promise<Run> {
   const client = new OpenAI({ baseURL: server.url, apiKey: "bench", maxRetries: 0 });
   const t0 = performance.now();
-  await Promise.all(delays(n).map(async (d, i) => {
-    const stream = await client.chat.completions.create({ model: "test-model", stream: true, stream_options: { include_usage: true },
-      messages: [{ role: "user", content: prompt(tag, i, d) }] });
-    for await (const _ of stream) { /* drain */ }
-  }));
+  await Promise.all(
+    delays(n).map(async (d, i) => {
+      const stream = await client.chat.completions.create({
+        model: "test-model",
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [{ role: "user", content: prompt(tag, i, d) }],
+      });
+      for await (const _ of stream) {
+        /* drain */
+      }
+    }),
+  );
   return measure(server, tag, t0, performance.now() - t0);
 }
 
@@ -74,16 +97,27 @@ export const fanout: Scenario = {
       for (let r = 0; r < ctx.rounds; r++) {
         progress(`  fan-out round ${r + 1}/${ctx.rounds}:`);
         const s = await startBenchSwarm({
-          natsUrl: ctx.nats.url, hid: ctx.hid(`fan${r}`), workers: WORKERS, workerSlots: Math.ceil(Math.max(...FANOUTS) / WORKERS),
-          coordinatorSlots: 8, coordinatorArgs: ["--swarm.tasks.max_fanout", "64"],
-          workerEnv: { PICOCLAW_LLM_PROVIDER: "openai", PICOCLAW_LLM_BASE_URL: server.url, PICOCLAW_LLM_MODEL: "test-model", PICOCLAW_LLM_API_KEY: "bench" },
+          natsUrl: ctx.nats.url,
+          hid: ctx.hid(`fan${r}`),
+          workers: WORKERS,
+          workerSlots: Math.ceil(Math.max(...FANOUTS) / WORKERS),
+          coordinatorSlots: 8,
+          coordinatorArgs: ["--swarm.tasks.max_fanout", "64"],
+          workerEnv: {
+            PICOCLAW_LLM_PROVIDER: "openai",
+            PICOCLAW_LLM_BASE_URL: server.url,
+            PICOCLAW_LLM_MODEL: "test-model",
+            PICOCLAW_LLM_API_KEY: "bench",
+          },
         });
         const client = swarmClient(ctx.nc, s.names);
         const round = { direct: {} as Record<number, Run>, swarm: {} as Record<number, Run> };
         try {
           // Warm-up: every worker's HTTP client and the server's first responses.
           await direct(server, `warm${r}`, 4);
-          await client.submit("warm", { tasks: delays(8).map((_, i) => ({ id: `w${i}`, capability: "general", prompt: prompt(`swarm-warm${r}`, i, 50) })) });
+          await client.submit("warm", {
+            tasks: delays(8).map((_, i) => ({ id: `w${i}`, capability: "general", prompt: prompt(`swarm-warm${r}`, i, 50) })),
+          });
           for (const n of FANOUTS) {
             progress(` ${n}`);
             round.direct[n] = await direct(server, `direct${r}n${n}`, n);
@@ -106,21 +140,69 @@ export const fanout: Scenario = {
     const over = (x: Run) => (100 * (x.makespan - x.work)) / x.work;
     const rows: Row[] = [];
     for (const n of FANOUTS) {
-      rows.push({ group: "baseline", name: `${n} LLM calls made directly, all at once`, figure: `makespan ${fmt(col((x) => x.direct[n]!.makespan), "ms", 0)}`,
-        ratio: `overhead ${fmt(col((x) => over(x.direct[n]!)), "%", 1)}` });
+      rows.push({
+        group: "baseline",
+        name: `${n} LLM calls made directly, all at once`,
+        figure: `makespan ${fmt(
+          col((x) => x.direct[n]!.makespan),
+          "ms",
+          0,
+        )}`,
+        ratio: `overhead ${fmt(
+          col((x) => over(x.direct[n]!)),
+          "%",
+          1,
+        )}`,
+      });
       const overhead = col((x) => over(x.swarm[n]!));
-      rows.push({ group: "4 fan-out", name: `${n} sub-tasks (200 ms–1 s LLM calls), 4 workers`, figure: `makespan ${fmt(col((x) => x.swarm[n]!.makespan), "ms", 0)}`,
-        ratio: `overhead ${fmt(overhead, "%", 1)}; ${fmt(col((x) => x.swarm[n]!.makespan / x.direct[n]!.makespan), "×", 2)} of direct`,
-        target: "overhead < 1% (issue)", verdict: overhead.median < 1 ? "met" : "MISSED" });
+      rows.push({
+        group: "4 fan-out",
+        name: `${n} sub-tasks (200 ms–1 s LLM calls), 4 workers`,
+        figure: `makespan ${fmt(
+          col((x) => x.swarm[n]!.makespan),
+          "ms",
+          0,
+        )}`,
+        ratio: `overhead ${fmt(overhead, "%", 1)}; ${fmt(
+          col((x) => x.swarm[n]!.makespan / x.direct[n]!.makespan),
+          "×",
+          2,
+        )} of direct`,
+        target: "overhead < 1% (issue)",
+        verdict: overhead.median < 1 ? "met" : "MISSED",
+      });
     }
     const work = stat(rounds.flatMap((x) => FANOUTS.map((n) => x.swarm[n]!.work)));
     const notes = [
       `Fan-out: critical-path work = the longest LLM call as the test server timed it (nominal ${MAX_DELAY} ms; measured ${fmt(work, "ms", 0)}); overhead = (makespan − work) ÷ work.`,
       "The longest call is the plan's last sub-task, so it starts only once every sub-task before it has been dispatched. LLM calls reached the server (ms after submit):",
-      ...FANOUTS.map((n) => `  ${String(n).padStart(3)} sub-tasks: first ${fmt(col((x) => x.swarm[n]!.firstCall), "ms", 0)}, last ${fmt(col((x) => x.swarm[n]!.lastCall), "ms", 0)}; `
-        + `answer ${fmt(col((x) => x.swarm[n]!.makespan - x.swarm[n]!.lastEnd), "ms", 0)} after the last call ended (results collected, synthesis, answer)`
-        + `; at most ${Math.min(...rounds.map((x) => x.swarm[n]!.overlap))}–${Math.max(...rounds.map((x) => x.swarm[n]!.overlap))} calls at once`
-        + `  | direct: first ${fmt(col((x) => x.direct[n]!.firstCall), "ms", 0)}, last ${fmt(col((x) => x.direct[n]!.lastCall), "ms", 0)}`),
+      ...FANOUTS.map(
+        (n) =>
+          `  ${String(n).padStart(3)} sub-tasks: first ${fmt(
+            col((x) => x.swarm[n]!.firstCall),
+            "ms",
+            0,
+          )}, last ${fmt(
+            col((x) => x.swarm[n]!.lastCall),
+            "ms",
+            0,
+          )}; ` +
+          `answer ${fmt(
+            col((x) => x.swarm[n]!.makespan - x.swarm[n]!.lastEnd),
+            "ms",
+            0,
+          )} after the last call ended (results collected, synthesis, answer)` +
+          `; at most ${Math.min(...rounds.map((x) => x.swarm[n]!.overlap))}–${Math.max(...rounds.map((x) => x.swarm[n]!.overlap))} calls at once` +
+          `  | direct: first ${fmt(
+            col((x) => x.direct[n]!.firstCall),
+            "ms",
+            0,
+          )}, last ${fmt(
+            col((x) => x.direct[n]!.lastCall),
+            "ms",
+            0,
+          )}`,
+      ),
     ];
     return { id: "fanout", rows, rounds, notes };
   },

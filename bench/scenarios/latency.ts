@@ -2,8 +2,8 @@
 // request submit -> answer (÷ 1-hop request/reply, and ÷ BullMQ add -> complete).
 import { bullLatency } from "../lib/bull.ts";
 import { oneHop, twoHops } from "../lib/nats-baselines.ts";
-import { startBenchSwarm, swarmClient, type Submitted } from "../lib/swarm.ts";
-import { analyse, asks, startTrace, STEPS, summarise, type RequestTrace } from "../lib/trace.ts";
+import { type Submitted, startBenchSwarm, swarmClient } from "../lib/swarm.ts";
+import { analyse, asks, type RequestTrace, STEPS, startTrace, summarise } from "../lib/trace.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envInt, fmt, pct, progress, stat } from "../lib/util.ts";
 
@@ -58,7 +58,11 @@ async function swarmRound(ctx: BenchContext, r: number) {
     }
     await Bun.sleep(20);
     full.stop();
-    const traces = analyse(full.msgs, s.names, submitted.map((x) => ({ request: x.request, submittedAt: x.submittedAt })));
+    const traces = analyse(
+      full.msgs,
+      s.names,
+      submitted.map((x) => ({ request: x.request, submittedAt: x.submittedAt })),
+    );
     return {
       request: { p50: pct(whole, 50), p99: pct(whole, 99), over500ms: whole.filter((x) => x > 500).length },
       dispatch: { p50: pct(dispatch, 50), p99: pct(dispatch, 99), n: dispatch.length },
@@ -100,35 +104,90 @@ export const latency: Scenario = {
     const reqOver1 = col((x) => x.request.p50 / x.hop1.p50);
     const dispatchOver2 = col((x) => x.dispatch.p50 / x.hop2.p50);
     const rows: Row[] = [
-      { group: "baseline", name: "raw NATS request/reply, 1 hop", figure: `p50 ${ms((x) => x.hop1.p50, 3)}  p99 ${ms((x) => x.hop1.p99, 3)}`, ratio: "1.0×" },
-      { group: "baseline", name: "raw NATS request/reply, 1 hop, 64 in flight", figure: fmt(col((x) => x.hop1.rate), "/s", 0), ratio: "(transport ceiling)" },
-      { group: "baseline", name: "raw NATS request/reply, 2 hops via relay process", figure: `p50 ${ms((x) => x.hop2.p50, 3)}  p99 ${ms((x) => x.hop2.p99, 3)}`, ratio: `${ratio((x) => x.hop2.p50 / x.hop1.p50)} of 1 hop` },
+      {
+        group: "baseline",
+        name: "raw NATS request/reply, 1 hop",
+        figure: `p50 ${ms((x) => x.hop1.p50, 3)}  p99 ${ms((x) => x.hop1.p99, 3)}`,
+        ratio: "1.0×",
+      },
+      {
+        group: "baseline",
+        name: "raw NATS request/reply, 1 hop, 64 in flight",
+        figure: fmt(
+          col((x) => x.hop1.rate),
+          "/s",
+          0,
+        ),
+        ratio: "(transport ceiling)",
+      },
+      {
+        group: "baseline",
+        name: "raw NATS request/reply, 2 hops via relay process",
+        figure: `p50 ${ms((x) => x.hop2.p50, 3)}  p99 ${ms((x) => x.hop2.p99, 3)}`,
+        ratio: `${ratio((x) => x.hop2.p50 / x.hop1.p50)} of 1 hop`,
+      },
       ctx.redis
-        ? { group: "baseline", name: "BullMQ add → completed (QueueEvents), 1 worker", figure: `p50 ${ms((x) => x.bull!.p50)}  p99 ${ms((x) => x.bull!.p99)}`, ratio: `${ratio((x) => x.bull!.p50 / x.hop1.p50)} of 1 hop` }
+        ? {
+            group: "baseline",
+            name: "BullMQ add → completed (QueueEvents), 1 worker",
+            figure: `p50 ${ms((x) => x.bull!.p50)}  p99 ${ms((x) => x.bull!.p99)}`,
+            ratio: `${ratio((x) => x.bull!.p50 / x.hop1.p50)} of 1 hop`,
+          }
         : { group: "baseline", name: "BullMQ add → completed", figure: `skipped: ${ctx.redisSkipReason}`, ratio: "", verdict: "skipped" },
-      { group: "1 dispatch", name: "sub-task queued → result at coordinator (1 worker)", figure: `p50 ${ms((x) => x.dispatch.p50)}  p99 ${ms((x) => x.dispatch.p99)}`,
+      {
+        group: "1 dispatch",
+        name: "sub-task queued → result at coordinator (1 worker)",
+        figure: `p50 ${ms((x) => x.dispatch.p50)}  p99 ${ms((x) => x.dispatch.p99)}`,
         ratio: `p50 ${fmt(dispatchOver2, "×", 1)}  p99 ${ratio((x) => x.dispatch.p99 / x.hop2.p99)} of 2 hops`,
-        target: "p50 ≤ 1.25× 2 hops (issue)", verdict: dispatchOver2.median <= 1.25 ? "met" : "MISSED" },
-      { group: "2 request", name: "submit → answer, 1 no-op sub-task (1 worker)", figure: `p50 ${ms((x) => x.request.p50)}  p99 ${ms((x) => x.request.p99)}`,
+        target: "p50 ≤ 1.25× 2 hops (issue)",
+        verdict: dispatchOver2.median <= 1.25 ? "met" : "MISSED",
+      },
+      {
+        group: "2 request",
+        name: "submit → answer, 1 no-op sub-task (1 worker)",
+        figure: `p50 ${ms((x) => x.request.p50)}  p99 ${ms((x) => x.request.p99)}`,
         ratio: `p50 ${fmt(reqOver1, "×", 1)}  p99 ${ratio((x) => x.request.p99 / x.hop1.p99)} of 1 hop`,
-        target: "p50 ≤ 3× 1 hop (issue, §12)", verdict: reqOver1.median <= 3 ? "met" : "MISSED" },
+        target: "p50 ≤ 3× 1 hop (issue, §12)",
+        verdict: reqOver1.median <= 3 ? "met" : "MISSED",
+      },
     ];
     const sum = summarise(traces);
     const c = (k: string) => sum.counts[k] ?? 0;
     if (ctx.redis) {
-      rows.push({ group: "2 request", name: "  same, ÷ BullMQ add → completed", figure: "", ratio: `p50 ${ratio((x) => x.request.p50 / x.bull!.p50)}  p99 ${ratio((x) => x.request.p99 / x.bull!.p99)} of BullMQ` });
+      rows.push({
+        group: "2 request",
+        name: "  same, ÷ BullMQ add → completed",
+        figure: "",
+        ratio: `p50 ${ratio((x) => x.request.p50 / x.bull!.p50)}  p99 ${ratio((x) => x.request.p99 / x.bull!.p99)} of BullMQ`,
+      });
     }
-    rows.push({ group: "2 request", name: "  wire cost of that request (full trace)",
+    rows.push({
+      group: "2 request",
+      name: "  wire cost of that request (full trace)",
       figure: `${c("round trips").toFixed(0)} round trips; ${c("stream writes (publish + PubAck)").toFixed(0)} stream + ${c("KV writes").toFixed(0)} KV writes, ${c("KV reads").toFixed(0)} KV reads; ${c("messages through the server").toFixed(0)} msgs`,
-      ratio: `${c("round trips").toFixed(0)}× the round trips of 1 hop` });
+      ratio: `${c("round trips").toFixed(0)}× the round trips of 1 hop`,
+    });
     const notes = [
       `Requests slower than 500 ms in the untraced pass, per round (of ${N}): ${rounds.map((x) => x.request.over500ms).join(", ")} (≈ 1 s each: see "Stalls" in bench/README.md).`,
       `Where one request's time goes (full wire trace, ${traces.length} sequential requests, median gap before each step; the trace itself slows the pipeline):`,
-      ...sum.gaps.map((g) => `  ${g.ms.toFixed(3).padStart(7)} ms  → ${STEPS.find((s) => s[0] === g.step)![1]}${g.n < traces.length ? ` (seen in ${g.n})` : ""}`),
-      `  ${stat(traces.map((t) => (t.steps.answered ?? NaN) - (t.steps.submitted ?? NaN)).filter(Number.isFinite)).median.toFixed(3).padStart(7)} ms  = submitted → answer event (traced)`,
+      ...sum.gaps.map(
+        (g) =>
+          `  ${g.ms.toFixed(3).padStart(7)} ms  → ${STEPS.find((s) => s[0] === g.step)![1]}${g.n < traces.length ? ` (seen in ${g.n})` : ""}`,
+      ),
+      `  ${stat(traces.map((t) => (t.steps.answered ?? NaN) - (t.steps.submitted ?? NaN)).filter(Number.isFinite))
+        .median.toFixed(3)
+        .padStart(7)} ms  = submitted → answer event (traced)`,
       "Messages through the server per request (mean):",
-      ...Object.entries(sum.counts).filter(([, v]) => v >= 0.05).map(([k, v]) => `  ${v.toFixed(1).padStart(5)}  ${k}`),
+      ...Object.entries(sum.counts)
+        .filter(([, v]) => v >= 0.05)
+        .map(([k, v]) => `  ${v.toFixed(1).padStart(5)}  ${k}`),
     ];
-    return { id: "latency", rows, rounds: rounds as unknown as Record<string, unknown>[], notes, extra: { trace_summary: sum, example_request_wire: medianTrace(traces)?.wire } };
+    return {
+      id: "latency",
+      rows,
+      rounds: rounds as unknown as Record<string, unknown>[],
+      notes,
+      extra: { trace_summary: sum, example_request_wire: medianTrace(traces)?.wire },
+    };
   },
 };

@@ -5,12 +5,12 @@
 // Per-node costs should stay flat as the swarm grows; N = 10 is the baseline.
 import { renderDashboard } from "../../lib/dashboard.ts";
 import { decode, nodeInfoSchema } from "../../lib/messages.ts";
+import { snapshotNodeOf } from "../../lib/node-snapshot.ts";
 import { createRegistry, observe, type Registry } from "../../lib/registry.ts";
 import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "../../lib/snapshot.ts";
 import { nodeIdFromHeartbeat, swarmNames } from "../../lib/subjects.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envInt, envList, fmt, pct, progress, startHelper, stat, until } from "../lib/util.ts";
-import { snapshotNodeOf } from "../../lib/node-snapshot.ts";
 
 const COUNTS = envList("NODES", [10, 50, 100]);
 const INTERVAL = envInt("HB_INTERVAL_MS", 1_000);
@@ -24,14 +24,34 @@ function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
     .map((p) => snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)))
     .sort((a, b) => a.node.localeCompare(b.node));
   const self: SnapshotNode & { sid: string } = {
-    node: "bench-dashboard", role: "dashboard", status: "online", capabilities: [], running: 0, max_concurrent: 0,
-    uptime_ms: 1_000, last_seen_ms_ago: 0, version: "bench", tasks: [], done: 0, failed: 0, sid: "s-bench",
+    node: "bench-dashboard",
+    role: "dashboard",
+    status: "online",
+    capabilities: [],
+    running: 0,
+    max_concurrent: 0,
+    uptime_ms: 1_000,
+    last_seen_ms_ago: 0,
+    version: "bench",
+    tasks: [],
+    done: 0,
+    failed: 0,
+    sid: "s-bench",
     bad_messages: { total: 0, by_subject: {} },
   };
   return {
-    v: 1, generated_at: new Date(now).toISOString(), hid, this_node: self,
-    connections: { nats: { connected: true, state: "connected", url: "nats://127.0.0.1", disconnects: 0 }, temporal: { enabled: false, connected: false, address: "" } },
-    stats: swarmStats(nodes), tasks: taskCounts(nodes, 0), nodes, bad_messages: { total: 0, by_subject: {} },
+    v: 1,
+    generated_at: new Date(now).toISOString(),
+    hid,
+    this_node: self,
+    connections: {
+      nats: { connected: true, state: "connected", url: "nats://127.0.0.1", disconnects: 0 },
+      temporal: { enabled: false, connected: false, address: "" },
+    },
+    stats: swarmStats(nodes),
+    tasks: taskCounts(nodes, 0),
+    nodes,
+    bad_messages: { total: 0, by_subject: {} },
   };
 }
 
@@ -114,8 +134,18 @@ async function one(ctx: BenchContext, hid: string, n: number): Promise<Point> {
       if (i >= 20) frames.push(dt); // first frames warm the JIT
       lines = text.split("\n").length;
     }
-    return { nodes: n, rate, expected: (n * 1000) / INTERVAL, bytesPerBeat: bytes / Math.max(1, beats), handleUs: 1000 * pct(handle, 50), replayUs: NaN, captured,
-      frameMs: pct(frames, 50), frameP99Ms: pct(frames, 99), frameLines: lines };
+    return {
+      nodes: n,
+      rate,
+      expected: (n * 1000) / INTERVAL,
+      bytesPerBeat: bytes / Math.max(1, beats),
+      handleUs: 1000 * pct(handle, 50),
+      replayUs: NaN,
+      captured,
+      frameMs: pct(frames, 50),
+      frameP99Ms: pct(frames, 99),
+      frameLines: lines,
+    };
   } finally {
     sub.unsubscribe();
     await sim.stop();
@@ -152,21 +182,60 @@ export const nodes: Scenario = {
       const flatFrame = col((x) => x[n]!.frameMs / n / (x[base]!.frameMs / base));
       const flatBeat = col((x) => x[n]!.replayUs / x[base]!.replayUs);
       const rateOk = col((x) => x[n]!.rate / x[n]!.expected);
-      rows.push({ group: grp, name: `${n} nodes: heartbeats observed (expected ${(n * 1000) / INTERVAL}/s)`,
-        figure: `${fmt(col((x) => x[n]!.rate), "/s", 1)}, ${fmt(col((x) => x[n]!.bytesPerBeat), " B", 0)} each`,
-        ratio: `${fmt(rateOk, "×", 2)} of nodes/interval`, target: "= nodes/interval", verdict: Math.abs(rateOk.median - 1) <= 0.05 ? "met" : "MISSED" });
-      rows.push({ group: grp, name: `${n} nodes: decode + registry update per heartbeat`,
-        figure: `${fmt(col((x) => x[n]!.replayUs), "µs", 1)} warm (${fmt(col((x) => x[n]!.handleUs), "µs", 0)} as they arrive)`,
-        ratio: isBase ? "1.00×" : `${fmt(flatBeat, "×", 2)} of ${base} nodes`, target: isBase ? undefined : "flat (§12)",
-        verdict: isBase ? undefined : flatBeat.median <= 1.5 ? "met" : "MISSED" });
-      rows.push({ group: grp, name: `${n} nodes: dashboard frame build + render`,
-        figure: `${fmt(col((x) => x[n]!.frameMs), "ms", 3)} = ${fmt(col((x) => (1000 * x[n]!.frameMs) / n), "µs", 1)}/node`,
-        ratio: isBase ? "1.00×" : `${fmt(flatFrame, "×", 2)} per node of ${base} nodes`, target: isBase ? undefined : "flat per node (§12)",
-        verdict: isBase ? undefined : flatFrame.median <= 1.5 ? "met" : "MISSED" });
+      rows.push({
+        group: grp,
+        name: `${n} nodes: heartbeats observed (expected ${(n * 1000) / INTERVAL}/s)`,
+        figure: `${fmt(
+          col((x) => x[n]!.rate),
+          "/s",
+          1,
+        )}, ${fmt(
+          col((x) => x[n]!.bytesPerBeat),
+          " B",
+          0,
+        )} each`,
+        ratio: `${fmt(rateOk, "×", 2)} of nodes/interval`,
+        target: "= nodes/interval",
+        verdict: Math.abs(rateOk.median - 1) <= 0.05 ? "met" : "MISSED",
+      });
+      rows.push({
+        group: grp,
+        name: `${n} nodes: decode + registry update per heartbeat`,
+        figure: `${fmt(
+          col((x) => x[n]!.replayUs),
+          "µs",
+          1,
+        )} warm (${fmt(
+          col((x) => x[n]!.handleUs),
+          "µs",
+          0,
+        )} as they arrive)`,
+        ratio: isBase ? "1.00×" : `${fmt(flatBeat, "×", 2)} of ${base} nodes`,
+        target: isBase ? undefined : "flat (§12)",
+        verdict: isBase ? undefined : flatBeat.median <= 1.5 ? "met" : "MISSED",
+      });
+      rows.push({
+        group: grp,
+        name: `${n} nodes: dashboard frame build + render`,
+        figure: `${fmt(
+          col((x) => x[n]!.frameMs),
+          "ms",
+          3,
+        )} = ${fmt(
+          col((x) => (1000 * x[n]!.frameMs) / n),
+          "µs",
+          1,
+        )}/node`,
+        ratio: isBase ? "1.00×" : `${fmt(flatFrame, "×", 2)} per node of ${base} nodes`,
+        target: isBase ? undefined : "flat per node (§12)",
+        verdict: isBase ? undefined : flatFrame.median <= 1.5 ? "met" : "MISSED",
+      });
     }
-    const notes = [`Nodes: heartbeats every ${INTERVAL} ms from one process with one NATS connection per simulated node, counted over ${WINDOW} ms; `
-      + `heartbeat cost: median as they arrived (an idle process, cold caches) and the same heartbeats replayed back to back (warm; the flatness ratio uses this one); `
-      + `frames: median of ${FRAMES} builds+renders from the live registry. "Flat" is judged as ≤ 1.5× the ${base}-node per-node cost.`];
+    const notes = [
+      `Nodes: heartbeats every ${INTERVAL} ms from one process with one NATS connection per simulated node, counted over ${WINDOW} ms; ` +
+        `heartbeat cost: median as they arrived (an idle process, cold caches) and the same heartbeats replayed back to back (warm; the flatness ratio uses this one); ` +
+        `frames: median of ${FRAMES} builds+renders from the live registry. "Flat" is judged as ≤ 1.5× the ${base}-node per-node cost.`,
+    ];
     return { id: "nodes", rows, rounds, notes };
   },
 };

@@ -25,13 +25,25 @@ interface Round {
 }
 
 async function swarmRound(ctx: BenchContext, r: number) {
-  const s = await startBenchSwarm({ natsUrl: ctx.nats.url, hid: ctx.hid(`tput${r}`), workers: WORKERS[0]!, workerSlots: SLOTS,
-    coordinatorSlots: 128, coordinatorArgs: ["--swarm.tasks.max_fanout", "64"] });
+  const s = await startBenchSwarm({
+    natsUrl: ctx.nats.url,
+    hid: ctx.hid(`tput${r}`),
+    workers: WORKERS[0]!,
+    workerSlots: SLOTS,
+    coordinatorSlots: 128,
+    coordinatorArgs: ["--swarm.tasks.max_fanout", "64"],
+  });
   const client = swarmClient(ctx.nc, s.names);
   const requests: Record<number, number> = {};
   const subtasks: Record<number, number> = {};
   const cpu = { requests: {} as Record<number, Cpu>, subtasks: {} as Record<number, Cpu> };
-  const meter = () => cpuMeter({ coordinator: [s.coordinator.pid], workers: s.workers.map((w) => w.pid), "nats-server": [ctx.nats.proc.pid], bench: [process.pid] });
+  const meter = () =>
+    cpuMeter({
+      coordinator: [s.coordinator.pid],
+      workers: s.workers.map((w) => w.pid),
+      "nats-server": [ctx.nats.proc.pid],
+      bench: [process.pid],
+    });
   try {
     for (const w of WORKERS) {
       if (s.workers.length < w) await s.addWorkers(w - s.workers.length);
@@ -96,21 +108,42 @@ export const throughput: Scenario = {
     const rows: Row[] = [];
     for (const w of WORKERS) {
       rows.push({ group: "baseline", name: `JetStream work queue → ack, ${w} worker(s)`, figure: rate((x) => x.js[w]!), ratio: "1.00×" });
-      if (ctx.redis) rows.push({ group: "baseline", name: `BullMQ add → completed, ${w} worker(s)`, figure: rate((x) => x.bull![w]!), ratio: `${times((x) => x.bull![w]! / x.js[w]!)} of JetStream` });
-      else rows.push({ group: "baseline", name: `BullMQ, ${w} worker(s)`, figure: `skipped: ${ctx.redisSkipReason}`, ratio: "", verdict: "skipped" });
+      if (ctx.redis)
+        rows.push({
+          group: "baseline",
+          name: `BullMQ add → completed, ${w} worker(s)`,
+          figure: rate((x) => x.bull![w]!),
+          ratio: `${times((x) => x.bull![w]! / x.js[w]!)} of JetStream`,
+        });
+      else
+        rows.push({
+          group: "baseline",
+          name: `BullMQ, ${w} worker(s)`,
+          figure: `skipped: ${ctx.redisSkipReason}`,
+          ratio: "",
+          verdict: "skipped",
+        });
     }
     for (const w of WORKERS) {
       const bull = ctx.redis ? `, ${times((x) => x.subtasks[w]! / x.bull![w]!)} of BullMQ` : "";
-      rows.push({ group: "3 throughput", name: `no-op sub-tasks (${PER_REQUEST} per request), ${w} worker(s)`, figure: rate((x) => x.subtasks[w]!),
-        ratio: `${times((x) => x.subtasks[w]! / x.js[w]!)} of JetStream${bull}` });
+      rows.push({
+        group: "3 throughput",
+        name: `no-op sub-tasks (${PER_REQUEST} per request), ${w} worker(s)`,
+        figure: rate((x) => x.subtasks[w]!),
+        ratio: `${times((x) => x.subtasks[w]! / x.js[w]!)} of JetStream${bull}`,
+      });
     }
     for (const w of WORKERS) {
       const vsBull = ctx.redis ? col((x) => x.requests[w]! / x.bull![w]!) : undefined;
       const judged = w === 4 && vsBull;
-      rows.push({ group: "3 throughput", name: `no-op requests (1 sub-task each), ${w} worker(s)`, figure: rate((x) => x.requests[w]!),
+      rows.push({
+        group: "3 throughput",
+        name: `no-op requests (1 sub-task each), ${w} worker(s)`,
+        figure: rate((x) => x.requests[w]!),
         ratio: `${times((x) => x.requests[w]! / x.js[w]!)} of JetStream${vsBull ? `, ${fmt(vsBull, "×", 2)} of BullMQ` : ""}`,
         target: w === 4 ? "≥ 2× BullMQ, 4 workers (issue; §12: ≥ 1×)" : undefined,
-        verdict: judged ? (vsBull.median >= 2 ? "met" : "MISSED") : w === 4 && !ctx.redis ? "skipped" : undefined });
+        verdict: judged ? (vsBull.median >= 2 ? "met" : "MISSED") : w === 4 && !ctx.redis ? "skipped" : undefined,
+      });
     }
     // Where the CPU goes: on a 2-core box throughput is bounded by 2000 ms of CPU per second / CPU per item.
     const cpuLine = (label: string, pick: (x: Round) => Cpu | undefined) => {

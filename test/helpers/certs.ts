@@ -27,33 +27,69 @@ function openssl(dir: string, args: string[]): void {
 const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
 function makeCa(dir: string, name: string): void {
-  openssl(dir, ["req", "-x509", ...EC, "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2",
-    "-subj", `/CN=picoclaw test ${name}`,
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+  openssl(dir, [
+    "req",
+    "-x509",
+    ...EC,
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.pem`,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=picoclaw test ${name}`,
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
 }
 
 function makeLeaf(dir: string, name: string, ca: string, ext: string): void {
   openssl(dir, ["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=picoclaw ${name}`]);
   writeFileSync(join(dir, `${name}.ext`), ext);
-  openssl(dir, ["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`, "-CAcreateserial",
-    "-out", `${name}.pem`, "-days", "2", "-sha256", "-extfile", `${name}.ext`]);
+  openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    `${ca}.pem`,
+    "-CAkey",
+    `${ca}.key`,
+    "-CAcreateserial",
+    "-out",
+    `${name}.pem`,
+    "-days",
+    "2",
+    "-sha256",
+    "-extfile",
+    `${name}.ext`,
+  ]);
 }
 
 export function makeTestPki(): TestPki {
   const dir = mkdtempSync(join(tmpdir(), "picoclaw-pki-"));
   makeCa(dir, "ca");
   makeCa(dir, "other-ca");
-  makeLeaf(dir, "server", "ca", [
-    "basicConstraints=CA:FALSE",
-    "keyUsage=critical,digitalSignature,keyEncipherment",
-    "extendedKeyUsage=serverAuth",
-    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-  ].join("\n") + "\n");
-  makeLeaf(dir, "client", "ca", [
-    "basicConstraints=CA:FALSE",
-    "keyUsage=critical,digitalSignature,keyEncipherment",
-    "extendedKeyUsage=clientAuth",
-  ].join("\n") + "\n");
+  makeLeaf(
+    dir,
+    "server",
+    "ca",
+    [
+      "basicConstraints=CA:FALSE",
+      "keyUsage=critical,digitalSignature,keyEncipherment",
+      "extendedKeyUsage=serverAuth",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ].join("\n") + "\n",
+  );
+  makeLeaf(
+    dir,
+    "client",
+    "ca",
+    ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"].join("\n") + "\n",
+  );
   const p = (f: string) => join(dir, f);
   return {
     dir,

@@ -27,9 +27,22 @@ export function encodeJwt(issuer: KeyPair, subject: string, name: string, nats: 
 
 /** Unlimited account limits, JetStream included (JetStream is off for an account whose storage limits are 0). */
 const UNLIMITED_WITH_JETSTREAM = {
-  subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1,
-  mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1, max_ack_pending: -1,
-  mem_max_stream_bytes: -1, disk_max_stream_bytes: -1, max_bytes_required: false,
+  subs: -1,
+  data: -1,
+  payload: -1,
+  imports: -1,
+  exports: -1,
+  wildcards: true,
+  conn: -1,
+  leaf: -1,
+  mem_storage: -1,
+  disk_storage: -1,
+  streams: -1,
+  consumer: -1,
+  max_ack_pending: -1,
+  mem_max_stream_bytes: -1,
+  disk_max_stream_bytes: -1,
+  max_bytes_required: false,
 };
 
 export interface Operator {

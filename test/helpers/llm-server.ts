@@ -136,7 +136,10 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
         await Bun.sleep(d.delay);
         end();
         return Response.json({
-          id, object: "chat.completion", created, model,
+          id,
+          object: "chat.completion",
+          created,
+          model,
           choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null }],
           usage,
         });
@@ -145,8 +148,14 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
       const withUsage = body.stream_options?.include_usage === true;
       const step = d.delay / (pieces.length + 1);
       const chunk = (delta: object, finish: string | null) =>
-        sse({ id, object: "chat.completion.chunk", created, model,
-          choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }], ...(withUsage ? { usage: null } : {}) });
+        sse({
+          id,
+          object: "chat.completion.chunk",
+          created,
+          model,
+          choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+          ...(withUsage ? { usage: null } : {}),
+        });
       const stream = new ReadableStream<Uint8Array>({
         async start(ctl) {
           try {

@@ -1,8 +1,9 @@
 // A real nats-server per suite: free port, own store dir, stopped afterwards. Nothing pretends to be NATS.
-import { type Subprocess } from "bun";
+
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
 import { freePort, portOpen } from "../../lib/embedded-nats.ts";
 import { waitFor } from "./wait.ts";
 

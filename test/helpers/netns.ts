@@ -97,7 +97,10 @@ export function canCreateNamespaces(): { ok: boolean; reason: string } {
     ip("netns", "add", probe);
   } catch (err) {
     const uid = process.getuid?.();
-    return { ok: false, reason: `cannot create a network namespace (${(err as Error).message}); needs root or CAP_SYS_ADMIN + CAP_NET_ADMIN (uid ${uid})` };
+    return {
+      ok: false,
+      reason: `cannot create a network namespace (${(err as Error).message}); needs root or CAP_SYS_ADMIN + CAP_NET_ADMIN (uid ${uid})`,
+    };
   }
   try {
     ip("-n", probe, "link", "add", "br0", "type", "bridge");
@@ -105,7 +108,10 @@ export function canCreateNamespaces(): { ok: boolean; reason: string } {
     ip("-n", probe, "link", "set", "v0", "master", "br0");
     return { ok: true, reason: "" };
   } catch (err) {
-    return { ok: false, reason: `namespaces work but bridge/veth links do not (${(err as Error).message}); the kernel needs the bridge and veth drivers` };
+    return {
+      ok: false,
+      reason: `namespaces work but bridge/veth links do not (${(err as Error).message}); the kernel needs the bridge and veth drivers`,
+    };
   } finally {
     tryIp("netns", "del", probe);
   }
@@ -197,7 +203,10 @@ function removeNamespaces(namespaces: string[]): void {
     if (!existing.has(ns)) continue;
     // A namespace lives on while a process is inside it: kill those first (bounded: a few rounds).
     for (let round = 0; round < 5; round++) {
-      const pids = (tryIp("netns", "pids", ns) ?? "").split(/\s+/).map(Number).filter((p) => Number.isInteger(p) && p > 1 && p !== process.pid);
+      const pids = (tryIp("netns", "pids", ns) ?? "")
+        .split(/\s+/)
+        .map(Number)
+        .filter((p) => Number.isInteger(p) && p > 1 && p !== process.pid);
       if (pids.length === 0) break;
       for (const pid of pids) {
         try {

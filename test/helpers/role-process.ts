@@ -1,8 +1,9 @@
 // Role processes as a user runs them: spawned scripts (or compiled binaries), output read line by line.
-import { type Subprocess } from "bun";
+
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
 import { waitFor } from "./wait.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
@@ -81,8 +82,11 @@ export function spawnRole(script: string, args: string[], o: SpawnOptions = {}):
     stdout,
     output: () => lines.join("\n"),
     waitForLine: (pattern, timeoutMs = 10_000) =>
-      waitFor(`a line matching ${pattern} from ${script}\n--- output so far ---\n${lines.join("\n")}\n---`,
-        () => lines.find((l) => pattern.test(l)), timeoutMs),
+      waitFor(
+        `a line matching ${pattern} from ${script}\n--- output so far ---\n${lines.join("\n")}\n---`,
+        () => lines.find((l) => pattern.test(l)),
+        timeoutMs,
+      ),
     countLines: (pattern) => lines.filter((l) => pattern.test(l)).length,
     signal: (sig) => proc.kill(sig),
     async exited(timeoutMs = 10_000) {

@@ -3,7 +3,7 @@
 import { afterAll, afterEach, beforeAll } from "bun:test";
 import { type LlmServer, startLlmServer } from "./llm-server.ts";
 import { type NatsServer, startNatsServer } from "./nats-server.ts";
-import { type NodeSpec, startSwarm, type Swarm } from "./swarm.ts";
+import { type NodeSpec, type Swarm, startSwarm } from "./swarm.ts";
 
 /** Nodes that plan or work without any LLM (the offline echo provider). */
 export const ECHO_ENV = { PICOCLAW_LLM_PROVIDER: "echo" };

@@ -57,7 +57,10 @@ export interface SubmitRun {
 /** `picoclaw submit --json ...`; returns the exit code and every event it printed. */
 export async function submit(swarm: Swarm, args: string[], timeoutMs = 60_000, stdin?: string): Promise<SubmitRun> {
   const r = await runRole("picoclaw.ts", ["submit", "--json", ...swarm.common, ...args], { timeoutMs, stdin });
-  const events = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as SwarmEvent);
+  const events = r.stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as SwarmEvent);
   const answer = events.find((e) => e.kind === "answer" || (e.kind === "failed" && !("task" in e && e.task))) as RequestEvent | undefined;
   return { code: r.code, events, answer, output: r.output };
 }
@@ -84,7 +87,13 @@ export function runIntervals(events: SwarmEvent[]): Map<string, { node: string; 
 
 /** Highest number of runs overlapping at any instant. */
 export function maxOverlap(intervals: { start: number; end: number }[]): number {
-  const points = intervals.flatMap((i) => [[i.start, 1], [i.end, -1]] as [number, number][]);
+  const points = intervals.flatMap(
+    (i) =>
+      [
+        [i.start, 1],
+        [i.end, -1],
+      ] as [number, number][],
+  );
   points.sort((a, b) => a[0] - b[0] || a[1] - b[1]); // ends before starts at the same instant
   let cur = 0;
   let max = 0;
