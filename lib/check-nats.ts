@@ -1,5 +1,5 @@
 // `--swarm.check-nats`: is each configured NATS URL reachable, with JetStream, which version, how far?
-import { connect } from "nats";
+import { connect, type NatsConnection } from "nats";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
 import { authMethod, connectionOptions, explainConnectError } from "./nats-connection.ts";
@@ -20,7 +20,7 @@ export async function checkNats(cfg: Config): Promise<NatsCheck[]> {
 
 async function checkOne(cfg: Config, url: string): Promise<NatsCheck> {
   const shown = redactUrl(url);
-  let nc;
+  let nc: NatsConnection;
   try {
     // Inside the try: an unreadable credentials, seed or TLS file is reported per URL, not thrown.
     nc = await connect({ ...connectionOptions(cfg, "picoclaw-check-nats"), servers: [url], reconnect: false });

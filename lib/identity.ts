@@ -1,5 +1,5 @@
 // Who this node is: swarm H-id (explicit, or adopted from the NATS deployment), node id, session id.
-import type { NatsConnection } from "nats";
+import type { KV, NatsConnection } from "nats";
 import type { Config } from "./config.ts";
 import { newHumanId, newNodeId, newSessionId, validateId } from "./ids.ts";
 import { DEFAULT_HID_KEY, SWARM_BUCKET } from "./subjects.ts";
@@ -27,7 +27,7 @@ export async function resolveIdentity(cfg: Config, nc: NatsConnection): Promise<
 }
 
 export async function adoptDeploymentHid(nc: NatsConnection, replicas = 1): Promise<{ hid: string; created: boolean }> {
-  let kv;
+  let kv: KV;
   try {
     kv = await nc.jetstream().views.kv(SWARM_BUCKET, { history: 1, replicas });
   } catch (err) {

@@ -176,23 +176,30 @@ function logEvent(log: Logger, e: RegistryEvent): void {
   const f = { node: info.node, role: info.role };
   switch (e.kind) {
     case "joined":
-      return log.info("Node joined swarm", { ...f, capabilities: info.capabilities.join(","), max_concurrent: info.max_concurrent });
+      log.info("Node joined swarm", { ...f, capabilities: info.capabilities.join(","), max_concurrent: info.max_concurrent });
+      return;
     case "restarted":
-      return log.info("Node joined swarm", { ...f, capabilities: info.capabilities.join(","), restarted: true });
+      log.info("Node joined swarm", { ...f, capabilities: info.capabilities.join(","), restarted: true });
+      return;
     case "offline":
-      return log.info("Node marked offline", {
+      log.info("Node marked offline", {
         ...f,
         silent_ms: e.silentMs,
         running_tasks: info.running,
         tasks: info.tasks?.map((t) => `${t.request}/${t.task}`).join(",") || undefined,
       });
+      return;
     case "suspicious":
-      return log.debug("Node suspicious (heartbeat late)", { ...f, silent_ms: e.silentMs });
+      log.debug("Node suspicious (heartbeat late)", { ...f, silent_ms: e.silentMs });
+      return;
     case "back":
-      return log.info("Node back online", { ...f, was: e.after });
+      log.info("Node back online", { ...f, was: e.after });
+      return;
     case "left":
-      return log.info("Node left swarm", { ...f, reason: "graceful" });
+      log.info("Node left swarm", { ...f, reason: "graceful" });
+      return;
     case "forgotten":
-      return log.debug("Node forgotten", f);
+      log.debug("Node forgotten", f);
+      return;
   }
 }

@@ -21,7 +21,7 @@ export interface RequestRecord {
 
 export async function readRequest(kv: KV, request: string): Promise<RequestRecord | undefined> {
   const e = await kv.get(taskKeys.request(request)).catch(() => null);
-  if (!e || e.operation !== "PUT") return undefined;
+  if (e?.operation !== "PUT") return undefined;
   try {
     return JSON.parse(e.string()) as RequestRecord;
   } catch {
@@ -35,7 +35,7 @@ export async function writeRequest(kv: KV, request: string, record: RequestRecor
 
 export async function readResult(kv: KV, request: string, task: string): Promise<TaskResult | undefined> {
   const e = await kv.get(taskKeys.result(request, task)).catch(() => null);
-  if (!e || e.operation !== "PUT") return undefined;
+  if (e?.operation !== "PUT") return undefined;
   const d = decode(taskResultSchema, e.value, MAX_PIPELINE_MESSAGE_BYTES);
   return d.ok ? d.value : undefined;
 }
@@ -67,7 +67,7 @@ export async function recordResultOnce(kv: KV, result: TaskResult, attempts = 8)
 
 export async function attemptErrors(kv: KV, request: string, task: string): Promise<string[]> {
   const e = await kv.get(taskKeys.errors(request, task)).catch(() => null);
-  if (!e || e.operation !== "PUT") return [];
+  if (e?.operation !== "PUT") return [];
   try {
     return JSON.parse(e.string()) as string[];
   } catch {

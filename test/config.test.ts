@@ -30,7 +30,7 @@ function load(inputs: Partial<ConfigInputs> = {}): LoadedConfig {
 }
 
 /** The value of a dotted key ("swarm.nats.urls") in a loaded config. */
-function valueOf(config: Config, key: string): unknown {
+function valueAt(config: Config, key: string): unknown {
   let cur: unknown = config;
   for (const part of key.split(".")) cur = (cur as Record<string, unknown>)[part];
   return cur;
@@ -127,7 +127,7 @@ describe("precedence: flag > env > config file > default", () => {
       test(`with nothing set it is the default (${JSON.stringify(c.want.default)})`, () => {
         const { config, sources, file } = load();
         expect(file).toBeUndefined();
-        expect(valueOf(config, c.key)).toEqual(c.want.default);
+        expect(valueAt(config, c.key)).toEqual(c.want.default);
         expect(sources[c.key]).toBe("default");
       });
 
@@ -135,13 +135,13 @@ describe("precedence: flag > env > config file > default", () => {
         const path = yamlFile(c.fileYaml);
         const { config, sources, file } = load({ configPath: path });
         expect(file).toBe(path);
-        expect(valueOf(config, c.key)).toEqual(c.want.file);
+        expect(valueAt(config, c.key)).toEqual(c.want.file);
         expect(sources[c.key]).toBe(`config file ${path}`);
       });
 
       test(`${c.env} overrides the config file`, () => {
         const { config, sources } = load({ configPath: yamlFile(c.fileYaml), env: { [c.env]: c.envValue } });
-        expect(valueOf(config, c.key)).toEqual(c.want.env);
+        expect(valueAt(config, c.key)).toEqual(c.want.env);
         expect(sources[c.key]).toBe(`env ${c.env}`);
       });
 
@@ -151,7 +151,7 @@ describe("precedence: flag > env > config file > default", () => {
           env: { [c.env]: c.envValue },
           flags: { [c.key]: c.flagValue },
         });
-        expect(valueOf(config, c.key)).toEqual(c.want.flag);
+        expect(valueAt(config, c.key)).toEqual(c.want.flag);
         expect(sources[c.key]).toBe(`flag --${c.key}`);
       });
     });

@@ -250,11 +250,11 @@ test("faults during a 200-sub-task workload: nothing lost, nothing reported twic
     ["duplicate executions (at-least-once)", duplicateExecutions],
     ["duplicate reports (completed twice)", duplicateReports],
     ["worker kills (kill -9) / detected offline", `${kills.length} / ${detected}`],
-    ["detection time p50 / max (ms), bound " + (NODE_TIMEOUT_MS + HEARTBEAT_MS), `${pct(detection, 50)} / ${Math.max(...detection)}`],
+    [`detection time p50 / max (ms), bound ${NODE_TIMEOUT_MS + HEARTBEAT_MS}`, `${pct(detection, 50)} / ${Math.max(...detection)}`],
     ["detection of kills next to the NATS restart (ms)", detectionNearOutage.join(", ") || "none"],
     ["coordinator kills / takeover times (ms)", `${takeovers.length} / ${takeovers.join(", ")}`],
     ["nats-server restarts / SIGSTOP freezes / drains", "1 / 1 / 1"],
-    ["frozen worker marked offline after (ms), node_timeout " + NODE_TIMEOUT_MS, stalledFor],
+    [`frozen worker marked offline after (ms), node_timeout ${NODE_TIMEOUT_MS}`, stalledFor],
   ];
   console.log(`\nFault-injection invariants\n${rows.map(([k, v]) => `  ${k.padEnd(58)} ${v}`).join("\n")}\n`);
 

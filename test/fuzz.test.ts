@@ -41,7 +41,7 @@ const hex = (n: number) => randomBytes(n).toString("hex");
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
 
 const DEEP_ARRAY = "[".repeat(10_000) + "]".repeat(10_000);
-const DEEP_OBJECT = '{"a":'.repeat(10_000) + "1" + "}".repeat(10_000);
+const DEEP_OBJECT = `${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}`;
 const BAD_IDS = ["a.b", "*", ">", "a b", "", "x".repeat(65), "claw-é", "a\nb", "r-*", "r->"];
 
 interface Payload {
@@ -579,7 +579,7 @@ describe("fuzz", () => {
           await validRequest("plan of the wrong type", { plan: 42 });
           await validRequest("capability nobody offers", { capabilities: ["gpu"] });
           if (round < 2) {
-            await validRequest("deeply nested plan", { plan: JSON.parse('{"tasks":'.repeat(2_000) + "[]" + "}".repeat(2_000)) });
+            await validRequest("deeply nested plan", { plan: JSON.parse(`${'{"tasks":'.repeat(2_000)}[]${"}".repeat(2_000)}`) });
             // ~900 KB: a 12 000-task chain (too many tasks, too deep).
             const n = 12_000;
             await validRequest("oversized plan (12 000-task chain)", {

@@ -52,7 +52,7 @@ function validInfo(node: string, over: Record<string, unknown> = {}): Record<str
 }
 
 const DEEP_ARRAY = "[".repeat(10_000) + "]".repeat(10_000);
-const DEEP_OBJECT = '{"a":'.repeat(10_000) + "1" + "}".repeat(10_000);
+const DEEP_OBJECT = `${'{"a":'.repeat(10_000)}1${"}".repeat(10_000)}`;
 const BAD_IDS = ["a.b", "*", ">", "a b", "", "x".repeat(65), "claw-é", "a\nb", "claw-*", "claw->"];
 
 /** Payloads that must fail to decode as a heartbeat, an announcement, a query or a control message. */

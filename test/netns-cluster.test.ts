@@ -49,7 +49,7 @@ afterAll(async () => {
   if (named.length > 0) {
     rmSync(LOG_DIR, { recursive: true, force: true });
     mkdirSync(LOG_DIR, { recursive: true });
-    for (const { name, p } of named) writeFileSync(join(LOG_DIR, `${name}.log`), p.output() + "\n");
+    for (const { name, p } of named) writeFileSync(join(LOG_DIR, `${name}.log`), `${p.output()}\n`);
     if (!passed) console.warn(`netns-cluster: the output of every process is in ${LOG_DIR}`);
   }
   // Everything was started by this file: role processes, servers and the LLM server (by pid), then the

@@ -151,7 +151,7 @@ describe("llmPlan", () => {
   });
 
   test("a ```json fenced reply is accepted", async () => {
-    const { attempts } = await llmPlan("x", reviewSwarm, scripted(["Here you go:\n```json\n" + goodPlan + "\n```"]), limits);
+    const { attempts } = await llmPlan("x", reviewSwarm, scripted([`Here you go:\n\`\`\`json\n${goodPlan}\n\`\`\``]), limits);
     expect(attempts).toBe(1);
   });
 

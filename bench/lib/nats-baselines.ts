@@ -101,7 +101,11 @@ export async function jetstreamThroughput(
     max_ack_pending: 10_000,
   });
   let acked = 0;
-  const sub = nc.subscribe(done, { callback: (_e, m) => void (acked += Number(new TextDecoder().decode(m.data))) });
+  const sub = nc.subscribe(done, {
+    callback: (_e, m) => {
+      acked += Number(new TextDecoder().decode(m.data));
+    },
+  });
   const procs: Child[] = [];
   try {
     procs.push(

@@ -114,8 +114,7 @@ export function spawnChild(cmd: string[], o: ChildOptions = {}): Child {
     for await (const chunk of stream) {
       const at = performance.now();
       buf += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         const text = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         lines.push({ at, text });

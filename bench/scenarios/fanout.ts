@@ -5,7 +5,7 @@
 import OpenAI from "openai";
 import { type LlmServer, type RecordedRequest, startLlmServer } from "../../test/helpers/llm-server.ts";
 import { startBenchSwarm, swarmClient } from "../lib/swarm.ts";
-import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
+import type { Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envList, fmt, progress, stat } from "../lib/util.ts";
 
 const FANOUTS = envList("FANOUTS", [4, 16, 64]);
@@ -64,7 +64,10 @@ function maxOverlap(rs: RecordedRequest[]): number {
   points.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let cur = 0;
   let max = 0;
-  for (const [, d] of points) max = Math.max(max, (cur += d));
+  for (const [, d] of points) {
+    cur += d;
+    max = Math.max(max, cur);
+  }
   return max;
 }
 

@@ -77,18 +77,18 @@ export function makeTestPki(): TestPki {
     dir,
     "server",
     "ca",
-    [
+    `${[
       "basicConstraints=CA:FALSE",
       "keyUsage=critical,digitalSignature,keyEncipherment",
       "extendedKeyUsage=serverAuth",
       "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    ].join("\n") + "\n",
+    ].join("\n")}\n`,
   );
   makeLeaf(
     dir,
     "client",
     "ca",
-    ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"].join("\n") + "\n",
+    `${["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"].join("\n")}\n`,
   );
   const p = (f: string) => join(dir, f);
   return {

@@ -63,8 +63,7 @@ export function spawnRole(script: string, args: string[], o: SpawnOptions = {}):
     let buf = "";
     for await (const chunk of stream) {
       buf += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
         lines.push(buf.slice(0, nl));
         own?.push(buf.slice(0, nl));
         buf = buf.slice(nl + 1);

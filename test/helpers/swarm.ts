@@ -97,6 +97,9 @@ export function maxOverlap(intervals: { start: number; end: number }[]): number 
   points.sort((a, b) => a[0] - b[0] || a[1] - b[1]); // ends before starts at the same instant
   let cur = 0;
   let max = 0;
-  for (const [, d] of points) max = Math.max(max, (cur += d));
+  for (const [, d] of points) {
+    cur += d;
+    max = Math.max(max, cur);
+  }
   return max;
 }
