@@ -1,10 +1,12 @@
 // Command line shared by every entry script: dotted config flags (`--swarm.role worker`) plus a few
 // command flags. citty parses; this module declares what exists and rejects what does not.
 import { parseArgs } from "citty";
-import type { Role } from "./config.ts";
-import { canonicalKey, isConfigKey, type LoadedConfig, loadConfig } from "./config.ts";
+import { checkNats, formatChecks } from "./check-nats.ts";
+import { canonicalKey, describeConfig, isConfigKey, type LoadedConfig, loadConfig } from "./config.ts";
 import { BOOLEAN_KEYS, configKeys } from "./config-schema.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, type ErrorCode, isPicoclawError } from "./errors.ts";
+import type { Role } from "./messages.ts";
+import { VERSION } from "./version.ts";
 
 /** Flags that choose what to do rather than configure the node. */
 const COMMAND_FLAGS = {
@@ -106,24 +108,98 @@ export function loadForCli(cli: Cli, env: Record<string, string | undefined>, fi
   return loaded;
 }
 
-export function usage(entry: string): string {
+/** A command of an entry script (`submit`, `drain`, ...): its help line and what it does. */
+export interface Command {
+  usage: string[];
+  run(cli: Cli, loaded: LoadedConfig): Promise<number>;
+}
+
+export interface Entry {
+  /** Script name for help text and errors, e.g. "picoclaw-worker". */
+  name: string;
+  /** Per-role scripts fix the role (and imply swarm mode). */
+  role?: Role;
+  /** What running without a command does. */
+  usage: string;
+  run(cli: Cli, loaded: LoadedConfig): Promise<number>;
+  commands?: Record<string, Command>;
+}
+
+/** Exit status per error code: bad input is 2, anything else that stops us is 1. */
+const EXIT_STATUS: Record<ErrorCode, number> = {
+  E_CONFIG: 2,
+  E_INVALID_ID: 2,
+  E_PLAN: 2,
+  E_NATS_CONNECT: 1,
+  E_JETSTREAM_MISSING: 1,
+  E_NATS_SERVER_MISSING: 1,
+  E_LLM: 1,
+  E_STALE_LEADER: 1,
+};
+
+/** Every entry script's life: parse, load config, dispatch, and turn errors into one line and an exit status. */
+export async function runEntry(argv: string[], entry: Entry): Promise<number> {
+  try {
+    const cli = parseCli(argv);
+    if (cli.is("help")) return print(usage(entry));
+    if (cli.is("version")) return print(`picoclaw ${VERSION}`);
+    const loaded = loadForCli(cli, process.env, entry.role);
+    if (cli.command === "config") return print(describeConfig(loaded));
+    if (cli.command !== undefined) {
+      const command = entry.commands?.[cli.command];
+      if (!command) {
+        const known = ["config", ...Object.keys(entry.commands ?? {})].join(", ");
+        const elsewhere = entry.commands ? "" : "; submit, drain and the other client commands are in picoclaw, the all-in-one";
+        throw new ConfigError(cli.command, "command line", `a command of ${entry.name}: ${known} (or none to ${entry.usage})${elsewhere}`);
+      }
+      return await command.run(cli, loaded);
+    }
+    if (cli.is("swarm.check-nats")) return await runCheckNats(loaded);
+    return await entry.run(cli, loaded);
+  } catch (err) {
+    return reportError(err);
+  }
+}
+
+/** One clear line on stderr; the exit status comes from the error's code. */
+export function reportError(err: unknown): number {
+  if (isPicoclawError(err)) {
+    console.error(`picoclaw: ${err.message}`);
+    return EXIT_STATUS[err.code];
+  }
+  // Not one of ours: a bug. The stack helps whoever reports it.
+  console.error(`picoclaw: ${(err as Error)?.stack ?? String(err)}`);
+  return 1;
+}
+
+function print(text: string): number {
+  console.log(text);
+  return 0;
+}
+
+async function runCheckNats(loaded: LoadedConfig): Promise<number> {
+  const cfg = loaded.config;
+  if (cfg.swarm.nats.embedded) {
+    const n = cfg.swarm.nats;
+    const host = ["0.0.0.0", "::"].includes(n.embedded_host) ? "127.0.0.1" : n.embedded_host;
+    cfg.swarm.nats.urls = [`nats://${host}:${n.embedded_port}`];
+  }
+  const checks = await checkNats(cfg);
+  console.log(formatChecks(cfg, checks));
+  return checks.every((c) => !c.problem) ? 0 : 1;
+}
+
+export function usage(entry: Entry): string {
   const keys = configKeys().map((k) => `  --${k}`);
   const cmds = Object.entries(COMMAND_FLAGS).map(([f, d]) => `  --${f.padEnd(18)} ${d}`);
+  const commands = Object.entries(entry.commands ?? {}).flatMap(([, c]) => c.usage);
   return [
-    `Usage: ${entry} [command] [flags]`,
+    `Usage: ${entry.name} [command] [flags]`,
     "",
     "Commands:",
-    "  (none)              run a swarm node of --swarm.role (coordinator | worker | specialist)",
+    `  (none)              ${entry.usage}`,
     "  config              print the effective config, with the source of each value (secrets redacted)",
-    "  submit TEXT         send a request to the swarm, follow its sub-tasks live, print the answer",
-    "                      TEXT may be '-' (stdin); --file PATH adds a file or diff; --plan PATH gives an",
-    "                      explicit DAG (YAML/JSON); --capabilities a,b one sub-task per capability;",
-    "                      --timeout 10m; --json prints the event stream as JSON lines",
-    "  drain NODE          ask a node to stop taking sub-tasks, finish running ones (swarm.drain_grace),",
-    "                      hand back the rest and leave (as SIGTERM does); for rolling upgrades",
-    "  shutdown NODE       the same without waiting: running sub-tasks are handed back at once",
-    "  ping NODE           check that a node answers",
-    "  keygen [PATH]       create a signing key pair (seed to PATH, default ~/.picoclaw/signing.nk; prints the public key)",
+    ...commands,
     "",
     "Flags:",
     ...cmds,

@@ -3,8 +3,7 @@
 import type { Config } from "./config.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
-import { type NatsLink, openNats } from "./nats-connection.ts";
-import { requireJetStream } from "./node.ts";
+import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
 
 export interface SwarmClient {

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
 import { ID_PATTERN } from "./ids.ts";
+import { MEMBER_ROLES } from "./messages.ts";
 
 const ID_RULE = "1-64 characters from A-Z a-z 0-9 _ - (no dots, spaces, '*' or '>')";
 
@@ -120,9 +121,6 @@ const llmSchema = z.strictObject({
   max_tokens: int(1, 1_000_000).optional(),
 });
 
-export const ROLES = ["coordinator", "worker", "specialist"] as const;
-export type Role = (typeof ROLES)[number];
-
 /** Optional ed25519 signing of sub-tasks (coordinator -> node) and results (node -> coordinator). */
 const securitySchema = z.strictObject({
   signing: bool.default(false),
@@ -142,7 +140,7 @@ const securitySchema = z.strictObject({
 
 const swarmSchema = z.strictObject({
   enabled: bool.default(false),
-  role: z.enum(ROLES, { message: ROLES.join(" | ") }).default("worker"),
+  role: z.enum(MEMBER_ROLES, { message: MEMBER_ROLES.join(" | ") }).default("worker"),
   hid: id.optional(),
   sid: id.optional(),
   node_id: id.optional(),

@@ -3,10 +3,10 @@ import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { BOOLEAN_KEYS, type Config, configKeys, configSchema, SECRET_KEYS } from "./config-schema.ts";
+import { type Config, configKeys, configSchema, SECRET_KEYS } from "./config-schema.ts";
 import { ConfigError } from "./errors.ts";
 
-export type { Config, Role } from "./config-schema.ts";
+export type { Config } from "./config-schema.ts";
 
 /** Where one value came from, for error messages and `picoclaw config`. */
 export type Sources = Record<string, string>;
@@ -37,10 +37,6 @@ export function canonicalKey(key: string): string {
 
 export function isConfigKey(key: string): boolean {
   return KEY_SET.has(canonicalKey(key));
-}
-
-export function isBooleanKey(key: string): boolean {
-  return (BOOLEAN_KEYS as readonly string[]).includes(canonicalKey(key));
 }
 
 /** `swarm.nats.urls` -> `PICOCLAW_SWARM_NATS_URLS`. */

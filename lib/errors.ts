@@ -1,7 +1,42 @@
-// Typed errors, one place: each says what failed and why, so callers never match strings.
+// One error family: every failure we report carries a `code`, and the original failure as `cause`.
+// Entry scripts map codes to exit status in one place (lib/cli.ts); nobody lists classes to decide.
+// Errors may live beside their concept (PlanError in plan.ts, LlmError in llm.ts) but extend this base.
+
+export type ErrorCode =
+  /** A config value, flag or argument is missing, malformed or out of range. */
+  | "E_CONFIG"
+  /** An id (H-id, node id, capability, ...) that would change which subjects match. */
+  | "E_INVALID_ID"
+  /** A plan that cannot run (cycle, unknown dependency, capability nobody offers, limits). */
+  | "E_PLAN"
+  /** No configured NATS server could be used (refused, auth, TLS, time-out). */
+  | "E_NATS_CONNECT"
+  /** The server has no JetStream, which every swarm node needs. */
+  | "E_JETSTREAM_MISSING"
+  /** --swarm.nats.embedded needs a nats-server binary that is not installed. */
+  | "E_NATS_SERVER_MISSING"
+  /** An LLM call failed; `transient` says whether trying again later may succeed. */
+  | "E_LLM"
+  /** A coordinator that no longer holds the lease tried to act. */
+  | "E_STALE_LEADER";
+
+export class PicoclawError extends Error {
+  override name = "PicoclawError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export function isPicoclawError(err: unknown): err is PicoclawError {
+  return err instanceof PicoclawError;
+}
 
 /** A config value that is missing, malformed or out of range. Stops start-up. */
-export class ConfigError extends Error {
+export class ConfigError extends PicoclawError {
   override name = "ConfigError";
   constructor(
     readonly key: string,
@@ -10,18 +45,19 @@ export class ConfigError extends Error {
     readonly got?: unknown,
   ) {
     const shown = got === undefined ? "" : ` (got ${JSON.stringify(got)})`;
-    super(`invalid config ${key}${shown} from ${source}: ${allowed}`);
+    super("E_CONFIG", `invalid config ${key}${shown} from ${source}: ${allowed}`);
   }
 }
 
 /** An id (H-id, node id, capability, ...) that would change which subjects match. */
-export class InvalidIdError extends Error {
+export class InvalidIdError extends PicoclawError {
   override name = "InvalidIdError";
   constructor(
     readonly kind: string,
     readonly value: string,
   ) {
     super(
+      "E_INVALID_ID",
       `invalid ${kind} ${JSON.stringify(value)}: use 1-64 characters from A-Z a-z 0-9 _ - ` +
         `(no dots, spaces, '*' or '>', which would change which NATS subjects match)`,
     );
@@ -29,10 +65,11 @@ export class InvalidIdError extends Error {
 }
 
 /** nats-server is needed (embedded mode) but is not installed. */
-export class NatsServerMissingError extends Error {
+export class NatsServerMissingError extends PicoclawError {
   override name = "NatsServerMissingError";
   constructor(readonly binary: string) {
     super(
+      "E_NATS_SERVER_MISSING",
       `nats-server was not found (looked for ${JSON.stringify(binary)}). --swarm.nats.embedded starts a ` +
         `local nats-server, so it must be installed: on Debian/Ubuntu run 'sudo apt-get install nats-server', ` +
         `on macOS 'brew install nats-server', or download a release from the NATS project and put it on PATH ` +
@@ -43,25 +80,27 @@ export class NatsServerMissingError extends Error {
 }
 
 /** Could not reach any configured NATS server, with the reason the client gave. */
-export class NatsConnectError extends Error {
+export class NatsConnectError extends PicoclawError {
   override name = "NatsConnectError";
   constructor(
     readonly servers: string[],
     readonly reason: string,
     readonly auth: string,
+    options?: ErrorOptions,
   ) {
-    super(`cannot connect to NATS at ${servers.join(", ")} (auth: ${auth}): ${reason}`);
+    super("E_NATS_CONNECT", `cannot connect to NATS at ${servers.join(", ")} (auth: ${auth}): ${reason}`, options);
   }
 }
 
 /** The NATS server has no JetStream, which every swarm node needs (streams, KV). */
-export class JetStreamMissingError extends Error {
+export class JetStreamMissingError extends PicoclawError {
   override name = "JetStreamMissingError";
   constructor(
     readonly url: string,
     readonly embeddedPort?: number,
   ) {
     super(
+      "E_JETSTREAM_MISSING",
       `the NATS server at ${url} has no JetStream, which the swarm needs: start it with -js` +
         (embeddedPort === undefined
           ? "."

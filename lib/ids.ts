@@ -28,6 +28,11 @@ export function newSessionId(): string {
   return `s-${hex(6)}`;
 }
 
+/** A request's id: `r-` + 10 hex chars. */
+export function newRequestId(): string {
+  return `r-${hex(5)}`;
+}
+
 /** Swarm identity used when none is configured and the NATS deployment has none yet. */
 export function newHumanId(): string {
   return `h-${hex(6)}`;

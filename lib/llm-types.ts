@@ -1,5 +1,6 @@
 // The contract between task execution and any LLM provider (OpenAI-compatible HTTP, or offline echo),
 // and the little both providers share.
+import { PicoclawError } from "./errors.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -41,15 +42,16 @@ export interface LlmProvider {
  * Why a call failed, classified for retry: transient errors (429, 5xx, network, timeout) are retried
  * later (nak with `retryAfterMs` when the provider said how long); permanent ones fail the sub-task.
  */
-export class LlmError extends Error {
+export class LlmError extends PicoclawError {
   override name = "LlmError";
   constructor(
     message: string,
     readonly transient: boolean,
     readonly status?: number,
     readonly retryAfterMs?: number,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super("E_LLM", message, options);
   }
 }
 

@@ -3,6 +3,7 @@
 // without an LLM start without it.
 import type { Config } from "./config.ts";
 import { abortedError, estimateUsage, type LlmProvider } from "./llm-types.ts";
+import type { Logger } from "./log.ts";
 
 export const ECHO_LABEL = "echo (offline, no LLM configured)";
 
@@ -14,6 +15,17 @@ export async function createLlm(cfg: Config["llm"]): Promise<LlmProvider> {
     return openaiProvider(cfg);
   }
   return echoProvider();
+}
+
+/** A node's LLM, said once at start-up (the echo provider as a warning: answers will only repeat prompts). */
+export async function nodeLlm(cfg: Config["llm"], log: Logger): Promise<LlmProvider> {
+  const llm = await createLlm(cfg);
+  if (llm.kind === "echo") {
+    log.warn(
+      "LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one",
+    );
+  } else log.info("LLM provider", { llm: llm.label });
+  return llm;
 }
 
 function echoProvider(): LlmProvider {

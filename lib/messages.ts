@@ -6,9 +6,22 @@ import { ID_PATTERN } from "./ids.ts";
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 
 const id = z.string().regex(ID_PATTERN);
-const role = z.enum(["coordinator", "worker", "specialist", "dashboard"]);
-export type NodeRole = z.infer<typeof role>;
+/** Roles of swarm members. */
+export const MEMBER_ROLES = ["coordinator", "worker", "specialist"] as const;
+export type Role = (typeof MEMBER_ROLES)[number];
+/** Members, and the dashboard that observes them. */
+export const NODE_ROLES = [...MEMBER_ROLES, "dashboard"] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+/** What a node says of itself. */
 export const NODE_STATUSES = ["online", "busy", "draining"] as const;
+/** How a peer is seen: what it says of itself, or what its silence says. */
+export const PEER_STATUSES = [...NODE_STATUSES, "suspicious", "offline"] as const;
+export type PeerStatus = (typeof PEER_STATUSES)[number];
+
+const role = z.enum(NODE_ROLES);
+const runningTaskSchema = z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() });
+/** A sub-task running on a node now (in its heartbeats and on the dashboard). */
+export type RunningTask = z.infer<typeof runningTaskSchema>;
 
 /** Heartbeats carry at most this many subjects of dropped messages (the busiest ones). */
 export const MAX_BAD_SUBJECTS_REPORTED = 20;
@@ -28,10 +41,7 @@ export const nodeInfoSchema = z.object({
   heartbeat_interval: z.number().int().positive().max(86_400_000),
   host: z.string().max(255).optional(),
   /** Sub-tasks running on the node now (at most max_concurrent). */
-  tasks: z
-    .array(z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() }))
-    .max(1000)
-    .optional(),
+  tasks: z.array(runningTaskSchema).max(1000).optional(),
   /** Sub-tasks this node finished since it started. */
   done: z.number().int().nonnegative().optional(),
   failed: z.number().int().nonnegative().optional(),
@@ -53,7 +63,6 @@ export const announceSchema = z.object({
   kind: z.enum(["join", "leave"]),
   info: nodeInfoSchema,
 });
-export type Announce = z.infer<typeof announceSchema>;
 
 export const querySchema = z.object({ v: z.literal(1), from: id });
 

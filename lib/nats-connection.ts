@@ -5,7 +5,7 @@ import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { type ConnectionOptions, connect, credsAuthenticator, type NatsConnection, nkeyAuthenticator } from "nats";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
-import { NatsConnectError } from "./errors.ts";
+import { JetStreamMissingError, NatsConnectError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { inboxPrefix } from "./subjects.ts";
 
@@ -279,4 +279,18 @@ async function probeTls(url: string, nats: Config["swarm"]["nats"], timeoutMs: n
     };
     sock.on("data", onInfo);
   });
+}
+
+/** Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later). */
+export async function requireJetStream(link: NatsLink, embeddedPort?: number): Promise<void> {
+  try {
+    const jsm = await link.nc.jetstreamManager({ timeout: 5_000 });
+    await jsm.getAccountInfo();
+  } catch (err) {
+    if (/503|not enabled|no responders/i.test(String((err as Error)?.message))) {
+      await link.nc.close();
+      throw new JetStreamMissingError(link.url(), embeddedPort);
+    }
+    throw err;
+  }
 }

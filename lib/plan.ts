@@ -3,6 +3,7 @@
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
+import { PicoclawError } from "./errors.ts";
 import { ID_PATTERN } from "./ids.ts";
 
 /** Task ids are at most 40 characters, so "<request id>_<task id>" still fits one 64-char subject token. */
@@ -27,6 +28,11 @@ export interface PlanTask {
   node?: string;
 }
 
+/** A sub-task's label: its title, or "id (capability)". */
+export function titleOf(t: PlanTask): string {
+  return t.title ?? `${t.id} (${t.capability})`;
+}
+
 export interface Plan {
   tasks: PlanTask[];
   /** The coordinator merges the results (default true). */
@@ -46,13 +52,13 @@ export interface PlanLimits {
 }
 
 /** A plan that cannot run: says what is wrong and which task ids are involved. */
-export class PlanError extends Error {
+export class PlanError extends PicoclawError {
   override name = "PlanError";
   constructor(
     message: string,
     readonly ids: string[] = [],
   ) {
-    super(message);
+    super("E_PLAN", message);
   }
 }
 
@@ -146,11 +152,6 @@ export function topoLevels(plan: Plan): string[][] {
     rest = rest.filter((t) => !placed.has(t.id));
   }
   return levels;
-}
-
-/** Tasks whose dependencies are all done and that have not started, in plan order. */
-export function readyTasks(plan: Plan, done: Set<string>, started: Set<string>): PlanTask[] {
-  return plan.tasks.filter((t) => !started.has(t.id) && t.depends_on.every((d) => done.has(d)));
 }
 
 /** The ids on one dependency cycle, first id repeated at the end, or undefined. */

@@ -1,7 +1,8 @@
 // What one node knows of its peers. Pure: feed it observations and the clock, it returns what changed.
-import type { NodeInfo } from "./messages.ts";
-import type { OnlineCapabilities } from "./planner.ts";
-import type { PeerStatus } from "./snapshot.ts";
+import type { NodeInfo, PeerStatus } from "./messages.ts";
+
+/** Capability -> number of online nodes offering it. "general" means a worker that takes general tasks. */
+export type OnlineCapabilities = Map<string, number>;
 
 export interface Peer {
   info: NodeInfo;

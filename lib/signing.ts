@@ -5,12 +5,12 @@
 // What this does not protect against: anything inside the prompt itself (prompt injection), and a
 // trusted key that is stolen. See docs/security.md.
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { readFileSync } from "node:fs";
 import { headers, type JsMsg, type KV, type MsgHdrs } from "nats";
-import { createUser, fromPublic, fromSeed } from "nkeys.js";
+import { fromPublic, fromSeed } from "nkeys.js";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./errors.ts";
+import type { Logger } from "./log.ts";
 import type { TaskResult } from "./task-messages.ts";
 
 const H_KEY = "Picoclaw-Key";
@@ -23,18 +23,11 @@ export interface Signer {
   sign(data: Uint8Array): Uint8Array;
 }
 
-/** `picoclaw keygen [PATH]`: a new key pair; the seed file is readable by its owner only. */
-export function generateKeyFile(path: string): string {
-  if (existsSync(path))
-    throw new ConfigError("keygen", "command line", "a path where no key file exists yet (refusing to overwrite)", path);
-  const kp = createUser();
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600 });
-  chmodSync(path, 0o600);
-  return kp.getPublicKey();
-}
-
-export function loadSigner(cfg: Config): Signer | undefined {
+/**
+ * With swarm.security.signing: this node's key. Coordinators must trust some workers' keys and workers
+ * some coordinators' keys, or nothing could ever run.
+ */
+export function loadSigner(cfg: Config, trusts: "trusted_workers" | "trusted_coordinators", log: Logger): Signer | undefined {
   const s = cfg.swarm.security;
   if (!s.signing) return undefined;
   let seed: string;
@@ -48,12 +41,19 @@ export function loadSigner(cfg: Config): Signer | undefined {
       `${s.key_file} (${(err as Error).message})`,
     );
   }
+  let signer: Signer;
   try {
     const kp = fromSeed(new TextEncoder().encode(seed));
-    return { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
+    signer = { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
   } catch {
     throw new ConfigError("swarm.security.key_file", "config", "an nkey seed (a line starting with S, from picoclaw keygen)", s.key_file);
   }
+  if (s[trusts].length === 0) {
+    const whom = trusts === "trusted_workers" ? "workers and specialists" : "coordinators";
+    throw new ConfigError(`swarm.security.${trusts}`, "config", `the public keys of the ${whom} to trust when signing is on`, []);
+  }
+  log.info("Signing on", { public_key: signer.publicKey });
+  return signer;
 }
 
 function signedBytes(subject: string, nonce: string, time: string, payload: Uint8Array): Uint8Array {

@@ -2,7 +2,6 @@
 // Every id is validated before it becomes a subject token (see ids.ts).
 import { validateId } from "./ids.ts";
 
-export const PROTOCOL_VERSION = 1 as const;
 const ROOT = "picoclaw";
 
 /** Bucket shared by every swarm on one NATS deployment: holds the adopted default H-id. */
@@ -49,7 +48,6 @@ export interface SwarmNames {
 
 /** Sub-task priorities: 0 (low) .. 3 (urgent); 1 is the default. */
 export const PRIORITIES = [3, 2, 1, 0] as const;
-export const DEFAULT_PRIORITY = 1;
 
 export function swarmNames(hid: string): SwarmNames {
   validateId("H-id", hid);

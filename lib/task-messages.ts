@@ -126,3 +126,5 @@ export const requestEventSchema = z.object({
   duration_ms: z.number().int().nonnegative().optional(),
 });
 export type RequestEvent = z.infer<typeof requestEventSchema>;
+/** A request event as its coordinator composes it (the envelope fields are added when it is sent). */
+export type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;

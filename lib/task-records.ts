@@ -3,8 +3,9 @@
 import type { KV } from "nats";
 import { decode, encode } from "./messages.ts";
 import type { Plan } from "./plan.ts";
+import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { taskKeys } from "./subjects.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type PlanSummary, type RequestEvent, type TaskResult, taskResultSchema } from "./task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type PlanSummary, type RequestEventBody, type TaskResult, taskResultSchema } from "./task-messages.ts";
 
 export interface RequestRecord {
   v: 1;
@@ -16,7 +17,7 @@ export interface RequestRecord {
   plan?: Plan;
   summary?: PlanSummary;
   /** The answer (or rejection) event, kept so a new leader can re-send it instead of redoing work. */
-  answer?: Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
+  answer?: RequestEventBody;
 }
 
 export async function readRequest(kv: KV, request: string): Promise<RequestRecord | undefined> {
@@ -45,24 +46,25 @@ export async function readResult(kv: KV, request: string, task: string): Promise
  * (NATS down, JetStream not ready after a restart) is retried for a while and then thrown, so a
  * result is never mistaken for a duplicate and silently dropped.
  */
-export async function recordResultOnce(kv: KV, result: TaskResult, attempts = 8): Promise<boolean> {
-  let lastError: unknown;
-  for (let i = 0; i < attempts; i++) {
-    try {
-      await kv.create(taskKeys.result(result.request, result.task), encode(result));
-      return true;
-    } catch (err) {
-      lastError = err;
-      const existing = await kv.get(taskKeys.result(result.request, result.task)).catch(() => undefined);
-      if (existing && existing.operation === "PUT") {
+export function recordResultOnce(kv: KV, result: TaskResult, attempts = 8): Promise<boolean> {
+  const key = taskKeys.result(result.request, result.task);
+  return withRetry(
+    async () => {
+      try {
+        await kv.create(key, encode(result));
+        return true;
+      } catch (err) {
+        const existing = await kv.get(key).catch(() => undefined);
+        if (existing?.operation !== "PUT") throw err;
         // Our own earlier attempt may have been stored although its reply timed out.
         const mine = decode(taskResultSchema, existing.value, MAX_PIPELINE_MESSAGE_BYTES);
         return mine.ok && mine.value.node === result.node && mine.value.started_at === result.started_at;
       }
-      await Bun.sleep(Math.min(4_000, 250 * 2 ** i));
-    }
-  }
-  throw new Error(`cannot record the result of ${result.request}/${result.task}: ${(lastError as Error)?.message ?? lastError}`);
+    },
+    { backoff: NATS_BACKOFF, attempts },
+  ).catch((err) => {
+    throw new Error(`cannot record the result of ${result.request}/${result.task}: ${(err as Error)?.message ?? err}`, { cause: err });
+  });
 }
 
 export async function attemptErrors(kv: KV, request: string, task: string): Promise<string[]> {

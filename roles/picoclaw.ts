@@ -1,6 +1,100 @@
 #!/usr/bin/env bun
-// All-in-one entry: the role comes from --swarm.role / PICOCLAW_SWARM_ROLE / swarm.role, so every
-// command of the deployment guide works as written (`picoclaw --swarm.enabled --swarm.role worker`).
-import { main } from "../lib/entry.ts";
+// The all-in-one: every command of the deployment guide as written. Without a command it runs a node
+// of the role from --swarm.role / PICOCLAW_SWARM_ROLE / swarm.role (swarm mode must be on); with
+// --swarm.dashboard it shows the dashboard (this node's own view when swarm mode is on). The client
+// commands (submit, drain, shutdown, ping, keygen) live only here, not in the per-role executables.
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { type Cli, runEntry } from "../lib/cli.ts";
+import type { LoadedConfig } from "../lib/config.ts";
+import { ConfigError } from "../lib/errors.ts";
+import { createLogger } from "../lib/log.ts";
+import { type MemberNode, serveMember } from "../lib/node.ts";
+import { runCoordinator } from "./coordinator.ts";
+import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./dashboard.ts";
+import { runControlCommand } from "./picoclaw/control.ts";
+import { generateKeyFile } from "./picoclaw/keygen.ts";
+import { runSubmit, submitOptions } from "./picoclaw/submit.ts";
+import { runWorker, workerCapabilities } from "./worker.ts";
 
-process.exit(await main(process.argv.slice(2), { entry: "picoclaw" }));
+/** Role scripts imply swarm mode; so does a role given on the command line (the guide's role examples). */
+function swarmEnabled({ config, sources }: LoadedConfig): boolean {
+  if (config.swarm.enabled) return true;
+  return sources["swarm.enabled"] === "default" && (sources["swarm.role"] ?? "").startsWith("flag");
+}
+
+/** Sets up the configured role's work on a started member. */
+async function runRole(node: MemberNode): Promise<void> {
+  const cfg = node.config;
+  if (cfg.swarm.role === "coordinator") return runCoordinator(node);
+  return runWorker(node, cfg.swarm.role === "worker" ? workerCapabilities(cfg.swarm.capabilities) : cfg.swarm.capabilities);
+}
+
+async function run(cli: Cli, loaded: LoadedConfig): Promise<number> {
+  const cfg = loaded.config;
+  const dashboard = cli.is("swarm.dashboard");
+  if (dashboard && !swarmEnabled(loaded)) return observeSwarm(loaded, showOptions(cli));
+  if (!swarmEnabled(loaded)) {
+    throw new ConfigError(
+      "swarm.enabled",
+      loaded.sources["swarm.enabled"] ?? "default",
+      "true to run a swarm node: pass --swarm.enabled, set PICOCLAW_SWARM_ENABLED=true, or swarm.enabled: true in the config file",
+      cfg.swarm.enabled,
+    );
+  }
+  if (!dashboard) return serveMember(cfg, createLogger(cfg.log.level), runRole);
+  const show = showOptions(cli);
+  return serveMember(cfg, dashboardLogger(cfg.log.level, show), runRole, (node, signalled) => showDashboard(node, show, signalled));
+}
+
+const nodeArgument = (cli: Cli, command: string) => {
+  const node = cli.positionals[0];
+  if (!node) throw new ConfigError(command, "command line", `a node id: picoclaw ${command} claw-1a2b3c4d`);
+  return node;
+};
+
+if (import.meta.main) {
+  process.exit(
+    await runEntry(process.argv.slice(2), {
+      name: "picoclaw",
+      usage: "run a swarm node of --swarm.role (coordinator | worker | specialist)",
+      run,
+      commands: {
+        submit: {
+          usage: [
+            "  submit TEXT         send a request to the swarm, follow its sub-tasks live, print the answer",
+            "                      TEXT may be '-' (stdin); --file PATH adds a file or diff; --plan PATH gives an",
+            "                      explicit DAG (YAML/JSON); --capabilities a,b one sub-task per capability;",
+            "                      --timeout 10m; --json prints the event stream as JSON lines",
+          ],
+          run: async (cli, loaded) =>
+            runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes)),
+        },
+        drain: {
+          usage: [
+            "  drain NODE          ask a node to stop taking sub-tasks, finish running ones (swarm.drain_grace),",
+            "                      hand back the rest and leave (as SIGTERM does); for rolling upgrades",
+          ],
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "drain", nodeArgument(cli, "drain")),
+        },
+        shutdown: {
+          usage: ["  shutdown NODE       the same without waiting: running sub-tasks are handed back at once"],
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "shutdown", nodeArgument(cli, "shutdown")),
+        },
+        ping: {
+          usage: ["  ping NODE           check that a node answers"],
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "ping", nodeArgument(cli, "ping")),
+        },
+        keygen: {
+          usage: ["  keygen [PATH]       create a signing key pair (seed to PATH, default ~/.picoclaw/signing.nk; prints the public key)"],
+          async run(cli) {
+            const path = cli.positionals[0] ?? join(homedir(), ".picoclaw", "signing.nk");
+            const pub = generateKeyFile(path);
+            console.log(`wrote the seed to ${path} (readable by you only; keep it secret)\npublic key: ${pub}`);
+            return 0;
+          },
+        },
+      },
+    }),
+  );
+}

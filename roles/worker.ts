@@ -1,5 +1,84 @@
 #!/usr/bin/env bun
-// The worker role: parse flags, load config (role fixed to worker), join the swarm, run until a signal.
-import { main } from "../lib/entry.ts";
+// The worker: pull sub-tasks for its capabilities (and `general`) while a slot is free, execute each
+// with its LLM, report progress and the result, ack. Many workers share each capability's queue.
+import { runEntry } from "../lib/cli.ts";
+import { nodeLlm } from "../lib/llm.ts";
+import { createLogger } from "../lib/log.ts";
+import { type MemberNode, serveMember } from "../lib/node.ts";
+import { onlineCapabilities } from "../lib/registry.ts";
+import { loadSigner } from "../lib/signing.ts";
+import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
+import { PRIORITIES } from "../lib/subjects.ts";
+import { createRunner } from "./worker/runner.ts";
+import { type Queue, startScheduler } from "./worker/scheduler.ts";
 
-process.exit(await main(process.argv.slice(2), { entry: "picoclaw-worker", role: "worker" }));
+/**
+ * Runs a started node as a worker of `capabilities` until it is stopped. Specialists run the same
+ * story with only their own capabilities; workers add `general`.
+ */
+export async function runWorker(node: MemberNode, capabilities: string[]): Promise<void> {
+  const { config: cfg, log, names, identity } = node;
+  const llm = await nodeLlm(cfg.llm, log);
+  const signer = loadSigner(cfg, "trusted_coordinators", log);
+  const kv = await openTasksKv(node.link.nc, names, cfg);
+
+  // Its own direct queue first, then each capability's queues, highest priority first.
+  const queues: Queue[] = [{ durable: names.consumers.direct(identity.node), subject: names.taskDirect(identity.node) }];
+  for (const prio of PRIORITIES) {
+    for (const cap of capabilities)
+      queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
+  }
+  const { ack_wait, max_deliver } = cfg.swarm.tasks;
+  await Promise.all(
+    queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, { ackWait: ack_wait, maxDeliver: max_deliver })),
+  );
+
+  // Execute: one sub-task at a time per slot. Tell the swarm at once when a slot fills or frees.
+  const runner = createRunner({
+    ...node,
+    nc: node.link.nc,
+    kv,
+    cfg,
+    node: identity.node,
+    llm,
+    signer,
+    onChange: () => node.membership.heartbeatNow(),
+  });
+  // Pull: only while a slot is free, sharing bursts with the peers that have the same capability.
+  const scheduler = startScheduler({
+    nc: node.link.nc,
+    stream: names.streams.tasks,
+    queues,
+    doorbells: [names.taskDirect(identity.node), ...capabilities.map((cap) => names.taskQueueAnyPriority(cap))],
+    maxConcurrent: cfg.swarm.max_concurrent,
+    peersWith: (capability) => onlineCapabilities(node.membership.registry).get(capability) ?? 0,
+    run: (msg) => runner.run(msg),
+    onError: (err) => log.error("Sub-task runner failed", { error: (err as Error)?.message ?? String(err) }),
+  });
+
+  // Report: heartbeats carry what runs; a stop finishes or hands back the running sub-tasks.
+  node.ready({
+    load: () => ({ running: runner.running().length, tasks: runner.running(), ...runner.counts() }),
+    async stop(graceMs) {
+      await scheduler.stop();
+      await runner.stop(graceMs);
+    },
+  });
+}
+
+/** A worker pulls `general` work besides its own capabilities. */
+export function workerCapabilities(configured: string[]): string[] {
+  return [...new Set(["general", ...configured])];
+}
+
+if (import.meta.main) {
+  process.exit(
+    await runEntry(process.argv.slice(2), {
+      name: "picoclaw-worker",
+      role: "worker",
+      usage: "run a worker node: pulls general sub-tasks and those of its --swarm.capabilities",
+      run: (_cli, { config }) =>
+        serveMember(config, createLogger(config.log.level), (node) => runWorker(node, workerCapabilities(config.swarm.capabilities))),
+    }),
+  );
+}

@@ -10,7 +10,7 @@ echo "==> Type check (tsc --noEmit, strict)"
 bun run --silent typecheck || { echo "tests: 0 passed, 1 failed (typecheck)"; exit 1; }
 
 echo "==> Format and lint (biome ci)"
-bunx biome ci --error-on-warnings --reporter=summary . || { echo "tests: 0 passed, 1 failed (biome: run 'bunx biome check --write .' to format, then fix what it reports)"; exit 1; }
+bunx biome ci --error-on-warnings --colors=off . || { echo "tests: 0 passed, 1 failed (biome: run 'bunx biome check --write .' to format, then fix what it reports)"; exit 1; }
 
 echo "==> bun test"
 log=$(mktemp)

@@ -3,10 +3,9 @@
 // every <interval-ms>, phases spread evenly over the interval as independent nodes would be.
 // Usage: bun bench/helpers/sim-nodes.ts <nats-url> <hid> <count> <interval-ms>
 import { connect, type NatsConnection } from "nats";
-import { newNodeId, newSessionId } from "../../lib/ids.ts";
+import { newNodeId, newRequestId, newSessionId } from "../../lib/ids.ts";
 import { encode, type NodeInfo, nodeInfoSchema } from "../../lib/messages.ts";
 import { swarmNames } from "../../lib/subjects.ts";
-import { newRequestId } from "../../lib/submit.ts";
 import { VERSION } from "../../lib/version.ts";
 
 const [url, hid, countArg, intervalArg] = process.argv.slice(2);

@@ -3,9 +3,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "nats";
+import { newRequestId } from "../../lib/ids.ts";
 import { decode, encode } from "../../lib/messages.ts";
 import { type SwarmNames, swarmNames } from "../../lib/subjects.ts";
-import { newRequestId } from "../../lib/submit.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, type RequestMsg, requestEventSchema } from "../../lib/task-messages.ts";
 import { type Child, ROOT, spawnChild, until } from "./util.ts";
 

@@ -1,14 +1,14 @@
 // Scenario 6: 10 / 50 / 100 simulated nodes (bench/helpers/sim-nodes.ts: one NATS connection per node,
 // full NodeInfo heartbeats at the configured interval). The bench is the observer, as a dashboard is:
 // it decodes each heartbeat into a membership registry (lib/registry.ts) exactly as lib/membership.ts
-// does, then builds and renders dashboard frames (lib/snapshot.ts + lib/dashboard.ts) from it.
+// does, then builds and renders dashboard frames (roles/dashboard/snapshot.ts + render.ts) from it.
 // Per-node costs should stay flat as the swarm grows; N = 10 is the baseline.
-import { renderDashboard } from "../../lib/dashboard.ts";
+
 import { decode, nodeInfoSchema } from "../../lib/messages.ts";
-import { snapshotNodeOf } from "../../lib/node-snapshot.ts";
 import { createRegistry, observe, type Registry } from "../../lib/registry.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "../../lib/snapshot.ts";
 import { nodeIdFromHeartbeat, swarmNames } from "../../lib/subjects.ts";
+import { renderDashboard } from "../../roles/dashboard/render.ts";
+import { type DashboardSnapshot, type SnapshotNode, snapshotNodeOf, swarmStats, taskCounts } from "../../roles/dashboard/snapshot.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envInt, envList, fmt, pct, progress, startHelper, stat, until } from "../lib/util.ts";
 
@@ -17,7 +17,7 @@ const INTERVAL = envInt("HB_INTERVAL_MS", 1_000);
 const WINDOW = envInt("HB_WINDOW_MS", 3_000);
 const FRAMES = envInt("FRAMES", 200);
 
-/** The snapshot a dashboard builds from its registry (as lib/node.ts buildSnapshot does for an observer). */
+/** The snapshot a dashboard builds from its registry (as roles/dashboard/snapshot.ts buildSnapshot does for an observer). */
 function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
   const now = Date.now();
   const nodes: SnapshotNode[] = [...reg.values()]

@@ -3,13 +3,24 @@
 // Fencing: a leader that has not renewed within two thirds of the TTL (e.g. it was paused) no longer
 // counts itself leader, before any other coordinator can have taken the lease.
 import type { KV, NatsConnection } from "nats";
-import type { Logger } from "./log.ts";
-import { encode } from "./messages.ts";
-import type { SwarmNames } from "./subjects.ts";
+import { PicoclawError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { encode } from "../../lib/messages.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+
+/** Thrown before a write by a coordinator that no longer holds the lease: the request goes back to the queue. */
+export class StaleLeaderError extends PicoclawError {
+  override name = "StaleLeaderError";
+  constructor(reason: string) {
+    super("E_STALE_LEADER", reason);
+  }
+}
 
 export interface Leadership {
-  /** True while this coordinator holds a fresh lease. Check before every write. */
+  /** True while this coordinator holds a fresh lease. */
   holds(): boolean;
+  /** Throws StaleLeaderError unless this coordinator holds a fresh lease. Call before every write. */
+  fence(): void;
   /** The lease revision this coordinator holds (0 when not leader): stamped on its records. */
   revision(): number;
   /** Asks the server whether the lease is still ours (one round trip; for the final answer). */
@@ -85,6 +96,9 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
 
   return {
     holds: () => leading && fresh(),
+    fence() {
+      if (!(leading && fresh())) throw new StaleLeaderError("no longer the leading coordinator");
+    },
     revision: () => (leading && fresh() ? rev : 0),
     async confirm() {
       if (!(leading && fresh())) return false;

@@ -1,12 +1,16 @@
 // `picoclaw submit`: publish a request, follow its events (one live line per sub-task), print the answer.
-import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { RequestStrategy } from "nats";
-import { openClient } from "./client.ts";
-import type { Config } from "./config.ts";
-import { formatDuration } from "./duration.ts";
-import type { Logger } from "./log.ts";
-import { decode, encode, nodeInfoSchema } from "./messages.ts";
-import { ensureStreams } from "./streams.ts";
+import type { Cli } from "../../lib/cli.ts";
+import { openClient } from "../../lib/client.ts";
+import type { Config } from "../../lib/config.ts";
+import { formatDuration, parseDuration } from "../../lib/duration.ts";
+import { ConfigError } from "../../lib/errors.ts";
+import { isValidId, newRequestId } from "../../lib/ids.ts";
+import type { Logger } from "../../lib/log.ts";
+import { decode, encode, nodeInfoSchema } from "../../lib/messages.ts";
+import { parsePlanText } from "../../lib/plan.ts";
+import { ensureStreams } from "../../lib/streams.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
   type RequestEvent,
@@ -14,7 +18,7 @@ import {
   requestEventSchema,
   type TaskEvent,
   taskEventSchema,
-} from "./task-messages.ts";
+} from "../../lib/task-messages.ts";
 
 export interface SubmitOptions {
   text: string;
@@ -35,10 +39,6 @@ interface Line {
 }
 
 const NO_COORDINATOR_CHECK_MS = 3_000;
-
-export function newRequestId(): string {
-  return `r-${randomBytes(5).toString("hex")}`;
-}
 
 /** Exit code: 0 answered (completed or partial), 1 failed or rejected, 3 no answer in time. */
 export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Promise<number> {
@@ -189,4 +189,56 @@ async function countCoordinators(nc: import("nats").NatsConnection, subject: str
     // no responders: nobody at all
   }
   return n;
+}
+
+/** `submit` arguments: text (or '-' for stdin), --file, --plan, --capabilities, --timeout, --json. */
+export async function submitOptions(cli: Cli, maxPromptBytes: number): Promise<SubmitOptions> {
+  let text = cli.positionals.join(" ").trim();
+  if (text === "-") text = (await Bun.stdin.text()).trim();
+  const file = cli.value("file");
+  if (file !== undefined) {
+    let body: string;
+    try {
+      body = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError("--file", "command line", "a readable file", `${file} (${(err as Error).message})`);
+    }
+    text = text ? `${text}\n\n--- ${file} ---\n${body}` : `Review this change (${file}):\n\n${body}`;
+  }
+  const planPath = cli.value("plan");
+  let plan: unknown;
+  if (planPath !== undefined) {
+    let raw: string;
+    try {
+      raw = readFileSync(planPath, "utf8");
+    } catch (err) {
+      throw new ConfigError("--plan", "command line", "a readable YAML or JSON plan file", `${planPath} (${(err as Error).message})`);
+    }
+    plan = parsePlanText(raw, planPath);
+    if (!text) text = `Plan ${planPath}`;
+  }
+  if (!text) throw new ConfigError("submit", "command line", "a request text, '-' for stdin, --file PATH or --plan PATH");
+  const size = new TextEncoder().encode(text).length;
+  if (size > maxPromptBytes) {
+    throw new ConfigError(
+      "submit",
+      "command line",
+      `a request of at most swarm.tasks.max_prompt_bytes (${maxPromptBytes} bytes); raise that key on the coordinator and here, or send less`,
+      `${size} bytes`,
+    );
+  }
+  const caps = cli
+    .value("capabilities")
+    ?.split(",")
+    .map((c) => c.trim())
+    .filter((c) => c !== "");
+  for (const c of caps ?? []) {
+    if (!isValidId(c))
+      throw new ConfigError("--capabilities", "command line", "capability names of 1-64 characters from A-Z a-z 0-9 _ -", c);
+  }
+  const timeoutText = cli.value("timeout") ?? "10m";
+  const timeoutMs = parseDuration(timeoutText);
+  if (timeoutMs === undefined || timeoutMs <= 0)
+    throw new ConfigError("--timeout", "command line", "a duration like 30s or 10m", timeoutText);
+  return { text, plan, capabilities: caps, json: cli.is("json"), timeoutMs };
 }

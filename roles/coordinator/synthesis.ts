@@ -1,8 +1,8 @@
 // Merges sub-task results into one answer: by LLM when one is configured, else a structured report.
 // Failed and skipped sub-tasks are always shown, never dropped.
-import { formatDuration } from "./duration.ts";
-import type { LlmProvider, LlmUsage } from "./llm-types.ts";
-import type { PlanSummary, TaskResult } from "./task-messages.ts";
+import { formatDuration } from "../../lib/duration.ts";
+import type { LlmProvider, LlmUsage } from "../../lib/llm-types.ts";
+import type { PlanSummary, RequestEventBody, TaskResult } from "../../lib/task-messages.ts";
 
 export interface SubTaskOutcome {
   id: string;
@@ -106,4 +106,25 @@ export async function synthesize(
   } catch (err) {
     return { text: `${report}\n\nNote: LLM synthesis failed (${(err as Error).message}); showing the structured report.`, by: "report" };
   }
+}
+
+/** The answer event: the merged text, the request's status and the tokens of every LLM call it made. */
+export async function answerFor(s: SynthesisInput, llm: LlmProvider, startedAt: number): Promise<RequestEventBody> {
+  const merged = await synthesize(s, llm);
+  const missing = s.outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id);
+  const status = missing.length ? "failed" : s.outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
+  const usage = totalUsage(s.outcomes);
+  if (merged.usage) {
+    usage.prompt_tokens += merged.usage.prompt_tokens;
+    usage.completion_tokens += merged.usage.completion_tokens;
+    usage.total_tokens += merged.usage.total_tokens;
+  }
+  return {
+    kind: "answer",
+    answer: merged.text,
+    status,
+    usage,
+    duration_ms: Date.now() - startedAt,
+    error: missing.length ? `required sub-task failed: ${missing.join(", ")}` : undefined,
+  };
 }

@@ -1,8 +1,8 @@
 // How many sub-tasks wait in the TASKS stream, read in the background for the dashboard.
 import type { JetStreamManager, NatsConnection } from "nats";
-import { ID_PATTERN } from "./ids.ts";
-import type { Logger } from "./log.ts";
-import { PRIORITIES, type SwarmNames } from "./subjects.ts";
+import { ID_PATTERN } from "../../lib/ids.ts";
+import type { Logger } from "../../lib/log.ts";
+import { PRIORITIES, type SwarmNames } from "../../lib/subjects.ts";
 
 /** How often snapshot() re-reads the queue depth in the background. */
 const QUEUE_REFRESH_MS = 1_000;

@@ -1,10 +1,11 @@
 // Turning a request into a plan: an explicit plan if given, else the LLM planner (validated, one retry),
 // else the heuristic planner (the guide's code-review split, or the capabilities the request names).
-import type { ChatMessage, LlmProvider } from "./llm-types.ts";
-import { type Plan, PlanError, type PlanTask, planFromValue, validatePlan } from "./plan.ts";
 
-/** Capability -> number of online nodes offering it. "general" means a worker that takes general tasks. */
-export type OnlineCapabilities = Map<string, number>;
+import type { Config } from "../../lib/config.ts";
+import type { ChatMessage, LlmProvider } from "../../lib/llm-types.ts";
+import { type Plan, PlanError, type PlanTask, planFromValue, titleOf, validatePlan } from "../../lib/plan.ts";
+import type { OnlineCapabilities } from "../../lib/registry.ts";
+import type { PlanSummary, RequestMsg } from "../../lib/task-messages.ts";
 
 export interface PlanLimitsInput {
   maxFanout: number;
@@ -236,4 +237,35 @@ export async function makePlan(input: {
   const plan = heuristicPlan(request, online, { capabilities: input.capabilities, maxFanout: limits.maxFanout });
   validatePlan(plan, { ...limits, capabilities: onlineSet(online) });
   return note === undefined ? { plan, planner: "heuristic" } : { plan, planner: "heuristic", note };
+}
+
+/** A submitted request's plan, against what is online now, and the summary followers see. */
+export async function planRequest(
+  req: RequestMsg,
+  online: { capabilities: OnlineCapabilities; nodes: Set<string> },
+  tasks: Config["swarm"]["tasks"],
+  llm: LlmProvider,
+): Promise<{ plan: Plan; summary: PlanSummary }> {
+  const made = await makePlan({
+    request: req.text,
+    online: online.capabilities,
+    nodes: online.nodes,
+    limits: { maxFanout: tasks.max_fanout, maxDepth: tasks.max_depth, maxPromptBytes: tasks.max_prompt_bytes },
+    explicit: req.plan === undefined ? undefined : planFromValue(req.plan, "the submitted plan"),
+    llm,
+    capabilities: req.capabilities,
+  });
+  const summary: PlanSummary = {
+    planner: made.planner,
+    note: made.note,
+    tasks: made.plan.tasks.map((t) => ({
+      id: t.id,
+      title: titleOf(t),
+      capability: t.capability,
+      priority: t.priority,
+      depends_on: t.depends_on,
+      required: t.required,
+    })),
+  };
+  return { plan: made.plan, summary };
 }

@@ -1,8 +1,9 @@
 // One dashboard frame as text, in the layout of the deployment guide ("Monitoring > Dashboard View").
 // Pure: takes a DashboardSnapshot, returns a string. Fetching snapshots and redrawing live lives elsewhere.
 
-import { formatDuration } from "./duration.ts";
-import type { DashboardSnapshot, PeerStatus, SnapshotNode, SnapshotRole } from "./snapshot.ts";
+import { formatDuration } from "../../lib/duration.ts";
+import type { NodeRole, PeerStatus } from "../../lib/messages.ts";
+import type { DashboardSnapshot, SnapshotNode } from "./snapshot.ts";
 
 export interface RenderOptions {
   /** Colour the status dots with ANSI codes. Off by default so piped output stays plain text. */
@@ -19,14 +20,14 @@ const HEADER = [
   "╚════════════════════════════════════════════════════════════╝",
 ];
 
-const ROLE_ICON: Record<SnapshotRole, string> = {
+const ROLE_ICON: Record<NodeRole, string> = {
   coordinator: "🎯",
   worker: "⚙️",
   specialist: "🔬",
   dashboard: "📊",
 };
 
-const ROLE_LETTER: Record<SnapshotRole, string> = {
+const ROLE_LETTER: Record<NodeRole, string> = {
   coordinator: "C",
   worker: "W",
   specialist: "S",

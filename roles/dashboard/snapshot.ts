@@ -1,21 +1,11 @@
 // The dashboard's data: one plain, JSON-serialisable picture of the swarm as one node sees it.
 // `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in README).
-
-export type PeerStatus = "online" | "busy" | "draining" | "suspicious" | "offline";
-export type SnapshotRole = "coordinator" | "worker" | "specialist" | "dashboard";
-
-/** One sub-task running on a node now, as that node reported it in its last heartbeat. */
-export interface SnapshotTask {
-  request: string;
-  task: string;
-  capability: string;
-  /** Epoch milliseconds (the running node's clock) when it started this attempt. */
-  started_at: number;
-}
+import type { NodeInfo, NodeRole, PeerStatus, RunningTask } from "../../lib/messages.ts";
+import type { SwarmNode } from "../../lib/node.ts";
 
 export interface SnapshotNode {
   node: string;
-  role: SnapshotRole;
+  role: NodeRole;
   status: PeerStatus;
   capabilities: string[];
   running: number;
@@ -26,7 +16,7 @@ export interface SnapshotNode {
   last_seen_ms_ago: number;
   version: string;
   /** Sub-tasks running on the node now (last heartbeat; kept as last reported for an offline node). */
-  tasks: SnapshotTask[];
+  tasks: RunningTask[];
   /** Sub-tasks the node completed / failed since it started (reset when the node restarts). */
   done: number;
   failed: number;
@@ -100,4 +90,58 @@ export function taskCounts(nodes: SnapshotNode[], queued: number): TaskCounts {
     done: nodes.reduce((s, n) => s + n.done, 0),
     failed: nodes.reduce((s, n) => s + n.failed, 0),
   };
+}
+
+/** One node's row: what it last said about itself, and how we see it (status, silence). */
+export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], lastSeenMsAgo: number, uptimeMs: number): SnapshotNode {
+  return {
+    node: info.node,
+    role: info.role,
+    status,
+    capabilities: info.capabilities,
+    running: info.running,
+    max_concurrent: info.max_concurrent,
+    uptime_ms: uptimeMs,
+    last_seen_ms_ago: lastSeenMsAgo,
+    version: info.version,
+    tasks: (info.tasks ?? []).map(copyTask),
+    done: info.done ?? 0,
+    failed: info.failed ?? 0,
+    bad_messages: info.bad ?? { total: 0, by_subject: {} },
+  };
+}
+
+export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapshot {
+  const now = Date.now();
+  const me = node.info();
+  const self = snapshotNodeOf(me, me.status, 0, now - node.startedAt);
+  const peers = [...node.membership.registry.values()].map((p) =>
+    snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
+  );
+  const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
+  const t = node.temporal();
+  return {
+    v: 1,
+    generated_at: new Date(now).toISOString(),
+    hid: node.identity.hid,
+    this_node: { ...self, sid: node.identity.sid },
+    connections: {
+      nats: {
+        connected: node.link.state() === "connected",
+        state: node.link.state(),
+        url: node.link.url(),
+        disconnects: node.link.disconnects(),
+      },
+      temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
+    },
+    stats: swarmStats(nodes),
+    tasks: taskCounts(nodes, queued),
+    nodes,
+    bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
+  };
+}
+
+// Only the four fields, in this order: the wire object may carry more after a protocol extension.
+function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
+  return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
 }

@@ -2,14 +2,14 @@
 // records, re-route pinned sub-tasks of nodes that went offline, and resolve once every sub-task has
 // an outcome. Resuming (a new leader) starts from the results already recorded.
 import type { JetStreamClient, KV } from "nats";
-import type { Logger } from "./log.ts";
-import { encode } from "./messages.ts";
-import type { Plan, PlanTask } from "./plan.ts";
-import { type Signer, signMessage, type Verdict } from "./signing.ts";
-import type { SwarmNames } from "./subjects.ts";
+import type { Logger } from "../../lib/log.ts";
+import { encode } from "../../lib/messages.ts";
+import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
+import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
+import { readResult } from "../../lib/task-records.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
-import type { TaskEvent, TaskMsg, TaskResult } from "./task-messages.ts";
-import { readResult } from "./task-records.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
 interface Tracked {
@@ -47,10 +47,6 @@ export interface RequestRun {
 }
 
 const RECONCILE_MS = 2_000;
-
-export function titleOf(t: PlanTask): string {
-  return t.title ?? `${t.id} (${t.capability})`;
-}
 
 export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed = false): RequestRun {
   const tracked = new Map<string, Tracked>(plan.tasks.map((t) => [t.id, { task: t, state: "waiting" }]));

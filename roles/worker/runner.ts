@@ -1,0 +1,262 @@
+// Running one sub-task: check it, call the LLM with progress events, keep the JetStream message alive
+// while it works, record the result once (first one wins), report it, then ack. Transient failures
+// come back later (nak with backoff); permanent ones and the last attempt fail the sub-task.
+import type { JsMsg, KV, NatsConnection } from "nats";
+import { acceptWorkItem, type BadInputCounter } from "../../lib/bad-input.ts";
+import type { Config } from "../../lib/config.ts";
+import { LlmError, type LlmProvider } from "../../lib/llm-types.ts";
+import type { Logger } from "../../lib/log.ts";
+import { encode, type RunningTask } from "../../lib/messages.ts";
+import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
+import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+import { type TaskEvent, type TaskMsg, type TaskResult, taskSchema } from "../../lib/task-messages.ts";
+import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "../../lib/task-records.ts";
+
+export interface RunnerOptions {
+  nc: NatsConnection;
+  kv: KV;
+  names: SwarmNames;
+  cfg: Config;
+  node: string;
+  llm: LlmProvider;
+  log: Logger;
+  bad: BadInputCounter;
+  /** Called when the set of running sub-tasks changes (heartbeat right away). */
+  onChange(): void;
+  /** With swarm.security.signing: this node's key (results are signed; sub-tasks must be). */
+  signer?: Signer;
+}
+
+export interface Runner {
+  /** Runs one pulled message to its end; never rejects. */
+  run(msg: JsMsg): Promise<void>;
+  running(): RunningTask[];
+  counts(): { done: number; failed: number };
+  /** Gives running sub-tasks up to `graceMs` to finish, then aborts the rest and hands them back (nak). */
+  stop(graceMs: number): Promise<void>;
+}
+
+const PROGRESS_EVERY_MS = 500;
+
+export function createRunner(o: RunnerOptions): Runner {
+  const { nc, kv, names, cfg, node, log } = o;
+  const t = cfg.swarm.tasks;
+  const trustedCoordinators = new Set(cfg.swarm.security.trusted_coordinators);
+  const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
+  const running = new Map<string, RunningTask & { abort: AbortController }>();
+  let done = 0;
+  let failed = 0;
+
+  const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
+    const ev: TaskEvent = {
+      v: 1,
+      request: task.request,
+      task: task.task,
+      kind,
+      node,
+      capability: task.capability,
+      at: Date.now(),
+      attempt,
+      ...extra,
+    };
+    // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
+    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event.
+    try {
+      nc.publish(names.taskEvents(task.request, task.task), encode(ev));
+    } catch (err) {
+      log.debug("Task event not sent", { task: task.task, kind, error: (err as Error).message });
+    }
+  };
+
+  async function run(msg: JsMsg): Promise<void> {
+    const task = acceptWorkItem(msg, taskSchema, o.bad);
+    if (!task) return;
+    if (o.signer) {
+      const verdict = await verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew, kv);
+      if (!verdict.ok) {
+        o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
+        log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
+        msg.term(); // no reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver
+        return;
+      }
+    }
+    const key = `${task.request}/${task.task}`;
+    if (running.has(key)) {
+      msg.nak(1_000); // the same sub-task delivered twice to this node at once
+      return;
+    }
+    const attempt = msg.info.deliveryCount;
+    // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
+    if (attempt > 1 && (await readResult(kv, task.request, task.task)) !== undefined) {
+      log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
+      msg.ack();
+      return;
+    }
+    const started = Date.now();
+    const abort = new AbortController();
+    running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, abort });
+    o.onChange();
+    log.info("Task assigned", { task: task.task, request: task.request, node, capability: task.capability, attempt });
+    publishEvent(task, "started", attempt);
+    const keepAlive = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
+    const timeout = AbortSignal.timeout(task.timeout_ms);
+    let lastProgress = started; // the first progress event comes a throttle period after `started`
+    try {
+      const completion = await o.llm.complete({
+        messages: taskMessages(task),
+        signal: AbortSignal.any([abort.signal, timeout]),
+        onProgress: (tokens) => {
+          const now = Date.now();
+          if (now - lastProgress < PROGRESS_EVERY_MS) return;
+          lastProgress = now;
+          publishEvent(task, "progress", attempt, { tokens, elapsed_ms: now - started });
+        },
+      });
+      const text = truncate(completion.text, t.max_result_bytes);
+      const result: TaskResult = {
+        v: 1,
+        request: task.request,
+        task: task.task,
+        status: "completed",
+        node,
+        capability: task.capability,
+        text: text.value,
+        errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [],
+        attempts: attempt,
+        started_at: started,
+        finished_at: Date.now(),
+        usage: completion.usage,
+        llm: o.llm.label,
+        truncated: text.truncated,
+      };
+      const record = sign(result);
+      const first = await recordResultOnce(kv, record);
+      publishEvent(task, first ? "completed" : "duplicate", attempt, {
+        elapsed_ms: Date.now() - started,
+        tokens: completion.usage.completion_tokens,
+        result: first ? record : undefined,
+      });
+      msg.ack();
+      done++;
+      log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)", {
+        task: task.task,
+        request: task.request,
+        node,
+        duration_ms: Date.now() - started,
+        tokens: completion.usage.total_tokens,
+      });
+    } catch (err) {
+      if (abort.signal.aborted) {
+        msg.nak(); // node stopping: hand it back at once
+        log.info("Task handed back", { task: task.task, request: task.request, node });
+        return;
+      }
+      await fail(msg, task, attempt, started, toLlmError(err, timeout.aborted, task.timeout_ms));
+    } finally {
+      clearInterval(keepAlive);
+      running.delete(key);
+      o.onChange();
+    }
+  }
+
+  /** A transient failure comes back later (nak with backoff); the last attempt or a permanent one fails it. */
+  async function fail(msg: JsMsg, task: TaskMsg, attempt: number, started: number, e: LlmError): Promise<void> {
+    await appendAttemptError(kv, task.request, task.task, `attempt ${attempt} on ${node}: ${e.message}`);
+    if (e.transient && attempt < t.max_deliver) {
+      const delay = backoffDelay(attempt, TASK_BACKOFF, e.retryAfterMs);
+      publishEvent(task, "retrying", attempt, { error: e.message, retry_in_ms: delay, elapsed_ms: Date.now() - started });
+      log.warn("Task attempt failed, will retry", {
+        task: task.task,
+        request: task.request,
+        node,
+        attempt,
+        retry_in_ms: delay,
+        error: e.message,
+      });
+      msg.nak(delay);
+      return;
+    }
+    const result: TaskResult = {
+      v: 1,
+      request: task.request,
+      task: task.task,
+      status: "failed",
+      node,
+      capability: task.capability,
+      error: e.message,
+      errors: await attemptErrors(kv, task.request, task.task),
+      attempts: attempt,
+      started_at: started,
+      finished_at: Date.now(),
+      usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+      llm: o.llm.label,
+      truncated: false,
+    };
+    const record = sign(result);
+    const first = await recordResultOnce(kv, record).then(
+      (created) => (created ? "created" : "taken"),
+      () => "unknown",
+    );
+    if (first === "taken") {
+      // Someone recorded an outcome first; this attempt's failure is not reported.
+      msg.ack();
+      return;
+    }
+    // Not known to be recorded: the coordinator reads KV rather than trust this copy.
+    publishEvent(task, "failed", attempt, {
+      error: e.message,
+      elapsed_ms: Date.now() - started,
+      result: first === "created" ? record : undefined,
+    });
+    msg.term();
+    failed++;
+    log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });
+  }
+
+  return {
+    run: (msg) =>
+      run(msg).catch((err) => {
+        // A failure outside the LLM call (NATS gone while recording): the message is not acked, so
+        // JetStream redelivers it after the ack wait.
+        log.error("Sub-task not finished; it will be redelivered", { subject: msg.subject, error: (err as Error)?.message ?? String(err) });
+      }),
+    running: () => [...running.values()].map(({ request, task, capability, started_at }) => ({ request, task, capability, started_at })),
+    counts: () => ({ done, failed }),
+    async stop(graceMs) {
+      if (running.size > 0 && graceMs > 0) {
+        log.info("Draining: waiting for running sub-tasks", { node, running: running.size, grace_ms: graceMs });
+        const end = Date.now() + graceMs;
+        while (running.size > 0 && Date.now() < end) await Bun.sleep(20);
+      }
+      // Whatever is still running is handed back (nak) so another node takes it at once.
+      for (const r of running.values()) r.abort.abort();
+      const end = Date.now() + 5_000;
+      while (running.size > 0 && Date.now() < end) await Bun.sleep(20);
+    },
+  };
+}
+
+function taskMessages(task: TaskMsg) {
+  const inputs = task.inputs.map((i) => `### Result of "${i.title}" (${i.task})\n${i.result}`).join("\n\n");
+  return [
+    {
+      role: "system" as const,
+      content: `You are a ${task.capability} agent in a PicoClaw swarm. Do only your part: ${task.title}. Answer in Markdown.`,
+    },
+    { role: "user" as const, content: inputs ? `${task.prompt}\n\n## Inputs from earlier sub-tasks\n\n${inputs}` : task.prompt },
+  ];
+}
+
+function toLlmError(err: unknown, timedOut: boolean, timeoutMs: number): LlmError {
+  if (timedOut) return new LlmError(`timed out after ${timeoutMs}ms`, true);
+  if (err instanceof LlmError) return err;
+  return new LlmError((err as Error)?.message ?? String(err), true, undefined, undefined, { cause: err });
+}
+
+function truncate(text: string, maxBytes: number): { value: string; truncated: boolean } {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.length <= maxBytes) return { value: text, truncated: false };
+  const cut = new TextDecoder().decode(bytes.slice(0, maxBytes)).replace(/\uFFFD$/, "");
+  return { value: `${cut}\n\n[truncated at ${maxBytes} bytes]`, truncated: true };
+}
