@@ -3,9 +3,10 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { DashboardSnapshot } from "../lib/snapshot.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
+import { guideConfigHome } from "./helpers/guide-config.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
-import { FAST, ROOT, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
+import { FAST, ROOT, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 
 let nats: NatsServer;
 const procs = reaper();
@@ -54,4 +55,42 @@ test("compiled picoclaw config and --version work from any directory", async () 
   const c = await runRole("picoclaw", ["config", "--swarm.role", "specialist"], { binary: dist("picoclaw"), cwd: tmpdir() });
   expect(c.code).toBe(0);
   expect(c.stdout).toContain('swarm.role = "specialist"  # flag --swarm.role');
+});
+
+/** Text that only one part of the code holds: a role's executable must not contain another role's. */
+const MARKERS = {
+  planner: "You are the planner of PicoClaw Swarm",
+  synthesis: "You merge the results of several specialist agents",
+  frame: "PicoClaw Swarm Status Dashboard",
+  executor: "Do only your part",
+  submit: "no coordinator is online in swarm",
+} as const;
+
+test("a role's executable contains only its role: no planner, synthesis, dashboard or submit in a worker; no executor in the dashboard", async () => {
+  const holds = async (name: string) => {
+    const text = new TextDecoder("latin1").decode(await Bun.file(dist(name)).arrayBuffer());
+    return Object.fromEntries(Object.entries(MARKERS).map(([k, marker]) => [k, text.includes(marker)]));
+  };
+  // The all-in-one holds every marker: were one reworded, this fails instead of passing vacuously.
+  expect(await holds("picoclaw")).toEqual({ planner: true, synthesis: true, frame: true, executor: true, submit: true });
+  const workerOnly = { planner: false, synthesis: false, frame: false, executor: true, submit: false };
+  expect(await holds("picoclaw-worker")).toEqual(workerOnly);
+  expect(await holds("picoclaw-specialist")).toEqual(workerOnly);
+  expect(await holds("picoclaw-coordinator")).toEqual({ planner: true, synthesis: true, frame: false, executor: false, submit: false });
+  expect(await holds("picoclaw-dashboard")).toEqual({ planner: false, synthesis: false, frame: true, executor: false, submit: false });
+});
+
+test("dist/picoclaw-dashboard with the guide's config file (role: coordinator) observes and never joins", async () => {
+  const args = ["--swarm.nats.urls", nats.url, "--swarm.hid", "bin-observer", ...FAST];
+  const member = procs.track(spawnRole("picoclaw-worker", args, { binary: dist("picoclaw-worker"), home: tempHome() }));
+  await member.waitForLine(/Node joined swarm .*self=true/);
+  const r = await runRole("picoclaw-dashboard", ["--json", ...args], {
+    binary: dist("picoclaw-dashboard"),
+    home: guideConfigHome("coordinator"),
+  });
+  expect(r.code).toBe(0);
+  const snap = JSON.parse(r.stdout) as DashboardSnapshot;
+  expect(snap.this_node.role).toBe("dashboard");
+  expect(snap.nodes.map((n) => n.role)).toEqual(["worker"]);
+  expect(member.lines.filter((l) => l.includes("Node joined swarm") && !l.includes("self=true"))).toEqual([]);
 });

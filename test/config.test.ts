@@ -8,6 +8,7 @@ import { parseCli } from "../lib/cli.ts";
 import { type Config, type ConfigInputs, describeConfig, type LoadedConfig, loadConfig, redactedConfig } from "../lib/config.ts";
 import { configKeys } from "../lib/config-schema.ts";
 import { ConfigError } from "../lib/errors.ts";
+import { GUIDE_CONFIG_FILE } from "./helpers/guide-config.ts";
 import { runRole, tempHome } from "./helpers/role-process.ts";
 
 // ---------------------------------------------------------------------------------------------------
@@ -243,26 +244,6 @@ describe("which config file is read", () => {
 
 // ---------------------------------------------------------------------------------------------------
 // 2. the guide's YAML
-
-// Verbatim from the deployment guide, "Configuration" > "Config File".
-const GUIDE_CONFIG_FILE = `# ~/.picoclaw/config.yaml
-swarm:
-  enabled: true
-  role: coordinator
-  capabilities: ["coordination", "scheduling"]
-  max_concurrent: 10
-
-  nats:
-    urls:
-      - nats://localhost:4222
-    embedded: false
-    heartbeat_interval: 10s
-    node_timeout: 60s
-
-  temporal:
-    address: localhost:7233
-    task_queue: picoclaw-swarm
-`;
 
 // Verbatim from the deployment guide, "Performance Tuning".
 const GUIDE_TUNING: { name: string; yaml: string; max: number; heartbeat: number; timeout: number; temporal?: boolean }[] = [

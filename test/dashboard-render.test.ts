@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { frameForTerminal, loadBar, renderDashboard } from "../lib/dashboard.ts";
-import { type DashboardSnapshot, type SnapshotNode, type SnapshotTask, swarmStats, taskCounts } from "../lib/snapshot.ts";
+import type { RunningTask } from "../lib/messages.ts";
+import { frameForTerminal, loadBar, renderDashboard } from "../roles/dashboard/render.ts";
+import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "../roles/dashboard/snapshot.ts";
 
 const ESC = "\x1b";
 
@@ -161,7 +162,7 @@ describe("renderDashboard", () => {
 
 const GENERATED = Date.parse("2025-01-02T13:04:05.678Z");
 
-function running(n: number, over: Partial<SnapshotTask> = {}): SnapshotTask[] {
+function running(n: number, over: Partial<RunningTask> = {}): RunningTask[] {
   return Array.from({ length: n }, (_, i) => ({
     request: "r-0123456789",
     task: `t${i + 1}`,

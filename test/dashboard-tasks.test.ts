@@ -3,7 +3,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { DashboardSnapshot, SnapshotNode } from "../lib/snapshot.ts";
+import type { DashboardSnapshot, SnapshotNode } from "../roles/dashboard/snapshot.ts";
 import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, type RoleProcess, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection } from "nats";
-import type { DashboardSnapshot } from "../lib/snapshot.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { type RoleProcess, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { planFile, type SubmitRun, type Swarm, startSwarm, submit } from "./helpers/swarm.ts";

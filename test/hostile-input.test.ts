@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { connect, type Msg, type NatsConnection, RequestStrategy } from "nats";
-import type { DashboardSnapshot } from "../lib/snapshot.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, type RoleProcess, reaper, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";

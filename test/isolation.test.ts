@@ -5,7 +5,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { freePort, portOpen } from "../lib/embedded-nats.ts";
-import type { DashboardSnapshot } from "../lib/snapshot.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, type RoleProcess, reaper, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";

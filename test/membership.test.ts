@@ -1,6 +1,6 @@
 // Membership as users see it: nodes join, a killed node is marked offline in time, a stopped one leaves.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import type { DashboardSnapshot } from "../lib/snapshot.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 

@@ -1,7 +1,7 @@
 // Plans as DAGs (DESIGN §7): parsing YAML/JSON plan files, the checks that keep a plan runnable within
 // the swarm's limits, and walking it level by level.
 import { describe, expect, test } from "bun:test";
-import { type Plan, PlanError, type PlanLimits, type PlanTask, parsePlanText, readyTasks, topoLevels, validatePlan } from "../lib/plan.ts";
+import { type Plan, PlanError, type PlanLimits, type PlanTask, parsePlanText, topoLevels, validatePlan } from "../lib/plan.ts";
 
 function t(id: string, depends_on: string[] = [], capability = "general", prompt = `do ${id}`): PlanTask {
   return { id, capability, prompt, depends_on, priority: 1, required: true };
@@ -191,24 +191,5 @@ describe("walking a plan", () => {
 
   test("topoLevels groups tasks by longest dependency path, in plan order", () => {
     expect(topoLevels(dag)).toEqual([["a", "b"], ["c", "d"], ["e"]]);
-  });
-
-  test("readyTasks progresses as dependencies finish, never returning started tasks", () => {
-    const done = new Set<string>();
-    const started = new Set<string>();
-    const ids = () => readyTasks(dag, done, started).map((x) => x.id);
-    expect(ids()).toEqual(["a", "b"]);
-    started.add("a").add("b");
-    expect(ids()).toEqual([]);
-    done.add("a");
-    expect(ids()).toEqual(["c"]);
-    started.add("c");
-    done.add("b");
-    expect(ids()).toEqual(["d"]);
-    started.add("d");
-    done.add("c");
-    expect(ids()).toEqual([]);
-    done.add("d");
-    expect(ids()).toEqual(["e"]);
   });
 });

@@ -4,7 +4,8 @@
 import { describe, expect, test } from "bun:test";
 import type { Completion, CompletionRequest, LlmProvider } from "../lib/llm-types.ts";
 import { PlanError, parsePlanText } from "../lib/plan.ts";
-import { heuristicPlan, llmPlan, makePlan, type OnlineCapabilities } from "../lib/planner.ts";
+import type { OnlineCapabilities } from "../lib/registry.ts";
+import { heuristicPlan, llmPlan, makePlan } from "../roles/coordinator/planner.ts";
 
 /** The guide's "Distributed Code Review Swarm": a coordinator and four specialists. */
 const reviewSwarm: OnlineCapabilities = new Map([
