@@ -83,6 +83,16 @@ const natsSchema = z.strictObject({
     .prefault({}),
 });
 
+/** HTTP for probes, metrics, the web dashboard and the gateway: "HOST:PORT", empty = off. */
+const httpSchema = z.strictObject({
+  listen: z
+    .string()
+    .regex(/^$|^(\[[0-9a-fA-F:]+\]|[^:[\]\s]+):\d{1,5}$/, {
+      message: "HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (port 0 picks a free one), or empty for no HTTP",
+    })
+    .default(""),
+});
+
 const temporalSchema = z.strictObject({
   enabled: bool.optional(),
   address: z.string().default(""),
@@ -151,6 +161,7 @@ const swarmSchema = z.strictObject({
   /** On SIGTERM or drain, running sub-tasks get this long to finish before they are handed back. */
   drain_grace: duration(0).default(30_000),
   nats: natsSchema.prefault({}),
+  http: httpSchema.prefault({}),
   temporal: temporalSchema.prefault({}),
   tasks: tasksSchema.prefault({}),
   security: securitySchema.prefault({}),

@@ -4,6 +4,7 @@
 import type { Config } from "./config.ts";
 import { abortedError, estimateUsage, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
+import { LLM_SECONDS_BUCKETS, type Metrics } from "./metrics.ts";
 
 export const ECHO_LABEL = "echo (offline, no LLM configured)";
 
@@ -17,15 +18,39 @@ export async function createLlm(cfg: Config["llm"]): Promise<LlmProvider> {
   return echoProvider();
 }
 
-/** A node's LLM, said once at start-up (the echo provider as a warning: answers will only repeat prompts). */
-export async function nodeLlm(cfg: Config["llm"], log: Logger): Promise<LlmProvider> {
+/**
+ * A node's LLM, said once at start-up (the echo provider as a warning: answers will only repeat
+ * prompts), with every call's duration and tokens in the node's metrics.
+ */
+export async function nodeLlm(cfg: Config["llm"], log: Logger, metrics: Metrics): Promise<LlmProvider> {
   const llm = await createLlm(cfg);
   if (llm.kind === "echo") {
     log.warn(
       "LLM: echo provider (offline, no LLM configured); set PICOCLAW_LLM_BASE_URL / PICOCLAW_LLM_MODEL / PICOCLAW_LLM_API_KEY for a real one",
     );
   } else log.info("LLM provider", { llm: llm.label });
-  return llm;
+  const seconds = metrics.histogram(
+    "picoclaw_llm_request_duration_seconds",
+    "LLM calls made by this node, by model and outcome.",
+    LLM_SECONDS_BUCKETS,
+  );
+  const tokens = metrics.counter("picoclaw_llm_tokens_total", "Tokens of this node's LLM calls, by model and type (prompt, completion).");
+  return {
+    ...llm,
+    async complete(req) {
+      const started = performance.now();
+      try {
+        const c = await llm.complete(req);
+        seconds.observe((performance.now() - started) / 1000, { model: llm.model, outcome: "ok" });
+        tokens.inc({ model: llm.model, type: "prompt" }, c.usage.prompt_tokens);
+        tokens.inc({ model: llm.model, type: "completion" }, c.usage.completion_tokens);
+        return c;
+      } catch (err) {
+        seconds.observe((performance.now() - started) / 1000, { model: llm.model, outcome: "error" });
+        throw err;
+      }
+    },
+  };
 }
 
 function echoProvider(): LlmProvider {

@@ -8,11 +8,14 @@ import { type BadInputCounter, createBadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { serveControl } from "./control.ts";
 import { type EmbeddedNats, ensureEmbeddedNats } from "./embedded-nats.ts";
+import { type Handler, type HttpEndpoint, serveNodeHttp } from "./http.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type Membership, startMembership } from "./membership.ts";
-import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole, type RunningTask } from "./messages.ts";
+import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole, PEER_STATUSES, type RunningTask } from "./messages.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
 import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
+import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
 import { untilStopSignal } from "./signals.ts";
 import { ensureStreams } from "./streams.ts";
@@ -38,12 +41,21 @@ export interface SwarmNode {
   membership: Membership;
   bad: BadInputCounter;
   startedAt: number;
+  /** This process's Prometheus metrics; roles add what they measure. */
+  metrics: Metrics;
+  /** Sub-tasks waiting in the TASKS stream, per capability (read in the background). */
+  queue: QueueGauge;
   temporal(): TemporalLink;
   info(): NodeInfo;
   /** Peer events (joined, offline, left, ...), after the node logged them. */
   onPeerEvent(listener: (e: RegistryEvent) => void): void;
   /** The role's work is set up: announce the node and heartbeat its load. Members only. */
   ready(work: RoleWork): void;
+  /**
+   * Serves /healthz, /readyz, /metrics and the role's `routes` on swarm.http.listen; nothing when that is
+   * unset. Stopped with the node.
+   */
+  serveHttp(routes?: Record<string, Handler>): HttpEndpoint | undefined;
   /** Resolves when a stop was requested over NATS (`node.<id>.control`). */
   stopRequested: Promise<string>;
   /**
@@ -148,6 +160,17 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     ? undefined
     : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
 
+  const metrics = createMetrics();
+  const queue = queueGauge(link.nc, names, log);
+  let announced = false;
+  let discovered = false;
+  void membership.discovered.then(() => {
+    discovered = true;
+  });
+  nodeMetrics(metrics, { identity, role, link, bad, membership, queue, info, observer: !!opts.observer });
+  let http: HttpEndpoint | undefined;
+  const jetStream = jetStreamProbe(link);
+
   let stopped: Promise<void> | undefined;
   return {
     config: cfg,
@@ -159,17 +182,45 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     membership,
     bad,
     startedAt,
+    metrics,
+    queue,
     temporal: () => temporal,
     info,
     onPeerEvent: (listener) => peerListeners.push(listener),
     ready(w) {
       work = w;
       membership.announce();
+      announced = true;
+    },
+    serveHttp(routes) {
+      const listen = cfg.swarm.http.listen;
+      if (!listen || http) return http;
+      http = serveNodeHttp(
+        listen,
+        "configuration",
+        {
+          health: () => ({ ok: link.state() === "connected", detail: { nats: link.state(), role, node: identity.node } }),
+          async ready() {
+            // Members are ready once they announced themselves; observers once they have looked around.
+            const joined = opts.observer ? discovered : announced;
+            const js = await jetStream();
+            return { ok: joined && js === "ok", detail: { joined, jetstream: js, nats: link.state() } };
+          },
+          metrics: () => {
+            queue.refreshIfStale();
+            return metrics.render();
+          },
+          routes,
+        },
+        log,
+      );
+      return http;
     },
     stopRequested,
     stop: (graceMs = cfg.swarm.drain_grace) => {
       stopped ??= (async () => {
         control?.unsubscribe();
+        await http?.stop();
         draining = true;
         membership.heartbeatNow(); // peers stop routing to us while we drain
         await work?.stop(graceMs);
@@ -199,10 +250,64 @@ export async function serveMember(
   const signalled = untilStopSignal(log);
   const node = await startMember(cfg, log);
   await setUp(node);
+  node.serveHttp();
   if (then) return then(node, signalled);
   const why = await Promise.race([signalled, node.stopRequested]);
   await node.stop(why === "shutdown" ? 0 : cfg.swarm.drain_grace);
   return 0;
+}
+
+/** JetStream answers (checked at most every few seconds): what /readyz asks besides having joined. */
+function jetStreamProbe(link: NatsLink): () => Promise<string> {
+  let last: { at: number; value: string } | undefined;
+  return async () => {
+    if (last && Date.now() - last.at < 5_000) return last.value;
+    const value = await link.nc
+      .jetstreamManager({ timeout: 2_000 })
+      .then((jsm) => jsm.getAccountInfo())
+      .then(
+        () => "ok",
+        (err: Error) => `unusable: ${err.message}`,
+      );
+    last = { at: Date.now(), value };
+    return value;
+  };
+}
+
+/** What every node measures: who it is, the swarm as it sees it, its NATS link and the input it dropped. */
+function nodeMetrics(
+  m: Metrics,
+  n: {
+    identity: Identity;
+    role: NodeRole;
+    link: NatsLink;
+    bad: BadInputCounter;
+    membership: Membership;
+    queue: QueueGauge;
+    info: () => NodeInfo;
+    observer: boolean;
+  },
+): void {
+  m.gauge("picoclaw_node_info", "This node: its id, role, swarm and version (always 1).", () => [
+    { labels: { node: n.identity.node, role: n.role, hid: n.identity.hid, version: VERSION }, value: 1 },
+  ]);
+  m.gauge("picoclaw_nodes", "Swarm members this node knows, by status (itself included when it is a member).", () => {
+    const counts: Record<string, number> = Object.fromEntries(PEER_STATUSES.map((s) => [s, 0]));
+    for (const p of n.membership.registry.values()) if (p.info.role !== "dashboard") counts[p.status]!++;
+    if (!n.observer) counts[n.info().status]!++;
+    return Object.entries(counts).map(([status, value]) => ({ labels: { status }, value }));
+  });
+  m.gauge("picoclaw_subtasks_queued", 'Sub-tasks waiting in the TASKS stream, by capability (pinned ones as "(direct)").', () =>
+    Object.entries(n.queue.value().byCapability).map(([capability, value]) => ({ labels: { capability }, value })),
+  );
+  m.gauge("picoclaw_running", "Work this node runs now: sub-tasks on workers, requests on coordinators.", () => [
+    { value: n.info().running },
+  ]);
+  m.gauge("picoclaw_nats_connected", "1 while the NATS connection is up.", () => [{ value: n.link.state() === "connected" ? 1 : 0 }]);
+  m.counterOf("picoclaw_nats_reconnects_total", "Times the NATS connection was lost (each followed by reconnect attempts).", () => [
+    { value: n.link.disconnects() },
+  ]);
+  m.counterOf("picoclaw_bad_messages_total", "Malformed messages this node dropped.", () => [{ value: n.bad.total() }]);
 }
 
 /** The `n` subjects with the most dropped messages. */

@@ -39,6 +39,8 @@ export interface SwarmNames {
     direct(node: string): string;
     /** The leading coordinator's request consumer. */
     requests: string;
+    /** What a TASKS consumer name is for, or undefined when it is none of ours. */
+    parse(name: string): { kind: "queue"; capability: string; priority: number } | { kind: "direct"; node: string } | undefined;
   };
   /** JetStream's advisory when a sub-task used up max_deliver (the coordinator fails it). */
   maxDeliveriesAdvisory: string;
@@ -100,6 +102,12 @@ export function swarmNames(hid: string): SwarmNames {
       queue: (cap, prio) => `q_${validateId("capability", cap)}_${prio}`,
       direct: (node) => `d_${validateId("node id", node)}`,
       requests: "coordinator",
+      parse(name) {
+        const q = /^q_([A-Za-z0-9_-]{1,64})_([0-3])$/.exec(name);
+        if (q) return { kind: "queue", capability: q[1]!, priority: Number(q[2]) };
+        const d = /^d_([A-Za-z0-9_-]{1,64})$/.exec(name);
+        return d ? { kind: "direct", node: d[1]! } : undefined;
+      },
     },
   };
 }

@@ -29,7 +29,11 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   const nc = node.link.nc;
   const js = nc.jetstream();
   const me = node.identity.node;
-  const llm = await nodeLlm(cfg.llm, log);
+  const llm = await nodeLlm(cfg.llm, log, node.metrics);
+  const requestsDone = node.metrics.counter(
+    "picoclaw_requests_total",
+    "Requests this coordinator answered, by status (completed, partial, failed, rejected).",
+  );
   const signer = loadSigner(cfg, "trusted_workers", log);
   const kv = await openTasksKv(nc, names, cfg);
   const events = requestEvents(nc, js, names, me);
@@ -184,6 +188,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
         base.started_at,
       );
       await answerRequest({ kv, leadership, events }, msg, req.request, base, answer);
+      requestsDone.inc({ status: answer.status ?? "completed" });
       log.info("Request answered", {
         request: req.request,
         status: answer.status,
@@ -194,6 +199,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
     } catch (err) {
       if (err instanceof PlanError) {
         log.warn("Request rejected", { request: req.request, error: err.message });
+        requestsDone.inc({ status: "rejected" });
         const base: RequestRecord = { v: 1, status: "running", coordinator: me, lease: leadership.revision(), started_at: started };
         await answerRequest({ kv, leadership, events }, msg, req.request, base, {
           kind: "failed",

@@ -7,7 +7,6 @@ import type { LoadedConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
 import { type SwarmNode, startNode } from "../lib/node.ts";
 import { untilStopSignal } from "../lib/signals.ts";
-import { queueGauge } from "./dashboard/queue-gauge.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard/render.ts";
 import { buildSnapshot } from "./dashboard/snapshot.ts";
 
@@ -27,6 +26,7 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
   const log = dashboardLogger(cfg.log.level, show);
   const signalled = show.json || show.once ? undefined : untilStopSignal(log); // before start-up, so Ctrl-C is always clean
   const node = await startNode(cfg, log, { observer: true, queryWindowMs: show.json || show.once ? 1_500 : 1_000 });
+  if (!show.json && !show.once) node.serveHttp();
   return showDashboard(node, show, signalled);
 }
 
@@ -36,10 +36,10 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
  * second until SIGINT/SIGTERM.
  */
 export async function showDashboard(node: SwarmNode, show: ShowOptions, signalled?: Promise<string>): Promise<number> {
-  const queue = queueGauge(node.link.nc, node.names, node.log);
+  const { queue } = node;
   const snapshot = () => {
     queue.refreshIfStale();
-    return buildSnapshot(node, queue.value());
+    return buildSnapshot(node, queue.value().total);
   };
   if (show.json || show.once) {
     await node.membership.discovered;

@@ -13,6 +13,7 @@ import { type MemberNode, serveMember } from "../lib/node.ts";
 import { runCoordinator } from "./coordinator.ts";
 import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./dashboard.ts";
 import { runControlCommand } from "./picoclaw/control.ts";
+import { runHealthCheck } from "./picoclaw/health.ts";
 import { generateKeyFile } from "./picoclaw/keygen.ts";
 import { runSubmit, submitOptions } from "./picoclaw/submit.ts";
 import { runWorker, workerCapabilities } from "./worker.ts";
@@ -84,6 +85,10 @@ if (import.meta.main) {
         ping: {
           usage: ["  ping NODE           check that a node answers"],
           run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "ping", nodeArgument(cli, "ping")),
+        },
+        health: {
+          usage: ["  health              ask this machine's node for /healthz on --swarm.http.listen (exit 0 when healthy)"],
+          run: (_cli, loaded) => runHealthCheck(loaded.config, loaded.sources["swarm.http.listen"] ?? "default"),
         },
         keygen: {
           usage: ["  keygen [PATH]       create a signing key pair (seed to PATH, default ~/.picoclaw/signing.nk; prints the public key)"],

@@ -18,7 +18,7 @@ import { type Queue, startScheduler } from "./worker/scheduler.ts";
  */
 export async function runWorker(node: MemberNode, capabilities: string[]): Promise<void> {
   const { config: cfg, log, names, identity } = node;
-  const llm = await nodeLlm(cfg.llm, log);
+  const llm = await nodeLlm(cfg.llm, log, node.metrics);
   const signer = loadSigner(cfg, "trusted_coordinators", log);
   const kv = await openTasksKv(node.link.nc, names, cfg);
 
@@ -34,7 +34,9 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
   );
 
   // Execute: one sub-task at a time per slot. Tell the swarm at once when a slot fills or frees.
+  const outcomes = node.metrics.counter("picoclaw_subtasks_total", "Sub-tasks this node ran, by capability and outcome.");
   const runner = createRunner({
+    outcomes,
     ...node,
     nc: node.link.nc,
     kv,

@@ -7,6 +7,7 @@ import type { Config } from "../../lib/config.ts";
 import { LlmError, type LlmProvider } from "../../lib/llm-types.ts";
 import type { Logger } from "../../lib/log.ts";
 import { encode, type RunningTask } from "../../lib/messages.ts";
+import type { Counter } from "../../lib/metrics.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
 import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
@@ -26,6 +27,8 @@ export interface RunnerOptions {
   onChange(): void;
   /** With swarm.security.signing: this node's key (results are signed; sub-tasks must be). */
   signer?: Signer;
+  /** Sub-tasks by capability and outcome (completed, failed, retried, duplicate, handed_back, rejected). */
+  outcomes?: Counter;
 }
 
 export interface Runner {
@@ -47,6 +50,7 @@ export function createRunner(o: RunnerOptions): Runner {
   const running = new Map<string, RunningTask & { abort: AbortController }>();
   let done = 0;
   let failed = 0;
+  const count = (task: TaskMsg, outcome: string) => o.outcomes?.inc({ capability: task.capability, outcome });
 
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
     const ev: TaskEvent = {
@@ -77,6 +81,7 @@ export function createRunner(o: RunnerOptions): Runner {
       if (!verdict.ok) {
         o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
         log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
+        count(task, "rejected");
         msg.term(); // no reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver
         return;
       }
@@ -139,6 +144,7 @@ export function createRunner(o: RunnerOptions): Runner {
       });
       msg.ack();
       done++;
+      count(task, first ? "completed" : "duplicate");
       log.info(first ? "Task completed" : "Task finished again (result already recorded by another run)", {
         task: task.task,
         request: task.request,
@@ -149,6 +155,7 @@ export function createRunner(o: RunnerOptions): Runner {
     } catch (err) {
       if (abort.signal.aborted) {
         msg.nak(); // node stopping: hand it back at once
+        count(task, "handed_back");
         log.info("Task handed back", { task: task.task, request: task.request, node });
         return;
       }
@@ -175,6 +182,7 @@ export function createRunner(o: RunnerOptions): Runner {
         error: e.message,
       });
       msg.nak(delay);
+      count(task, "retried");
       return;
     }
     const result: TaskResult = {
@@ -211,6 +219,7 @@ export function createRunner(o: RunnerOptions): Runner {
     });
     msg.term();
     failed++;
+    count(task, "failed");
     log.warn("Task failed", { task: task.task, request: task.request, node, attempts: attempt, error: e.message });
   }
 

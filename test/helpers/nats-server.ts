@@ -15,6 +15,10 @@ export interface NatsServer {
   stop(): Promise<void>;
   /** Stops the server (SIGTERM, or SIGKILL when `hard`) and starts it again on the same port and store. */
   restart(o?: { hard?: boolean; downMs?: number }): Promise<void>;
+  /** Stops the server, keeping its port and store for up(): an outage that lasts until the test ends it. */
+  down(o?: { hard?: boolean }): Promise<void>;
+  /** Starts it again after down(). */
+  up(): Promise<void>;
 }
 
 export interface NatsServerOptions {
@@ -55,6 +59,12 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
     async stop() {
       await halt(server.proc, "SIGTERM");
       rmSync(storeDir, { recursive: true, force: true });
+    },
+    async down(d = {}) {
+      await halt(server.proc, d.hard ? "SIGKILL" : "SIGTERM");
+    },
+    async up() {
+      server.proc = await launch();
     },
     async restart(r = {}) {
       await halt(server.proc, r.hard ? "SIGKILL" : "SIGTERM");

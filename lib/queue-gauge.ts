@@ -1,0 +1,76 @@
+// How many sub-tasks wait in the TASKS stream, per capability, read in the background (dashboards and
+// /metrics ask often; JetStream is asked at most once a second).
+import type { JetStreamManager, NatsConnection } from "nats";
+import type { Logger } from "./log.ts";
+import type { SwarmNames } from "./subjects.ts";
+
+/** How often a read is considered fresh. */
+const QUEUE_REFRESH_MS = 1_000;
+/** Bound on one JetStream API call, so a one-shot dashboard never hangs on a slow server. */
+const QUEUE_API_TIMEOUT_MS = 2_000;
+
+export interface Queued {
+  /** Every sub-task waiting, pinned ones included. */
+  total: number;
+  /** Waiting per capability queue (pinned sub-tasks count under "(direct)"). */
+  byCapability: Record<string, number>;
+}
+
+export interface QueueGauge {
+  value(): Queued;
+  refresh(): Promise<Queued>;
+  refreshIfStale(): void;
+}
+
+/**
+ * Sub-tasks waiting: num_pending over the TASKS stream's queue and direct consumers (in a work-queue
+ * stream no message matches two consumers, so nothing is counted twice). Read through a lazily created
+ * JetStreamManager, so an observer without streams of its own can do it too. A missing stream means
+ * nothing was ever queued; any other failure keeps the last value. Never throws.
+ */
+export function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): QueueGauge {
+  let jsm: JetStreamManager | undefined;
+  let queued: Queued = { total: 0, byCapability: {} };
+  let readAt = 0;
+  let inFlight: Promise<Queued> | undefined;
+
+  const read = async (): Promise<Queued> => {
+    try {
+      jsm ??= await nc.jetstreamManager({ timeout: QUEUE_API_TIMEOUT_MS });
+      const next: Queued = { total: 0, byCapability: {} };
+      for await (const ci of jsm.consumers.list(names.streams.tasks)) {
+        const of = names.consumers.parse(ci.name);
+        if (!of) continue;
+        const key = of.kind === "queue" ? of.capability : "(direct)";
+        next.total += ci.num_pending;
+        next.byCapability[key] = (next.byCapability[key] ?? 0) + ci.num_pending;
+      }
+      queued = next;
+    } catch (err) {
+      if (isStreamNotFound(err)) queued = { total: 0, byCapability: {} };
+      else log.debug("Queue depth not read; keeping the last value", { stream: names.streams.tasks, error: (err as Error)?.message });
+    }
+    readAt = Date.now();
+    return queued;
+  };
+
+  const refresh = () => {
+    inFlight ??= read().finally(() => {
+      inFlight = undefined;
+    });
+    return inFlight;
+  };
+
+  return {
+    value: () => queued,
+    refresh,
+    refreshIfStale() {
+      if (!inFlight && Date.now() - readAt >= QUEUE_REFRESH_MS && !nc.isClosed()) void refresh();
+    },
+  };
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  const e = err as { api_error?: { err_code?: number }; message?: string } | undefined;
+  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message ?? ""));
+}
