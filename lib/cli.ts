@@ -125,17 +125,24 @@ export interface Entry {
   commands?: Record<string, Command>;
 }
 
-/** Exit status per error code: bad input is 2, anything else that stops us is 1. */
+/**
+ * Exit status per error code: 2 bad input, 4 NATS unreachable or unusable, 1 anything else that stops
+ * us (submit also exits 1 for a failed or rejected request and 3 when no answer came in time).
+ */
 const EXIT_STATUS: Record<ErrorCode, number> = {
   E_CONFIG: 2,
   E_INVALID_ID: 2,
   E_PLAN: 2,
-  E_NATS_CONNECT: 1,
-  E_JETSTREAM_MISSING: 1,
+  E_NATS_CONNECT: 4,
+  E_JETSTREAM_MISSING: 4,
+  E_NATS: 4,
   E_NATS_SERVER_MISSING: 1,
   E_LLM: 1,
   E_STALE_LEADER: 1,
 };
+
+/** Exit status of a command: see EXIT_STATUS. */
+export const EXIT = { ok: 0, failed: 1, badInput: 2, noAnswer: 3, nats: 4 } as const;
 
 /** Every entry script's life: parse, load config, dispatch, and turn errors into one line and an exit status. */
 export async function runEntry(argv: string[], entry: Entry): Promise<number> {
@@ -166,6 +173,11 @@ export function reportError(err: unknown): number {
   if (isPicoclawError(err)) {
     console.error(`picoclaw: ${err.message}`);
     return EXIT_STATUS[err.code];
+  }
+  // nats.js failures (TIMEOUT, 503 no responders, CONNECTION_CLOSED...) are network trouble, not bugs.
+  if (err instanceof Error && err.name === "NatsError") {
+    console.error(`picoclaw: NATS: ${err.message}${"code" in err ? ` (${String(err.code)})` : ""}`);
+    return EXIT_STATUS.E_NATS;
   }
   // Not one of ours: a bug. The stack helps whoever reports it.
   console.error(`picoclaw: ${(err as Error)?.stack ?? String(err)}`);

@@ -3,7 +3,8 @@
 import type { Config } from "./config.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
-import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
+import { isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
+import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
 
 export interface SwarmClient {
@@ -17,8 +18,13 @@ export async function openClient(cfg: Config, log: Logger, name: string): Promis
   if (cfg.swarm.nats.embedded) cfg.swarm.nats.urls = [`nats://127.0.0.1:${cfg.swarm.nats.embedded_port}`];
   const link = await openNats(cfg, name, log);
   try {
-    await requireJetStream(link, cfg.swarm.nats.embedded ? cfg.swarm.nats.embedded_port : undefined);
-    const identity = await resolveIdentity(cfg, link.nc);
+    await requireJetStream(link, cfg.swarm.nats.connect_timeout, cfg.swarm.nats.embedded ? cfg.swarm.nats.embedded_port : undefined);
+    // NATS may go away again right after the first connection: the identity read is retried meanwhile.
+    const identity = await withRetry(() => resolveIdentity(cfg, link.nc), {
+      backoff: NATS_BACKOFF,
+      untilMs: cfg.swarm.nats.connect_timeout,
+      retryable: isTransientNatsError,
+    });
     return { link, identity, names: swarmNames(identity.hid), close: () => link.nc.drain().catch(() => {}) };
   } catch (err) {
     await link.nc.close();

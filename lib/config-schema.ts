@@ -106,6 +106,8 @@ const tasksSchema = z.strictObject({
   max_deliver: int(1, 100).default(5),
   /** A running sub-task's message is kept alive (working()) well within this. */
   ack_wait: duration(1_000).default(30_000),
+  /** Every request ends by then: answered, or failed naming what was unfinished (submit --timeout may shorten its own). */
+  request_timeout: duration(1_000).default(30 * 60_000),
   /** Per sub-task limit unless the plan sets one; the LLM call is aborted when it passes. */
   timeout: duration(100).default(300_000),
   max_fanout: int(1, 64).default(8),

@@ -13,6 +13,8 @@ export type ErrorCode =
   | "E_NATS_CONNECT"
   /** The server has no JetStream, which every swarm node needs. */
   | "E_JETSTREAM_MISSING"
+  /** NATS or JetStream failed mid-operation (time-out, no responders, connection closed). */
+  | "E_NATS"
   /** --swarm.nats.embedded needs a nats-server binary that is not installed. */
   | "E_NATS_SERVER_MISSING"
   /** An LLM call failed; `transient` says whether trying again later may succeed. */

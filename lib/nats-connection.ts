@@ -5,8 +5,9 @@ import { type TLSSocket, connect as tlsConnect } from "node:tls";
 import { type ConnectionOptions, connect, credsAuthenticator, type NatsConnection, nkeyAuthenticator } from "nats";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
-import { JetStreamMissingError, NatsConnectError } from "./errors.ts";
+import { JetStreamMissingError, NatsConnectError, PicoclawError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { inboxPrefix } from "./subjects.ts";
 
 export type NatsState = "connecting" | "connected" | "reconnecting" | "disconnected" | "closed";
@@ -84,14 +85,29 @@ function stripCredentials(url: string): string {
   return url.replace(/^([a-z]+:\/\/)[^@/]*@/, "$1");
 }
 
-/** Connects (failing fast with a specific reason) and keeps reconnecting for the node's life. */
+/**
+ * Connects, waiting up to swarm.nats.connect_timeout for a server that is not up yet (a refused or
+ * timed-out connection is tried again; refused credentials or TLS are not), then keeps reconnecting for
+ * the connection's life. A failure says why, in one line.
+ */
 export async function openNats(cfg: Config, name: string, log: Logger): Promise<NatsLink> {
+  const n = cfg.swarm.nats;
+  const started = Date.now();
   let nc: NatsConnection;
   try {
-    nc = await connect(connectionOptions(cfg, name));
+    nc = await withRetry(
+      (attempt) => {
+        // Each attempt is short: a server caught half-way through a restart may accept and never answer.
+        const left = Math.max(100, Math.min(5_000, started + n.connect_timeout - Date.now()));
+        if (attempt === 2)
+          log.warn("NATS not reachable yet; waiting for it", { servers: n.urls.map(redactUrl).join(","), for_ms: n.connect_timeout });
+        return connect({ ...connectionOptions(cfg, name), timeout: left });
+      },
+      { backoff: NATS_BACKOFF, untilMs: n.connect_timeout, retryable: isUnreachable },
+    );
   } catch (err) {
-    const reason = await explainConnectError(err, cfg.swarm.nats, cfg.swarm.nats.urls[0]!);
-    throw new NatsConnectError(cfg.swarm.nats.urls.map(redactUrl), reason, authMethod(cfg.swarm.nats));
+    const reason = await explainConnectError(err, n, n.urls[0]!);
+    throw new NatsConnectError(n.urls.map(redactUrl), reason, authMethod(n), { cause: err });
   }
   let state: NatsState = "connected";
   let disconnects = 0;
@@ -118,6 +134,31 @@ export async function openNats(cfg: Config, name: string, log: Logger): Promise<
     url: () => redactUrl(nc.getServer().includes("://") ? nc.getServer() : `nats://${nc.getServer()}`),
     disconnects: () => disconnects,
   };
+}
+
+/** Nobody answered (yet): worth another try. Refused credentials or TLS problems are final. */
+function isUnreachable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  const said = `${e?.code ?? ""} ${e?.message ?? ""}`;
+  return (
+    ["CONNECTION_REFUSED", "TIMEOUT", "CONNECTION_TIMEOUT", "DISCONNECT"].includes(e?.code ?? "") ||
+    /ECONNREFUSED|connection refused|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN/i.test(said)
+  );
+}
+
+/**
+ * A NATS or JetStream failure that passes by itself: a time-out, a lost connection, or no responders
+ * (JetStream, a stream or consumer leader not back yet after a restart or an election). Worth trying
+ * again; anything else (permissions, a bad request, our own closed connection) is not.
+ */
+export function isTransientNatsError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === "CONNECTION_CLOSED" || e?.code === "PERMISSIONS_VIOLATION") return false;
+  if (["TIMEOUT", "CONNECTION_TIMEOUT", "DISCONNECT", "CONNECTION_REFUSED", "503", "408", "REQUEST_ERROR"].includes(e?.code ?? ""))
+    return true;
+  return /timeout|timed out|no responders|disconnect|jetstream (is )?not (ready|available)|temporarily unavailable|leader/i.test(
+    e?.message ?? "",
+  );
 }
 
 /** Certificate-verification failures reported by the TLS stack (Node/Bun error codes). */
@@ -281,16 +322,32 @@ async function probeTls(url: string, nats: Config["swarm"]["nats"], timeoutMs: n
   });
 }
 
-/** Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later). */
-export async function requireJetStream(link: NatsLink, embeddedPort?: number): Promise<void> {
+/**
+ * Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later).
+ * A server that has just (re)started answers "no responders" until JetStream is up, so that answer is
+ * believed only after a moment; a lost connection is waited out within connect_timeout.
+ */
+export async function requireJetStream(link: NatsLink, connectTimeoutMs: number, embeddedPort?: number): Promise<void> {
+  const started = Date.now();
+  const noJetStream = (err: unknown) => /503|not enabled|no responders/i.test(String((err as Error)?.message));
   try {
-    const jsm = await link.nc.jetstreamManager({ timeout: 5_000 });
-    await jsm.getAccountInfo();
+    await withRetry(
+      async () => {
+        const jsm = await link.nc.jetstreamManager({ timeout: 5_000 });
+        await jsm.getAccountInfo();
+      },
+      {
+        backoff: NATS_BACKOFF,
+        untilMs: connectTimeoutMs,
+        retryable: (err) => isTransientNatsError(err) && (!noJetStream(err) || Date.now() - started < 1_500),
+      },
+    );
   } catch (err) {
-    if (/503|not enabled|no responders/i.test(String((err as Error)?.message))) {
+    if (noJetStream(err)) {
       await link.nc.close();
       throw new JetStreamMissingError(link.url(), embeddedPort);
     }
-    throw err;
+    await link.nc.close();
+    throw new PicoclawError("E_NATS", `NATS at ${link.url()} did not answer JetStream requests: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -95,7 +95,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   const role: NodeRole = opts.observer ? "dashboard" : cfg.swarm.role;
   const embedded = await prepareEmbedded(cfg, log);
   const link = await openNats(cfg, `picoclaw-${role}`, log);
-  await requireJetStream(link, embedded ? cfg.swarm.nats.embedded_port : undefined);
+  await requireJetStream(link, cfg.swarm.nats.connect_timeout, embedded ? cfg.swarm.nats.embedded_port : undefined);
   const identity = await resolveIdentity(cfg, link.nc);
   const names = swarmNames(identity.hid);
   const bad = createBadInputCounter(log);

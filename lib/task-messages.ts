@@ -21,6 +21,8 @@ export const requestSchema = z.object({
   plan: z.unknown().optional(),
   capabilities: z.array(id).max(64).optional(),
   submitted_at: z.number().int().nonnegative(),
+  /** `submit --timeout`: this request's own deadline, when shorter than swarm.tasks.request_timeout. */
+  timeout_ms: z.number().int().positive().optional(),
 });
 export type RequestMsg = z.infer<typeof requestSchema>;
 

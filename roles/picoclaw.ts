@@ -15,7 +15,8 @@ import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./das
 import { runControlCommand } from "./picoclaw/control.ts";
 import { runHealthCheck } from "./picoclaw/health.ts";
 import { generateKeyFile } from "./picoclaw/keygen.ts";
-import { runSubmit, submitOptions } from "./picoclaw/submit.ts";
+import { runSubmit, submitOptions, timeoutOption } from "./picoclaw/submit.ts";
+import { runWatch } from "./picoclaw/watch.ts";
 import { runWorker, workerCapabilities } from "./worker.ts";
 
 /** Role scripts imply swarm mode; so does a role given on the command line (the guide's role examples). */
@@ -48,10 +49,11 @@ async function run(cli: Cli, loaded: LoadedConfig): Promise<number> {
   return serveMember(cfg, dashboardLogger(cfg.log.level, show), runRole, (node, signalled) => showDashboard(node, show, signalled));
 }
 
-const nodeArgument = (cli: Cli, command: string) => {
-  const node = cli.positionals[0];
-  if (!node) throw new ConfigError(command, "command line", `a node id: picoclaw ${command} claw-1a2b3c4d`);
-  return node;
+/** The command's one argument: a node id (`drain claw-1a2b3c4d`) or a request id (`watch r-…`). */
+const nodeArgument = (cli: Cli, command: string, example = "claw-1a2b3c4d") => {
+  const id = cli.positionals[0];
+  if (!id) throw new ConfigError(command, "command line", `an id: picoclaw ${command} ${example}`);
+  return id;
 };
 
 if (import.meta.main) {
@@ -66,10 +68,19 @@ if (import.meta.main) {
             "  submit TEXT         send a request to the swarm, follow its sub-tasks live, print the answer",
             "                      TEXT may be '-' (stdin); --file PATH adds a file or diff; --plan PATH gives an",
             "                      explicit DAG (YAML/JSON); --capabilities a,b one sub-task per capability;",
-            "                      --timeout 10m; --json prints the event stream as JSON lines",
+            "                      --timeout D gives it its own deadline (default swarm.tasks.request_timeout, 30m);",
+            "                      --json prints the event stream as JSON lines",
           ],
           run: async (cli, loaded) =>
             runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes)),
+        },
+        watch: {
+          usage: [
+            "  watch REQUEST-ID    re-attach to a request: print its stored answer, or follow it until it comes",
+            "                      (--timeout, default swarm.tasks.request_timeout; --json prints the events)",
+          ],
+          run: (cli, loaded) =>
+            runWatch(loaded.config, createLogger("warn"), nodeArgument(cli, "watch", "r-1a2b3c4d5e"), cli.is("json"), timeoutOption(cli)),
         },
         drain: {
           usage: [

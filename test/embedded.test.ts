@@ -20,7 +20,7 @@ test("an embedded port taken by a server without JetStream (like apt's nats-serv
   const plain = await startNatsServer({ jetstream: false });
   try {
     const r = await runRole("worker.ts", ["--swarm.nats.embedded", "--swarm.nats.embedded-port", String(plain.port)]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.output).toContain(`has no JetStream, which the swarm needs: start it with -js`);
     expect(r.output).toContain("sudo systemctl disable --now nats-server");
     expect(r.output).toContain("--swarm.nats.embedded-port");

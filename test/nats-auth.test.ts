@@ -90,11 +90,11 @@ describe("NATS authentication", () => {
     const wrong = await runRole("worker.ts", ["--swarm.nats.urls", tokenServer.url, "--swarm.hid", "auth1"], {
       env: { PICOCLAW_SWARM_NATS_TOKEN: "wrong-token" },
     });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(4);
     expect(wrong.output).toMatch(/cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+ \(auth: token\): server refused the credentials/);
     expect(wrong.output).not.toContain("wrong-token");
     const none = await runRole("worker.ts", ["--swarm.nats.urls", userServer.url, "--swarm.hid", "auth1"]);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(4);
     expect(none.output).toMatch(/\(auth: none\): server refused the credentials/);
     const badPass = await runRole("worker.ts", [
       "--swarm.nats.urls",
@@ -106,7 +106,7 @@ describe("NATS authentication", () => {
       "--swarm.hid",
       "auth1",
     ]);
-    expect(badPass.code).toBe(1);
+    expect(badPass.code).toBe(4);
     expect(badPass.output).toContain("(auth: user swarm)");
     expect(badPass.output).not.toContain("nope-nope");
   });
@@ -131,7 +131,7 @@ describe("NATS authentication", () => {
       "--swarm.hid",
       "auth1",
     ]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.output).toContain(`(auth: nkey seed file ${wrongFile}): server refused the credentials ('Authorization Violation')`);
     expect(r.output).not.toContain(WRONG_SEED);
     const garbled = secretFile("garbled.nk", `${WRONG_SEED.slice(0, -4)}AAAA\n`);
@@ -143,7 +143,7 @@ describe("NATS authentication", () => {
       "--swarm.hid",
       "auth1",
     ]);
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(4);
     expect(bad.output).toContain(`(auth: nkey seed file ${garbled}): not a valid nkey seed`);
     expect(bad.output).not.toContain(WRONG_SEED.slice(0, -4));
   });
@@ -176,7 +176,7 @@ describe("NATS authentication", () => {
       "--swarm.hid",
       "auth1",
     ]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.output).toContain(`(auth: credentials file ${foreign}): server refused the credentials ('Authorization Violation')`);
     for (const secret of credsSecrets(FOREIGN_CREDS)) expect(r.output).not.toContain(secret);
     const garbage = secretFile("garbage.creds", "not a creds file\n");
@@ -188,7 +188,7 @@ describe("NATS authentication", () => {
       "--swarm.hid",
       "auth1",
     ]);
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(4);
     expect(bad.output).toContain(`(auth: credentials file ${garbage}): the credentials file is not a valid .creds file`);
   });
 });

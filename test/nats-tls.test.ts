@@ -56,7 +56,7 @@ describe("NATS over TLS (mutual)", () => {
   test("without a client certificate the server refuses it: a TLS error that names the client certificate", async () => {
     // nats.js reports this drop as a connect time-out; the node then probes the handshake to say why.
     const r = await runRole("worker.ts", [...tlsArgs({ cert: false }), "--swarm.hid", "tls1", "--swarm.nats.connect_timeout", "3s"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.output).toContain(`cannot connect to NATS at ${url}`);
     expect(r.output).toMatch(/TLS failed: the server refused the TLS handshake .*client certificate/);
 
@@ -67,7 +67,7 @@ describe("NATS over TLS (mutual)", () => {
 
   test("trusting a CA that did not sign the server's certificate: an untrusted-certificate TLS error", async () => {
     const r = await runRole("worker.ts", [...tlsArgs({ ca: pki.otherCaFile }), "--swarm.hid", "tls1"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.output).toContain(`cannot connect to NATS at ${url}`);
     expect(r.output).toMatch(/TLS failed: untrusted server certificate \(.+\); is swarm\.nats\.tls\.ca_file the CA that signed/);
 
@@ -80,7 +80,7 @@ describe("NATS over TLS (mutual)", () => {
     const plain = await startNatsServer();
     try {
       const r = await runRole("worker.ts", ["--swarm.nats.urls", `tls://127.0.0.1:${plain.port}`, "--swarm.hid", "tls1"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.output).toContain("TLS failed: this nats-server does not offer TLS");
     } finally {
       await plain.stop();

@@ -1,0 +1,55 @@
+// Following one request from the EVENTS stream: every stored event of it, from the first, then each new
+// one as it is stored. Ordered consumers (one for the request's events, one for its sub-tasks': a 2.9
+// server takes one filter subject per consumer) resume where they were after a reconnect, so an answer
+// published while the client was cut off is still delivered, and following again later (`watch`)
+// replays what was missed.
+import type { ConsumerMessages, NatsConnection } from "nats";
+import { decode } from "./messages.ts";
+import type { SwarmNames } from "./subjects.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, requestEventSchema, type TaskEvent, taskEventSchema } from "./task-messages.ts";
+
+export interface FollowHandlers {
+  request(ev: RequestEvent): void;
+  task?(ev: TaskEvent): void;
+  /** A stored event that does not parse (counted by the caller; following goes on). */
+  bad?(subject: string, reason: string): void;
+}
+
+export interface Follower {
+  stop(): Promise<void>;
+}
+
+/** Idle heartbeats let the ordered consumer notice a lost server and recreate itself on reconnect. */
+const IDLE_HEARTBEAT_MS = 2_000;
+
+export async function followRequest(nc: NatsConnection, names: SwarmNames, request: string, on: FollowHandlers): Promise<Follower> {
+  const js = nc.jetstream();
+  const streams: ConsumerMessages[] = [];
+  const loops: Promise<void>[] = [];
+  const follow = async <T>(subject: string, schema: Parameters<typeof decode<T>>[0], handle: (ev: T) => void) => {
+    const consumer = await js.consumers.get(names.streams.events, { filterSubjects: subject });
+    const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS });
+    streams.push(messages);
+    loops.push(
+      (async () => {
+        for await (const m of messages) {
+          const d = decode(schema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+          if (d.ok) handle(d.value);
+          else on.bad?.(m.subject, d.reason);
+        }
+      })().catch(() => {}), // the iterator ends with an error when the connection closes under it
+    );
+  };
+  const stop = async () => {
+    for (const s of streams) await s.close().catch(() => {});
+    await Promise.all(loops);
+  };
+  try {
+    await follow(names.requestEvents(request), requestEventSchema, on.request);
+    if (on.task) await follow(names.taskEventsOf(request), taskEventSchema, on.task);
+  } catch (err) {
+    await stop(); // no half-made follower left behind when the caller tries again
+    throw err;
+  }
+  return { stop };
+}

@@ -1,0 +1,123 @@
+// What `submit` and `watch` show while they follow a request: on a terminal one live line per sub-task
+// (title, node, state, elapsed, tokens) on stderr; otherwise a line per state change; with --json every
+// event as a JSON line on stdout. The answer itself goes to stdout, printed by the command.
+import type { NatsConnection } from "nats";
+import { formatDuration } from "../../lib/duration.ts";
+import { followRequest } from "../../lib/follow.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+import type { RequestEvent, TaskEvent } from "../../lib/task-messages.ts";
+
+interface Line {
+  title: string;
+  node?: string;
+  state: string;
+  startedAt?: number;
+  endedAt?: number;
+  tokens: number;
+}
+
+export interface Progress {
+  /** A coordinator took the request (its `accepted` or `planned` event arrived). */
+  accepted(): boolean;
+  /** Prints a note the way progress is printed (plain lines unless on a terminal or --json). */
+  say(msg: string): void;
+  /** The request's final event (answer, or failed/rejected); undefined when `waitMs` passed first. */
+  outcome(waitMs: number): Promise<RequestEvent | undefined>;
+  stop(): Promise<void>;
+}
+
+/** Follows `request` from the EVENTS stream (all of it, from its first event) and shows its progress. */
+export async function followWithProgress(nc: NatsConnection, names: SwarmNames, request: string, json: boolean): Promise<Progress> {
+  const tty = process.stderr.isTTY === true && !json;
+  const lines = new Map<string, Line>();
+  let drawn = 0;
+  let accepted = false;
+  let settle: (ev: RequestEvent) => void = () => {};
+  const done = new Promise<RequestEvent>((resolve) => {
+    settle = resolve;
+  });
+
+  const draw = () => {
+    if (!tty) return;
+    const now = Date.now();
+    const text = [...lines.values()].map((l) => {
+      const elapsed = l.startedAt ? formatDuration((l.endedAt ?? now) - l.startedAt) : "-";
+      return `  ${l.title.padEnd(24)} ${(l.node ?? "-").padEnd(15)} ${l.state.padEnd(10)} ${elapsed.padStart(7)}  ${l.tokens} tokens`;
+    });
+    process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ""}${text.map((t) => `\x1b[2K${t}`).join("\n")}\n`);
+    drawn = text.length;
+  };
+  const say = (msg: string) => {
+    if (!json && !tty) process.stderr.write(`${msg}\n`);
+  };
+
+  const onRequest = (ev: RequestEvent) => {
+    if (json) console.log(JSON.stringify(ev));
+    // `planned` alone when planning was instant: it implies `accepted`.
+    if ((ev.kind === "accepted" || ev.kind === "planned") && !accepted) {
+      accepted = true;
+      say(`request ${request} accepted by coordinator ${ev.coordinator}`);
+    }
+    if (ev.kind === "planned" && ev.plan) {
+      say(`planned by the ${ev.plan.planner} planner: ${ev.plan.tasks.map((t) => `${t.title} [${t.capability}]`).join(", ")}`);
+      if (ev.plan.note) say(`note: ${ev.plan.note}`);
+      for (const t of ev.plan.tasks) if (!lines.has(t.id)) lines.set(t.id, { title: t.title, state: "queued", tokens: 0 });
+      if (tty) process.stderr.write(`request ${request}: ${ev.plan.tasks.length} sub-task(s), ${ev.plan.planner} plan\n`);
+      draw();
+    } else if (ev.kind === "answer" || ev.kind === "failed") settle(ev);
+  };
+
+  const onTask = (ev: TaskEvent) => {
+    if (json) console.log(JSON.stringify(ev));
+    const l = lines.get(ev.task) ?? { title: ev.task, state: "queued", tokens: 0 };
+    lines.set(ev.task, l);
+    const before = l.state;
+    l.node = ev.node;
+    if (ev.kind === "started") {
+      l.state = ev.attempt > 1 ? `running#${ev.attempt}` : "running";
+      l.startedAt = ev.at;
+      l.endedAt = undefined;
+    } else if (ev.kind === "progress") l.tokens = ev.tokens ?? l.tokens;
+    else if (ev.kind === "retrying") l.state = "retrying";
+    else if (ev.kind === "completed") {
+      l.state = "completed";
+      l.endedAt = ev.at;
+      l.tokens = ev.tokens ?? l.tokens;
+    } else if (ev.kind === "failed") {
+      l.state = "failed";
+      l.endedAt = ev.at;
+    }
+    if (l.state !== before) {
+      const extra = ev.error
+        ? `: ${ev.error}`
+        : ev.kind === "completed"
+          ? ` in ${formatDuration(ev.elapsed_ms ?? 0)}, ${l.tokens} tokens`
+          : "";
+      say(`  ${l.title}: ${l.state} on ${ev.node}${extra}`);
+    }
+    draw();
+  };
+
+  const follower = await followRequest(nc, names, request, { request: onRequest, task: onTask });
+  const ticker = tty ? setInterval(draw, 500) : undefined;
+  return {
+    accepted: () => accepted,
+    say,
+    async outcome(waitMs) {
+      let timer: Timer | undefined;
+      const ev = await Promise.race([
+        done,
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(resolve, waitMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      return ev;
+    },
+    async stop() {
+      clearInterval(ticker);
+      draw();
+      await follower.stop();
+    },
+  };
+}
