@@ -4,7 +4,6 @@
 import { describe, expect, test } from "bun:test";
 import { reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 import { swarmSuite } from "./helpers/suite.ts";
-import { waitFor } from "./helpers/wait.ts";
 
 const suite = swarmSuite();
 const procs = reaper();

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { runRole } from "./helpers/role-process.ts";
 import { swarmSuite } from "./helpers/suite.ts";
-import { startSwarm, submit } from "./helpers/swarm.ts";
+import { submit } from "./helpers/swarm.ts";
 import { requireTool } from "./helpers/tools.ts";
 import { waitFor } from "./helpers/wait.ts";
 
