@@ -14,6 +14,7 @@ const COMMAND_FLAGS = {
   "swarm.check-nats": "check every configured NATS URL: reachable, JetStream, version, round trip",
   once: "with --swarm.dashboard: print one frame and exit",
   json: "machine-readable output",
+  failed: "with requests: the requests the swarm gave up on",
   help: "show this help",
   version: "print the version",
 } as const;

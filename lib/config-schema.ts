@@ -158,6 +158,8 @@ const swarmSchema = z.strictObject({
   node_id: id.optional(),
   capabilities: list(id).default(["general"]),
   max_concurrent: int(1, 1000).default(5),
+  /** Peers one node keeps track of at most (heartbeats from more unknown nodes are dropped and counted). */
+  max_nodes: int(10, 1_000_000).default(10_000),
   /** Coordinator leadership lease: a standby takes over within this after the leader dies. */
   lease_ttl: duration(1_000).default(10_000),
   /** On SIGTERM or drain, running sub-tasks get this long to finish before they are handed back. */

@@ -3,7 +3,7 @@ import { type Msg, type NatsConnection, RequestStrategy, type Subscription } fro
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
 import { announceSchema, decode, encode, type NodeInfo, nodeInfoSchema, querySchema } from "./messages.ts";
-import { createRegistry, leave, observe, type Registry, type RegistryEvent, sweep } from "./registry.ts";
+import { createRegistry, leave, observe, type Registry, type RegistryEvent, remember, sweep, type Timing } from "./registry.ts";
 import { nodeIdFromHeartbeat, type SwarmNames } from "./subjects.ts";
 
 export interface MembershipOptions {
@@ -21,6 +21,8 @@ export interface MembershipOptions {
   connected?: () => boolean;
   /** How long to collect answers to the start-up query. */
   queryWindowMs?: number;
+  /** Peers kept at most (swarm.max_nodes). */
+  maxPeers?: number;
   onEvent?: (e: RegistryEvent) => void;
 }
 
@@ -41,7 +43,8 @@ export function startMembership(o: MembershipOptions): Membership {
   const registry = createRegistry();
   const me = o.self();
   const subs: Subscription[] = [];
-  const timing = { nodeTimeout: o.nodeTimeout, forgetAfter: Math.max(5 * o.nodeTimeout, 60_000) };
+  // Offline peers stay listed (as offline) for five node timeouts, then are forgotten.
+  const timing = { nodeTimeout: o.nodeTimeout, forgetAfter: 5 * o.nodeTimeout };
 
   const apply = (events: RegistryEvent[]) => {
     for (const e of events) {
@@ -49,9 +52,11 @@ export function startMembership(o: MembershipOptions): Membership {
       o.onEvent?.(e);
     }
   };
-  const seen = (info: NodeInfo) => {
+  const seen = (info: NodeInfo, subject: string) => {
     if (info.node === me.node && info.sid === me.sid) return;
-    apply(observe(registry, info, Date.now()));
+    const events = observe(registry, info, Date.now(), o.maxPeers);
+    if (events) apply(events);
+    else bad.record(subject, `registry full (${o.maxPeers} nodes): a node not seen before is not tracked`);
   };
 
   subs.push(
@@ -62,7 +67,7 @@ export function startMembership(o: MembershipOptions): Membership {
         if (nodeIdFromHeartbeat(names, msg.subject) !== d.value.node) {
           return bad.record(msg.subject, "schema: node id does not match subject");
         }
-        seen(d.value);
+        seen(d.value, msg.subject);
       },
     }),
   );
@@ -74,7 +79,7 @@ export function startMembership(o: MembershipOptions): Membership {
         if (!d.ok) return bad.record(msg.subject, d.reason);
         const { kind, info } = d.value;
         if (info.node === me.node && info.sid === me.sid) return;
-        if (kind === "join") seen(info);
+        if (kind === "join") seen(info, msg.subject);
         else apply(leave(registry, info.node, info.sid));
       },
     }),
@@ -99,21 +104,35 @@ export function startMembership(o: MembershipOptions): Membership {
   let heartbeat: Timer | undefined;
   // Sweep often enough that a dead peer is offline within nodeTimeout + heartbeatInterval.
   let wasConnected = true;
-  const sweeper = setInterval(
-    () => {
-      const connected = o.connected?.() ?? true;
-      if (connected && !wasConnected) {
-        // Back from our own outage: peers get a fresh start instead of being judged on our silence.
-        const now = Date.now();
-        for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
-      }
-      wasConnected = connected;
-      if (connected) apply(sweep(registry, Date.now(), timing));
-    },
-    Math.max(20, Math.min(1_000, o.heartbeatInterval / 2)),
-  );
+  let judging = false;
+  const sweepEvery = Math.max(20, Math.min(1_000, o.heartbeatInterval / 2));
+  const sweeper = setInterval(() => {
+    const connected = o.connected?.() ?? true;
+    if (connected && !wasConnected) {
+      // Back from our own outage: peers get a fresh start instead of being judged on our silence.
+      const now = Date.now();
+      for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
+    }
+    wasConnected = connected;
+    if (!connected || judging) return;
+    const now = Date.now();
+    const due = [...registry.values()].some((p) => p.status !== "offline" && now - p.lastSeen >= timing.nodeTimeout);
+    if (!due) return apply(sweep(registry, now, timing));
+    // Before calling anyone offline, make sure we are not the one behind: a round trip to the server
+    // delivers (and so processes) every heartbeat that reached it before our PING. A node flooded with
+    // input, or starved of CPU, would otherwise blame its peers for its own backlog.
+    judging = true;
+    Promise.race([nc.flush().then(() => true), Bun.sleep(timing.nodeTimeout).then(() => false)])
+      .then((caughtUp) => {
+        if (caughtUp) apply(sweep(registry, Date.now(), timing));
+      })
+      .catch(() => {})
+      .finally(() => {
+        judging = false;
+      });
+  }, sweepEvery);
 
-  const discovered = queryPeers(o, seen);
+  const discovered = queryPeers(o, seen, () => rememberStored(o, registry, timing, apply));
 
   let lastExtra = 0;
   let pendingExtra: Timer | undefined;
@@ -142,6 +161,11 @@ export function startMembership(o: MembershipOptions): Membership {
       clearInterval(sweeper);
       if (!o.observer && !nc.isClosed()) {
         nc.publish(names.announce, encode({ v: 1, kind: "leave", info: o.self() }));
+        // A dashboard started later must not find our last heartbeat and call us offline: we left.
+        await nc
+          .jetstreamManager({ timeout: 2_000 })
+          .then((jsm) => jsm.streams.purge(names.streams.nodes, { filter: names.heartbeat(me.node) }))
+          .catch(() => {});
         await nc.flush().catch(() => {});
         log.info("Node left swarm", { node: me.node, role: me.role, reason: "graceful", self: true });
       }
@@ -151,8 +175,14 @@ export function startMembership(o: MembershipOptions): Membership {
 }
 
 /** One round trip to learn who is already there. */
-async function queryPeers(o: MembershipOptions, seen: (info: NodeInfo) => void): Promise<void> {
+async function queryPeers(
+  o: MembershipOptions,
+  seen: (info: NodeInfo, subject: string) => void,
+  remembered: () => Promise<void>,
+): Promise<void> {
   const me = o.self();
+  // Who was there before we came, from the stored heartbeats: the silent ones show as offline.
+  await remembered();
   try {
     const replies = await o.nc.requestMany(o.names.query, encode({ v: 1, from: me.node }), {
       strategy: RequestStrategy.Timer,
@@ -160,7 +190,7 @@ async function queryPeers(o: MembershipOptions, seen: (info: NodeInfo) => void):
     });
     for await (const msg of replies) {
       const d = decode(nodeInfoSchema, msg.data);
-      if (d.ok) seen(d.value);
+      if (d.ok) seen(d.value, o.names.query);
       else o.bad.record(`${o.names.query} (reply)`, d.reason);
     }
   } catch (err) {
@@ -168,6 +198,34 @@ async function queryPeers(o: MembershipOptions, seen: (info: NodeInfo) => void):
     if (!/503|no responders/i.test(String((err as Error).message))) {
       o.log.debug("Node query failed", { error: (err as Error).message });
     }
+  }
+}
+
+/** Seeds the registry with every node's last stored heartbeat (nodes that went quiet before we started). */
+async function rememberStored(
+  o: MembershipOptions,
+  registry: Registry,
+  timing: Timing,
+  apply: (e: RegistryEvent[]) => void,
+): Promise<void> {
+  const me = o.self();
+  try {
+    const jsm = await o.nc.jetstreamManager({ timeout: 2_000 });
+    const info = await jsm.streams.info(o.names.streams.nodes, { subjects_filter: o.names.heartbeatAll });
+    const subjects = Object.keys(info.state.subjects ?? {}).slice(0, o.maxPeers ?? Number.POSITIVE_INFINITY);
+    const stored = await Promise.all(
+      subjects.map((s) => jsm.streams.getMessage(o.names.streams.nodes, { last_by_subj: s }).catch(() => undefined)),
+    );
+    const now = Date.now();
+    for (const m of stored) {
+      if (!m) continue;
+      const d = decode(nodeInfoSchema, m.data);
+      if (!d.ok || nodeIdFromHeartbeat(o.names, m.subject) !== d.value.node || d.value.node === me.node) continue;
+      apply(remember(registry, d.value, Math.min(now, m.time.getTime()), now, timing));
+    }
+  } catch (err) {
+    // No stream yet (nobody ever started), or no right to read it: we learn from heartbeats alone.
+    o.log.debug("Stored heartbeats not read", { error: (err as Error).message });
   }
 }
 

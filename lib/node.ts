@@ -87,7 +87,7 @@ async function prepareEmbedded(cfg: Config, log: Logger): Promise<EmbeddedNats |
 
 export async function startMember(cfg: Config, log: Logger): Promise<MemberNode> {
   const node = await startNode(cfg, log);
-  const jsm = await ensureStreams(node.link.nc, node.names, cfg);
+  const jsm = await ensureStreams(node.link.nc, node.names, cfg, log);
   return Object.assign(node, { jsm });
 }
 
@@ -142,6 +142,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     observer: opts.observer,
     connected: () => link.state() === "connected",
     queryWindowMs: opts.queryWindowMs,
+    maxPeers: cfg.swarm.max_nodes,
     onEvent: (e) => {
       for (const listener of peerListeners) listener(e);
     },
@@ -249,8 +250,8 @@ export async function serveMember(
 ): Promise<number> {
   const signalled = untilStopSignal(log);
   const node = await startMember(cfg, log);
+  node.serveHttp(); // /healthz answers from here on; /readyz once the role has set up and joined
   await setUp(node);
-  node.serveHttp();
   if (then) return then(node, signalled);
   const why = await Promise.race([signalled, node.stopRequested]);
   await node.stop(why === "shutdown" ? 0 : cfg.swarm.drain_grace);

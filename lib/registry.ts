@@ -40,14 +40,25 @@ function reported(info: NodeInfo): PeerStatus {
   return info.status;
 }
 
-/** A heartbeat, join announcement or query reply from `info.node`. */
-export function observe(reg: Registry, info: NodeInfo, now: number): RegistryEvent[] {
+/**
+ * A heartbeat, join announcement or query reply from `info.node`. A registry holds at most `maxPeers`:
+ * a new node beyond that takes the place of the one offline longest, or is not kept at all (undefined),
+ * so spoofed heartbeats from random ids cannot grow it without bound.
+ */
+export function observe(reg: Registry, info: NodeInfo, now: number, maxPeers = Number.POSITIVE_INFINITY): RegistryEvent[] | undefined {
   const prev = reg.get(info.node);
   const status = reported(info);
   if (!prev) {
+    const events: RegistryEvent[] = [];
+    if (reg.size >= maxPeers) {
+      const oldest = [...reg.values()].filter((p) => p.status === "offline").sort((a, b) => a.since - b.since)[0];
+      if (!oldest) return undefined;
+      reg.delete(oldest.info.node);
+      events.push({ kind: "forgotten", peer: oldest });
+    }
     const peer: Peer = { info, status, lastSeen: now, since: now };
     reg.set(info.node, peer);
-    return [{ kind: "joined", peer }];
+    return [...events, { kind: "joined", peer }];
   }
   const events: RegistryEvent[] = [];
   if (prev.info.sid !== info.sid) {
@@ -65,6 +76,18 @@ export function observe(reg: Registry, info: NodeInfo, now: number): RegistryEve
     prev.since = now;
   }
   return events;
+}
+
+/**
+ * A node known from its last stored heartbeat (one that went quiet before we started is then already
+ * offline, without an event: we did not see it go). A recent one joins as if it had answered our query.
+ */
+export function remember(reg: Registry, info: NodeInfo, seenAt: number, now: number, t: Timing): RegistryEvent[] {
+  if (reg.has(info.node) || now - seenAt >= t.forgetAfter) return [];
+  const offline = now - seenAt >= t.nodeTimeout;
+  const peer: Peer = { info, status: offline ? "offline" : reported(info), lastSeen: seenAt, since: offline ? now : seenAt };
+  reg.set(info.node, peer);
+  return offline ? [] : [{ kind: "joined", peer }];
 }
 
 /** A graceful leave: removed at once, never reported as a failure. */

@@ -13,9 +13,13 @@ import {
   type StreamConfig,
 } from "nats";
 import type { Config } from "./config.ts";
+import { ConfigError } from "./errors.ts";
+import type { Logger } from "./log.ts";
 import type { SwarmNames } from "./subjects.ts";
 
 const MiB = 1024 * 1024;
+/** A stored heartbeat is dropped after this long: the node is forgotten by dashboards started later. */
+export const NODES_MAX_AGE_MS = 10 * 60_000;
 
 /** Limits per stream; see README "Streams and limits". */
 export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamConfig>[] {
@@ -45,6 +49,21 @@ export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamCon
       discard: DiscardPolicy.New,
     },
     {
+      // The last heartbeat of each node, in memory: a fresh dashboard sees who fell silent before it started.
+      ...common,
+      storage: StorageType.Memory,
+      name: names.streams.nodes,
+      subjects: names.streamSubjects.nodes,
+      retention: RetentionPolicy.Limits,
+      max_msgs_per_subject: 1,
+      max_msgs: cfg.swarm.max_nodes,
+      // Heartbeats are plain publishes: the server need not answer them (nor a forged reply subject).
+      no_ack: true,
+      max_age: nanos(NODES_MAX_AGE_MS),
+      max_bytes: 64 * MiB,
+      discard: DiscardPolicy.Old,
+    },
+    {
       ...common,
       name: names.streams.events,
       subjects: names.streamSubjects.events,
@@ -55,32 +74,86 @@ export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamCon
   ];
 }
 
-export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<JetStreamManager> {
+/** Stream settings we set from config, with the key a user changes to change them. */
+const STREAM_SETTINGS: { field: keyof StreamConfig; key: string }[] = [
+  { field: "num_replicas", key: "swarm.nats.replicas" },
+  { field: "max_age", key: "swarm.tasks.retention" },
+  { field: "max_msg_size", key: "(built in)" },
+  { field: "duplicate_window", key: "(built in)" },
+  { field: "max_bytes", key: "(built in)" },
+  { field: "max_msgs", key: "(built in)" },
+  { field: "max_msgs_per_subject", key: "(built in)" },
+];
+
+/**
+ * Creates the swarm's streams, or brings existing ones in line with this node's config (replicas,
+ * retention...): the settings follow the config at start-up. Settings a server cannot change (a stream's
+ * storage or retention policy) stop start-up naming the stream and the setting.
+ */
+export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: Config, log?: Logger): Promise<JetStreamManager> {
   const jsm = await nc.jetstreamManager();
   for (const sc of streamConfigs(names, cfg)) {
-    try {
-      await jsm.streams.info(sc.name!);
-    } catch {
+    const existing = await jsm.streams.info(sc.name!).catch(() => undefined);
+    if (!existing) {
       try {
         await jsm.streams.add(sc);
+        continue;
       } catch (err) {
         // Another node may have created it in between; only then is the error harmless.
-        await jsm.streams.info(sc.name!).catch(() => {
-          throw new Error(`cannot create JetStream stream ${sc.name}: ${(err as Error).message}`);
-        });
+        if (!(await jsm.streams.info(sc.name!).catch(() => undefined))) {
+          throw new Error(`cannot create JetStream stream ${sc.name}: ${(err as Error).message}`, { cause: err });
+        }
+        continue;
       }
+    }
+    const have = existing.config;
+    for (const field of ["storage", "retention"] as const) {
+      if (sc[field] !== undefined && have[field] !== sc[field]) {
+        throw new ConfigError(
+          `stream ${sc.name}`,
+          "the NATS server",
+          `${field} ${sc[field]} (it has ${have[field]}; delete the stream to recreate it)`,
+        );
+      }
+    }
+    const changed = STREAM_SETTINGS.filter(({ field }) => sc[field] !== undefined && have[field] !== sc[field]);
+    if (changed.length === 0) continue;
+    try {
+      await jsm.streams.update(sc.name!, { ...have, ...Object.fromEntries(changed.map(({ field }) => [field, sc[field]])) });
+      log?.info("Stream settings follow the config", {
+        stream: sc.name,
+        changed: changed.map(({ field }) => `${field}:${have[field]}->${sc[field]}`).join(","),
+      });
+    } catch (err) {
+      const first = changed[0]!;
+      throw new ConfigError(
+        first.key,
+        "config",
+        `a value the server can apply to stream ${sc.name} (${first.field} ${have[first.field]} -> ${sc[first.field]}: ${(err as Error).message})`,
+      );
     }
   }
   return jsm;
 }
 
-/** A durable pull consumer on one subject, shared by every node that pulls from it. */
+export interface ConsumerSettings {
+  ackWait: number;
+  maxDeliver: number;
+  /** A consumer nobody pulls from for this long is removed by the server (2.10+; a node's own queue). */
+  inactiveMs?: number;
+}
+
+/**
+ * A durable pull consumer on one subject, shared by every node that pulls from it. An existing one
+ * follows this node's config (ack wait, max deliveries) at start-up.
+ */
 export async function ensureConsumer(
   jsm: JetStreamManager,
   stream: string,
   durable: string,
   filter: string,
-  opts: { ackWait: number; maxDeliver: number },
+  opts: ConsumerSettings,
+  log?: Logger,
 ): Promise<void> {
   const config = {
     durable_name: durable,
@@ -90,20 +163,51 @@ export async function ensureConsumer(
     ack_wait: nanos(opts.ackWait),
     max_deliver: opts.maxDeliver,
     max_ack_pending: 10_000,
+    ...(opts.inactiveMs ? { inactive_threshold: nanos(opts.inactiveMs) } : {}),
   };
-  try {
-    await jsm.consumers.info(stream, durable);
+  const existing = await jsm.consumers.info(stream, durable).catch(() => undefined);
+  if (!existing) {
+    try {
+      await jsm.consumers.add(stream, config);
+    } catch (err) {
+      await jsm.consumers.info(stream, durable).catch(() => {
+        throw new Error(`cannot create consumer ${durable} on ${stream}: ${(err as Error).message}`, { cause: err });
+      });
+    }
     return;
-  } catch {
-    // not there yet
   }
+  const have = existing.config;
+  const keys = {
+    ack_wait: "swarm.tasks.ack_wait",
+    max_deliver: "swarm.tasks.max_deliver",
+    max_ack_pending: "(built in)",
+    inactive_threshold: "(built in)",
+  } as const;
+  const changed = (Object.keys(keys) as (keyof typeof keys)[]).filter(
+    (k) => config[k as keyof typeof config] !== undefined && have[k] !== config[k as keyof typeof config],
+  );
+  if (changed.length === 0) return;
   try {
-    await jsm.consumers.add(stream, config);
-  } catch (err) {
-    await jsm.consumers.info(stream, durable).catch(() => {
-      throw new Error(`cannot create consumer ${durable} on ${stream}: ${(err as Error).message}`);
+    await jsm.consumers.update(stream, durable, Object.fromEntries(changed.map((k) => [k, config[k as keyof typeof config]])));
+    log?.info("Consumer settings follow the config", {
+      consumer: durable,
+      changed: changed.map((k) => `${k}:${have[k]}->${config[k as keyof typeof config]}`).join(","),
     });
+  } catch (err) {
+    const k = changed[0]!;
+    throw new ConfigError(keys[k], "config", `a value the server can apply to consumer ${durable} (${(err as Error).message})`);
   }
+}
+
+/** Durable consumers with an inactive threshold (removed by the server when unused): nats-server 2.10+. */
+export function supportsDurableInactivity(nc: NatsConnection): boolean {
+  const [major = 0, minor = 0] = (nc.info?.version ?? "0.0.0").split(".").map(Number);
+  return major > 2 || (major === 2 && minor >= 10);
+}
+
+/** How long a node's direct queue may go unused before it counts as left behind by a crash. */
+export function directQueueIdleMs(cfg: Config): number {
+  return Math.max(5 * cfg.swarm.nats.node_timeout, 60_000);
 }
 
 export function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<KV> {

@@ -30,9 +30,9 @@ export interface SwarmNames {
   taskEventsAll: string;
   /** Everything of this swarm: for observers and isolation checks. */
   all: string;
-  streams: { requests: string; tasks: string; events: string };
-  streamSubjects: { requests: string[]; tasks: string[]; events: string[] };
-  buckets: { tasks: string; leader: string; context: string };
+  streams: { requests: string; tasks: string; events: string; nodes: string };
+  streamSubjects: { requests: string[]; tasks: string[]; events: string[]; nodes: string[] };
+  buckets: { tasks: string; leader: string; context: string; answers: string };
   consumers: {
     /** Shared by every node that can run `capability` tasks of `priority`. */
     queue(capability: string, priority: number): string;
@@ -85,16 +85,21 @@ export function swarmNames(hid: string): SwarmNames {
       requests: `PICOCLAW_${streamHid}_REQUESTS`,
       tasks: `PICOCLAW_${streamHid}_TASKS`,
       events: `PICOCLAW_${streamHid}_EVENTS`,
+      /** Each node's last heartbeat (one per subject): a dashboard started later still knows who went silent. */
+      nodes: `PICOCLAW_${streamHid}_NODES`,
     },
     streamSubjects: {
       requests: [`${p}.request.>`],
       tasks: [`${p}.task.>`],
       events: [`${p}.event.>`],
+      nodes: [`${p}.node.heartbeat.*`],
     },
     buckets: {
       tasks: `picoclaw_${bucketHid}_tasks`,
       leader: `picoclaw_${bucketHid}_leader`,
       context: `picoclaw_${bucketHid}_context`,
+      /** Object store: answers too large for one message. */
+      answers: `picoclaw_${bucketHid}_answers`,
     },
     maxDeliveriesAdvisory: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PICOCLAW_${streamHid}_TASKS.*`,
     leaderKey: "coordinator",
@@ -127,6 +132,11 @@ export const taskKeys = {
   request: (req: string) => `request.${req}`,
   result: (req: string, task: string) => `result.${req}.${task}`,
   errors: (req: string, task: string) => `errors.${req}.${task}`,
+  /** How often handling a request failed (not counting hand-overs between coordinators). */
+  failures: (req: string) => `failures.${req}`,
+  /** A request given up after repeated failures: `picoclaw requests --failed` lists these. */
+  dead: (req: string) => `dead.${req}`,
+  deadAll: "dead.*",
 };
 
 /** `node.<id>.control` has a node id in the third token; heartbeats in the fourth. */

@@ -26,7 +26,20 @@ export const requestSchema = z.object({
 });
 export type RequestMsg = z.infer<typeof requestSchema>;
 
-export const taskInputSchema = z.object({ task: id, title: z.string().max(200), result: z.string() });
+/**
+ * A dependency's result: inline, or by reference (`digest` without `result`) when the inputs together
+ * would not fit one message; the node then reads the recorded result and checks its SHA-256.
+ */
+export const taskInputSchema = z.object({
+  task: id,
+  title: z.string().max(200),
+  result: z.string().optional(),
+  digest: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
+});
+export type TaskInput = z.infer<typeof taskInputSchema>;
 
 /** One sub-task on `task.queue.<cap>.<prio>` or `task.direct.<node>`. */
 export const taskSchema = z.object({
@@ -41,6 +54,8 @@ export const taskSchema = z.object({
   inputs: z.array(taskInputSchema).max(64),
   timeout_ms: z.number().int().positive(),
   coordinator: id,
+  /** Epoch ms: the request's deadline. A node does not start the sub-task after it. */
+  deadline_at: z.number().int().nonnegative().optional(),
 });
 export type TaskMsg = z.infer<typeof taskSchema>;
 
@@ -122,6 +137,8 @@ export const requestEventSchema = z.object({
   task: id.optional(),
   node: id.optional(),
   answer: z.string().optional(),
+  /** An answer too large for one message: `answer` holds its start, the whole is in the answers object store. */
+  answer_ref: z.object({ name: id, bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
   error: z.string().optional(),
   status: z.enum(["completed", "partial", "failed"]).optional(),
   usage: usage.optional(),

@@ -1,5 +1,6 @@
 // The tasks KV bucket: one record per request (its plan and, once answered, the answer) and one
 // result per sub-task, created once so a repeated execution can never report twice.
+import { createHash } from "node:crypto";
 import type { KV } from "nats";
 import { decode, encode } from "./messages.ts";
 import type { Plan } from "./plan.ts";
@@ -14,6 +15,10 @@ export interface RequestRecord {
   /** Lease revision of the coordinator that wrote it (fencing, and for the record). */
   lease: number;
   started_at: number;
+  /** Epoch ms by which the request ends (answered, or failed naming what was unfinished). */
+  deadline_at?: number;
+  /** Stream sequence of each sub-task queued so far: a resume re-queues only what is gone from the stream. */
+  queued?: Record<string, number>;
   plan?: Plan;
   summary?: PlanSummary;
   /** The answer (or rejection) event, kept so a new leader can re-send it instead of redoing work. */
@@ -81,4 +86,57 @@ export async function appendAttemptError(kv: KV, request: string, task: string, 
   const errors = await attemptErrors(kv, request, task);
   errors.push(error.slice(0, 1000));
   await kv.put(taskKeys.errors(request, task), encode(errors.slice(-20))).catch(() => {});
+}
+
+/** SHA-256 of a result's text: how a sub-task given its inputs by reference checks what it reads. */
+export function textDigest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/** A request given up after `failures` failed attempts to handle it. */
+export interface DeadLetter {
+  v: 1;
+  request: string;
+  /** The start of the request's text. */
+  text: string;
+  error: string;
+  failures: number;
+  at: number;
+  coordinator: string;
+}
+
+/** One more failed attempt to handle `request`; returns how many there have been. */
+export async function countFailure(kv: KV, request: string): Promise<number> {
+  const key = taskKeys.failures(request);
+  for (let i = 0; i < 5; i++) {
+    const e = await kv.get(key).catch(() => null);
+    const n = e?.operation === "PUT" ? Number(e.string()) || 0 : 0;
+    try {
+      if (e?.operation === "PUT") await kv.update(key, encode(n + 1), e.revision);
+      else await kv.create(key, encode(n + 1));
+      return n + 1;
+    } catch {
+      // another coordinator counted at the same moment: read again
+    }
+  }
+  throw new Error(`cannot count the failures of request ${request}`);
+}
+
+export async function writeDeadLetter(kv: KV, letter: DeadLetter): Promise<void> {
+  await kv.put(taskKeys.dead(letter.request), encode(letter));
+}
+
+/** Every dead letter still kept (they expire with the bucket's retention), oldest first. */
+export async function listDeadLetters(kv: KV): Promise<DeadLetter[]> {
+  const out: DeadLetter[] = [];
+  for await (const key of await kv.keys(taskKeys.deadAll)) {
+    const e = await kv.get(key).catch(() => null);
+    if (e?.operation !== "PUT") continue;
+    try {
+      out.push(JSON.parse(e.string()) as DeadLetter);
+    } catch {
+      // a record that is not ours: not listed
+    }
+  }
+  return out.sort((a, b) => a.at - b.at);
 }

@@ -15,6 +15,7 @@ import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./das
 import { runControlCommand } from "./picoclaw/control.ts";
 import { runHealthCheck } from "./picoclaw/health.ts";
 import { generateKeyFile } from "./picoclaw/keygen.ts";
+import { runRequests } from "./picoclaw/requests.ts";
 import { runSubmit, submitOptions, timeoutOption } from "./picoclaw/submit.ts";
 import { runWatch } from "./picoclaw/watch.ts";
 import { runWorker, workerCapabilities } from "./worker.ts";
@@ -81,6 +82,10 @@ if (import.meta.main) {
           ],
           run: (cli, loaded) =>
             runWatch(loaded.config, createLogger("warn"), nodeArgument(cli, "watch", "r-1a2b3c4d5e"), cli.is("json"), timeoutOption(cli)),
+        },
+        requests: {
+          usage: ["  requests --failed   list the requests the swarm gave up on (dead letters; --json for JSON lines)"],
+          run: (cli, loaded) => runRequests(loaded.config, createLogger("warn"), { failed: cli.is("failed"), json: cli.is("json") }),
         },
         drain: {
           usage: [

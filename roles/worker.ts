@@ -7,7 +7,7 @@ import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { onlineCapabilities } from "../lib/registry.ts";
 import { loadSigner } from "../lib/signing.ts";
-import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
+import { directQueueIdleMs, ensureConsumer, openTasksKv, supportsDurableInactivity } from "../lib/streams.ts";
 import { PRIORITIES } from "../lib/subjects.ts";
 import { createRunner } from "./worker/runner.ts";
 import { type Queue, startScheduler } from "./worker/scheduler.ts";
@@ -29,9 +29,10 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
       queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
   }
   const { ack_wait, max_deliver } = cfg.swarm.tasks;
-  await Promise.all(
-    queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, { ackWait: ack_wait, maxDeliver: max_deliver })),
-  );
+  // Our direct queue expires when nobody pulls from it for a while (a crash), where the server can (2.10+).
+  const inactiveMs = supportsDurableInactivity(node.link.nc) ? directQueueIdleMs(cfg) : undefined;
+  const settings = (q: Queue) => ({ ackWait: ack_wait, maxDeliver: max_deliver, inactiveMs: q.capability ? undefined : inactiveMs });
+  await Promise.all(queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, settings(q), log)));
 
   // Execute: one sub-task at a time per slot. Tell the swarm at once when a slot fills or frees.
   const outcomes = node.metrics.counter("picoclaw_subtasks_total", "Sub-tasks this node ran, by capability and outcome.");
@@ -64,6 +65,9 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
     async stop(graceMs) {
       await scheduler.stop();
       await runner.stop(graceMs);
+      // Our own queue goes with us (a restart under a new id would otherwise leave one more behind);
+      // a sub-task still pinned to it is re-routed by the coordinator when it hears we left.
+      await node.jsm.consumers.delete(names.streams.tasks, names.consumers.direct(identity.node)).catch(() => {});
     },
   });
 }

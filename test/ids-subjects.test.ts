@@ -127,16 +127,22 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(nodeIdFromHeartbeat(n, n.announce)).toBeUndefined();
   });
 
-  test("stream names are PICOCLAW_<HID>_REQUESTS / _TASKS / _EVENTS", () => {
+  test("stream names are PICOCLAW_<HID>_REQUESTS / _TASKS / _EVENTS / _NODES", () => {
     expect(n.streams).toEqual({
       requests: "PICOCLAW_h1_REQUESTS",
       tasks: "PICOCLAW_h1_TASKS",
       events: "PICOCLAW_h1_EVENTS",
+      nodes: "PICOCLAW_h1_NODES",
     });
   });
 
-  test("KV bucket names are picoclaw_<hid>_tasks / _leader / _context, plus the shared picoclaw_swarm", () => {
-    expect(n.buckets).toEqual({ tasks: "picoclaw_h1_tasks", leader: "picoclaw_h1_leader", context: "picoclaw_h1_context" });
+  test("KV bucket names are picoclaw_<hid>_tasks / _leader / _context, the answers object store, plus the shared picoclaw_swarm", () => {
+    expect(n.buckets).toEqual({
+      tasks: "picoclaw_h1_tasks",
+      leader: "picoclaw_h1_leader",
+      context: "picoclaw_h1_context",
+      answers: "picoclaw_h1_answers",
+    });
     expect(SWARM_BUCKET).toBe("picoclaw_swarm");
   });
 
@@ -156,7 +162,7 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     }
   });
 
-  test("each JetStream subject lands in exactly its stream; core subjects in none", () => {
+  test("each JetStream subject lands in exactly its stream (heartbeats in NODES, as last values); core subjects in none", () => {
     const streamOf = (subject: string) =>
       Object.entries(n.streamSubjects)
         .filter(([, subs]) => subs.some((s) => matches(s, subject)))
@@ -166,7 +172,8 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     expect(streamOf(n.taskDirect("claw-a1b2c3d4"))).toEqual(["tasks"]);
     expect(streamOf(n.requestEvents("r-1"))).toEqual(["events"]);
     expect(streamOf(n.taskEvents("r-1", "t-1"))).toEqual(["events"]);
-    for (const core of [n.heartbeat("claw-a1b2c3d4"), n.announce, n.query, n.control("claw-a1b2c3d4")]) {
+    expect(streamOf(n.heartbeat("claw-a1b2c3d4"))).toEqual(["nodes"]);
+    for (const core of [n.announce, n.query, n.control("claw-a1b2c3d4")]) {
       expect({ subject: core, streams: streamOf(core) }).toEqual({ subject: core, streams: [] });
     }
   });

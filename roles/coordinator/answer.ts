@@ -6,6 +6,7 @@ import type { SwarmNames } from "../../lib/subjects.ts";
 import type { RequestEventBody } from "../../lib/task-messages.ts";
 import { type RequestRecord, writeRequest } from "../../lib/task-records.ts";
 import { type Leadership, StaleLeaderError } from "./leadership.ts";
+import type { WhileLeading } from "./while-leading.ts";
 
 export interface RequestEvents {
   /** Progress for followers: the EVENTS stream stores it; nobody waits for that ack. */
@@ -28,9 +29,13 @@ export function requestEvents(nc: NatsConnection, js: JetStreamClient, names: Sw
   };
 }
 
-/** Record the answer, make sure we still lead, publish it once (deduplicated by id), then ack the request. */
+/**
+ * Record the answer, make sure we still lead, publish it once (deduplicated by id), then ack the
+ * request. Recorded first: a leader that loses NATS after synthesizing resends the recorded answer
+ * instead of synthesizing again.
+ */
 export async function answerRequest(
-  o: { kv: KV; leadership: Leadership; events: RequestEvents },
+  o: { kv: KV; leadership: Leadership; events: RequestEvents; whileLeading: WhileLeading },
   msg: JsMsg,
   request: string,
   base: RequestRecord,
@@ -39,10 +44,12 @@ export async function answerRequest(
   o.leadership.fence();
   // Record and lease check together; both must succeed before the answer goes out.
   const [, leading] = await Promise.all([
-    writeRequest(o.kv, request, { ...base, status: "answered", lease: o.leadership.revision(), answer }),
+    o.whileLeading("record the answer", () =>
+      writeRequest(o.kv, request, { ...base, status: "answered", lease: o.leadership.revision(), answer }),
+    ),
     o.leadership.confirm(),
   ]);
   if (!leading) throw new StaleLeaderError("lease lost before answering");
-  await o.events.publishAnswer(request, answer);
+  await o.whileLeading("publish the answer", () => o.events.publishAnswer(request, answer));
   msg.ack();
 }

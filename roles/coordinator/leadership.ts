@@ -70,22 +70,39 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
         setLeading(true, "lease acquired");
       }
     } catch {
+      if (rev === 0) return; // someone else holds it, or NATS is away: try again next tick
       // A renewal whose reply was lost may still have been stored: ask before giving the lease up.
-      const e = rev > 0 ? await kv.get(key).catch(() => null) : null;
-      const holder = e && e.operation === "PUT" ? (JSON.parse(e.string()) as { node?: string }).node : undefined;
-      if (e && holder === o.node && e.revision >= rev) {
-        if (e.revision > rev) renewedAt = started; // our update went through
-        rev = e.revision;
+      const held = await holder().catch(() => undefined);
+      // Not known (NATS away): still ours while it is fresh; the watchdog steps down when it is not.
+      if (held === undefined) return;
+      if (held && held.node === o.node && held.revision >= rev) {
+        if (held.revision > rev) renewedAt = started; // our update went through
+        rev = held.revision;
         return;
       }
-      // Someone else holds the lease (or NATS is unreachable): not the leader.
-      if (rev > 0) setLeading(false, "lease lost");
+      setLeading(false, "lease lost");
       rev = 0;
     }
   };
 
+  /** Who holds the lease by the server's word (null: nobody); throws when the server cannot be asked. */
+  const holder = async (): Promise<{ node?: string; revision: number } | null> => {
+    const e = await kv.get(key);
+    if (e?.operation !== "PUT") return null;
+    try {
+      return { node: (JSON.parse(e.string()) as { node?: string }).node, revision: e.revision };
+    } catch {
+      return { revision: e.revision };
+    }
+  };
+
   await tick();
-  const timer = setInterval(() => void tick(), Math.max(200, o.ttlMs / 3));
+  const timer = setInterval(
+    () => {
+      tick().catch((err) => o.log.debug("Lease renewal failed", { error: (err as Error).message }));
+    },
+    Math.max(200, o.ttlMs / 3),
+  );
   // A paused process wakes up with a stale lease: notice it without waiting for the next renewal.
   const watchdog = setInterval(
     () => {
@@ -101,11 +118,13 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
     },
     revision: () => (leading && fresh() ? rev : 0),
     async confirm() {
-      if (!(leading && fresh())) return false;
-      // One retry: a single lost reply should not hand a finished request back.
-      for (let i = 0; i < 2; i++) {
-        const e = await kv.get(key).catch(() => undefined);
-        if (e !== undefined) return !!e && e.operation === "PUT" && e.revision === rev;
+      // Asked again while the lease is fresh: a slow or lost reply must not hand a finished request back.
+      // A renewal may land between our read and the check, so "ours" is: our node, at our revision or later.
+      for (let wait = 50; leading && fresh(); wait = Math.min(wait * 2, 500)) {
+        const since = rev;
+        const held = await holder().catch(() => undefined);
+        if (held !== undefined) return held !== null && held.node === o.node && held.revision >= since;
+        await Bun.sleep(wait);
       }
       return false;
     },

@@ -245,6 +245,7 @@ export async function planRequest(
   online: { capabilities: OnlineCapabilities; nodes: Set<string> },
   tasks: Config["swarm"]["tasks"],
   llm: LlmProvider,
+  signal?: AbortSignal,
 ): Promise<{ plan: Plan; summary: PlanSummary }> {
   const made = await makePlan({
     request: req.text,
@@ -254,6 +255,7 @@ export async function planRequest(
     explicit: req.plan === undefined ? undefined : planFromValue(req.plan, "the submitted plan"),
     llm,
     capabilities: req.capabilities,
+    signal,
   });
   const summary: PlanSummary = {
     planner: made.planner,

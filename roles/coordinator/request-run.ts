@@ -1,14 +1,18 @@
 // Running one request's plan: queue sub-tasks whose dependencies are done, follow their events and
-// records, re-route pinned sub-tasks of nodes that went offline, and resolve once every sub-task has
-// an outcome. Resuming (a new leader) starts from the results already recorded.
-import type { JetStreamClient, KV } from "nats";
+// records, and resolve once every sub-task has an outcome. Nothing waits for ever: a reconcile pass
+// reads the stored state now and then and fails a sub-task whose capability no online node offers (after
+// node_timeout) or whose deliveries are used up without a result; the request's deadline ends the rest.
+// Resuming (a new leader) starts from the stored results and re-queues only what is neither recorded
+// nor still queued.
+import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { Logger } from "../../lib/log.ts";
-import { encode } from "../../lib/messages.ts";
+import { decode, encode } from "../../lib/messages.ts";
 import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
 import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
-import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type TaskEvent, type TaskMsg, type TaskResult, taskEventSchema } from "../../lib/task-messages.ts";
 import { readResult } from "../../lib/task-records.ts";
+import { taskInputs } from "./inputs.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
@@ -21,18 +25,41 @@ interface Tracked {
   node?: string;
   /** Re-routed away from its pinned node. */
   rerouted?: boolean;
+  /** Its message in the TASKS stream, while it is queued or running. */
+  seq?: number;
+  /** The last thing a node said about it: what attempt it is on, and when. */
+  last?: { kind: TaskEvent["kind"]; attempt: number; at: number };
+  /** Since when no online node offers its capability (local clock). */
+  noNodeSince?: number;
 }
 
 export interface RunContext {
   js: JetStreamClient;
+  jsm: JetStreamManager;
   kv: KV;
   names: SwarmNames;
   log: Logger;
   coordinator: string;
   defaultTimeoutMs: number;
+  /** Epoch ms by which the request must end: sub-tasks carry it, unfinished ones fail when it passes. */
+  deadlineAt: number;
+  /** swarm.tasks.max_deliver, ack_wait and swarm.nats.node_timeout: when stored state means "given up". */
+  maxDeliver: number;
+  ackWaitMs: number;
+  nodeTimeoutMs: number;
+  /** Online nodes that would take a sub-task of this capability now. */
+  onlineFor(capability: string): number;
   /** Throws when this coordinator is no longer the leader; called before every write. */
-  fence: () => void;
-  onAssigned: (task: string, node: string) => void;
+  fence(): void;
+  onAssigned(task: string, node: string): void;
+  /** Sub-tasks just queued, with their stream sequences (recorded so a resume does not queue them again). */
+  onQueued(seqs: Record<string, number>): Promise<void>;
+  /** Records a failure the coordinator decided (no node, deliveries used up); false when a result beat it. */
+  recordFailure(
+    task: { request: string; task: string; capability: string },
+    error: string,
+    attempts: number,
+  ): Promise<TaskResult | undefined>;
   /** With signing on: signs each queued sub-task, and checks each result (a failed check fails the sub-task). */
   signer?: Signer;
   checkResult?: (r: TaskResult) => Verdict;
@@ -40,6 +67,8 @@ export interface RunContext {
 
 export interface RequestRun {
   outcomes: Promise<SubTaskOutcome[]>;
+  /** The deadline ended it: the sub-tasks still open then are marked skipped. */
+  expired(): boolean;
   onTaskEvent(ev: TaskEvent): void;
   onNodeOffline(node: string): void;
   /** Stops following (a stale leader handing the request over); `outcomes` rejects with `reason`. */
@@ -47,8 +76,10 @@ export interface RequestRun {
 }
 
 const RECONCILE_MS = 2_000;
+/** How late past its ack wait a running sub-task's last sign of life may be before its node counts as gone. */
+const SILENCE_GRACE_MS = 5_000;
 
-export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed = false): RequestRun {
+export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?: { queued?: Record<string, number> }): RequestRun {
   const tracked = new Map<string, Tracked>(plan.tasks.map((t) => [t.id, { task: t, state: "waiting" }]));
   let finish: (o: SubTaskOutcome[]) => void = () => {};
   let fail: (e: unknown) => void = () => {};
@@ -57,59 +88,73 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
     fail = reject;
   });
   let over = false;
+  let expired = false;
   const offline = new Set<string>();
   const terminal = (x: Tracked) => x.state === "completed" || x.state === "failed" || x.state === "skipped";
 
-  const done = () => {
+  const end = () => {
     over = true;
     clearInterval(reconcile);
-    finish(
-      plan.tasks.map((t) => {
-        const x = tracked.get(t.id)!;
-        return { id: t.id, title: titleOf(t), capability: t.capability, required: t.required, result: x.result, skipped: x.skipped };
-      }),
-    );
+    clearTimeout(deadline);
+  };
+  const outcomesNow = () =>
+    plan.tasks.map((t) => {
+      const x = tracked.get(t.id)!;
+      return { id: t.id, title: titleOf(t), capability: t.capability, required: t.required, result: x.result, skipped: x.skipped };
+    });
+  const done = () => {
+    end();
+    finish(outcomesNow());
   };
   const guard = (work: () => Promise<void>) => {
     work().catch((err) => {
       if (over) return;
-      over = true;
-      clearInterval(reconcile);
+      end();
       fail(err);
     });
   };
 
-  const queue = async (x: Tracked, viaQueue = false) => {
-    const t = x.task;
-    const deps = t.depends_on.map((id) => tracked.get(id)!);
-    const msg: TaskMsg = {
-      v: 1,
-      request,
-      task: t.id,
-      title: titleOf(t),
-      capability: t.capability,
-      priority: t.priority,
-      prompt: t.prompt,
-      inputs: deps.map((d) => ({ task: d.task.id, title: titleOf(d.task), result: d.result?.text ?? "" })),
-      timeout_ms: t.timeout_ms ?? ctx.defaultTimeoutMs,
-      coordinator: ctx.coordinator,
-    };
-    const pinned = t.node !== undefined && !viaQueue && !offline.has(t.node);
-    const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
-    ctx.fence();
-    // The message id makes a re-queue (a resumed request) a no-op within the stream's dedupe window.
-    const payload = encode(msg);
-    await ctx.js.publish(subject, payload, {
-      msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
-      headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
-    });
-    ctx.log.debug("Task queued", {
-      task: t.id,
-      request,
-      capability: t.capability,
-      priority: t.priority,
-      node: pinned ? t.node : undefined,
-    });
+  /** Publishes sub-tasks (all at once: a fan-out of 64 must not wait 64 round trips) and records where they are. */
+  const queue = async (xs: Tracked[], viaQueue = false) => {
+    if (xs.length === 0) return;
+    const seqs: Record<string, number> = {};
+    await Promise.all(
+      xs.map(async (x) => {
+        const t = x.task;
+        const msg: TaskMsg = {
+          v: 1,
+          request,
+          task: t.id,
+          title: titleOf(t),
+          capability: t.capability,
+          priority: t.priority,
+          prompt: t.prompt,
+          inputs: taskInputs(t.depends_on.map((id) => tracked.get(id)!)),
+          timeout_ms: t.timeout_ms ?? ctx.defaultTimeoutMs,
+          coordinator: ctx.coordinator,
+          deadline_at: ctx.deadlineAt,
+        };
+        const pinned = t.node !== undefined && !viaQueue && !offline.has(t.node);
+        const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
+        ctx.fence();
+        // The message id makes a second publish within the stream's dedupe window a no-op.
+        const payload = encode(msg);
+        const ack = await ctx.js.publish(subject, payload, {
+          msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
+          headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
+        });
+        x.seq = ack.seq;
+        seqs[t.id] = ack.seq;
+        ctx.log.debug("Task queued", {
+          task: t.id,
+          request,
+          capability: t.capability,
+          priority: t.priority,
+          node: pinned ? t.node : undefined,
+        });
+      }),
+    );
+    await ctx.onQueued(seqs);
   };
 
   const dispatchReady = async (): Promise<void> => {
@@ -129,8 +174,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
       x.state = "queued";
       ready.push(x);
     }
-    // All at once: a fan-out of 64 should not wait 64 publish round trips before its last sub-task runs.
-    await Promise.all(ready.map((x) => queue(x)));
+    await queue(ready);
     if (changed) return dispatchReady();
     if (!over && [...tracked.values()].every(terminal)) done();
   };
@@ -152,28 +196,103 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
     await dispatchReady();
   };
 
-  // Events are fast but may not reach us; the records in KV always do. Look now and then.
+  /** The coordinator gives a sub-task up: recorded as failed (unless a result came first), its message removed. */
+  const giveUp = async (x: Tracked, error: string, attempts: number) => {
+    ctx.fence();
+    const recorded = await ctx.recordFailure({ request, task: x.task.id, capability: x.task.capability }, error, attempts);
+    if (x.seq !== undefined) await ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+    if (recorded) ctx.log.warn("Task failed", { task: x.task.id, request, attempts, error });
+    await settle(x.task.id, recorded);
+  };
+
+  /** What the stored state says about one unfinished sub-task; acts on it when it will never end by itself. */
+  const check = async (id: string, x: Tracked, now: number) => {
+    if (await readResult(ctx.kv, request, id).then((r) => r !== undefined)) return settle(id);
+    // Nobody could ever take it: no online node offers its capability (a pinned one is re-routed instead).
+    if (x.task.node === undefined || x.rerouted) {
+      if (ctx.onlineFor(x.task.capability) > 0) x.noNodeSince = undefined;
+      else {
+        x.noNodeSince ??= now;
+        // Queued, or running on a node that is gone: either way nobody will finish it.
+        if (now - x.noNodeSince >= ctx.nodeTimeoutMs) {
+          return giveUp(x, `no online node offers ${x.task.capability}`, x.last?.attempt ?? 0);
+        }
+      }
+    }
+    // Its deliveries are used up and the node on the last one fell silent: JetStream will not send it again.
+    x.last ??= await lastEvent(id);
+    const last = x.last;
+    if (last && last.attempt >= ctx.maxDeliver && last.kind !== "completed" && now - last.at > ctx.ackWaitMs + SILENCE_GRACE_MS) {
+      return giveUp(
+        x,
+        `gave up after ${ctx.maxDeliver} attempts without a result (the node running it stopped or crashed each time)`,
+        last.attempt,
+      );
+    }
+  };
+
+  /** The last event stored for a sub-task (after a resume we have not heard it ourselves). */
+  const lastEvent = async (id: string): Promise<Tracked["last"]> => {
+    try {
+      const m = await ctx.jsm.streams.getMessage(ctx.names.streams.events, { last_by_subj: ctx.names.taskEvents(request, id) });
+      const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+      return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: d.value.at } : undefined;
+    } catch {
+      return undefined; // no event yet (or not readable now): nothing to conclude
+    }
+  };
+
+  // Events are fast but may not reach us; the stored state always does. Look now and then.
   const reconcile = setInterval(() => {
-    for (const [id, x] of tracked) if (x.state === "queued" || x.state === "running") guard(() => settle(id));
+    const now = Date.now();
+    for (const [id, x] of tracked) if (x.state === "queued" || x.state === "running") guard(() => check(id, x, now));
   }, RECONCILE_MS);
 
+  // Every request ends: at its deadline, what is unfinished is marked so and the run resolves.
+  const deadline = setTimeout(
+    () => {
+      if (over) return;
+      expired = true;
+      for (const x of tracked.values()) {
+        if (terminal(x)) continue;
+        x.state = "skipped";
+        x.skipped = "the request's deadline passed before it finished";
+        if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+      }
+      done();
+    },
+    Math.max(0, ctx.deadlineAt - Date.now()),
+  );
+
   guard(async () => {
-    // Resuming: whatever already has a result is settled without running again.
-    if (resumed)
+    if (resume) {
+      // Whatever already has a result is settled without running again; what is still queued stays so.
       await Promise.all(
         plan.tasks.map(async (t) => {
+          const x = tracked.get(t.id)!;
           const r = await readResult(ctx.kv, request, t.id);
-          if (r) Object.assign(tracked.get(t.id)!, { result: r, state: r.status });
+          if (r) return Object.assign(x, { result: r, state: r.status });
+          const seq = resume.queued?.[t.id];
+          if (seq !== undefined && (await stillQueued(seq))) Object.assign(x, { state: "queued", seq });
         }),
       );
+    }
     await dispatchReady();
   });
 
+  const stillQueued = (seq: number) =>
+    ctx.jsm.streams.getMessage(ctx.names.streams.tasks, { seq }).then(
+      () => true,
+      () => false,
+    );
+
   return {
     outcomes,
+    expired: () => expired,
     onTaskEvent(ev) {
       const x = tracked.get(ev.task);
       if (!x || over) return;
+      x.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
       if (ev.kind === "started") {
         if (x.state === "queued") x.state = "running";
         x.node = ev.node;
@@ -184,17 +303,20 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resumed
     },
     onNodeOffline(node) {
       offline.add(node);
+      const moved: Tracked[] = [];
       for (const x of tracked.values()) {
         if (x.task.node !== node || x.rerouted || terminal(x) || x.state === "waiting") continue;
         x.rerouted = true;
         ctx.log.info("Task re-routed", { task: x.task.id, request, from_node: node, capability: x.task.capability });
-        guard(() => queue(x, true));
+        // The copy pinned to the gone node would otherwise stay in the stream for ever.
+        if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+        moved.push(x);
       }
+      guard(() => queue(moved, true));
     },
     abandon(reason) {
       if (over) return;
-      over = true;
-      clearInterval(reconcile);
+      end();
       fail(reason);
     },
   };

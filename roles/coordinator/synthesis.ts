@@ -88,7 +88,9 @@ export async function synthesize(
   const usable = s.outcomes.filter((o) => o.result?.status === "completed");
   if (llm.kind === "echo" || usable.length < 2) return { text: report, by: "report" };
   try {
-    const sections = usable.map((o) => `## ${o.title} (${o.capability})\n${o.result!.text ?? ""}`).join("\n\n");
+    // Within a budget: 32 results of 64 KiB would pass any model's context and the message limit.
+    const share = Math.floor(MAX_SYNTHESIS_INPUT_BYTES / usable.length);
+    const sections = usable.map((o) => `## ${o.title} (${o.capability})\n${cut(o.result!.text ?? "", share)}`).join("\n\n");
     const c = await llm.complete({
       signal,
       messages: [
@@ -108,11 +110,33 @@ export async function synthesize(
   }
 }
 
-/** The answer event: the merged text, the request's status and the tokens of every LLM call it made. */
-export async function answerFor(s: SynthesisInput, llm: LlmProvider, startedAt: number): Promise<RequestEventBody> {
-  const merged = await synthesize(s, llm);
+/** Results given to the LLM merge, all together at most this much (each a fair share of it). */
+const MAX_SYNTHESIS_INPUT_BYTES = 256 * 1024;
+
+function cut(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= maxBytes) return text;
+  return `${bytes
+    .subarray(0, maxBytes)
+    .toString()
+    .replace(/\uFFFD$/, "")}\n[… ${bytes.length - maxBytes} more bytes not shown to the merge]`;
+}
+
+/**
+ * The answer event: the merged text, the request's status and the tokens of every LLM call it made.
+ * `expired`: the deadline ended the request, and its error says which sub-tasks were unfinished.
+ */
+export async function answerFor(
+  s: SynthesisInput,
+  llm: LlmProvider,
+  startedAt: number,
+  o: { signal?: AbortSignal; expired?: boolean } = {},
+): Promise<RequestEventBody> {
+  const merged = await synthesize(s, llm, o.signal);
   const missing = s.outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id);
-  const status = missing.length ? "failed" : s.outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
+  const unfinished = s.outcomes.filter((x) => !x.result).map((x) => x.id);
+  const status =
+    missing.length || o.expired ? "failed" : s.outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
   const usage = totalUsage(s.outcomes);
   if (merged.usage) {
     usage.prompt_tokens += merged.usage.prompt_tokens;
@@ -125,6 +149,10 @@ export async function answerFor(s: SynthesisInput, llm: LlmProvider, startedAt: 
     status,
     usage,
     duration_ms: Date.now() - startedAt,
-    error: missing.length ? `required sub-task failed: ${missing.join(", ")}` : undefined,
+    error: o.expired
+      ? `the request's deadline passed with sub-tasks unfinished: ${unfinished.join(", ")}`
+      : missing.length
+        ? `required sub-task failed: ${missing.join(", ")}`
+        : undefined,
   };
 }

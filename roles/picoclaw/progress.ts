@@ -2,6 +2,7 @@
 // (title, node, state, elapsed, tokens) on stderr; otherwise a line per state change; with --json every
 // event as a JSON line on stdout. The answer itself goes to stdout, printed by the command.
 import type { NatsConnection } from "nats";
+import { fullAnswer } from "../../lib/answers.ts";
 import { formatDuration } from "../../lib/duration.ts";
 import { followRequest } from "../../lib/follow.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
@@ -21,7 +22,10 @@ export interface Progress {
   accepted(): boolean;
   /** Prints a note the way progress is printed (plain lines unless on a terminal or --json). */
   say(msg: string): void;
-  /** The request's final event (answer, or failed/rejected); undefined when `waitMs` passed first. */
+  /**
+   * The request's final event (answer, or failed/rejected), with the whole answer text even when it was
+   * too large for one message; undefined when `waitMs` passed first.
+   */
   outcome(waitMs: number): Promise<RequestEvent | undefined>;
   stop(): Promise<void>;
 }
@@ -112,7 +116,7 @@ export async function followWithProgress(nc: NatsConnection, names: SwarmNames, 
         }),
       ]);
       clearTimeout(timer);
-      return ev;
+      return ev?.answer_ref ? { ...ev, answer: await fullAnswer(nc, names, ev) } : ev;
     },
     async stop() {
       clearInterval(ticker);

@@ -13,6 +13,7 @@ import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts
 import type { SwarmNames } from "../../lib/subjects.ts";
 import { type TaskEvent, type TaskMsg, type TaskResult, taskSchema } from "../../lib/task-messages.ts";
 import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "../../lib/task-records.ts";
+import { type ResolvedInput, resolveInputs } from "./inputs.ts";
 
 export interface RunnerOptions {
   nc: NatsConnection;
@@ -92,6 +93,13 @@ export function createRunner(o: RunnerOptions): Runner {
       return;
     }
     const attempt = msg.info.deliveryCount;
+    // Its request has ended (answered as failed at its deadline): nobody is waiting for this any more.
+    if (task.deadline_at !== undefined && Date.now() >= task.deadline_at) {
+      log.info("Sub-task not run: its request's deadline has passed", { task: task.task, request: task.request, node });
+      count(task, "expired");
+      msg.term();
+      return;
+    }
     // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
     if (attempt > 1 && (await readResult(kv, task.request, task.task)) !== undefined) {
       log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
@@ -104,12 +112,24 @@ export function createRunner(o: RunnerOptions): Runner {
     o.onChange();
     log.info("Task assigned", { task: task.task, request: task.request, node, capability: task.capability, attempt });
     publishEvent(task, "started", attempt);
-    const keepAlive = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
-    const timeout = AbortSignal.timeout(task.timeout_ms);
     let lastProgress = started; // the first progress event comes a throttle period after `started`
+    // Alive while it works: the message is kept from redelivery, and the coordinator hears a sign of life
+    // even from an LLM that streams nothing for a while (silence on the last attempt means a dead node).
+    const keepAlive = setInterval(
+      () => {
+        msg.working();
+        lastProgress = Date.now();
+        publishEvent(task, "progress", attempt, { elapsed_ms: lastProgress - started });
+      },
+      Math.max(500, t.ack_wait / 3),
+    );
+    const timeout = AbortSignal.timeout(Math.max(1, Math.min(task.timeout_ms, (task.deadline_at ?? Number.POSITIVE_INFINITY) - started)));
     try {
+      const inputs = await resolveInputs(kv, task).catch((err: Error) => {
+        throw new LlmError(err.message, false);
+      });
       const completion = await o.llm.complete({
-        messages: taskMessages(task),
+        messages: taskMessages(task, inputs),
         signal: AbortSignal.any([abort.signal, timeout]),
         onProgress: (tokens) => {
           const now = Date.now();
@@ -246,8 +266,8 @@ export function createRunner(o: RunnerOptions): Runner {
   };
 }
 
-function taskMessages(task: TaskMsg) {
-  const inputs = task.inputs.map((i) => `### Result of "${i.title}" (${i.task})\n${i.result}`).join("\n\n");
+function taskMessages(task: TaskMsg, resolved: ResolvedInput[]) {
+  const inputs = resolved.map((i) => `### Result of "${i.title}" (${i.task})\n${i.result}`).join("\n\n");
   return [
     {
       role: "system" as const,

@@ -6,6 +6,7 @@
 //   [[status=429 times=N retry_after=S]]  fail only the first N requests carrying this exact directive,
 //                       with Retry-After: S; later ones succeed
 //   [[reply=TEXT]]      the reply content (else "ok: " + first 80 chars of the message without directives)
+//   [[size=N]]          a reply of exactly N bytes
 
 export interface ChatRequestBody {
   model?: string;
@@ -53,6 +54,8 @@ interface Directives {
   times?: number;
   retryAfter?: number;
   reply?: string;
+  /** A reply of exactly this many bytes (ASCII), for payload-size tests. */
+  size?: number;
 }
 
 const DIRECTIVE = /\[\[([^\]]*)\]\]/g;
@@ -69,6 +72,7 @@ export function parseDirectives(message: string): Directives {
     const num = (k: string) => (kv.get(k) !== undefined ? Number(kv.get(k)) : undefined);
     if (kv.has("delay")) d.delay = num("delay") ?? 0;
     if (kv.has("tokens")) d.tokens = Math.max(1, num("tokens") ?? 5);
+    if (kv.has("size")) d.size = num("size");
     if (kv.has("status")) {
       d.status = num("status");
       d.statusKey = raw;
@@ -124,7 +128,8 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
       const plain = lastUser.replace(DIRECTIVE, "").replace(/\s+/g, " ").trim();
       const json = body.response_format?.type === "json_object";
       const fallback = `ok: ${plain.slice(0, 80)}`;
-      const content = respond?.(body) ?? d.reply ?? (json ? JSON.stringify({ reply: fallback }) : fallback);
+      const sized = d.size === undefined ? undefined : "x".repeat(Math.max(0, d.size));
+      const content = respond?.(body) ?? d.reply ?? sized ?? (json ? JSON.stringify({ reply: fallback }) : fallback);
       const model = body.model ?? "test-model";
       const id = `chatcmpl-${++seq}`;
       const created = Math.floor(Date.now() / 1000);

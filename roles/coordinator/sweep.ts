@@ -1,0 +1,34 @@
+// Nothing grows with restarts: every node has a direct queue (a durable consumer `d_<node>`) for sub-tasks
+// pinned to it. A node that leaves deletes its own; one that crashed leaves it behind, and a new node id
+// per start would add one per restart. The leader removes those of nodes no longer online once they hold
+// nothing (on 2.10+ servers the consumer's inactive threshold removes them too, leader or not).
+import type { JetStreamManager } from "nats";
+import type { Logger } from "../../lib/log.ts";
+import type { Registry } from "../../lib/registry.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+
+export async function sweepDirectQueues(o: {
+  jsm: JetStreamManager;
+  names: SwarmNames;
+  registry: Registry;
+  /** Younger consumers may belong to a node that is starting and not yet heard of. */
+  minAgeMs: number;
+  log: Logger;
+}): Promise<number> {
+  let removed = 0;
+  const now = Date.now();
+  for await (const ci of o.jsm.consumers.list(o.names.streams.tasks)) {
+    const of = o.names.consumers.parse(ci.name);
+    if (of?.kind !== "direct") continue;
+    const peer = o.registry.get(of.node);
+    if (peer && peer.status !== "offline") continue;
+    if (ci.num_pending > 0 || ci.num_ack_pending > 0) continue; // pinned work still there: not ours to drop
+    if (now - Date.parse(ci.created) < o.minAgeMs) continue;
+    await o.jsm.consumers.delete(o.names.streams.tasks, ci.name).then(
+      () => removed++,
+      () => {},
+    );
+  }
+  if (removed > 0) o.log.info("Removed the direct queues of nodes that are gone", { removed });
+  return removed;
+}
