@@ -18,6 +18,11 @@ export interface PullOptions {
   waitMs: number;
   /** Give up on a server that does not answer (a consumer leader being elected, NATS away). */
   timeoutMs: number;
+  /**
+   * Called when the server says the consumer is not there: 409 "Consumer Deleted" (a waiting pull), or
+   * 503 (nats-server 2.12+ answers a pull for a missing consumer so; 2.9 does not answer at all).
+   */
+  onGone?: () => void;
 }
 
 export function pullAvailable(nc: NatsConnection, o: PullOptions): Promise<JsMsg[]> {
@@ -34,7 +39,9 @@ export function pullAvailable(nc: NatsConnection, o: PullOptions): Promise<JsMsg
     const sub = nc.subscribe(inbox, {
       callback: (err, m) => {
         // A status (404 no messages, 408 request over, 409 consumer gone) or an error ends the pull.
-        if (err || (m.headers?.code ?? 0) !== 0) return finish();
+        const code = err ? 0 : (m.headers?.code ?? 0);
+        if (code === 503 || (code === 409 && /consumer deleted/i.test(m.headers?.description ?? ""))) o.onGone?.();
+        if (err || code !== 0) return finish();
         got.push(toJsMsg(m));
         if (got.length >= o.max || o.waitMs > 0) finish();
       },

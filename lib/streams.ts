@@ -154,7 +154,7 @@ export async function ensureConsumer(
   filter: string,
   opts: ConsumerSettings,
   log?: Logger,
-): Promise<void> {
+): Promise<boolean> {
   const config = {
     durable_name: durable,
     filter_subject: filter,
@@ -173,8 +173,9 @@ export async function ensureConsumer(
       await jsm.consumers.info(stream, durable).catch(() => {
         throw new Error(`cannot create consumer ${durable} on ${stream}: ${(err as Error).message}`, { cause: err });
       });
+      return false;
     }
-    return;
+    return true;
   }
   const have = existing.config;
   const keys = {
@@ -186,7 +187,7 @@ export async function ensureConsumer(
   const changed = (Object.keys(keys) as (keyof typeof keys)[]).filter(
     (k) => config[k as keyof typeof config] !== undefined && have[k] !== config[k as keyof typeof config],
   );
-  if (changed.length === 0) return;
+  if (changed.length === 0) return false;
   try {
     await jsm.consumers.update(stream, durable, Object.fromEntries(changed.map((k) => [k, config[k as keyof typeof config]])));
     log?.info("Consumer settings follow the config", {
@@ -197,17 +198,7 @@ export async function ensureConsumer(
     const k = changed[0]!;
     throw new ConfigError(keys[k], "config", `a value the server can apply to consumer ${durable} (${(err as Error).message})`);
   }
-}
-
-/** Durable consumers with an inactive threshold (removed by the server when unused): nats-server 2.10+. */
-export function supportsDurableInactivity(nc: NatsConnection): boolean {
-  const [major = 0, minor = 0] = (nc.info?.version ?? "0.0.0").split(".").map(Number);
-  return major > 2 || (major === 2 && minor >= 10);
-}
-
-/** How long a node's direct queue may go unused before it counts as left behind by a crash. */
-export function directQueueIdleMs(cfg: Config): number {
-  return Math.max(5 * cfg.swarm.nats.node_timeout, 60_000);
+  return false;
 }
 
 export function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<KV> {

@@ -6,11 +6,15 @@ import { nodeLlm } from "../lib/llm.ts";
 import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { onlineCapabilities } from "../lib/registry.ts";
+import { durableInactivitySafe } from "../lib/server-features.ts";
 import { loadSigner } from "../lib/signing.ts";
-import { directQueueIdleMs, ensureConsumer, openTasksKv, supportsDurableInactivity } from "../lib/streams.ts";
+import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
 import { PRIORITIES } from "../lib/subjects.ts";
 import { createRunner } from "./worker/runner.ts";
 import { type Queue, startScheduler } from "./worker/scheduler.ts";
+
+/** A node's direct queue is removed by the server after this long without a pull (2.12+). */
+const DIRECT_QUEUE_IDLE_MS = 3_600_000;
 
 /**
  * Runs a started node as a worker of `capabilities` until it is stopped. Specialists run the same
@@ -29,8 +33,9 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
       queues.push({ durable: names.consumers.queue(cap, prio), subject: names.taskQueue(cap, prio), capability: cap });
   }
   const { ack_wait, max_deliver } = cfg.swarm.tasks;
-  // Our direct queue expires when nobody pulls from it for a while (a crash), where the server can (2.10+).
-  const inactiveMs = supportsDurableInactivity(node.link.nc) ? directQueueIdleMs(cfg) : undefined;
+  // Our direct queue expires when nobody pulls from it for an hour (a crash), where the server can be
+  // trusted with that (2.12+); a live node whose slots were all busy that long creates it again.
+  const inactiveMs = durableInactivitySafe(node.link.nc) ? DIRECT_QUEUE_IDLE_MS : undefined;
   const settings = (q: Queue) => ({ ackWait: ack_wait, maxDeliver: max_deliver, inactiveMs: q.capability ? undefined : inactiveMs });
   await Promise.all(queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, settings(q), log)));
 
@@ -57,6 +62,11 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
     peersWith: (capability) => onlineCapabilities(node.membership.registry).get(capability) ?? 0,
     run: (msg) => runner.run(msg),
     onError: (err) => log.error("Sub-task runner failed", { error: (err as Error)?.message ?? String(err) }),
+    recreate: async (q) => {
+      const created = await ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, settings(q), log);
+      if (created) log.info("Consumer created again (the server had removed it)", { consumer: q.durable });
+      return created;
+    },
   });
 
   // Report: heartbeats carry what runs; a stop finishes or hands back the running sub-tasks.

@@ -4,6 +4,7 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { connect, type JsMsg, type NatsConnection } from "nats";
 import { loadConfig } from "../lib/config.ts";
+import { durableInactivitySafe } from "../lib/server-features.ts";
 import { ensureConsumer, ensureStreams } from "../lib/streams.ts";
 import { type SwarmNames, swarmNames } from "../lib/subjects.ts";
 import { type Queue, type Scheduler, startScheduler } from "../roles/worker/scheduler.ts";
@@ -56,6 +57,8 @@ function held(names: SwarmNames, queues: Queue[], maxConcurrent: number, peers =
     onError: (err) => {
       throw err;
     },
+    recreate: async (q) =>
+      ensureConsumer(await nc.jetstreamManager(), names.streams.tasks, q.durable, q.subject, { ackWait: 30_000, maxDeliver: 5 }),
     run: (msg) =>
       new Promise<void>((resolve) => {
         started.push(new TextDecoder().decode(msg.data));
@@ -154,6 +157,22 @@ test("stop: no pull after it, and the held sub-tasks are the runner's to finish"
     5_000,
   );
   expect(w.started).toEqual(["x"]);
+});
+
+test("a queue the server removed under the scheduler is created again and its work taken (2.12+; 2.9 never removes one)", async () => {
+  const { names, queues } = await swarm("sched-gone");
+  const jsm = await nc.jetstreamManager();
+  if (!durableInactivitySafe(nc)) {
+    // 2.9-2.11: nobody sets an inactive threshold on a durable queue, so the server never removes one.
+    const info = await jsm.consumers.info(names.streams.tasks, queues[0]!.durable);
+    expect(info.config.inactive_threshold ?? 0).toBe(0);
+    return;
+  }
+  const w = held(names, queues, 2);
+  await jsm.consumers.delete(names.streams.tasks, names.consumers.queue("code", 0));
+  await publish(names.taskQueue("code", 0), ["after the deletion"]);
+  await waitFor("the sub-task taken from the re-created queue", () => w.started.includes("after the deletion"), 15_000);
+  w.releaseAll();
 });
 
 async function consumerInfo(names: SwarmNames, prio: number) {

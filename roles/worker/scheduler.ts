@@ -28,6 +28,8 @@ export interface SchedulerOptions {
   run(msg: JsMsg): Promise<void>;
   /** `run` failed in a way it did not handle itself (a bug): the slot is freed all the same. */
   onError(err: unknown): void;
+  /** Creates a queue's consumer again when the server says it is gone; true when it did. */
+  recreate(q: Queue): Promise<boolean>;
 }
 
 export interface Scheduler {
@@ -41,6 +43,8 @@ const SHARE_WAIT_MS = 10;
 // A pull answers at once; one that does not (a consumer leader still being elected in a cluster)
 // should not hold up the other queues for long.
 const PULL_TIMEOUT_MS = 1_000;
+/** A consumer found gone is created again at most this often. */
+const RECREATE_EVERY_MS = 5_000;
 
 export function startScheduler(o: SchedulerOptions): Scheduler {
   const { nc, stream, queues } = o;
@@ -66,6 +70,20 @@ export function startScheduler(o: SchedulerOptions): Scheduler {
     announcedAt.set(durable, Date.now());
     maybeWork.add(durable);
     wake();
+  };
+  // A consumer deleted under us (its inactive threshold while every slot was busy, or by hand): create
+  // it again, then look at it again. Otherwise work pinned to this node would wait for nobody.
+  const recreatedAt = new Map<string, number>();
+  const recreate = (q: Queue) => {
+    if (stopping || Date.now() - (recreatedAt.get(q.durable) ?? 0) < RECREATE_EVERY_MS) return;
+    recreatedAt.set(q.durable, Date.now());
+    o.recreate(q).then(
+      () => {
+        maybeWork.add(q.durable);
+        wake();
+      },
+      () => {}, // tried again at the next sign of it
+    );
   };
   const doorbells: Subscription[] = o.doorbells.map((subject) => nc.subscribe(subject, { callback: (_e, m) => announce(m.subject) }));
 
@@ -94,11 +112,12 @@ export function startScheduler(o: SchedulerOptions): Scheduler {
       const { durable } = q;
       if (!maybeWork.has(durable)) continue;
       const gen = generation.get(durable);
-      let got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS });
+      const onGone = () => recreate(q);
+      let got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS, onGone });
       // The copy of a message can reach us a moment before the consumer can hand it out: right after
       // an announcement, wait briefly for it instead of giving up until the next poll.
       if (got.length === 0 && Date.now() - (announcedAt.get(durable) ?? 0) < ANNOUNCE_GRACE_MS) {
-        got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS });
+        got = await pullAvailable(nc, { stream, durable, max: 1, waitMs: ANNOUNCE_GRACE_MS, timeoutMs: PULL_TIMEOUT_MS, onGone });
       }
       if (got.length > 0) {
         // Started before the second pull: nats-server 2.9 sometimes leaves a no-wait pull that finds
@@ -106,7 +125,8 @@ export function startScheduler(o: SchedulerOptions): Scheduler {
         take(got);
         const sharers = 1 + (q.capability ? o.peersWith(q.capability) : 0);
         const more = Math.min(max - 1, Math.ceil(got[0]!.info.pending / sharers));
-        const extra = more > 0 ? await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS }) : [];
+        const extra =
+          more > 0 ? await pullAvailable(nc, { stream, durable, max: more, waitMs: 0, timeoutMs: PULL_TIMEOUT_MS, onGone }) : [];
         take(extra);
         const left = (extra.at(-1) ?? got[0]!).info.pending;
         const taken = got.length + extra.length;

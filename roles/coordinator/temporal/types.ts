@@ -1,0 +1,47 @@
+// What the request workflow and its activities pass each other. Small on purpose: prompts, results and
+// answers stay in NATS (the request record, result records, the answers store), so a request's Temporal
+// history holds ids, states and sizes, never 2 MiB of text.
+
+/** The workflow's input: the submitted request, by id (workflow id = request id). */
+export interface RequestInput {
+  request: string;
+  /** Epoch ms: the request ends (answered as failed if need be) by then. */
+  deadline_at: number;
+}
+
+/** A sub-task as the workflow schedules it: its place in the DAG, not its prompt. */
+export interface PlannedTask {
+  id: string;
+  capability: string;
+  depends_on: string[];
+  required: boolean;
+}
+
+export type Planned = { tasks: PlannedTask[] } | { rejected: string };
+
+/** How a sub-task ended, as far as the workflow needs to know (the result itself is recorded in KV). */
+export interface SubTaskEnd {
+  id: string;
+  status: "completed" | "failed" | "skipped";
+  /** Why it was skipped (a dependency failed, the deadline passed). */
+  reason?: string;
+}
+
+export interface AnswerInput {
+  request: string;
+  ends: SubTaskEnd[];
+  /** The deadline ended the request. */
+  expired: boolean;
+}
+
+export interface Answered {
+  status: "completed" | "partial" | "failed" | "rejected";
+}
+
+/** The activities the request workflow calls (implemented in activities.ts, on every coordinator). */
+export interface RequestActivities {
+  plan(input: RequestInput): Promise<Planned>;
+  runSubTask(input: { request: string; task: string; deadline_at: number }): Promise<SubTaskEnd>;
+  answer(input: AnswerInput): Promise<Answered>;
+  reject(input: { request: string; error: string }): Promise<Answered>;
+}
