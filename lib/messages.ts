@@ -26,6 +26,17 @@ export type RunningTask = z.infer<typeof runningTaskSchema>;
 /** Heartbeats carry at most this many subjects of dropped messages (the busiest ones). */
 export const MAX_BAD_SUBJECTS_REPORTED = 20;
 
+const temporalStatusSchema = z.object({
+  address: z.string().max(300),
+  /** Its workflow worker runs and the server answers. */
+  polling: z.boolean(),
+  /** Workflows of the swarm's task queue running and completed (from Temporal), when known. */
+  running: z.number().int().nonnegative().optional(),
+  completed: z.number().int().nonnegative().optional(),
+});
+/** What a coordinator in Temporal mode says of its workflow worker. */
+export type TemporalStatus = z.infer<typeof temporalStatusSchema>;
+
 /** What a node says about itself: in announcements, query replies and (in full) every heartbeat. */
 export const nodeInfoSchema = z.object({
   v: z.literal(1),
@@ -45,6 +56,8 @@ export const nodeInfoSchema = z.object({
   /** Sub-tasks this node finished since it started. */
   done: z.number().int().nonnegative().optional(),
   failed: z.number().int().nonnegative().optional(),
+  /** Coordinators in Temporal mode: their workflow worker. */
+  temporal: temporalStatusSchema.optional(),
   /** Malformed messages this node dropped: total, and the subjects with the most. */
   bad: z
     .object({

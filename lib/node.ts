@@ -12,7 +12,7 @@ import { type Handler, type HttpEndpoint, serveNodeHttp } from "./http.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type Membership, startMembership } from "./membership.ts";
-import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole, PEER_STATUSES, type RunningTask } from "./messages.ts";
+import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole, PEER_STATUSES, type RunningTask, type TemporalStatus } from "./messages.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
@@ -20,13 +20,12 @@ import type { RegistryEvent } from "./registry.ts";
 import { untilStopSignal } from "./signals.ts";
 import { ensureStreams } from "./streams.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
-import { connectTemporal, type TemporalLink } from "./temporal.ts";
 import { VERSION } from "./version.ts";
 
 /** What a role reports about its work in every heartbeat, and how it stops. */
 export interface RoleWork {
   /** Work in progress: sub-tasks for workers, requests for coordinators. */
-  load(): { running: number; tasks?: RunningTask[]; done?: number; failed?: number };
+  load(): { running: number; tasks?: RunningTask[]; done?: number; failed?: number; temporal?: TemporalStatus };
   /** Stop taking work; let running work finish within `graceMs` (0: hand it back at once). */
   stop(graceMs: number): Promise<void>;
 }
@@ -45,7 +44,6 @@ export interface SwarmNode {
   metrics: Metrics;
   /** Sub-tasks waiting in the TASKS stream, per capability (read in the background). */
   queue: QueueGauge;
-  temporal(): TemporalLink;
   info(): NodeInfo;
   /** Peer events (joined, offline, left, ...), after the node logged them. */
   onPeerEvent(listener: (e: RegistryEvent) => void): void;
@@ -121,6 +119,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       tasks: load.tasks ?? [],
       done: load.done ?? 0,
       failed: load.failed ?? 0,
+      temporal: load.temporal,
       bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
       status: draining ? "draining" : max > 0 && load.running >= max ? "busy" : "online",
       version: VERSION,
@@ -148,10 +147,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     },
   });
 
-  let temporal: TemporalLink = { enabled: false, connected: false, address: "", close: async () => {} };
-  const temporalReady = connectTemporal(cfg, log).then((t) => {
-    temporal = t;
-  });
 
   let requestStop: (why: string) => void = () => {};
   const stopRequested = new Promise<string>((r) => {
@@ -185,7 +180,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     startedAt,
     metrics,
     queue,
-    temporal: () => temporal,
     info,
     onPeerEvent: (listener) => peerListeners.push(listener),
     ready(w) {
@@ -226,8 +220,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
         membership.heartbeatNow(); // peers stop routing to us while we drain
         await work?.stop(graceMs);
         await membership.stop();
-        await temporalReady;
-        await temporal.close().catch(() => {});
         await link.nc.drain().catch(() => {});
         await embedded?.release();
       })();

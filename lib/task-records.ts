@@ -19,6 +19,8 @@ export interface RequestRecord {
   deadline_at?: number;
   /** Stream sequence of each sub-task queued so far: a resume re-queues only what is gone from the stream. */
   queued?: Record<string, number>;
+  /** The request's text, for a synthesis on another coordinator (Temporal mode). */
+  text?: string;
   plan?: Plan;
   summary?: PlanSummary;
   /** The answer (or rejection) event, kept so a new leader can re-send it instead of redoing work. */

@@ -1,41 +1,19 @@
-// Optional Temporal link (durable workflows come later). @temporalio/client is imported only when an
-// address is configured, so nodes without Temporal never load it.
+// Where Temporal is, if anywhere: `swarm.temporal.address` (empty: no Temporal, silently), or the CLI's
+// localhost:7233 when the config only says `enabled: true` (the guide's Large Swarm example).
 import type { Config } from "./config.ts";
-import { portOpen } from "./embedded-nats.ts";
-import type { Logger } from "./log.ts";
 
-export interface TemporalLink {
-  enabled: boolean;
-  connected: boolean;
+export interface TemporalSettings {
   address: string;
-  close(): Promise<void>;
+  namespace: string;
+  taskQueue: string;
 }
 
-const OFF: TemporalLink = { enabled: false, connected: false, address: "", close: async () => {} };
+export const DEFAULT_TEMPORAL_ADDRESS = "localhost:7233";
 
-/** Never throws: an unreachable Temporal logs the guide's warning once and the node goes on without it. */
-export async function connectTemporal(cfg: Config, log: Logger): Promise<TemporalLink> {
+export function temporalSettings(cfg: Config): TemporalSettings | undefined {
   const t = cfg.swarm.temporal;
-  if (t.address === "" || t.enabled === false) return OFF;
-  try {
-    // A closed port fails at once instead of after the client's connect deadline.
-    const [host, port] = splitAddress(t.address);
-    if (!(await portOpen(host, port, 1_000))) throw new Error(`nothing listening on ${t.address}`);
-    const { Connection } = await import("@temporalio/client");
-    const conn = await Connection.connect({ address: t.address, connectTimeout: "3s" });
-    log.info("Temporal connected", { address: t.address, namespace: t.namespace });
-    return { enabled: true, connected: true, address: t.address, close: () => conn.close() };
-  } catch (err) {
-    log.warn("Temporal connection failed (workflows disabled)", {
-      address: t.address,
-      error: (err as Error).message.split("\n")[0],
-    });
-    return { ...OFF, enabled: true, address: t.address };
-  }
-}
-
-function splitAddress(address: string): [string, number] {
-  const i = address.lastIndexOf(":");
-  if (i <= 0) return [address, 7233];
-  return [address.slice(0, i).replace(/^\[|\]$/g, ""), Number(address.slice(i + 1)) || 7233];
+  if (t.enabled === false) return undefined;
+  const address = t.address || (t.enabled ? DEFAULT_TEMPORAL_ADDRESS : "");
+  if (!address) return undefined;
+  return { address, namespace: t.namespace, taskQueue: t.task_queue };
 }

@@ -17,8 +17,9 @@ import { onlineCapabilities, onlineNodes } from "../lib/registry.ts";
 import { backoffDelay, TASK_BACKOFF } from "../lib/retry.ts";
 import { loadSigner, verifyResult } from "../lib/signing.ts";
 import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type RequestMsg, requestSchema, taskEventSchema } from "../lib/task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type RequestMsg, requestSchema, type TaskResult, taskEventSchema } from "../lib/task-messages.ts";
 import { countFailure, type RequestRecord, readRequest, writeDeadLetter, writeRequest } from "../lib/task-records.ts";
+import { temporalSettings } from "../lib/temporal.ts";
 import { answerRequest, requestEvents } from "./coordinator/answer.ts";
 import { failExhaustedSubTasks, recordFailure } from "./coordinator/give-up.ts";
 import { type Intake, takeRequests } from "./coordinator/intake.ts";
@@ -27,6 +28,7 @@ import { planRequest, plansWithLlm } from "./coordinator/planner.ts";
 import { type RequestRun, runRequest } from "./coordinator/request-run.ts";
 import { sweepDirectQueues } from "./coordinator/sweep.ts";
 import { answerFor } from "./coordinator/synthesis.ts";
+import { subTaskWaiters } from "./coordinator/waiters.ts";
 import { retryWhileLeading } from "./coordinator/while-leading.ts";
 
 /** Handling a request that fails this often (not counting hand-overs) makes it a dead letter. */
@@ -77,6 +79,26 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   });
   const whileLeading = retryWhileLeading(leadership, log, 3 * cfg.swarm.lease_ttl);
   const giveUp = { js, kv, names, node: me, signer };
+  const checkResult = signer ? (r: TaskResult) => verifyResult(r, trustedResultKeys) : undefined;
+
+  // Temporal mode (swarm.temporal.address reachable): requests run as workflows, which this coordinator's
+  // worker runs alongside every other coordinator's; without it, or while it is away, the JetStream path.
+  const waiters = subTaskWaiters();
+  const settings = temporalSettings(cfg);
+  // Loaded only when configured: nodes without Temporal never load its SDK.
+  const temporal = settings
+    ? await (await import("./coordinator/temporal/runner.ts")).startTemporal(settings, {
+        identity: me,
+        log,
+        maxActivities: Math.max(100, cfg.swarm.max_concurrent * OPEN_PER_SLOT),
+        activities: (await import("./coordinator/temporal/activities.ts")).requestActivities({
+          ...{ nc, js, jsm: node.jsm, kv, names, cfg, log, llm, me, events, giveUp, waiters, signer, checkResult },
+          registry: () => node.membership.registry,
+          discovered: node.membership.discovered,
+          onAnswered: (status) => answered.inc({ status }),
+        }),
+      })
+    : undefined;
 
   // 2. Follow the sub-tasks of the requests we run; fail those that used up their deliveries.
   const subs = [
@@ -84,6 +106,8 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       callback: (_e, msg) => {
         const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
         if (!d.ok) return bad.record(msg.subject, d.reason);
+        // Workflow activities wait on any coordinator, leader or not.
+        waiters.onTaskEvent(d.value);
         // A coordinator waking from a pause may find events queued: once it no longer leads, they are
         // the new leader's to act on.
         if (leadership.holds()) open.get(d.value.request)?.run?.onTaskEvent(d.value);
@@ -125,9 +149,13 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
 
   node.ready({
     // A coordinator's load is the requests it is planning or synthesizing now.
-    load: () => ({ running: busy.size }),
+    load: () => ({
+      running: busy.size,
+      temporal: temporal && { address: temporal.address, polling: temporal.polling(), ...temporal.counts() },
+    }),
     async stop() {
       await intake?.stop();
+      await temporal?.stop();
       // Hand unfinished requests back (nak): a standby resumes them now, or the next coordinator later.
       for (const r of open.values()) r.run?.abandon(new StaleLeaderError("coordinator stopping"));
       await Promise.all(handling);
@@ -158,6 +186,23 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
         return;
       }
       const deadlineAt = record?.deadline_at ?? req.submitted_at + Math.min(t.request_timeout, req.timeout_ms ?? Number.POSITIVE_INFINITY);
+      // Temporal mode: the request becomes a workflow, which owns it from here (durability, failover).
+      // One already handled here before (a recorded plan) stays on the JetStream path.
+      if (temporal?.polling() && !record) {
+        try {
+          leadership.fence();
+          await temporal.start(req, deadlineAt);
+          msg.ack();
+          log.info("Request started as a workflow", { request: req.request, address: temporal.address });
+          return;
+        } catch (err) {
+          if (err instanceof StaleLeaderError) throw err;
+          log.warn("Request not started as a workflow; running it without workflow persistence", {
+            request: req.request,
+            error: (err as Error).message.split("\n")[0],
+          });
+        }
+      }
       const resumed = record?.plan && record.summary ? { plan: record.plan, summary: record.summary } : undefined;
       // Asking the LLM for a plan takes a while: tell the submitter at once that a coordinator has it.
       if (!resumed && plansWithLlm({ explicit: req.plan, capabilities: req.capabilities, llm })) {
@@ -217,7 +262,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
           },
           recordFailure: (task, error, attempts) => recordFailure(giveUp, task, error, attempts),
           signer,
-          checkResult: signer ? (r) => verifyResult(r, trustedResultKeys) : undefined,
+          checkResult,
           // No request event: the node's own `started` task event already tells followers.
           onAssigned: (task, n) =>
             log.info("Task assigned", {

@@ -7,6 +7,7 @@ import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
 import { guideConfigHome } from "./helpers/guide-config.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, ROOT, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { startTemporalServer } from "./helpers/temporal-server.ts";
 
 let nats: NatsServer;
 const procs = reaper();
@@ -64,6 +65,7 @@ const MARKERS = {
   frame: "PicoClaw Swarm Status Dashboard",
   executor: "Do only your part",
   submit: "no coordinator is online in swarm",
+  temporal: "the workflow bundler is not in this executable",
 } as const;
 
 test("a role's executable contains only its role: no planner, synthesis, dashboard or submit in a worker; no executor in the dashboard", async () => {
@@ -72,12 +74,26 @@ test("a role's executable contains only its role: no planner, synthesis, dashboa
     return Object.fromEntries(Object.entries(MARKERS).map(([k, marker]) => [k, text.includes(marker)]));
   };
   // The all-in-one holds every marker: were one reworded, this fails instead of passing vacuously.
-  expect(await holds("picoclaw")).toEqual({ planner: true, synthesis: true, frame: true, executor: true, submit: true });
-  const workerOnly = { planner: false, synthesis: false, frame: false, executor: true, submit: false };
+  expect(await holds("picoclaw")).toEqual({ planner: true, synthesis: true, frame: true, executor: true, submit: true, temporal: true });
+  const workerOnly = { planner: false, synthesis: false, frame: false, executor: true, submit: false, temporal: false };
   expect(await holds("picoclaw-worker")).toEqual(workerOnly);
   expect(await holds("picoclaw-specialist")).toEqual(workerOnly);
-  expect(await holds("picoclaw-coordinator")).toEqual({ planner: true, synthesis: true, frame: false, executor: false, submit: false });
-  expect(await holds("picoclaw-dashboard")).toEqual({ planner: false, synthesis: false, frame: true, executor: false, submit: false });
+  expect(await holds("picoclaw-coordinator")).toEqual({
+    planner: true,
+    synthesis: true,
+    frame: false,
+    executor: false,
+    submit: false,
+    temporal: true,
+  });
+  expect(await holds("picoclaw-dashboard")).toEqual({
+    planner: false,
+    synthesis: false,
+    frame: true,
+    executor: false,
+    submit: false,
+    temporal: false,
+  });
 });
 
 test("dist/picoclaw-dashboard with the guide's config file (role: coordinator) observes and never joins", async () => {
@@ -94,3 +110,52 @@ test("dist/picoclaw-dashboard with the guide's config file (role: coordinator) o
   expect(snap.nodes.map((n) => n.role)).toEqual(["worker"]);
   expect(member.lines.filter((l) => l.includes("Node joined swarm") && !l.includes("self=true"))).toEqual([]);
 });
+
+test("the compiled coordinator carries the Temporal worker: against a dev server, with node_modules hidden, requests run as workflows", async () => {
+  const temporal = await startTemporalServer();
+  try {
+    const args = ["--swarm.nats.urls", nats.url, "--swarm.hid", "bin-temporal", ...FAST, "--swarm.temporal.address", temporal.address];
+    // A mount namespace with an empty node_modules: what the executable needs must be inside it.
+    const hidden = process.getuid?.() === 0;
+    if (!hidden) console.log("compiled Temporal test: not root, so node_modules stays visible to the executable");
+    const wrap = hidden
+      ? [
+          "unshare",
+          "--mount",
+          "--propagation",
+          "private",
+          "--",
+          "sh",
+          "-c",
+          'mount -t tmpfs none "$0" && exec "$@"',
+          join(ROOT, "node_modules"),
+        ]
+      : [];
+    const coord = procs.track(
+      spawnRole("picoclaw-coordinator", args, {
+        binary: dist("picoclaw-coordinator"),
+        wrap,
+        cwd: tmpdir(),
+        env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      }),
+    );
+    const worker = procs.track(
+      spawnRole("picoclaw-worker", args, { binary: dist("picoclaw-worker"), env: { PICOCLAW_LLM_PROVIDER: "echo" } }),
+    );
+    await coord.waitForLine(/Temporal connected: requests run as workflows/, 30_000);
+    await worker.waitForLine(/Node joined swarm .*role=coordinator/);
+    const r = await runRole("picoclaw", ["submit", ...args, "Review this change: compiled"], {
+      binary: dist("picoclaw"),
+      timeoutMs: 60_000,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("## security review — completed");
+    expect(coord.output()).toMatch(/Request started as a workflow request=r-/);
+    expect(coord.output()).toMatch(/Request answered .*workflow=true/);
+    const list = await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'picoclaw-swarm'"]);
+    expect(list.out).toMatch(/Completed\s+r-\w+\s+requestWorkflow/);
+  } finally {
+    await procs.killAll();
+    await temporal.stop();
+  }
+}, 120_000);

@@ -1,37 +1,159 @@
-// Temporal is optional: unreachable -> the guide's warning once and the node works; empty address -> silent.
-import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+// Temporal mode against a real `temporal server start-dev`: each request runs as a workflow (id = request
+// id) whose activities plan, run each sub-task over NATS and answer; another coordinator's worker finishes
+// a workflow whose coordinator died, paying for no sub-task twice; Temporal unreachable at start, lost
+// and back mid-run; the dashboard shows the workflow worker; Temporal off means silence.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { freePort } from "../lib/embedded-nats.ts";
-import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
-import { FAST, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
+import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
+import { reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
+import { planFile, submit } from "./helpers/swarm.ts";
+import { startTemporalServer, type TemporalServer } from "./helpers/temporal-server.ts";
+import { waitFor } from "./helpers/wait.ts";
 
-let nats: NatsServer;
+const suite = swarmSuite();
 const procs = reaper();
+let temporal: TemporalServer;
 beforeAll(async () => {
-  nats = await startNatsServer();
+  temporal = await startTemporalServer();
+}, 120_000);
+afterAll(async () => {
+  await procs.killAll();
+  await temporal?.stop();
 });
-afterEach(() => procs.killAll());
-afterAll(() => nats.stop());
 
 const WARNING = /Temporal connection failed \(workflows disabled\)/;
+const withTemporal = (queue: string) => ["--swarm.temporal.address", temporal.address, "--swarm.temporal.task_queue", queue];
 
-test("unreachable Temporal: warning logged once, the node still joins, the dashboard shows it disabled", async () => {
-  const address = `127.0.0.1:${await freePort()}`;
-  const args = ["--swarm.nats.urls", nats.url, "--swarm.hid", "t1", "--swarm.temporal.address", address, ...FAST];
-  const w = procs.track(spawnRole("worker.ts", args));
-  await w.waitForLine(WARNING);
-  await w.waitForLine(/Node joined swarm .*self=true/);
-  const board = await runRole("dashboard.ts", ["--once", ...args]);
-  expect(board.code).toBe(0);
-  expect(board.stdout).toContain(`Temporal: ✗ No  ${address} (workflows disabled)`);
-  w.signal("SIGTERM");
-  expect(await w.exited()).toBe(0);
-  expect(w.countLines(WARNING)).toBe(1);
+/** The activities a workflow ran, in order, from `temporal workflow show --output json`. */
+async function activities(workflowId: string): Promise<string[]> {
+  const r = await temporal.cli(["workflow", "show", "--workflow-id", workflowId, "--output", "json"]);
+  expect(r.code).toBe(0);
+  return [...r.out.matchAll(/"activityType":\s*\{\s*"name":\s*"(\w+)"/g)].map((m) => m[1]!);
+}
+
+describe("Temporal mode", () => {
+  test("each request runs as a workflow: temporal workflow list shows it, workflow show its steps; submit sees no difference", async () => {
+    const swarm = await suite.start("tw1", [
+      { script: "coordinator.ts", args: withTemporal("pc-tw1"), env: ECHO_ENV },
+      { script: "worker.ts", env: ECHO_ENV },
+    ]);
+    await swarm.nodes[0]!.waitForLine(/Temporal connected: requests run as workflows .*task_queue=pc-tw1/);
+    const r = await submit(swarm, ["Review this change: the HTTP client now retries failed requests"]);
+    expect(r.code).toBe(0);
+    const id = r.answer!.request;
+    expect(r.answer?.answer).toContain("## code review — completed");
+    expect(swarm.nodes[0]!.output()).toContain(`Request started as a workflow request=${id}`);
+    const list = await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'pc-tw1'"]);
+    expect(list.out).toMatch(new RegExp(`Completed\\s+${id}\\s+requestWorkflow`));
+    expect(await activities(id)).toEqual(["plan", "runSubTask", "runSubTask", "runSubTask", "runSubTask", "answer"]);
+  });
+
+  test("the coordinator running a workflow is killed mid-request: another coordinator's worker finishes it, no sub-task paid twice", async () => {
+    const args = [...withTemporal("pc-tw2"), "--swarm.lease_ttl", "2s"];
+    const swarm = await suite.start("tw2", [
+      { script: "coordinator.ts", args, env: ECHO_ENV },
+      { script: "coordinator.ts", args, env: ECHO_ENV },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "4"], env: suite.llmEnv() },
+    ]);
+    for (const c of swarm.nodes.slice(0, 2)) await c.waitForLine(/Temporal connected/);
+    const plan = planFile(
+      "tasks:\n  - { id: quick, capability: general, prompt: 'quick [[reply=q]]' }\n  - { id: long, capability: general, prompt: 'long-one [[delay=6000]] [[reply=l]]' }\n",
+    );
+    const sub = procs.track(spawnRole("picoclaw.ts", ["submit", "--json", ...swarm.common, "--plan", plan]));
+    // The coordinator whose activity waits for the long sub-task logs its assignment: that one dies.
+    const runner = await waitFor("the coordinator waiting for the long sub-task", () =>
+      swarm.nodes.slice(0, 2).find((c) => c.lines.some((l) => l.includes("Task assigned task=long"))),
+    );
+    runner.signal("SIGKILL");
+    expect(await sub.exited(60_000)).toBe(0);
+    expect(sub.output()).toContain('"kind":"answer"');
+    const calls = (marker: string) => suite.llm.requests.filter((q) => q.body.messages?.some((m) => m.content.includes(marker))).length;
+    expect({ long: calls("long-one"), quick: calls("quick [[") }).toEqual({ long: 1, quick: 1 });
+    const survivor = swarm.nodes.slice(0, 2).find((c) => c !== runner)!;
+    expect(survivor.output()).toMatch(/Request answered .*workflow=true/);
+    await procs.killAll();
+  }, 90_000);
+
+  test("Temporal lost mid-run: new requests are answered without it; back: the open workflow finishes and new ones are workflows again", async () => {
+    const swarm = await suite.start("tw3", [
+      { script: "coordinator.ts", args: withTemporal("pc-tw3"), env: ECHO_ENV },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "4"], env: suite.llmEnv() },
+    ]);
+    const coord = swarm.nodes[0]!;
+    await coord.waitForLine(/Temporal connected/);
+    const open = procs.track(
+      spawnRole("picoclaw.ts", ["submit", "--json", ...swarm.common, "slow one [[delay=5000]] [[reply=finished later]]"]),
+    );
+    await waitFor("the slow request running as a workflow", () => coord.lines.some((l) => l.includes("Request started as a workflow")));
+    await swarm.nodes[1]!.waitForLine(/Task assigned/);
+    await temporal.down();
+    await coord.waitForLine(/Temporal unreachable: new requests run without workflow persistence/, 20_000);
+    const during = await submit(swarm, ["while Temporal is away [[reply=still answered]]"]);
+    expect(during.code).toBe(0);
+    expect(during.answer?.answer).toContain("still answered");
+    // Dashboards see it: no coordinator's workflow worker is polling.
+    const down = JSON.parse((await runRole("dashboard.ts", ["--json", ...swarm.common])).stdout) as DashboardSnapshot;
+    expect(down.connections.temporal).toMatchObject({ enabled: true, connected: false, address: temporal.address });
+    await temporal.up();
+    await coord.waitForLine(/Temporal back: new requests run as workflows/, 30_000);
+    expect(await open.exited(90_000)).toBe(0);
+    expect(open.output()).toContain("finished later");
+    const after = await submit(swarm, ["after Temporal is back"]);
+    expect(after.code).toBe(0);
+    expect(coord.output()).toContain(`Request started as a workflow request=${after.answer!.request}`);
+    const up = JSON.parse((await runRole("dashboard.ts", ["--json", ...swarm.common])).stdout) as DashboardSnapshot;
+    expect(up.connections.temporal).toMatchObject({ enabled: true, connected: true, polling: 1 });
+    expect(up.connections.temporal.completed).toBeGreaterThanOrEqual(2);
+    const frame = await runRole("dashboard.ts", ["--once", ...swarm.common]);
+    expect(frame.stdout).toMatch(/Temporal: ✓ Yes 127\.0\.0\.1:\d+ · 1 coordinator\(s\) polling · \d+ running, \d+ completed/);
+  }, 180_000);
 });
 
-test('--swarm.temporal.address="" disables Temporal silently', async () => {
-  const w = procs.track(spawnRole("worker.ts", ["--swarm.nats.urls", nats.url, "--swarm.hid", "t2", "--swarm.temporal.address=", ...FAST]));
-  await w.waitForLine(/Node joined swarm .*self=true/);
-  w.signal("SIGTERM");
-  expect(await w.exited()).toBe(0);
-  expect(w.countLines(/Temporal/)).toBe(0);
+describe("Temporal off or away", () => {
+  test("unreachable at start: the guide's warning once, and requests are answered on the JetStream path", async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const swarm = await suite.start("tw4", [
+      { script: "coordinator.ts", args: ["--swarm.temporal.address", address], env: ECHO_ENV },
+      { script: "worker.ts", args: ["--swarm.temporal.address", address], env: ECHO_ENV },
+    ]);
+    const coord = swarm.nodes[0]!;
+    await coord.waitForLine(WARNING);
+    const r = await submit(swarm, ["hello without workflows"]);
+    expect(r.code).toBe(0);
+    expect(coord.countLines(WARNING)).toBe(1);
+    expect(coord.output()).not.toContain("Request started as a workflow");
+    // Only coordinators use Temporal: a worker with the same setting says nothing about it.
+    expect(swarm.nodes[1]!.countLines(/Temporal/)).toBe(0);
+    const board = await runRole("dashboard.ts", ["--once", ...swarm.common, "--swarm.temporal.address", address]);
+    expect(board.stdout).toContain(`Temporal: ✗ No  ${address} (workflows disabled)`);
+  });
+
+  test('--swarm.temporal.address="" turns it off silently', async () => {
+    const swarm = await suite.start("tw5", [{ script: "coordinator.ts", args: ["--swarm.temporal.address="], env: ECHO_ENV }]);
+    swarm.nodes[0]!.signal("SIGTERM");
+    expect(await swarm.nodes[0]!.exited()).toBe(0);
+    expect(swarm.nodes[0]!.countLines(/Temporal/)).toBe(0);
+  });
+
+  test("the guide's Large Swarm config (temporal: enabled: true) loads as written and means Temporal at localhost:7233", async () => {
+    const home = tempHome();
+    mkdirSync(join(home, ".picoclaw"));
+    writeFileSync(
+      join(home, ".picoclaw", "config.yaml"),
+      "swarm:\n  max_concurrent: 20\n  nats:\n    heartbeat_interval: 3s\n    node_timeout: 15s\n  temporal:\n    enabled: true  # Required for workflow persistence\n",
+    );
+    const c = await runRole("picoclaw.ts", ["config"], { home });
+    expect(c.code).toBe(0);
+    expect(c.stdout).toContain("swarm.temporal.enabled = true");
+    // Started with it (and nothing on localhost:7233 here), a coordinator names that address in its warning.
+    const coord = procs.track(
+      spawnRole("coordinator.ts", ["--swarm.nats.urls", suite.nats.url, "--swarm.hid", "tw6"], { home, env: ECHO_ENV }),
+    );
+    const warning = await coord.waitForLine(WARNING, 20_000);
+    expect(warning).toContain("address=localhost:7233");
+    await procs.killAll();
+  });
 });

@@ -6,13 +6,14 @@
 // nor still queued.
 import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { Logger } from "../../lib/log.ts";
-import { decode, encode } from "../../lib/messages.ts";
+import { encode } from "../../lib/messages.ts";
 import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
 import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type TaskEvent, type TaskMsg, type TaskResult, taskEventSchema } from "../../lib/task-messages.ts";
+import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
 import { readResult } from "../../lib/task-records.ts";
 import { taskInputs } from "./inputs.ts";
+import { type LastEvent, lastStoredEvent, stuck, type Watched } from "./stuck.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
@@ -28,9 +29,9 @@ interface Tracked {
   /** Its message in the TASKS stream, while it is queued or running. */
   seq?: number;
   /** The last thing a node said about it: what attempt it is on, and when. */
-  last?: { kind: TaskEvent["kind"]; attempt: number; at: number };
-  /** Since when no online node offers its capability (local clock). */
-  noNodeSince?: number;
+  last?: LastEvent;
+  /** What the reconcile pass keeps about it between checks. */
+  watch: Watched;
 }
 
 export interface RunContext {
@@ -76,11 +77,11 @@ export interface RequestRun {
 }
 
 const RECONCILE_MS = 2_000;
-/** How late past its ack wait a running sub-task's last sign of life may be before its node counts as gone. */
-const SILENCE_GRACE_MS = 5_000;
 
 export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?: { queued?: Record<string, number> }): RequestRun {
-  const tracked = new Map<string, Tracked>(plan.tasks.map((t) => [t.id, { task: t, state: "waiting" }]));
+  const tracked = new Map<string, Tracked>(
+    plan.tasks.map((t) => [t.id, { task: t, state: "waiting", watch: { capability: t.capability, pinned: t.node !== undefined } }]),
+  );
   let finish: (o: SubTaskOutcome[]) => void = () => {};
   let fail: (e: unknown) => void = () => {};
   const outcomes = new Promise<SubTaskOutcome[]>((resolve, reject) => {
@@ -208,38 +209,11 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
   /** What the stored state says about one unfinished sub-task; acts on it when it will never end by itself. */
   const check = async (id: string, x: Tracked, now: number) => {
     if (await readResult(ctx.kv, request, id).then((r) => r !== undefined)) return settle(id);
-    // Nobody could ever take it: no online node offers its capability (a pinned one is re-routed instead).
-    if (x.task.node === undefined || x.rerouted) {
-      if (ctx.onlineFor(x.task.capability) > 0) x.noNodeSince = undefined;
-      else {
-        x.noNodeSince ??= now;
-        // Queued, or running on a node that is gone: either way nobody will finish it.
-        if (now - x.noNodeSince >= ctx.nodeTimeoutMs) {
-          return giveUp(x, `no online node offers ${x.task.capability}`, x.last?.attempt ?? 0);
-        }
-      }
-    }
-    // Its deliveries are used up and the node on the last one fell silent: JetStream will not send it again.
-    x.last ??= await lastEvent(id);
-    const last = x.last;
-    if (last && last.attempt >= ctx.maxDeliver && last.kind !== "completed" && now - last.at > ctx.ackWaitMs + SILENCE_GRACE_MS) {
-      return giveUp(
-        x,
-        `gave up after ${ctx.maxDeliver} attempts without a result (the node running it stopped or crashed each time)`,
-        last.attempt,
-      );
-    }
-  };
-
-  /** The last event stored for a sub-task (after a resume we have not heard it ourselves). */
-  const lastEvent = async (id: string): Promise<Tracked["last"]> => {
-    try {
-      const m = await ctx.jsm.streams.getMessage(ctx.names.streams.events, { last_by_subj: ctx.names.taskEvents(request, id) });
-      const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
-      return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: d.value.at } : undefined;
-    } catch {
-      return undefined; // no event yet (or not readable now): nothing to conclude
-    }
+    x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
+    x.watch.pinned = x.task.node !== undefined && !x.rerouted;
+    x.watch.last = x.last;
+    const why = stuck(x.watch, ctx, now);
+    if (why) return giveUp(x, why.error, why.attempts);
   };
 
   // Events are fast but may not reach us; the stored state always does. Look now and then.

@@ -75,7 +75,11 @@ function natsLine(nats: DashboardSnapshot["connections"]["nats"]): string {
 
 function temporalLine(t: DashboardSnapshot["connections"]["temporal"]): string {
   if (!t.enabled) return "– off";
-  if (t.connected) return `✓ Yes ${t.address}`.trimEnd();
+  if (t.connected) {
+    const workers =
+      t.polling === undefined ? "" : ` · ${t.polling} coordinator(s) polling · ${t.running ?? 0} running, ${t.completed ?? 0} completed`;
+    return `✓ Yes ${t.address}${workers}`.trimEnd();
+  }
   return `✗ No  ${t.address} (workflows disabled)`;
 }
 

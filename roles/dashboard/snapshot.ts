@@ -2,6 +2,7 @@
 // `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in README).
 import type { NodeInfo, NodeRole, PeerStatus, RunningTask } from "../../lib/messages.ts";
 import type { SwarmNode } from "../../lib/node.ts";
+import { temporalSettings } from "../../lib/temporal.ts";
 
 export interface SnapshotNode {
   node: string;
@@ -42,7 +43,17 @@ export interface DashboardSnapshot {
   this_node: SnapshotNode & { sid: string };
   connections: {
     nats: { connected: boolean; state: string; url: string; disconnects: number };
-    temporal: { enabled: boolean; connected: boolean; address: string };
+    temporal: {
+      enabled: boolean;
+      /** Some coordinator's workflow worker runs and its Temporal server answers. */
+      connected: boolean;
+      address: string;
+      /** Coordinators whose workflow worker polls now. */
+      polling?: number;
+      /** Request workflows running and completed, as Temporal counts them. */
+      running?: number;
+      completed?: number;
+    };
   };
   stats: {
     nodes: { total: number; online: number; busy: number; suspicious: number; offline: number };
@@ -119,7 +130,7 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
     snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
   );
   const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
-  const t = node.temporal();
+  const live = [me, ...[...node.membership.registry.values()].filter((p) => p.status !== "offline").map((p) => p.info)];
   return {
     v: 1,
     generated_at: new Date(now).toISOString(),
@@ -132,7 +143,7 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
         url: node.link.url(),
         disconnects: node.link.disconnects(),
       },
-      temporal: { enabled: t.enabled, connected: t.connected, address: t.address },
+      temporal: temporalView(live, temporalSettings(node.config)?.address ?? ""),
     },
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, queued),
@@ -144,4 +155,17 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
 // Only the four fields, in this order: the wire object may carry more after a protocol extension.
 function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
   return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
+}
+
+/**
+ * Temporal as the swarm has it: connected only while some coordinator's workflow worker polls a server
+ * that answers (the coordinators say so in their heartbeats), with the workflow counts they read.
+ */
+function temporalView(live: NodeInfo[], configured: string): DashboardSnapshot["connections"]["temporal"] {
+  const reporting = live.filter((i) => i.temporal).map((i) => i.temporal!);
+  const polling = reporting.filter((t) => t.polling);
+  const address = polling[0]?.address ?? reporting[0]?.address ?? configured;
+  if (polling.length === 0) return { enabled: reporting.length > 0 || configured !== "", connected: false, address };
+  const most = (k: "running" | "completed") => Math.max(...polling.map((t) => t[k] ?? 0));
+  return { enabled: true, connected: true, address, polling: polling.length, running: most("running"), completed: most("completed") };
 }

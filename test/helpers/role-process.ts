@@ -82,7 +82,8 @@ export function spawnRole(script: string, args: string[], o: SpawnOptions = {}):
     output: () => lines.join("\n"),
     waitForLine: (pattern, timeoutMs = 10_000) =>
       waitFor(
-        `a line matching ${pattern} from ${script}\n--- output so far ---\n${lines.join("\n")}\n---`,
+        // The output when the wait ends, not when it began.
+        () => `a line matching ${pattern} from ${script}\n--- output so far ---\n${lines.join("\n")}\n---`,
         () => lines.find((l) => pattern.test(l)),
         timeoutMs,
       ),

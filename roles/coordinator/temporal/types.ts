@@ -2,9 +2,11 @@
 // answers stay in NATS (the request record, result records, the answers store), so a request's Temporal
 // history holds ids, states and sizes, never 2 MiB of text.
 
-/** The workflow's input: the submitted request, by id (workflow id = request id). */
+import type { RequestMsg } from "../../../lib/task-messages.ts";
+
+/** The workflow's input: the submitted request (workflow id = request id) and its deadline. */
 export interface RequestInput {
-  request: string;
+  msg: RequestMsg;
   /** Epoch ms: the request ends (answered as failed if need be) by then. */
   deadline_at: number;
 }

@@ -22,7 +22,7 @@ const subTasks = proxyActivities<RequestActivities>({
 
 export async function requestWorkflow(input: RequestInput): Promise<Answered> {
   const planned = await steps.plan(input);
-  if ("rejected" in planned) return steps.reject({ request: input.request, error: planned.rejected });
+  if ("rejected" in planned) return steps.reject({ request: input.msg.request, error: planned.rejected });
 
   const ends = new Map<string, SubTaskEnd>();
   const byId = new Map(planned.tasks.map((t) => [t.id, t]));
@@ -34,7 +34,7 @@ export async function requestWorkflow(input: RequestInput): Promise<Answered> {
       p = Promise.all(t.depends_on.map((d) => run(byId.get(d)!))).then((deps) => {
         const broken = deps.find((d) => d.status !== "completed");
         if (broken) return { id: t.id, status: "skipped" as const, reason: `dependency ${broken.id} ${broken.status}` };
-        return subTasks.runSubTask({ request: input.request, task: t.id, deadline_at: input.deadline_at });
+        return subTasks.runSubTask({ request: input.msg.request, task: t.id, deadline_at: input.deadline_at });
       });
       p.then((e) => ends.set(t.id, e)).catch(() => {});
       running.set(t.id, p);
@@ -58,5 +58,5 @@ export async function requestWorkflow(input: RequestInput): Promise<Answered> {
   const final = planned.tasks.map(
     (t) => ends.get(t.id) ?? { id: t.id, status: "skipped" as const, reason: "the request's deadline passed before it finished" },
   );
-  return steps.answer({ request: input.request, ends: final, expired });
+  return steps.answer({ request: input.msg.request, ends: final, expired });
 }

@@ -1,0 +1,68 @@
+// When a sub-task will never end by itself, judged from what is stored and what is online: no online
+// node offers its capability (for node_timeout), or its deliveries are used up and the node on the last
+// one fell silent. Used by the JetStream request run and by Temporal's sub-task activity alike.
+import type { JetStreamManager } from "nats";
+import { decode } from "../../lib/messages.ts";
+import type { SwarmNames } from "../../lib/subjects.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type TaskEvent, taskEventSchema } from "../../lib/task-messages.ts";
+
+/** How late past its ack wait a running sub-task's last sign of life may be before its node counts as gone. */
+const SILENCE_GRACE_MS = 5_000;
+
+export interface LastEvent {
+  kind: TaskEvent["kind"];
+  attempt: number;
+  at: number;
+}
+
+/** What is known of one open sub-task; `noNodeSince` is kept here between checks. */
+export interface Watched {
+  capability: string;
+  /** Pinned to a node that is still its target (the coordinator re-routes it when that node goes). */
+  pinned: boolean;
+  last?: LastEvent;
+  noNodeSince?: number;
+}
+
+export interface StuckLimits {
+  onlineFor(capability: string): number;
+  nodeTimeoutMs: number;
+  maxDeliver: number;
+  ackWaitMs: number;
+}
+
+/** Why `w` will never end by itself (and the attempt count to record), or undefined. Updates `w.noNodeSince`. */
+export function stuck(w: Watched, l: StuckLimits, now: number): { error: string; attempts: number } | undefined {
+  if (!w.pinned) {
+    if (l.onlineFor(w.capability) > 0) w.noNodeSince = undefined;
+    else {
+      w.noNodeSince ??= now;
+      // Queued, or running on a node that is gone: either way nobody will finish it.
+      if (now - w.noNodeSince >= l.nodeTimeoutMs) return { error: `no online node offers ${w.capability}`, attempts: w.last?.attempt ?? 0 };
+    }
+  }
+  const last = w.last;
+  if (last && last.attempt >= l.maxDeliver && last.kind !== "completed" && now - last.at > l.ackWaitMs + SILENCE_GRACE_MS) {
+    return {
+      error: `gave up after ${l.maxDeliver} attempts without a result (the node running it stopped or crashed each time)`,
+      attempts: last.attempt,
+    };
+  }
+  return undefined;
+}
+
+/** The last event stored for a sub-task (after a resume or a failover we have not heard it ourselves). */
+export async function lastStoredEvent(
+  jsm: JetStreamManager,
+  names: SwarmNames,
+  request: string,
+  task: string,
+): Promise<LastEvent | undefined> {
+  try {
+    const m = await jsm.streams.getMessage(names.streams.events, { last_by_subj: names.taskEvents(request, task) });
+    const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: d.value.at } : undefined;
+  } catch {
+    return undefined; // no event yet (or not readable now): nothing to conclude
+  }
+}

@@ -1,0 +1,262 @@
+// The request workflow's steps, run by the Temporal worker inside every coordinator. Each works on NATS
+// exactly as the JetStream path does (records, queues, events), and each is safe to run again on another
+// coordinator after a failover: planning reuses a recorded plan, a sub-task whose result is recorded or
+// whose message is still queued is not published again, an answer already recorded is sent again as is.
+import { Context } from "@temporalio/activity";
+import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from "nats";
+import { storeLargeAnswer } from "../../../lib/answers.ts";
+import type { Config } from "../../../lib/config.ts";
+import type { LlmProvider } from "../../../lib/llm-types.ts";
+import type { Logger } from "../../../lib/log.ts";
+import { encode } from "../../../lib/messages.ts";
+import { PlanError, titleOf } from "../../../lib/plan.ts";
+import { onlineCapabilities, onlineNodes, type Registry } from "../../../lib/registry.ts";
+import { type Signer, signMessage, type Verdict } from "../../../lib/signing.ts";
+import type { SwarmNames } from "../../../lib/subjects.ts";
+import type { TaskMsg, TaskResult } from "../../../lib/task-messages.ts";
+import { type RequestRecord, readRequest, readResult, writeRequest } from "../../../lib/task-records.ts";
+import type { RequestEvents } from "../answer.ts";
+import { type GiveUpOptions, recordFailure } from "../give-up.ts";
+import { taskInputs } from "../inputs.ts";
+import { planRequest, plansWithLlm } from "../planner.ts";
+import { lastStoredEvent, stuck, type Watched } from "../stuck.ts";
+import type { SubTaskOutcome } from "../synthesis.ts";
+import { answerFor } from "../synthesis.ts";
+import type { SubTaskWaiters } from "../waiters.ts";
+import type { Answered, AnswerInput, Planned, RequestActivities, RequestInput, SubTaskEnd } from "./types.ts";
+
+export interface ActivityContext {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  kv: KV;
+  names: SwarmNames;
+  cfg: Config;
+  log: Logger;
+  llm: LlmProvider;
+  me: string;
+  events: RequestEvents;
+  giveUp: GiveUpOptions;
+  registry(): Registry;
+  discovered: Promise<void>;
+  waiters: SubTaskWaiters;
+  signer?: Signer;
+  checkResult?: (r: TaskResult) => Verdict;
+  /** A request ended (answered, failed or rejected) on this coordinator. */
+  onAnswered(status: string): void;
+}
+
+/** How often a waiting sub-task activity looks at the stored state, and heartbeats to Temporal. */
+const CHECK_EVERY_MS = 1_000;
+
+export function requestActivities(c: ActivityContext): RequestActivities {
+  const t = c.cfg.swarm.tasks;
+
+  const record = async (request: string) => {
+    const r = await readRequest(c.kv, request);
+    if (!r?.plan) throw new Error(`request ${request} has no recorded plan`);
+    return r as RequestRecord & Required<Pick<RequestRecord, "plan" | "summary">>;
+  };
+
+  return {
+    async plan(input: RequestInput): Promise<Planned> {
+      const { msg } = input;
+      const existing = await readRequest(c.kv, msg.request);
+      // Planned before (this is a retry on another coordinator): the recorded plan, not a new one.
+      if (existing?.plan) return { tasks: existing.plan.tasks.map(planned) };
+      if (plansWithLlm({ explicit: msg.plan, capabilities: msg.capabilities, llm: c.llm }))
+        c.events.tell(msg.request, { kind: "accepted" });
+      await c.discovered;
+      const reg = c.registry();
+      try {
+        const { plan, summary } = await planRequest(msg, { capabilities: onlineCapabilities(reg), nodes: onlineNodes(reg) }, t, c.llm);
+        const base: RequestRecord = {
+          v: 1,
+          status: "running",
+          coordinator: c.me,
+          lease: 0,
+          started_at: Date.now(),
+          deadline_at: input.deadline_at,
+          plan,
+          summary,
+          queued: {},
+          text: msg.text,
+        };
+        await writeRequest(c.kv, msg.request, base);
+        c.events.tell(msg.request, { kind: "planned", plan: summary });
+        c.log.info("Request planned", {
+          request: msg.request,
+          planner: summary.planner,
+          tasks: plan.tasks.map((x) => `${x.id}:${x.capability}`).join(","),
+          workflow: true,
+        });
+        return { tasks: plan.tasks.map(planned) };
+      } catch (err) {
+        if (err instanceof PlanError) return { rejected: err.message };
+        throw err;
+      }
+    },
+
+    async runSubTask({ request, task, deadline_at }): Promise<SubTaskEnd> {
+      const ctx = Context.current();
+      const done = await readResult(c.kv, request, task);
+      if (done) return ended(task, done, c.checkResult);
+      const rec = await record(request);
+      const t0 = rec.plan.tasks.find((x) => x.id === task);
+      if (!t0) throw new Error(`request ${request} has no sub-task ${task}`);
+      // A retry (this coordinator or another): the copy queued by the last attempt may still be there.
+      const previous = (ctx.info.heartbeatDetails as { seq?: number } | undefined)?.seq;
+      let seq = previous !== undefined && (await stillQueued(c, previous)) ? previous : undefined;
+      if (seq === undefined) {
+        const deps = await Promise.all(
+          t0.depends_on.map(async (id) => ({
+            task: rec.plan.tasks.find((x) => x.id === id)!,
+            result: await readResult(c.kv, request, id),
+          })),
+        );
+        const msg: TaskMsg = {
+          v: 1,
+          request,
+          task,
+          title: titleOf(t0),
+          capability: t0.capability,
+          priority: t0.priority,
+          prompt: t0.prompt,
+          inputs: taskInputs(deps),
+          timeout_ms: t0.timeout_ms ?? t.timeout,
+          coordinator: c.me,
+          deadline_at,
+        };
+        const subject = c.names.taskQueue(t0.capability, t0.priority);
+        const payload = encode(msg);
+        const ack = await c.js.publish(subject, payload, {
+          msgID: `${request}.${task}`,
+          headers: c.signer ? signMessage(c.signer, subject, payload) : undefined,
+        });
+        seq = ack.seq;
+      }
+      ctx.heartbeat({ seq });
+
+      // Wait for the result: the node's `completed`/`failed` event brings it at once; the stored state is
+      // read every second as well (events can be missed), and tells when nobody will ever finish it.
+      const watch: Watched = { capability: t0.capability, pinned: false };
+      let wake: () => void = () => {};
+      const stopWaiting = c.waiters.wait(request, task, (ev) => {
+        watch.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
+        if (ev.kind === "started") c.log.info("Task assigned", { task, request, node: ev.node, capability: ev.capability });
+        if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") wake();
+      });
+      try {
+        for (;;) {
+          const r = await readResult(c.kv, request, task);
+          if (r) return ended(task, r, c.checkResult);
+          watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
+          const limits = {
+            onlineFor: (cap: string) => onlineCapabilities(c.registry()).get(cap) ?? 0,
+            nodeTimeoutMs: c.cfg.swarm.nats.node_timeout,
+            maxDeliver: t.max_deliver,
+            ackWaitMs: t.ack_wait,
+          };
+          const why = stuck(watch, limits, Date.now());
+          if (why) {
+            const failed = await recordFailure(c.giveUp, { request, task, capability: t0.capability }, why.error, why.attempts);
+            await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
+            if (failed) c.log.warn("Task failed", { task, request, attempts: why.attempts, error: why.error });
+            continue; // read back whichever outcome was recorded first
+          }
+          await Promise.race([
+            new Promise<void>((resolve) => {
+              wake = resolve;
+            }),
+            Bun.sleep(CHECK_EVERY_MS),
+            ctx.cancelled,
+          ]);
+          ctx.heartbeat({ seq });
+        }
+      } catch (err) {
+        // Cancelled (the request's deadline): the queued copy goes too, so no node starts it any more.
+        await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
+        throw err;
+      } finally {
+        stopWaiting();
+      }
+    },
+
+    async answer({ request, ends, expired }: AnswerInput): Promise<Answered> {
+      const rec = await record(request);
+      if (rec.status === "answered" && rec.answer) {
+        await c.events.publishAnswer(request, rec.answer);
+        return { status: rec.answer.status ?? "failed" };
+      }
+      const outcomes: SubTaskOutcome[] = await Promise.all(
+        rec.plan.tasks.map(async (pt) => {
+          const end = ends.find((e) => e.id === pt.id);
+          const recorded = end?.status === "skipped" ? undefined : await readResult(c.kv, request, pt.id);
+          const verdict = recorded && c.checkResult?.(recorded);
+          const result =
+            recorded && verdict && !verdict.ok
+              ? { ...recorded, status: "failed" as const, text: undefined, error: `result rejected: ${verdict.reason}` }
+              : recorded;
+          return {
+            id: pt.id,
+            title: titleOf(pt),
+            capability: pt.capability,
+            required: pt.required,
+            result,
+            skipped: result ? undefined : (end?.reason ?? "not run"),
+          };
+        }),
+      );
+      const input = { request, requestText: rec.text ?? "", plan: rec.summary, outcomes, durationMs: Date.now() - rec.started_at };
+      const answer = await answerFor(input, c.llm, rec.started_at, { expired, signal: AbortSignal.timeout(t.timeout) });
+      const stored = await storeLargeAnswer(c.nc, c.names, c.cfg, request, answer);
+      // Recorded before it is published: a retry sends the same answer, never a second synthesis.
+      await writeRequest(c.kv, request, { ...rec, status: "answered", answer: stored });
+      await c.events.publishAnswer(request, stored);
+      c.onAnswered(answer.status ?? "completed");
+      c.log.info("Request answered", {
+        request,
+        status: answer.status,
+        tasks: outcomes.length,
+        duration_ms: answer.duration_ms,
+        tokens: answer.usage?.total_tokens,
+        workflow: true,
+      });
+      return { status: answer.status ?? "completed" };
+    },
+
+    async reject({ request, error }): Promise<Answered> {
+      const ev = { kind: "failed" as const, error, duration_ms: 0 };
+      const existing = await readRequest(c.kv, request);
+      await writeRequest(c.kv, request, {
+        v: 1,
+        status: "answered",
+        coordinator: c.me,
+        lease: 0,
+        started_at: existing?.started_at ?? Date.now(),
+        answer: ev,
+      });
+      await c.events.publishAnswer(request, ev);
+      c.onAnswered("rejected");
+      c.log.warn("Request rejected", { request, error, workflow: true });
+      return { status: "rejected" };
+    },
+  };
+}
+
+function planned(t: { id: string; capability: string; depends_on: string[]; required: boolean }) {
+  return { id: t.id, capability: t.capability, depends_on: t.depends_on, required: t.required };
+}
+
+function ended(task: string, r: TaskResult, check?: (r: TaskResult) => Verdict): SubTaskEnd {
+  const verdict = check?.(r);
+  if (verdict && !verdict.ok) return { id: task, status: "failed", reason: `result rejected: ${verdict.reason}` };
+  return { id: task, status: r.status };
+}
+
+async function stillQueued(c: ActivityContext, seq: number): Promise<boolean> {
+  return c.jsm.streams.getMessage(c.names.streams.tasks, { seq }).then(
+    () => true,
+    () => false,
+  );
+}
