@@ -12,7 +12,14 @@ import { type Handler, type HttpEndpoint, serveNodeHttp } from "./http.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type Membership, startMembership } from "./membership.ts";
-import { MAX_BAD_SUBJECTS_REPORTED, type NodeInfo, type NodeRole, PEER_STATUSES, type RunningTask, type TemporalStatus } from "./messages.ts";
+import {
+  MAX_BAD_SUBJECTS_REPORTED,
+  type NodeInfo,
+  type NodeRole,
+  PEER_STATUSES,
+  type RunningTask,
+  type TemporalStatus,
+} from "./messages.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
@@ -146,7 +153,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       for (const listener of peerListeners) listener(e);
     },
   });
-
 
   let requestStop: (why: string) => void = () => {};
   const stopRequested = new Promise<string>((r) => {
