@@ -2,7 +2,7 @@
 // Starts its own nats-server (and a Redis for the BullMQ rows when redis-server is installed), runs
 // every scenario BENCH_ROUNDS (default 3) times alternating baseline and swarm, prints one table of
 // median [min–max] and writes every raw figure to bench/results/bench-<time>.json.
-// BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes picks scenarios; see bench/README.md.
+// BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes,temporal picks scenarios; see bench/README.md.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -18,9 +18,10 @@ import { fanout } from "./scenarios/fanout.ts";
 import { footprint } from "./scenarios/footprint.ts";
 import { latency } from "./scenarios/latency.ts";
 import { nodes } from "./scenarios/nodes.ts";
+import { temporal } from "./scenarios/temporal.ts";
 import { throughput } from "./scenarios/throughput.ts";
 
-const ALL: Scenario[] = [latency, throughput, fanout, footprint, nodes];
+const ALL: Scenario[] = [latency, throughput, fanout, footprint, nodes, temporal];
 const ROUNDS = envInt("ROUNDS", 3);
 
 function pick(): Scenario[] {

@@ -21,6 +21,8 @@ export interface SwarmOptions {
   workerSlots: number;
   coordinatorSlots: number;
   coordinatorArgs?: string[];
+  /** Run this executable (e.g. dist/picoclaw-coordinator) instead of `bun roles/coordinator.ts`. */
+  coordinatorBinary?: string;
   coordinatorEnv?: Record<string, string>;
   workerEnv?: Record<string, string>;
 }
@@ -58,8 +60,7 @@ export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
   const base = { PICOCLAW_LLM_PROVIDER: "echo", HOME: home, ...profile };
   const coordinator = spawnChild(
     [
-      "bun",
-      join(ROOT, "roles/coordinator.ts"),
+      ...(o.coordinatorBinary ? [o.coordinatorBinary] : ["bun", join(ROOT, "roles/coordinator.ts")]),
       ...common,
       "--log.level",
       "info",

@@ -228,3 +228,12 @@ export function perItem(cpu: Record<string, number>, n: number): Record<string, 
   out.total = Object.values(cpu).reduce((a, b) => a + b, 0) / n;
   return out;
 }
+
+/** `bun run build` (dist/), once per bench run; BENCH_SKIP_BUILD=1 uses what is there. */
+let built = false;
+export function build(): void {
+  if (built || process.env.BENCH_SKIP_BUILD === "1") return;
+  const p = Bun.spawnSync(["bun", "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (p.exitCode !== 0) throw new Error(`bun run build failed:\n${p.stderr.toString()}${p.stdout.toString()}`);
+  built = true;
+}

@@ -9,7 +9,7 @@ import { ensureStreams } from "../../lib/streams.ts";
 import { swarmNames } from "../../lib/subjects.ts";
 import { tempHome } from "../lib/swarm.ts";
 import type { Row, Scenario, ScenarioResult } from "../lib/types.ts";
-import { BENCH_DIR, type Child, envInt, fmt, memoryOf, progress, ROOT, spawnChild, stat } from "../lib/util.ts";
+import { BENCH_DIR, build, type Child, envInt, fmt, memoryOf, progress, ROOT, spawnChild, stat } from "../lib/util.ts";
 
 const PROCS = envInt("FOOTPRINT_PROCS", 4);
 const IDLE_MS = envInt("IDLE_MS", 3_000);
@@ -40,12 +40,6 @@ async function measure(start: (i: number) => Child, ready: RegExp): Promise<Samp
   } finally {
     await Promise.all(procs.map((c) => c.stop()));
   }
-}
-
-function build(): void {
-  if (process.env.BENCH_SKIP_BUILD === "1") return;
-  const p = Bun.spawnSync(["bun", "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  if (p.exitCode !== 0) throw new Error(`bun run build failed:\n${p.stderr.toString()}${p.stdout.toString()}`);
 }
 
 function compileBare(dir: string): string {

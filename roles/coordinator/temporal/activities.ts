@@ -6,6 +6,7 @@ import { Context } from "@temporalio/activity";
 import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from "nats";
 import { storeLargeAnswer } from "../../../lib/answers.ts";
 import type { Config } from "../../../lib/config.ts";
+import { createDoorbell } from "../../../lib/doorbell.ts";
 import type { LlmProvider } from "../../../lib/llm-types.ts";
 import type { Logger } from "../../../lib/log.ts";
 import { encode } from "../../../lib/messages.ts";
@@ -104,79 +105,76 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const rec = await record(request);
       const t0 = rec.plan.tasks.find((x) => x.id === task);
       if (!t0) throw new Error(`request ${request} has no sub-task ${task}`);
-      // A retry (this coordinator or another): the copy queued by the last attempt may still be there.
-      const previous = (ctx.info.heartbeatDetails as { seq?: number } | undefined)?.seq;
-      let seq = previous !== undefined && (await stillQueued(c, previous)) ? previous : undefined;
-      if (seq === undefined) {
-        const deps = await Promise.all(
-          t0.depends_on.map(async (id) => ({
-            task: rec.plan.tasks.find((x) => x.id === id)!,
-            result: await readResult(c.kv, request, id),
-          })),
-        );
-        const msg: TaskMsg = {
-          v: 1,
-          request,
-          task,
-          title: titleOf(t0),
-          capability: t0.capability,
-          priority: t0.priority,
-          prompt: t0.prompt,
-          inputs: taskInputs(deps),
-          timeout_ms: t0.timeout_ms ?? t.timeout,
-          coordinator: c.me,
-          deadline_at,
-        };
-        const subject = c.names.taskQueue(t0.capability, t0.priority);
-        const payload = encode(msg);
-        const ack = await c.js.publish(subject, payload, {
-          msgID: `${request}.${task}`,
-          headers: c.signer ? signMessage(c.signer, subject, payload) : undefined,
-        });
-        seq = ack.seq;
-      }
-      ctx.heartbeat({ seq });
-
-      // Wait for the result: the node's `completed`/`failed` event brings it at once; the stored state is
-      // read every second as well (events can be missed), and tells when nobody will ever finish it.
+      // Listen before publishing: a fast node's `completed` event must not come before we do.
       const watch: Watched = { capability: t0.capability, pinned: false };
-      let wake: () => void = () => {};
+      const bell = createDoorbell();
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
         watch.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
         if (ev.kind === "started") c.log.info("Task assigned", { task, request, node: ev.node, capability: ev.capability });
-        if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") wake();
+        if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") bell.ring();
       });
       try {
-        for (;;) {
-          const r = await readResult(c.kv, request, task);
-          if (r) return ended(task, r, c.checkResult);
-          watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
-          const limits = {
-            onlineFor: (cap: string) => onlineCapabilities(c.registry()).get(cap) ?? 0,
-            nodeTimeoutMs: c.cfg.swarm.nats.node_timeout,
-            maxDeliver: t.max_deliver,
-            ackWaitMs: t.ack_wait,
+        // A retry (this coordinator or another): the copy queued by the last attempt may still be there.
+        const previous = (ctx.info.heartbeatDetails as { seq?: number } | undefined)?.seq;
+        let seq: number | undefined = previous !== undefined && (await stillQueued(c, previous)) ? previous : undefined;
+        if (seq === undefined) {
+          const deps = await Promise.all(
+            t0.depends_on.map(async (id) => ({
+              task: rec.plan.tasks.find((x) => x.id === id)!,
+              result: await readResult(c.kv, request, id),
+            })),
+          );
+          const msg: TaskMsg = {
+            v: 1,
+            request,
+            task,
+            title: titleOf(t0),
+            capability: t0.capability,
+            priority: t0.priority,
+            prompt: t0.prompt,
+            inputs: taskInputs(deps),
+            timeout_ms: t0.timeout_ms ?? t.timeout,
+            coordinator: c.me,
+            deadline_at,
           };
-          const why = stuck(watch, limits, Date.now());
-          if (why) {
-            const failed = await recordFailure(c.giveUp, { request, task, capability: t0.capability }, why.error, why.attempts);
-            await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
-            if (failed) c.log.warn("Task failed", { task, request, attempts: why.attempts, error: why.error });
-            continue; // read back whichever outcome was recorded first
-          }
-          await Promise.race([
-            new Promise<void>((resolve) => {
-              wake = resolve;
-            }),
-            Bun.sleep(CHECK_EVERY_MS),
-            ctx.cancelled,
-          ]);
-          ctx.heartbeat({ seq });
+          const subject = c.names.taskQueue(t0.capability, t0.priority);
+          const payload = encode(msg);
+          const ack = await c.js.publish(subject, payload, {
+            msgID: `${request}.${task}`,
+            headers: c.signer ? signMessage(c.signer, subject, payload) : undefined,
+          });
+          seq = ack.seq;
         }
-      } catch (err) {
-        // Cancelled (the request's deadline): the queued copy goes too, so no node starts it any more.
-        await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
-        throw err;
+        ctx.heartbeat({ seq });
+
+        // Wait for the result: the node's `completed`/`failed` event brings it at once; the stored state is
+        // read every second as well (events can be missed), and tells when nobody will ever finish it.
+        try {
+          for (;;) {
+            const r = await readResult(c.kv, request, task);
+            if (r) return ended(task, r, c.checkResult);
+            watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
+            const limits = {
+              onlineFor: (cap: string) => onlineCapabilities(c.registry()).get(cap) ?? 0,
+              nodeTimeoutMs: c.cfg.swarm.nats.node_timeout,
+              maxDeliver: t.max_deliver,
+              ackWaitMs: t.ack_wait,
+            };
+            const why = stuck(watch, limits, Date.now());
+            if (why) {
+              const failed = await recordFailure(c.giveUp, { request, task, capability: t0.capability }, why.error, why.attempts);
+              await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
+              if (failed) c.log.warn("Task failed", { task, request, attempts: why.attempts, error: why.error });
+              continue; // read back whichever outcome was recorded first
+            }
+            await Promise.race([bell.wait(CHECK_EVERY_MS), ctx.cancelled]);
+            ctx.heartbeat({ seq });
+          }
+        } catch (err) {
+          // Cancelled (the request's deadline): the queued copy goes too, so no node starts it any more.
+          await c.jsm.streams.deleteMessage(c.names.streams.tasks, seq).catch(() => {});
+          throw err;
+        }
       } finally {
         stopWaiting();
       }
