@@ -84,13 +84,23 @@ describe("submit and watch through NATS outages", () => {
     );
     // Three outages at random moments while the submits start, store and wait: 0.3-1.5 s each.
     const random = (lo: number, hi: number) => lo + Math.random() * (hi - lo);
+    const outages: string[] = [];
     for (let k = 0; k < 3; k++) {
       await Bun.sleep(random(500, 2_500)); // a random moment, not a wait for an event
+      const at = Date.now() - started;
       await suite.nats.down({ hard: k === 1 });
       await Bun.sleep(random(300, 1_500)); // the outage's length
       await suite.nats.up();
+      outages.push(`${k === 1 ? "SIGKILL" : "SIGTERM"} at ${at} ms, down ${Date.now() - started - at} ms`);
     }
     const codes = await Promise.all(subs.map((s) => s.exited(180_000)));
+    const coordinator = swarm.nodes[0]!;
+    console.log(
+      `client fault run: ${SUBMITS} submits, NATS restarted 3 times (${outages.join("; ")}); ` +
+        `${codes.filter((c) => c === 0).length} exited 0 with their answer, last one after ${Date.now() - started} ms; ` +
+        `coordinator: ${coordinator.countLines(/Request answered/)} answered, ${coordinator.countLines(/Request handed back/)} handed back, ` +
+        `${coordinator.countLines(/Request handling failed/)} handling failures, ${coordinator.countLines(/NATS did not answer; retrying/)} writes retried in place`,
+    );
     const failed = subs
       .map((s, i) => ({ i, code: codes[i], out: s.output() }))
       .filter((r) => r.code !== 0 || !r.out.includes(`answer-${r.i}`));
