@@ -1,9 +1,11 @@
-// Following one request from the EVENTS stream: every stored event of it, from the first, then each new
+// Following one request: every stored event of it from the EVENTS stream, from the first, then each new
 // one as it is stored. Ordered consumers (one for the request's events, one for its sub-tasks': a 2.9
 // server takes one filter subject per consumer) resume where they were after a reconnect, so an answer
 // published while the client was cut off is still delivered, and following again later (`watch`)
-// replays what was missed.
-import type { ConsumerMessages, NatsConnection } from "nats";
+// replays what was missed. A plain subscription on the same subjects brings each event at once as
+// well, including one its publisher's server could not store (a host cut off from the stream's
+// quorum); each distinct event is handed over once, whichever way came first.
+import type { ConsumerMessages, NatsConnection, Subscription } from "nats";
 import { decode } from "./messages.ts";
 import type { SwarmNames } from "./subjects.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, requestEventSchema, type TaskEvent, taskEventSchema } from "./task-messages.ts";
@@ -19,28 +21,39 @@ export interface Follower {
   stop(): Promise<void>;
 }
 
+const td = new TextDecoder();
+
 /** Idle heartbeats let the ordered consumer notice a lost server and recreate itself on reconnect. */
 const IDLE_HEARTBEAT_MS = 2_000;
 
 export async function followRequest(nc: NatsConnection, names: SwarmNames, request: string, on: FollowHandlers): Promise<Follower> {
   const js = nc.jetstream();
   const streams: ConsumerMessages[] = [];
+  const subs: Subscription[] = [];
   const loops: Promise<void>[] = [];
+  // Events are never re-published, so the same bytes on the same subject are the same event.
+  const seen = new Set<string>();
   const follow = async <T>(subject: string, schema: Parameters<typeof decode<T>>[0], handle: (ev: T) => void) => {
+    const deliver = (msgSubject: string, data: Uint8Array) => {
+      const key = `${msgSubject} ${td.decode(data)}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      const d = decode(schema, data, MAX_PIPELINE_MESSAGE_BYTES);
+      if (d.ok) handle(d.value);
+      else on.bad?.(msgSubject, d.reason);
+    };
+    subs.push(nc.subscribe(subject, { callback: (_e, m) => deliver(m.subject, m.data) }));
     const consumer = await js.consumers.get(names.streams.events, { filterSubjects: subject });
     const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS });
     streams.push(messages);
     loops.push(
       (async () => {
-        for await (const m of messages) {
-          const d = decode(schema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
-          if (d.ok) handle(d.value);
-          else on.bad?.(m.subject, d.reason);
-        }
+        for await (const m of messages) deliver(m.subject, m.data);
       })().catch(() => {}), // the iterator ends with an error when the connection closes under it
     );
   };
   const stop = async () => {
+    for (const s of subs) s.unsubscribe();
     for (const s of streams) await s.close().catch(() => {});
     await Promise.all(loops);
   };

@@ -69,10 +69,21 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
     },
   });
 
+  // Our direct queue must exist while we live: the leader removes the queues of nodes it has forgotten,
+  // and a node cut off from the swarm for that long comes back to none. Checked now and then (cheap).
+  const direct = queues[0]!;
+  const keepQueue = setInterval(
+    () => {
+      scheduler.recreateIfGone(direct);
+    },
+    Math.min(60_000, 5 * cfg.swarm.nats.node_timeout),
+  );
+
   // Report: heartbeats carry what runs; a stop finishes or hands back the running sub-tasks.
   node.ready({
     load: () => ({ running: runner.running().length, tasks: runner.running(), ...runner.counts() }),
     async stop(graceMs) {
+      clearInterval(keepQueue);
       await scheduler.stop();
       await runner.stop(graceMs);
       // Our own queue goes with us (a restart under a new id would otherwise leave one more behind);

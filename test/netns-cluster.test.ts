@@ -8,9 +8,11 @@
 // The test process itself stays in the machine's own namespace and cannot reach 10.213.0.0/24: it
 // observes only through processes it runs inside the namespaces (`ip netns exec`): their logs,
 // `picoclaw submit --json`, `dashboard --json` and nats-server's monitoring endpoint read from within.
+
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { swarmNames } from "../lib/subjects.ts";
 import { canCreateNamespaces, createNetLab, type NetHost, type NetLab } from "./helpers/netns.ts";
 import { ROOT, type RoleProcess, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
 import type { SwarmEvent } from "./helpers/swarm.ts";
@@ -76,13 +78,18 @@ async function jsz(h: NetHost, home: string, query = ""): Promise<Jsz> {
   return JSON.parse(r.stdout) as Jsz;
 }
 
-/** Which server leads each of the swarm's streams, KV buckets and consumers: "name=leader". */
+/**
+ * Which server leads each of the swarm's streams, KV buckets and durable consumers: "name=leader". The
+ * EVENTS stream's consumers are left out: they are the ephemeral followers of clients (`submit`), which
+ * come and go with them.
+ */
 async function placement(h: NetHost, home: string, hid: string): Promise<string[]> {
   const j = await jsz(h, home, "?accounts=true&streams=true&consumers=true");
   const out: string[] = [];
   for (const st of j.account_details?.flatMap((a) => a.stream_detail ?? []) ?? []) {
     if (!st.name.includes(hid)) continue;
     out.push(`${st.name}=${st.cluster?.leader ?? "none"}`);
+    if (st.name === swarmNames(hid).streams.events) continue;
     for (const c of st.consumer_detail ?? []) out.push(`${st.name}/${c.name}=${c.cluster?.leader ?? "none"}`);
   }
   return out;

@@ -1,7 +1,8 @@
 // Nothing grows with restarts: every node has a direct queue (a durable consumer `d_<node>`) for sub-tasks
 // pinned to it. A node that leaves deletes its own; one that crashed leaves it behind, and a new node id
-// per start would add one per restart. The leader removes those of nodes no longer online once they hold
-// nothing (on 2.10+ servers the consumer's inactive threshold removes them too, leader or not).
+// per start would add one per restart. The leader removes the queues of nodes it has forgotten (offline
+// for five node timeouts) once they hold nothing; a node cut off longer than that and back again creates
+// its queue anew (roles/worker.ts). On 2.12+ servers the consumer's inactive threshold removes them too.
 import type { JetStreamManager } from "nats";
 import type { Logger } from "../../lib/log.ts";
 import type { Registry } from "../../lib/registry.ts";
@@ -20,8 +21,8 @@ export async function sweepDirectQueues(o: {
   for await (const ci of o.jsm.consumers.list(o.names.streams.tasks)) {
     const of = o.names.consumers.parse(ci.name);
     if (of?.kind !== "direct") continue;
-    const peer = o.registry.get(of.node);
-    if (peer && peer.status !== "offline") continue;
+    // Only nodes forgotten (offline for five node timeouts): one merely cut off for a while comes back.
+    if (o.registry.has(of.node)) continue;
     if (ci.num_pending > 0 || ci.num_ack_pending > 0) continue; // pinned work still there: not ours to drop
     if (now - Date.parse(ci.created) < o.minAgeMs) continue;
     await o.jsm.consumers.delete(o.names.streams.tasks, ci.name).then(

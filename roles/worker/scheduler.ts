@@ -33,6 +33,8 @@ export interface SchedulerOptions {
 }
 
 export interface Scheduler {
+  /** Looks whether a queue's consumer is still there, and creates it again (and pulls) if not. */
+  recreateIfGone(q: Queue): void;
   /** Stops pulling; whatever was pulled but not started is handed back. Resolves when the loop ended. */
   stop(): Promise<void>;
 }
@@ -156,6 +158,7 @@ export function startScheduler(o: SchedulerOptions): Scheduler {
   })();
 
   return {
+    recreateIfGone: (q) => recreate(q),
     async stop() {
       stopping = true;
       for (const s of doorbells) s.unsubscribe();
