@@ -39,7 +39,8 @@ let firstRequest: string | undefined;
 
 /** nats-server on PATH is 2.10 or newer (the manifests deploy 2.15.1). */
 const newServer = (() => {
-  const v = /v(\d+)\.(\d+)\./.exec(Bun.spawnSync(["nats-server", "--version"]).stdout.toString());
+  const out = Bun.which("nats-server") ? Bun.spawnSync(["nats-server", "--version"]).stdout.toString() : "";
+  const v = /v(\d+)\.(\d+)\./.exec(out);
   return v !== null && (Number(v[1]) > 2 || (Number(v[1]) === 2 && Number(v[2]) >= 10));
 })();
 if (!newServer) console.warn("k8s-nats.test.ts: nats-server on PATH is older than 2.10; the server-loss test is skipped");
@@ -65,6 +66,12 @@ function localConf(i: number): string {
 }
 
 async function health(s: Server, query = ""): Promise<number> {
+  if (s.proc?.exitCode !== null) {
+    const log = await Bun.file(join(s.dir, "nats-server.log"))
+      .text()
+      .catch(() => "");
+    throw new Error(`${s.name} exited (code ${s.proc?.exitCode}):\n${log}`);
+  }
   const res = await fetch(`http://127.0.0.1:${s.monitor}/healthz${query}`).catch(() => undefined);
   return res?.status ?? 0;
 }
