@@ -180,6 +180,8 @@ export const configSchema = z
     log: z
       .strictObject({
         level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
+        /** The live dashboard without a terminal prints a frame on a noticeable change, at most this often. */
+        dashboard_interval: duration(0).default(5_000),
       })
       .prefault({}),
   })

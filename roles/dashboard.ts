@@ -8,7 +8,7 @@ import { createLogger } from "../lib/log.ts";
 import { type SwarmNode, startNode } from "../lib/node.ts";
 import { untilStopSignal } from "../lib/signals.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard/render.ts";
-import { buildSnapshot } from "./dashboard/snapshot.ts";
+import { buildSnapshot, type DashboardSnapshot } from "./dashboard/snapshot.ts";
 
 const REFRESH_MS = 1_000;
 
@@ -50,9 +50,14 @@ export async function showDashboard(node: SwarmNode, show: ShowOptions, signalle
     return 0;
   }
   const tty = process.stdout.isTTY === true;
+  // Without a terminal (a container's log, a pipe) frames pile up instead of redrawing: one a second is
+  // ~100 MB a day. There a frame is printed only when something a person would notice changed, at most
+  // every log.dashboard_interval (a change in between shows in the next frame).
+  const worthPrinting = logFrameGate(node.config.log.dashboard_interval);
   const draw = () => {
-    const text = renderDashboard(snapshot(), { color: tty });
-    process.stdout.write(tty ? frameForTerminal(text) : `${text}\n\n`);
+    const s = snapshot();
+    if (tty) process.stdout.write(frameForTerminal(renderDashboard(s, { color: true })));
+    else if (worthPrinting(s)) process.stdout.write(`${renderDashboard(s)}\n\n`);
   };
   if (tty) process.stdout.write("\x1b[?25l"); // hide cursor while redrawing
   await queue.refresh(); // bounded and never throws; later frames refresh it in the background
@@ -63,6 +68,55 @@ export async function showDashboard(node: SwarmNode, show: ShowOptions, signalle
   if (tty) process.stdout.write("\x1b[?25h\n");
   await node.stop();
   return 0;
+}
+
+/**
+ * What a person reading frames in a log would notice: which nodes there are, their roles, statuses,
+ * loads, running sub-tasks and counts, the swarm's totals and the connections. Not clocks, uptimes,
+ * elapsed times or how long ago a heartbeat came: those change every second and say nothing new.
+ */
+export function noticeable(s: DashboardSnapshot): string {
+  const node = (n: DashboardSnapshot["nodes"][number]) => [
+    n.node,
+    n.role,
+    n.status,
+    n.running,
+    n.max_concurrent,
+    n.done,
+    n.failed,
+    n.capabilities.join(","),
+    n.tasks.map((t) => `${t.task}@${t.request}`).join(","),
+    n.bad_messages.total,
+  ];
+  return JSON.stringify([
+    s.hid,
+    node(s.this_node),
+    s.connections.nats.connected,
+    s.connections.nats.url,
+    s.connections.temporal.enabled,
+    s.connections.temporal.connected,
+    s.stats,
+    s.tasks,
+    s.bad_messages.total,
+    s.nodes.map(node),
+  ]);
+}
+
+/**
+ * For frames printed to a log: true when `s` differs noticeably from the last frame printed and that
+ * was at least `intervalMs` ago (the first frame always prints).
+ */
+export function logFrameGate(intervalMs: number, now: () => number = Date.now): (s: DashboardSnapshot) => boolean {
+  let printed: string | undefined;
+  let printedAt = 0;
+  return (s) => {
+    const key = noticeable(s);
+    if (key === printed) return false;
+    if (printed !== undefined && now() - printedAt < intervalMs) return false;
+    printed = key;
+    printedAt = now();
+    return true;
+  };
 }
 
 /** Logs would tear the frame (or the JSON): only warnings and errors then, and those go to stderr. */
@@ -79,7 +133,9 @@ if (import.meta.main) {
   process.exit(
     await runEntry(process.argv.slice(2), {
       name: "picoclaw-dashboard",
-      usage: "observe the swarm and redraw its dashboard every second (--once: one frame; --json: one snapshot)",
+      usage:
+        "observe the swarm and redraw its dashboard every second (--once: one frame; --json: one snapshot; " +
+        "without a terminal, a frame when the swarm changes)",
       run: (cli, loaded) => observeSwarm(loaded, showOptions(cli)),
     }),
   );

@@ -192,7 +192,8 @@ describe("failover", () => {
     const hid = "fo5";
     const c = coordinator(hid);
     const w = worker(hid);
-    const board = spawnRole("dashboard.ts", common(hid), { home: tempHome() });
+    // Every change in its own frame (a 1.5 s outage would fall between the default 5 s frames of a log).
+    const board = spawnRole("dashboard.ts", [...common(hid), "--log.dashboard_interval", "0s"], { home: tempHome() });
     procs.push(board);
     await joined(c, w);
     await board.waitForLine(/NATS:\s+✓ Yes/);

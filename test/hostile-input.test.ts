@@ -134,8 +134,9 @@ describe("hostile input", () => {
   beforeAll(async () => {
     nats = await startNatsServer();
     const common = ["--swarm.hid", HID, "--swarm.nats.urls", nats.url, ...FAST];
-    // The live dashboard (not a TTY: a plain frame every second) starts before the flood and counts what it drops.
-    observer = procs.track(spawnRole("dashboard.ts", common, { home: tempHome() }));
+    // The live dashboard (not a TTY: a plain frame on every change, at most every second here) starts
+    // before the flood and counts what it drops.
+    observer = procs.track(spawnRole("dashboard.ts", [...common, "--log.dashboard_interval", "0s"], { home: tempHome() }));
     const specs = [
       { name: "coordinator", script: "coordinator.ts", role: "coordinator", caps: ["general"], extra: [] },
       { name: "worker", script: "worker.ts", role: "worker", caps: ["general"], extra: [] },
