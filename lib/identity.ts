@@ -2,6 +2,7 @@
 import type { KV, NatsConnection } from "nats";
 import type { Config } from "./config.ts";
 import { newHumanId, newNodeId, newSessionId, validateId } from "./ids.ts";
+import { isTransientNatsError } from "./nats-connection.ts";
 import { DEFAULT_HID_KEY, SWARM_BUCKET } from "./subjects.ts";
 
 export interface Identity {
@@ -31,9 +32,12 @@ export async function adoptDeploymentHid(nc: NatsConnection, replicas = 1): Prom
   try {
     kv = await nc.jetstream().views.kv(SWARM_BUCKET, { history: 1, replicas });
   } catch (err) {
+    // A time-out or 503 while JetStream elects leaders passes: the caller tries again (its code intact).
+    if (isTransientNatsError(err)) throw err;
     throw new Error(
-      `cannot adopt the swarm's H-id: JetStream is not available on this NATS server (${(err as Error).message}). ` +
-        `Start nats-server with -js, or set --swarm.hid / PICOCLAW_SWARM_HID on every node.`,
+      `cannot adopt the swarm's H-id: KV bucket ${SWARM_BUCKET} cannot be opened (${(err as Error).message}). ` +
+        `Is JetStream enabled (nats-server -js)? Or set --swarm.hid / PICOCLAW_SWARM_HID on every node.`,
+      { cause: err },
     );
   }
   const candidate = newHumanId();
@@ -46,8 +50,9 @@ export async function adoptDeploymentHid(nc: NatsConnection, replicas = 1): Prom
     try {
       await kv.create(DEFAULT_HID_KEY, new TextEncoder().encode(candidate));
       return { hid: candidate, created: true };
-    } catch {
-      // Someone else created it between our get and create: read theirs.
+    } catch (err) {
+      // Someone else created it between our get and create: read theirs. A transient error goes up as is.
+      if (isTransientNatsError(err)) throw err;
     }
   }
   throw new Error(`cannot agree on a default H-id in KV bucket ${SWARM_BUCKET}`);

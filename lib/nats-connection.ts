@@ -152,6 +152,9 @@ function isUnreachable(err: unknown): boolean {
  * again; anything else (permissions, a bad request, our own closed connection) is not.
  */
 export function isTransientNatsError(err: unknown): boolean {
+  // Our own wrappers keep the NATS error as their cause.
+  const cause = (err as { cause?: unknown })?.cause;
+  if (cause !== undefined && cause !== err && isTransientNatsError(cause)) return true;
   const e = err as { code?: string; message?: string };
   if (e?.code === "CONNECTION_CLOSED" || e?.code === "PERMISSIONS_VIOLATION") return false;
   if (["TIMEOUT", "CONNECTION_TIMEOUT", "DISCONNECT", "CONNECTION_REFUSED", "503", "408", "REQUEST_ERROR"].includes(e?.code ?? ""))

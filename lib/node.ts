@@ -21,9 +21,10 @@ import {
   type TemporalStatus,
 } from "./messages.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
-import { type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
+import { describeNatsError, isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
+import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { untilStopSignal } from "./signals.ts";
 import { ensureStreams } from "./streams.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
@@ -61,6 +62,8 @@ export interface SwarmNode {
    * unset. Stopped with the node.
    */
   serveHttp(routes?: Record<string, Handler>): HttpEndpoint | undefined;
+  /** A start-up step that talks to JetStream, riding out transient NATS errors (see `duringStartUp`). */
+  startUp<T>(what: string, step: () => Promise<T>): Promise<T>;
   /** Resolves when a stop was requested over NATS (`node.<id>.control`). */
   stopRequested: Promise<string>;
   /**
@@ -90,9 +93,31 @@ async function prepareEmbedded(cfg: Config, log: Logger): Promise<EmbeddedNats |
   return embedded;
 }
 
+/**
+ * Runs a start-up step that talks to JetStream (the deployment's H-id, the swarm's streams, buckets and
+ * consumers), trying it again on a transient NATS error for up to swarm.nats.connect_timeout. On a fresh
+ * cluster JetStream answers before it has elected leaders, and nodes starting at the same moment race to
+ * create the same replicated bucket: the loser sees a time-out or 503 for a few seconds, which is no
+ * reason to exit. Other errors (permissions, a setting the server refuses) end start-up at once.
+ */
+export async function duringStartUp<T>(cfg: Config, log: Logger, what: string, step: () => Promise<T>): Promise<T> {
+  let warned = false;
+  return withRetry(step, {
+    backoff: NATS_BACKOFF,
+    untilMs: cfg.swarm.nats.connect_timeout,
+    retryable: isTransientNatsError,
+    onRetry: (err, attempt, delayMs) => {
+      const fields = { step: what, error: describeNatsError(err), attempt, retry_in_ms: delayMs };
+      if (warned) log.debug("JetStream not ready yet; trying again", fields);
+      else log.warn("JetStream not ready yet; trying again", fields);
+      warned = true;
+    },
+  });
+}
+
 export async function startMember(cfg: Config, log: Logger): Promise<MemberNode> {
   const node = await startNode(cfg, log);
-  const jsm = await ensureStreams(node.link.nc, node.names, cfg, log);
+  const jsm = await node.startUp("create the swarm's streams", () => ensureStreams(node.link.nc, node.names, cfg, log));
   return Object.assign(node, { jsm });
 }
 
@@ -101,7 +126,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   const embedded = await prepareEmbedded(cfg, log);
   const link = await openNats(cfg, `picoclaw-${role}`, log);
   await requireJetStream(link, cfg.swarm.nats.connect_timeout, embedded ? cfg.swarm.nats.embedded_port : undefined);
-  const identity = await resolveIdentity(cfg, link.nc);
+  const identity = await duringStartUp(cfg, log, "adopt the deployment's H-id", () => resolveIdentity(cfg, link.nc));
   const names = swarmNames(identity.hid);
   const bad = createBadInputCounter(log);
   const startedAt = Date.now();
@@ -188,6 +213,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     queue,
     info,
     onPeerEvent: (listener) => peerListeners.push(listener),
+    startUp: (what, step) => duringStartUp(cfg, log, what, step),
     ready(w) {
       work = w;
       membership.announce();

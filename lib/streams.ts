@@ -15,6 +15,7 @@ import {
 import type { Config } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { isTransientNatsError } from "./nats-connection.ts";
 import type { SwarmNames } from "./subjects.ts";
 
 const MiB = 1024 * 1024;
@@ -125,6 +126,7 @@ export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: 
         changed: changed.map(({ field }) => `${field}:${have[field]}->${sc[field]}`).join(","),
       });
     } catch (err) {
+      if (isTransientNatsError(err)) throw err; // not the setting's fault: the caller may try again
       const first = changed[0]!;
       throw new ConfigError(
         first.key,
@@ -195,6 +197,7 @@ export async function ensureConsumer(
       changed: changed.map((k) => `${k}:${have[k]}->${config[k as keyof typeof config]}`).join(","),
     });
   } catch (err) {
+    if (isTransientNatsError(err)) throw err;
     const k = changed[0]!;
     throw new ConfigError(keys[k], "config", `a value the server can apply to consumer ${durable} (${(err as Error).message})`);
   }

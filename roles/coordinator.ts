@@ -48,7 +48,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
     "Requests this coordinator ended, by status (completed, partial, failed, rejected, dead).",
   );
   const signer = loadSigner(cfg, "trusted_workers", log);
-  const kv = await openTasksKv(nc, names, cfg);
+  const kv = await node.startUp("open the tasks bucket", () => openTasksKv(nc, names, cfg));
   const events = requestEvents(nc, js, names, me);
   // Results are trusted from the configured workers, and from this coordinator (sub-tasks it gave up on).
   const trustedResultKeys = new Set([...cfg.swarm.security.trusted_workers, ...(signer ? [signer.publicKey] : [])]);
@@ -59,24 +59,28 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   const handling = new Set<Promise<void>>();
   let intake: Intake | undefined;
   // Ack wait = lease TTL: a dead leader's request reaches the next leader about when it takes over.
-  await ensureConsumer(node.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit, {
-    ackWait: cfg.swarm.lease_ttl,
-    maxDeliver: -1,
-  });
+  await node.startUp("create the request consumer", () =>
+    ensureConsumer(node.jsm, names.streams.requests, names.consumers.requests, names.requestSubmit, {
+      ackWait: cfg.swarm.lease_ttl,
+      maxDeliver: -1,
+    }),
+  );
 
   // 1. Take the lease. Stepping down stops following every request: the next leader gets them redelivered.
-  const leadership = await startLeadership({
-    nc,
-    names,
-    node: me,
-    ttlMs: cfg.swarm.lease_ttl,
-    replicas: cfg.swarm.nats.replicas,
-    log,
-    onChange: (leading) => {
-      if (leading) return intake?.wake();
-      for (const r of open.values()) r.run?.abandon(new StaleLeaderError("stepped down"));
-    },
-  });
+  const leadership = await node.startUp("open the leader bucket", () =>
+    startLeadership({
+      nc,
+      names,
+      node: me,
+      ttlMs: cfg.swarm.lease_ttl,
+      replicas: cfg.swarm.nats.replicas,
+      log,
+      onChange: (leading) => {
+        if (leading) return intake?.wake();
+        for (const r of open.values()) r.run?.abandon(new StaleLeaderError("stepped down"));
+      },
+    }),
+  );
   const whileLeading = retryWhileLeading(leadership, log, 3 * cfg.swarm.lease_ttl);
   const giveUp = { js, kv, names, node: me, signer };
   const checkResult = signer ? (r: TaskResult) => verifyResult(r, trustedResultKeys) : undefined;

@@ -24,7 +24,7 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
   const { config: cfg, log, names, identity } = node;
   const llm = await nodeLlm(cfg.llm, log, node.metrics);
   const signer = loadSigner(cfg, "trusted_coordinators", log);
-  const kv = await openTasksKv(node.link.nc, names, cfg);
+  const kv = await node.startUp("open the tasks bucket", () => openTasksKv(node.link.nc, names, cfg));
 
   // Its own direct queue first, then each capability's queues, highest priority first.
   const queues: Queue[] = [{ durable: names.consumers.direct(identity.node), subject: names.taskDirect(identity.node) }];
@@ -37,7 +37,9 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
   // trusted with that (2.12+); a live node whose slots were all busy that long creates it again.
   const inactiveMs = durableInactivitySafe(node.link.nc) ? DIRECT_QUEUE_IDLE_MS : undefined;
   const settings = (q: Queue) => ({ ackWait: ack_wait, maxDeliver: max_deliver, inactiveMs: q.capability ? undefined : inactiveMs });
-  await Promise.all(queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, settings(q), log)));
+  await node.startUp("create the task consumers", () =>
+    Promise.all(queues.map((q) => ensureConsumer(node.jsm, names.streams.tasks, q.durable, q.subject, settings(q), log))),
+  );
 
   // Execute: one sub-task at a time per slot. Tell the swarm at once when a slot fills or frees.
   const outcomes = node.metrics.counter("picoclaw_subtasks_total", "Sub-tasks this node ran, by capability and outcome.");

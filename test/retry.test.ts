@@ -1,5 +1,7 @@
 // The one retry policy (lib/retry.ts): the delay curve is pure; withRetry is checked with real timers.
+
 import { describe, expect, test } from "bun:test";
+import { isTransientNatsError } from "../lib/nats-connection.ts";
 import { backoffDelay, NATS_BACKOFF, TASK_BACKOFF, withRetry } from "../lib/retry.ts";
 
 describe("backoffDelay", () => {
@@ -77,5 +79,23 @@ describe("withRetry", () => {
 
   test("without attempts or a time budget it refuses to start", async () => {
     await expect(withRetry(async () => 1, { backoff: fast })).rejects.toThrow(RangeError);
+  });
+});
+
+describe("isTransientNatsError: what start-up and clients try again", () => {
+  const natsError = (code: string, message = code) => Object.assign(new Error(message), { code });
+  test("time-outs, lost connections and JetStream's 503 (no leader yet) pass; permissions and bad requests do not", () => {
+    for (const e of [natsError("TIMEOUT"), natsError("503"), natsError("DISCONNECT"), new Error("no responders available")])
+      expect(isTransientNatsError(e)).toBe(true);
+    for (const e of [
+      natsError("PERMISSIONS_VIOLATION"),
+      natsError("400", "wrong last sequence: 3"),
+      new Error("stream name already in use"),
+    ])
+      expect(isTransientNatsError(e)).toBe(false);
+  });
+  test("our own wrappers keep the NATS error as their cause, and are judged by it", () => {
+    expect(isTransientNatsError(new Error("cannot create JetStream stream X: 503", { cause: natsError("503") }))).toBe(true);
+    expect(isTransientNatsError(new Error("cannot create JetStream stream X", { cause: natsError("PERMISSIONS_VIOLATION") }))).toBe(false);
   });
 });
