@@ -5,8 +5,8 @@
 # (Dockerfile.multistage also compiles inside Docker.)
 #
 # Two stages: the first, on a Debian base (picoclaw-base:bookworm from debootstrap, scripts/base-image.sh),
-# collects the shared libraries the executable links (glibc: the loader, libc, libm, libpthread, libdl)
-# plus libgcc_s, and writes passwd/group/nsswitch.conf and the user's home.
+# collects the shared libraries the executable and the Temporal SDK's native library link (glibc's
+# loader, libc, libm, libpthread, libdl, librt, and libgcc_s), and writes passwd/group/nsswitch.conf and the user's home.
 # The image is that on scratch: no shell, no package manager, nothing else to patch (see README).
 #
 # The image sets no swarm config: compose.yaml / `docker run -e` give PICOCLAW_SWARM_ENABLED, _ROLE,
@@ -16,13 +16,15 @@
 ARG BASE=picoclaw-base:bookworm
 
 FROM ${BASE} AS runtime
-# What `ldd dist/picoclaw` lists (glibc's loader, libc, libm, libpthread, libdl) and libgcc_s, which
-# glibc loads to unwind threads. Listed rather than read from the executable, so this stage does not
+# What `ldd dist/picoclaw` lists (glibc's loader, libc, libm, libpthread, libdl), and what the Temporal
+# SDK's native library (unpacked to /tmp and loaded when a coordinator uses Temporal) adds: librt and
+# libgcc_s (which glibc also loads to unwind threads). Listed rather than read from the executable, so this stage does not
 # change with every build and stays cached. The container test runs the image: a missing one fails it.
 RUN set -eu; \
     mkdir -p /out/etc /out/tmp /out/home/picoclaw/.picoclaw; \
     for lib in /lib*/ld-linux*.so.[0-9] /lib/*-linux-gnu/libc.so.6 /lib/*-linux-gnu/libm.so.6 \
-               /lib/*-linux-gnu/libpthread.so.0 /lib/*-linux-gnu/libdl.so.2 /lib/*-linux-gnu/libgcc_s.so.1; do \
+               /lib/*-linux-gnu/libpthread.so.0 /lib/*-linux-gnu/libdl.so.2 /lib/*-linux-gnu/librt.so.1 \
+               /lib/*-linux-gnu/libgcc_s.so.1; do \
       cp --parents -L "$lib" /out; \
     done; \
     printf 'root:x:0:0:root:/root:/sbin/nologin\npicoclaw:x:10001:10001:picoclaw:/home/picoclaw:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >/out/etc/passwd; \
