@@ -1,4 +1,6 @@
-// Malformed inbound messages: dropped, counted per subject, logged at most every few seconds.
+// Malformed inbound messages: dropped, counted per subject, logged at most every few seconds. Refused
+// ones (well-formed, but unsigned, untrusted, replayed, or a KV record that fails its check) are counted
+// the same way and, besides, by what was refused.
 import type { JsMsg } from "nats";
 import type { z } from "zod";
 import type { Logger } from "./log.ts";
@@ -7,8 +9,15 @@ import { MAX_PIPELINE_MESSAGE_BYTES } from "./task-messages.ts";
 
 const MAX_SUBJECTS = 200;
 
+/** What a refusal was about: a control request, a sub-task, a result, an answer, a KV record. */
+export type RefusedKind = "control" | "subtask" | "result" | "answer" | "record";
+
 export interface BadInputCounter {
   record(subject: string, reason: string): void;
+  /** A well-formed message or record refused by a check (signature, trust, replay, schema of a KV record). */
+  refuse(subject: string, kind: RefusedKind, reason: string): void;
+  /** Refusals by kind, for heartbeats and /metrics. */
+  refused(): Record<string, number>;
   /** Counts per subject, for the dashboard's --json. */
   counts(): Record<string, number>;
   total(): number;
@@ -16,8 +25,14 @@ export interface BadInputCounter {
 
 export function createBadInputCounter(log: Logger, logEveryMs = 5_000): BadInputCounter {
   const bySubject = new Map<string, number>();
+  const byKind = new Map<string, number>();
   let total = 0;
-  return {
+  const counter: BadInputCounter = {
+    refuse(subject, kind, reason) {
+      byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
+      counter.record(subject, `refused: ${reason}`);
+    },
+    refused: () => Object.fromEntries(byKind),
     record(subject, reason) {
       total++;
       // Random subjects must not grow memory without bound.
@@ -32,6 +47,7 @@ export function createBadInputCounter(log: Logger, logEveryMs = 5_000): BadInput
     counts: () => Object.fromEntries(bySubject),
     total: () => total,
   };
+  return counter;
 }
 
 /**

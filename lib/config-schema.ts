@@ -133,17 +133,25 @@ const llmSchema = z.strictObject({
   max_tokens: int(1, 1_000_000).optional(),
 });
 
-/** Optional ed25519 signing of sub-tasks (coordinator -> node) and results (node -> coordinator). */
+/**
+ * Optional ed25519 signing of sub-tasks (coordinator -> node), results (node -> coordinator), answers
+ * (coordinator -> submit/watch), request records (coordinator -> KV -> coordinator) and drain/shutdown
+ * (admin -> node). See docs/security.md.
+ */
 const securitySchema = z.strictObject({
   signing: bool.default(false),
   /** This node's nkey seed file (`picoclaw keygen` writes one). */
   key_file: optionalString,
-  /** Public keys whose signed sub-tasks a worker or specialist accepts. */
+  /** Public keys whose sub-tasks a worker or specialist runs, whose answers submit/watch print, and whose request records a coordinator resumes. */
   trusted_coordinators: list(
     z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" }),
   ).default([]),
   /** Public keys whose signed results a coordinator accepts. */
   trusted_workers: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default(
+    [],
+  ),
+  /** Public keys whose drain and shutdown requests a node obeys (ping stays open). */
+  trusted_admins: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default(
     [],
   ),
   /** Signed messages older or newer than this are refused (replay window). */
@@ -184,10 +192,6 @@ export const configSchema = z
         dashboard_interval: duration(0).default(5_000),
       })
       .prefault({}),
-  })
-  .refine((c) => !c.swarm.security.signing || c.swarm.security.key_file !== undefined, {
-    path: ["swarm", "security", "key_file"],
-    message: "a key file when swarm.security.signing is on (create one with `picoclaw keygen`)",
   })
   .refine((c) => c.swarm.nats.node_timeout > c.swarm.nats.heartbeat_interval, {
     path: ["swarm", "nats", "node_timeout"],

@@ -4,15 +4,20 @@
 // published while the client was cut off is still delivered, and following again later (`watch`)
 // replays what was missed. A plain subscription on the same subjects brings each event at once as
 // well, including one its publisher's server could not store (a host cut off from the stream's
-// quorum); each distinct event is handed over once, whichever way came first.
-import type { ConsumerMessages, NatsConnection, Subscription } from "nats";
+// quorum); each distinct event is handed over once, whichever way came first (with its headers: a
+// signature check needs them, and a copy without the signature is not the same event).
+import type { ConsumerMessages, MsgHdrs, NatsConnection, Subscription } from "nats";
 import { decode } from "./messages.ts";
+import { signatureOf } from "./signing.ts";
 import type { SwarmNames } from "./subjects.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, requestEventSchema, type TaskEvent, taskEventSchema } from "./task-messages.ts";
 
+/** An event as stored: what a signature check needs. */
+export type StoredEvent = { subject: string; data: Uint8Array; headers?: MsgHdrs };
+
 export interface FollowHandlers {
-  request(ev: RequestEvent): void;
-  task?(ev: TaskEvent): void;
+  request(ev: RequestEvent, stored: StoredEvent): void;
+  task?(ev: TaskEvent, stored: StoredEvent): void;
   /** A stored event that does not parse (counted by the caller; following goes on). */
   bad?(subject: string, reason: string): void;
 }
@@ -31,24 +36,24 @@ export async function followRequest(nc: NatsConnection, names: SwarmNames, reque
   const streams: ConsumerMessages[] = [];
   const subs: Subscription[] = [];
   const loops: Promise<void>[] = [];
-  // Events are never re-published, so the same bytes on the same subject are the same event.
+  // Events are never re-published, so the same bytes (and signature) on the same subject are the same event.
   const seen = new Set<string>();
-  const follow = async <T>(subject: string, schema: Parameters<typeof decode<T>>[0], handle: (ev: T) => void) => {
-    const deliver = (msgSubject: string, data: Uint8Array) => {
-      const key = `${msgSubject} ${td.decode(data)}`;
+  const follow = async <T>(subject: string, schema: Parameters<typeof decode<T>>[0], handle: (ev: T, stored: StoredEvent) => void) => {
+    const deliver = (m: { subject: string; data: Uint8Array; headers?: MsgHdrs }) => {
+      const key = `${m.subject} ${signatureOf(m.headers)} ${td.decode(m.data)}`;
       if (seen.has(key)) return;
       seen.add(key);
-      const d = decode(schema, data, MAX_PIPELINE_MESSAGE_BYTES);
-      if (d.ok) handle(d.value);
-      else on.bad?.(msgSubject, d.reason);
+      const d = decode(schema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+      if (d.ok) handle(d.value, m);
+      else on.bad?.(m.subject, d.reason);
     };
-    subs.push(nc.subscribe(subject, { callback: (_e, m) => deliver(m.subject, m.data) }));
+    subs.push(nc.subscribe(subject, { callback: (_e, m) => deliver(m) }));
     const consumer = await js.consumers.get(names.streams.events, { filterSubjects: subject });
     const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS });
     streams.push(messages);
     loops.push(
       (async () => {
-        for await (const m of messages) deliver(m.subject, m.data);
+        for await (const m of messages) deliver(m);
       })().catch(() => {}), // the iterator ends with an error when the connection closes under it
     );
   };

@@ -65,6 +65,11 @@ export const nodeInfoSchema = z.object({
       by_subject: z
         .record(z.string().max(300), z.number().int().nonnegative())
         .refine((r) => Object.keys(r).length <= MAX_BAD_SUBJECTS_REPORTED, { message: `at most ${MAX_BAD_SUBJECTS_REPORTED} subjects` }),
+      /** Of those, refused by a check (signature, trust, replay, a KV record's schema), by what was refused. */
+      refused: z
+        .record(z.string().max(32), z.number().int().nonnegative())
+        .refine((r) => Object.keys(r).length <= 16, { message: "at most 16 kinds" })
+        .optional(),
     })
     .optional(),
 });

@@ -3,7 +3,7 @@
 // itself, so a peer that sees "Node joined swarm" can use it at once. Observers (dashboards) join
 // no swarm: no announcement, no heartbeat, no control subject.
 import { hostname } from "node:os";
-import type { JetStreamManager } from "nats";
+import type { JetStreamManager, KV } from "nats";
 import { type BadInputCounter, createBadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { serveControl } from "./control.ts";
@@ -26,7 +26,7 @@ import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
 import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { untilStopSignal } from "./signals.ts";
-import { ensureStreams } from "./streams.ts";
+import { ensureStreams, openTasksKv } from "./streams.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
 import { VERSION } from "./version.ts";
 
@@ -152,7 +152,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       done: load.done ?? 0,
       failed: load.failed ?? 0,
       temporal: load.temporal,
-      bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
+      bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED), refused: bad.refused() },
       status: draining ? "draining" : max > 0 && load.running >= max ? "busy" : "online",
       version: VERSION,
       started_at: startedAt,
@@ -183,9 +183,32 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
   const stopRequested = new Promise<string>((r) => {
     requestStop = r;
   });
+  const sec = cfg.swarm.security;
+  let nonces: Promise<KV> | undefined;
   const control = opts.observer
     ? undefined
-    : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
+    : serveControl({
+        nc: link.nc,
+        names,
+        node: identity.node,
+        log,
+        bad,
+        security: sec.signing
+          ? {
+              trustedAdmins: new Set(sec.trusted_admins),
+              maxSkewMs: sec.max_skew,
+              // Opened on first use; a failure is not kept, so the next request tries again.
+              kv: () => {
+                nonces ??= openTasksKv(link.nc, names, cfg).catch((err) => {
+                  nonces = undefined;
+                  throw err;
+                });
+                return nonces;
+              },
+            }
+          : undefined,
+        onStop: (a) => requestStop(a),
+      });
 
   const metrics = createMetrics();
   const queue = queueGauge(link.nc, names, log);
@@ -333,6 +356,11 @@ function nodeMetrics(
     { value: n.link.disconnects() },
   ]);
   m.counterOf("picoclaw_bad_messages_total", "Malformed messages this node dropped.", () => [{ value: n.bad.total() }]);
+  m.counterOf(
+    "picoclaw_refused_total",
+    "Well-formed messages and KV records this node refused (unsigned, untrusted, replayed, failing their schema), by kind.",
+    () => Object.entries(n.bad.refused()).map(([kind, value]) => ({ labels: { kind }, value })),
+  );
 }
 
 /** The `n` subjects with the most dropped messages. */

@@ -1,9 +1,15 @@
-// Signed sub-tasks and results (swarm.security.signing): ed25519 nkeys. A coordinator signs each
-// sub-task it queues (subject, nonce and time included); a node runs only sub-tasks signed by a key in
-// trusted_coordinators, within max_skew, whose nonce no other message has used (a replay). The node
-// signs its result; the coordinator accepts only results signed by a key in trusted_workers.
-// What this does not protect against: anything inside the prompt itself (prompt injection), and a
-// trusted key that is stolen. See docs/security.md.
+// Signing (swarm.security.signing): ed25519 nkeys over every message that causes or claims work.
+//   sub-tasks   coordinator -> node: headers over subject, nonce, time and payload; a node runs only
+//               sub-tasks signed by trusted_coordinators, within max_skew, whose nonce was never used.
+//   results     node -> coordinator: fields of the result record; trusted_workers.
+//   answers     coordinator -> submit/watch: headers, as for sub-tasks; trusted_coordinators (no time
+//               window: an answer stays valid in the EVENTS stream, and its subject names its request).
+//   control     admin -> node (drain, shutdown): headers, time window and nonce; trusted_admins.
+//   records     request records in the tasks KV bucket, sealed by the coordinator that wrote them and
+//               checked on resume, so a coordinator never re-signs a plan it did not make.
+// The nonce check fails closed: when KV cannot say whether a nonce was used, the message is refused
+// as transient (a sub-task goes back to its queue). What this does not protect against: anything
+// inside the prompt itself (prompt injection), and a trusted key that is stolen. See docs/security.md.
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { headers, type JsMsg, type KV, type MsgHdrs } from "nats";
@@ -23,6 +29,34 @@ export interface Signer {
   sign(data: Uint8Array): Uint8Array;
 }
 
+/** This process's key from swarm.security.key_file (any role with signing on that signs something). */
+export function loadKey(cfg: Config): Signer {
+  const file = cfg.swarm.security.key_file;
+  if (!file)
+    throw new ConfigError(
+      "swarm.security.key_file",
+      "config",
+      "a key file when swarm.security.signing is on (create one with `picoclaw keygen`)",
+    );
+  let seed: string;
+  try {
+    seed = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new ConfigError(
+      "swarm.security.key_file",
+      "config",
+      "a readable nkey seed file (picoclaw keygen)",
+      `${file} (${(err as Error).message})`,
+    );
+  }
+  try {
+    const kp = fromSeed(new TextEncoder().encode(seed));
+    return { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
+  } catch {
+    throw new ConfigError("swarm.security.key_file", "config", "an nkey seed (a line starting with S, from picoclaw keygen)", file);
+  }
+}
+
 /**
  * With swarm.security.signing: this node's key. Coordinators must trust some workers' keys and workers
  * some coordinators' keys, or nothing could ever run.
@@ -30,24 +64,7 @@ export interface Signer {
 export function loadSigner(cfg: Config, trusts: "trusted_workers" | "trusted_coordinators", log: Logger): Signer | undefined {
   const s = cfg.swarm.security;
   if (!s.signing) return undefined;
-  let seed: string;
-  try {
-    seed = readFileSync(s.key_file!, "utf8").trim();
-  } catch (err) {
-    throw new ConfigError(
-      "swarm.security.key_file",
-      "config",
-      "a readable nkey seed file (picoclaw keygen)",
-      `${s.key_file} (${(err as Error).message})`,
-    );
-  }
-  let signer: Signer;
-  try {
-    const kp = fromSeed(new TextEncoder().encode(seed));
-    signer = { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
-  } catch {
-    throw new ConfigError("swarm.security.key_file", "config", "an nkey seed (a line starting with S, from picoclaw keygen)", s.key_file);
-  }
+  const signer = loadKey(cfg);
   if (s[trusts].length === 0) {
     const whom = trusts === "trusted_workers" ? "workers and specialists" : "coordinators";
     throw new ConfigError(`swarm.security.${trusts}`, "config", `the public keys of the ${whom} to trust when signing is on`, []);
@@ -76,15 +93,22 @@ export function signMessage(signer: Signer, subject: string, payload: Uint8Array
   return h;
 }
 
-export type Verdict = { ok: true } | { ok: false; reason: string };
+/** A refusal is `transient` when the check itself could not be made (KV unreachable): try again later. */
+export type Verdict = { ok: true } | { ok: false; reason: string; transient?: boolean };
 
-/**
- * Checks a signed JetStream message: trusted key, valid signature, time window, and a nonce not used
- * by another stored message (kept in KV so a replay to any node is caught; a redelivery of the same
- * stored message is not a replay).
- */
-export async function verifyTaskMessage(msg: JsMsg, trusted: Set<string>, maxSkewMs: number, kv: KV): Promise<Verdict> {
-  const h = msg.headers;
+/** A message's signature header ("" when unsigned): tells a signed event from an unsigned copy of it. */
+export function signatureOf(h: MsgHdrs | undefined): string {
+  return h?.get(H_SIG) ?? "";
+}
+
+/** Trusted key, valid signature and (unless `maxSkewMs` is undefined) the time window; the nonce is returned for a replay check. */
+export function checkSignature(
+  subject: string,
+  data: Uint8Array,
+  h: MsgHdrs | undefined,
+  trusted: ReadonlySet<string>,
+  maxSkewMs: number | undefined,
+): { ok: true; nonce: string } | { ok: false; reason: string } {
   const key = h?.get(H_KEY);
   const nonce = h?.get(H_NONCE);
   const time = h?.get(H_TIME);
@@ -92,23 +116,146 @@ export async function verifyTaskMessage(msg: JsMsg, trusted: Set<string>, maxSke
   if (!key || !nonce || !time || !sig) return { ok: false, reason: "unsigned" };
   if (!trusted.has(key)) return { ok: false, reason: `signed by untrusted key ${key.slice(0, 8)}…` };
   if (!/^[0-9a-f]{24}$/.test(nonce)) return { ok: false, reason: "malformed nonce" };
-  const age = Date.now() - Number(time);
-  if (!Number.isFinite(age) || Math.abs(age) > maxSkewMs) return { ok: false, reason: `outside the ${maxSkewMs}ms time window` };
+  if (maxSkewMs !== undefined) {
+    const age = Date.now() - Number(time);
+    if (!Number.isFinite(age) || Math.abs(age) > maxSkewMs) return { ok: false, reason: `outside the ${maxSkewMs}ms time window` };
+  }
   try {
-    if (!fromPublic(key).verify(signedBytes(msg.subject, nonce, time, msg.data), Buffer.from(sig, "base64"))) {
+    if (!fromPublic(key).verify(signedBytes(subject, nonce, time, data), Buffer.from(sig, "base64"))) {
       return { ok: false, reason: "bad signature" };
     }
   } catch {
     return { ok: false, reason: "bad signature" };
   }
-  const seq = String(msg.info.streamSequence);
+  return { ok: true, nonce };
+}
+
+/**
+ * Records `nonce` as used by `owner` (kept in KV so a replay to any node is caught). The same owner may
+ * claim it again (a redelivery of the same stored message); another owner may not (a replay). Fails
+ * closed: when KV cannot tell, the message is refused as transient.
+ */
+export async function claimNonce(kv: KV, nonce: string, owner: string): Promise<Verdict> {
+  const key = `nonce.${nonce}`;
+  let createError: unknown;
   try {
-    await kv.create(`nonce.${nonce}`, new TextEncoder().encode(seq));
-  } catch {
-    const seen = await kv.get(`nonce.${nonce}`).catch(() => null);
-    if (seen && seen.operation === "PUT" && seen.string() !== seq) return { ok: false, reason: "replay (nonce already used)" };
+    await kv.create(key, new TextEncoder().encode(owner));
+    return { ok: true };
+  } catch (err) {
+    createError = err;
   }
-  return { ok: true };
+  let seen: Awaited<ReturnType<KV["get"]>>;
+  try {
+    seen = await kv.get(key);
+  } catch (err) {
+    return { ok: false, transient: true, reason: `replay check failed: ${(err as Error).message}` };
+  }
+  if (seen?.operation !== "PUT") {
+    // Not stored, yet the create failed: KV did not take it (not ready, refused, timed out).
+    return { ok: false, transient: true, reason: `replay check failed: ${(createError as Error)?.message ?? createError}` };
+  }
+  return seen.string() === owner ? { ok: true } : { ok: false, reason: "replay (nonce already used)" };
+}
+
+/**
+ * Checks a signed JetStream message: trusted key, valid signature, time window, and a nonce not used
+ * by another stored message (a redelivery of the same stored message is not a replay).
+ */
+export async function verifyTaskMessage(msg: JsMsg, trusted: Set<string>, maxSkewMs: number, kv: KV): Promise<Verdict> {
+  const sig = checkSignature(msg.subject, msg.data, msg.headers, trusted, maxSkewMs);
+  if (!sig.ok) return sig;
+  return claimNonce(kv, sig.nonce, String(msg.info.streamSequence));
+}
+
+/**
+ * A control request (drain, shutdown) on a core subject: signed by a trusted admin key, within the time
+ * window, and never seen before (each request claims its nonce once, on whichever node).
+ */
+export async function verifyControl(
+  subject: string,
+  data: Uint8Array,
+  h: MsgHdrs | undefined,
+  trusted: ReadonlySet<string>,
+  maxSkewMs: number,
+  kv: () => Promise<KV>,
+): Promise<Verdict> {
+  const sig = checkSignature(subject, data, h, trusted, maxSkewMs);
+  if (!sig.ok) return sig;
+  let store: KV;
+  try {
+    store = await kv();
+  } catch (err) {
+    return { ok: false, transient: true, reason: `replay check failed: ${(err as Error).message}` };
+  }
+  return claimNonce(store, sig.nonce, `control.${randomBytes(8).toString("hex")}`);
+}
+
+/**
+ * An answer event as stored in the EVENTS stream: signed by a trusted coordinator over its subject
+ * (which names the request) and payload. No time window and no nonce: `watch` may read it hours later,
+ * and a copy of the same answer on the same subject says nothing new.
+ */
+export function verifyAnswer(subject: string, data: Uint8Array, h: MsgHdrs | undefined, trusted: ReadonlySet<string>): Verdict {
+  const sig = checkSignature(subject, data, h, trusted, undefined);
+  return sig.ok ? { ok: true } : sig;
+}
+
+/** With signing on: the coordinator keys whose answers `submit` and `watch` accept. */
+export function trustedAnswerKeys(cfg: Config): Set<string> | undefined {
+  const s = cfg.swarm.security;
+  if (!s.signing) return undefined;
+  if (s.trusted_coordinators.length === 0) {
+    throw new ConfigError(
+      "swarm.security.trusted_coordinators",
+      "config",
+      "the public keys of the coordinators whose answers to accept when signing is on",
+      [],
+    );
+  }
+  return new Set(s.trusted_coordinators);
+}
+
+/** Keys in a fixed order at every depth, so a record signed as written verifies as read back. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+function recordBytes(key: string, record: Record<string, unknown>): Uint8Array {
+  const { seal: _seal, ...rest } = record;
+  return new TextEncoder().encode(`record\n${key}\n${canonicalJson(rest)}`);
+}
+
+/** A KV record's seal: who wrote it, and a signature over its key and content. */
+export interface Seal {
+  signer: string;
+  signature: string;
+}
+
+/** `record` with a seal over its key and content (the key binds it: a record copied to another key fails). */
+export function sealRecord<T extends object>(signer: Signer, key: string, record: T): T & { seal: Seal } {
+  const sig = signer.sign(recordBytes(key, record as Record<string, unknown>));
+  return { ...record, seal: { signer: signer.publicKey, signature: Buffer.from(sig).toString("base64") } };
+}
+
+/** Checks a record read from KV under `key` (as parsed from JSON, before any schema defaults). */
+export function verifyRecord(key: string, record: Record<string, unknown>, trusted: ReadonlySet<string>): Verdict {
+  const seal = record.seal as Partial<Seal> | undefined;
+  if (!seal || typeof seal.signer !== "string" || typeof seal.signature !== "string") return { ok: false, reason: "unsealed record" };
+  if (!trusted.has(seal.signer)) return { ok: false, reason: `record sealed by untrusted key ${seal.signer.slice(0, 8)}…` };
+  try {
+    return fromPublic(seal.signer).verify(recordBytes(key, record), Buffer.from(seal.signature, "base64"))
+      ? { ok: true }
+      : { ok: false, reason: "bad record seal" };
+  } catch {
+    return { ok: false, reason: "bad record seal" };
+  }
 }
 
 function resultDigest(r: TaskResult): Uint8Array {

@@ -139,6 +139,11 @@ export const taskKeys = {
   deadAll: "dead.*",
 };
 
+/** The subject a KV entry is stored under (`$KV.<bucket>.<key>`): how a bad record is named in counts and logs. */
+export function kvSubject(bucket: string, key: string): string {
+  return `$KV.${bucket}.${key}`;
+}
+
 /** `node.<id>.control` has a node id in the third token; heartbeats in the fourth. */
 export function nodeIdFromHeartbeat(names: SwarmNames, subject: string): string | undefined {
   const head = `${names.prefix}.node.heartbeat.`;

@@ -147,3 +147,59 @@ export const requestEventSchema = z.object({
 export type RequestEvent = z.infer<typeof requestEventSchema>;
 /** A request event as its coordinator composes it (the envelope fields are added when it is sent). */
 export type RequestEventBody = Omit<RequestEvent, "v" | "request" | "at" | "coordinator">;
+
+// ---- Records in the tasks KV bucket (read back with these schemas like any message) ----
+
+const storedPlanTaskSchema = z.object({
+  id,
+  capability: id,
+  prompt: z.string(),
+  depends_on: z.array(id).max(64),
+  priority: z.number().int().min(0).max(3),
+  timeout_ms: z.number().positive().optional(),
+  required: z.boolean(),
+  title: z.string().max(200).optional(),
+  node: id.optional(),
+});
+
+/** A KV record's seal (swarm.security.signing): who wrote it and a signature over its key and content. */
+export const sealSchema = z.object({ signer: z.string().regex(/^[A-Z2-7]{56}$/), signature: z.string().max(200) });
+
+/**
+ * `request.<id>`: the coordinator's checkpoint (plan, summary, answer). Loose: fields a newer coordinator
+ * adds are kept, not stripped, so the seal over the record still verifies.
+ */
+export const requestRecordSchema = z.looseObject({
+  v: z.literal(1),
+  status: z.enum(["running", "answered"]),
+  coordinator: id,
+  lease: z.number().int().nonnegative(),
+  started_at: z.number().int().nonnegative(),
+  deadline_at: z.number().int().nonnegative().optional(),
+  queued: z.record(id, z.number().int().nonnegative()).optional(),
+  text: z
+    .string()
+    .max(512 * 1024)
+    .optional(),
+  plan: z.object({ tasks: z.array(storedPlanTaskSchema).max(1024), synthesize: z.boolean() }).optional(),
+  summary: planSummarySchema.optional(),
+  answer: requestEventSchema.omit({ v: true, request: true, at: true, coordinator: true }).optional(),
+  seal: sealSchema.optional(),
+});
+
+/** `errors.<request>.<task>`: every failed attempt's error, oldest first (at most 20 kept). */
+export const attemptErrorsSchema = z.array(z.string().max(4096)).max(100);
+
+/** `failures.<request>`: how often handling the request failed. */
+export const failureCountSchema = z.number().int().nonnegative().max(1_000_000);
+
+/** `dead.<request>`: a request given up after repeated failures (`picoclaw requests --failed`). */
+export const deadLetterSchema = z.object({
+  v: z.literal(1),
+  request: id,
+  text: z.string().max(4096),
+  error: z.string().max(65_536),
+  failures: z.number().int().nonnegative(),
+  at: z.number().int().nonnegative(),
+  coordinator: id,
+});

@@ -4,9 +4,20 @@ import { createHash } from "node:crypto";
 import type { KV } from "nats";
 import { decode, encode } from "./messages.ts";
 import type { Plan } from "./plan.ts";
+import { plainRecords, type RecordGuard, type RecordRead } from "./record-guard.ts";
 import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { taskKeys } from "./subjects.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type PlanSummary, type RequestEventBody, type TaskResult, taskResultSchema } from "./task-messages.ts";
+import {
+  attemptErrorsSchema,
+  deadLetterSchema,
+  failureCountSchema,
+  MAX_PIPELINE_MESSAGE_BYTES,
+  type PlanSummary,
+  type RequestEventBody,
+  requestRecordSchema,
+  type TaskResult,
+  taskResultSchema,
+} from "./task-messages.ts";
 
 export interface RequestRecord {
   v: 1;
@@ -27,25 +38,32 @@ export interface RequestRecord {
   answer?: RequestEventBody;
 }
 
-export async function readRequest(kv: KV, request: string): Promise<RequestRecord | undefined> {
-  const e = await kv.get(taskKeys.request(request)).catch(() => null);
-  if (e?.operation !== "PUT") return undefined;
-  try {
-    return JSON.parse(e.string()) as RequestRecord;
-  } catch {
-    return undefined;
-  }
+/** A bad record (schema, or seal with signing on) reads as absent: the request is planned afresh and the record replaced. */
+export async function readRequest(kv: KV, request: string, guard: RecordGuard = plainRecords): Promise<RequestRecord | undefined> {
+  const key = taskKeys.request(request);
+  const r = guard.read(key, await kv.get(key).catch(() => null), requestRecordSchema, { sealed: true });
+  return r.state === "ok" ? (r.value as RequestRecord) : undefined;
 }
 
-export async function writeRequest(kv: KV, request: string, record: RequestRecord): Promise<void> {
-  await kv.put(taskKeys.request(request), encode(record));
+export async function writeRequest(kv: KV, request: string, record: RequestRecord, guard: RecordGuard = plainRecords): Promise<void> {
+  const key = taskKeys.request(request);
+  await kv.put(key, encode(guard.seal(key, record)));
 }
 
-export async function readResult(kv: KV, request: string, task: string): Promise<TaskResult | undefined> {
-  const e = await kv.get(taskKeys.result(request, task)).catch(() => null);
-  if (e?.operation !== "PUT") return undefined;
-  const d = decode(taskResultSchema, e.value, MAX_PIPELINE_MESSAGE_BYTES);
-  return d.ok ? d.value : undefined;
+export async function readResult(
+  kv: KV,
+  request: string,
+  task: string,
+  guard: RecordGuard = plainRecords,
+): Promise<TaskResult | undefined> {
+  const r = await readResultRecord(kv, request, task, guard);
+  return r.state === "ok" ? r.value : undefined;
+}
+
+/** The result record, or why it is bad (the coordinator fails such a sub-task visibly instead of waiting for ever). */
+export async function readResultRecord(kv: KV, request: string, task: string, guard: RecordGuard): Promise<RecordRead<TaskResult>> {
+  const key = taskKeys.result(request, task);
+  return guard.read(key, await kv.get(key).catch(() => null), taskResultSchema, { kind: "result" });
 }
 
 /**
@@ -74,18 +92,15 @@ export function recordResultOnce(kv: KV, result: TaskResult, attempts = 8): Prom
   });
 }
 
-export async function attemptErrors(kv: KV, request: string, task: string): Promise<string[]> {
-  const e = await kv.get(taskKeys.errors(request, task)).catch(() => null);
-  if (e?.operation !== "PUT") return [];
-  try {
-    return JSON.parse(e.string()) as string[];
-  } catch {
-    return [];
-  }
+/** A bad list reads as empty (and is replaced by the next append). */
+export async function attemptErrors(kv: KV, request: string, task: string, guard: RecordGuard = plainRecords): Promise<string[]> {
+  const key = taskKeys.errors(request, task);
+  const r = guard.read(key, await kv.get(key).catch(() => null), attemptErrorsSchema);
+  return r.state === "ok" ? r.value : [];
 }
 
-export async function appendAttemptError(kv: KV, request: string, task: string, error: string): Promise<void> {
-  const errors = await attemptErrors(kv, request, task);
+export async function appendAttemptError(kv: KV, request: string, task: string, error: string, guard?: RecordGuard): Promise<void> {
+  const errors = await attemptErrors(kv, request, task, guard);
   errors.push(error.slice(0, 1000));
   await kv.put(taskKeys.errors(request, task), encode(errors.slice(-20))).catch(() => {});
 }
@@ -108,11 +123,12 @@ export interface DeadLetter {
 }
 
 /** One more failed attempt to handle `request`; returns how many there have been. */
-export async function countFailure(kv: KV, request: string): Promise<number> {
+export async function countFailure(kv: KV, request: string, guard: RecordGuard = plainRecords): Promise<number> {
   const key = taskKeys.failures(request);
   for (let i = 0; i < 5; i++) {
     const e = await kv.get(key).catch(() => null);
-    const n = e?.operation === "PUT" ? Number(e.string()) || 0 : 0;
+    const r = guard.read(key, e, failureCountSchema);
+    const n = r.state === "ok" ? r.value : 0; // a bad count starts again (and is replaced below)
     try {
       if (e?.operation === "PUT") await kv.update(key, encode(n + 1), e.revision);
       else await kv.create(key, encode(n + 1));
@@ -129,16 +145,11 @@ export async function writeDeadLetter(kv: KV, letter: DeadLetter): Promise<void>
 }
 
 /** Every dead letter still kept (they expire with the bucket's retention), oldest first. */
-export async function listDeadLetters(kv: KV): Promise<DeadLetter[]> {
+export async function listDeadLetters(kv: KV, guard: RecordGuard = plainRecords): Promise<DeadLetter[]> {
   const out: DeadLetter[] = [];
   for await (const key of await kv.keys(taskKeys.deadAll)) {
-    const e = await kv.get(key).catch(() => null);
-    if (e?.operation !== "PUT") continue;
-    try {
-      out.push(JSON.parse(e.string()) as DeadLetter);
-    } catch {
-      // a record that is not ours: not listed
-    }
+    const r = guard.read(key, await kv.get(key).catch(() => null), deadLetterSchema);
+    if (r.state === "ok") out.push(r.value); // a record that is not a dead letter is not listed
   }
   return out.sort((a, b) => a.at - b.at);
 }

@@ -20,7 +20,7 @@ import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type RequestMsg, requestSchema, type TaskResult, taskEventSchema } from "../lib/task-messages.ts";
 import { countFailure, type RequestRecord, readRequest, writeDeadLetter, writeRequest } from "../lib/task-records.ts";
 import { temporalSettings } from "../lib/temporal.ts";
-import { answerRequest, requestEvents } from "./coordinator/answer.ts";
+import { answerRequest, coordinatorRecords, requestEvents } from "./coordinator/answer.ts";
 import { failExhaustedSubTasks, recordFailure } from "./coordinator/give-up.ts";
 import { type Intake, takeRequests } from "./coordinator/intake.ts";
 import { StaleLeaderError, startLeadership } from "./coordinator/leadership.ts";
@@ -49,9 +49,10 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   );
   const signer = loadSigner(cfg, "trusted_workers", log);
   const kv = await node.startUp("open the tasks bucket", () => openTasksKv(nc, names, cfg));
-  const events = requestEvents(nc, js, names, me);
+  const events = requestEvents(nc, js, names, me, signer);
   // Results are trusted from the configured workers, and from this coordinator (sub-tasks it gave up on).
   const trustedResultKeys = new Set([...cfg.swarm.security.trusted_workers, ...(signer ? [signer.publicKey] : [])]);
+  const records = coordinatorRecords(node, signer);
   /** Requests being planned or synthesized: each holds one of max_concurrent slots. */
   const busy = new Set<string>();
   /** Every request this coordinator handles, waiting on sub-tasks or not. */
@@ -96,7 +97,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
         log,
         maxActivities: Math.max(100, cfg.swarm.max_concurrent * OPEN_PER_SLOT),
         activities: (await import("./coordinator/temporal/activities.ts")).requestActivities({
-          ...{ nc, js, jsm: node.jsm, kv, names, cfg, log, llm, me, events, giveUp, waiters, signer, checkResult },
+          ...{ nc, js, jsm: node.jsm, kv, names, cfg, log, llm, me, events, giveUp, waiters, signer, checkResult, records },
           registry: () => node.membership.registry,
           discovered: node.membership.discovered,
           onAnswered: (status) => answered.inc({ status }),
@@ -181,7 +182,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
     const started = Date.now();
     try {
       const record =
-        msg.info.deliveryCount > 1 ? await whileLeading("read the request record", () => readRequest(kv, req.request)) : undefined;
+        msg.info.deliveryCount > 1 ? await whileLeading("read the request record", () => readRequest(kv, req.request, records)) : undefined;
       if (record?.status === "answered" && record.answer) {
         // Answered before its leader could ack: send the same answer again; the stream dedupes it.
         leadership.fence();
@@ -261,12 +262,13 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
             // One write at a time, each with every sequence known so far.
             Object.assign(base.queued!, seqs);
             const snapshot = { ...base, queued: { ...base.queued } };
-            recorded = recorded.then(() => whileLeading("record the request", () => writeRequest(kv, req.request, snapshot)));
+            recorded = recorded.then(() => whileLeading("record the request", () => writeRequest(kv, req.request, snapshot, records)));
             return recorded;
           },
           recordFailure: (task, error, attempts) => recordFailure(giveUp, task, error, attempts),
           signer,
           checkResult,
+          records,
           // No request event: the node's own `started` task event already tells followers.
           onAssigned: (task, n) =>
             log.info("Task assigned", {
@@ -292,7 +294,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
         expired: run.expired(),
       });
       const stored = await whileLeading("store the answer", () => storeLargeAnswer(nc, names, cfg, req.request, answer));
-      await answerRequest({ kv, leadership, events, whileLeading }, msg, req.request, base, stored);
+      await answerRequest({ kv, leadership, events, whileLeading, records }, msg, req.request, base, stored);
       answered.inc({ status: answer.status ?? "completed" });
       log.info("Request answered", {
         request: req.request,
@@ -316,7 +318,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   async function ended(msg: JsMsg, req: RequestMsg, started: number, err: unknown): Promise<void> {
     const finish = (kind: "failed", error: string) =>
       answerRequest(
-        { kv, leadership, events, whileLeading },
+        { kv, leadership, events, whileLeading, records },
         msg,
         req.request,
         { v: 1, status: "running", coordinator: me, lease: leadership.revision(), started_at: started },
@@ -332,7 +334,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       return msg.nak(); // the new leader takes it at once
     }
     const error = (err as Error)?.message ?? String(err);
-    const failures = await countFailure(kv, req.request).catch(() => 0);
+    const failures = await countFailure(kv, req.request, records).catch(() => 0);
     if (failures >= MAX_REQUEST_FAILURES) {
       // It keeps failing: answered as failed, kept as a dead letter, never redelivered for ever.
       log.error("Request failed for good; kept as a dead letter", { request: req.request, failures, error });

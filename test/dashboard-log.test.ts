@@ -26,7 +26,7 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     tasks: [],
     done: 0,
     failed: 0,
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,
   };
 }
@@ -44,7 +44,7 @@ function snapshot(nodes: SnapshotNode[], over: Partial<DashboardSnapshot> = {}):
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
     nodes,
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,
   };
 }

@@ -19,7 +19,7 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     tasks: [],
     done: 0,
     failed: 0,
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,
   };
 }
@@ -47,7 +47,7 @@ function snapshot(over: Partial<DashboardSnapshot> = {}, nodes: SnapshotNode[] =
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
     nodes,
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,
   };
 }
@@ -144,7 +144,7 @@ describe("renderDashboard", () => {
 
   test("malformed messages are reported only when there were some", () => {
     expect(renderDashboard(snapshot())).not.toContain("Dropped malformed");
-    const s = snapshot({ bad_messages: { total: 7, by_subject: { "swarm.x": 7 } } });
+    const s = snapshot({ bad_messages: { total: 7, by_subject: { "swarm.x": 7 }, refused: {} } });
     const out = lines(s);
     expect(out[out.findIndex((l) => l.startsWith("  Tasks:")) + 1]).toBe("  Dropped malformed messages: 7");
   });

@@ -37,7 +37,7 @@ function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
     done: 0,
     failed: 0,
     sid: "s-bench",
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
   };
   return {
     v: 1,
@@ -51,7 +51,7 @@ function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
     nodes,
-    bad_messages: { total: 0, by_subject: {} },
+    bad_messages: { total: 0, by_subject: {}, refused: {} },
   };
 }
 

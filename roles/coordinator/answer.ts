@@ -1,7 +1,11 @@
 // What followers of a request see from the coordinator: progress events (stored by the EVENTS stream,
 // nobody waits for them) and the answer, which is recorded, fenced and published exactly once.
 import type { JetStreamClient, JsMsg, KV, NatsConnection } from "nats";
+import type { BadInputCounter } from "../../lib/bad-input.ts";
+import type { Config } from "../../lib/config.ts";
 import { encode } from "../../lib/messages.ts";
+import { createRecordGuard, type RecordGuard } from "../../lib/record-guard.ts";
+import { type Signer, signMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import type { RequestEventBody } from "../../lib/task-messages.ts";
 import { type RequestRecord, writeRequest } from "../../lib/task-records.ts";
@@ -15,7 +19,14 @@ export interface RequestEvents {
   publishAnswer(request: string, ev: RequestEventBody): Promise<unknown>;
 }
 
-export function requestEvents(nc: NatsConnection, js: JetStreamClient, names: SwarmNames, coordinator: string): RequestEvents {
+/** With `signer` (signing on) the answer carries the coordinator's signature; submit and watch check it. */
+export function requestEvents(
+  nc: NatsConnection,
+  js: JetStreamClient,
+  names: SwarmNames,
+  coordinator: string,
+  signer?: Signer,
+): RequestEvents {
   const event = (request: string, ev: RequestEventBody) => encode({ v: 1, request, at: Date.now(), coordinator, ...ev });
   return {
     tell(request, ev) {
@@ -25,8 +36,25 @@ export function requestEvents(nc: NatsConnection, js: JetStreamClient, names: Sw
         // connection closed: followers learn from the answer
       }
     },
-    publishAnswer: (request, ev) => js.publish(names.requestEvents(request), event(request, ev), { msgID: `${request}.answer` }),
+    publishAnswer(request, ev) {
+      const subject = names.requestEvents(request);
+      const payload = event(request, ev);
+      return js.publish(subject, payload, {
+        msgID: `${request}.answer`,
+        headers: signer ? signMessage(signer, subject, payload) : undefined,
+      });
+    },
   };
+}
+
+/**
+ * How this coordinator checks records it reads back from KV: every one with its schema; with signing on,
+ * request records are sealed with its key when written and accepted only from its own key or those of
+ * trusted_coordinators (its peers) when read, so it never re-signs a plan it did not make.
+ */
+export function coordinatorRecords(node: { names: SwarmNames; bad: BadInputCounter; config: Config }, signer?: Signer): RecordGuard {
+  const trusted = signer ? new Set([signer.publicKey, ...node.config.swarm.security.trusted_coordinators]) : undefined;
+  return createRecordGuard({ bucket: node.names.buckets.tasks, bad: node.bad, signer, trusted });
 }
 
 /**
@@ -35,7 +63,7 @@ export function requestEvents(nc: NatsConnection, js: JetStreamClient, names: Sw
  * instead of synthesizing again.
  */
 export async function answerRequest(
-  o: { kv: KV; leadership: Leadership; events: RequestEvents; whileLeading: WhileLeading },
+  o: { kv: KV; leadership: Leadership; events: RequestEvents; whileLeading: WhileLeading; records?: RecordGuard },
   msg: JsMsg,
   request: string,
   base: RequestRecord,
@@ -45,7 +73,7 @@ export async function answerRequest(
   // Record and lease check together; both must succeed before the answer goes out.
   const [, leading] = await Promise.all([
     o.whileLeading("record the answer", () =>
-      writeRequest(o.kv, request, { ...base, status: "answered", lease: o.leadership.revision(), answer }),
+      writeRequest(o.kv, request, { ...base, status: "answered", lease: o.leadership.revision(), answer }, o.records),
     ),
     o.leadership.confirm(),
   ]);

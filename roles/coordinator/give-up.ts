@@ -7,6 +7,7 @@ import { z } from "zod";
 import type { BadInputCounter } from "../../lib/bad-input.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decode, encode } from "../../lib/messages.ts";
+import type { RecordGuard } from "../../lib/record-guard.ts";
 import { type Signer, signResult } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type TaskResult, taskSchema } from "../../lib/task-messages.ts";
@@ -18,6 +19,8 @@ export interface GiveUpOptions {
   names: SwarmNames;
   node: string;
   signer?: Signer;
+  /** How records read back from KV are checked and reported. */
+  records?: RecordGuard;
 }
 
 /** Records `error` as the sub-task's outcome and publishes its `failed` event; undefined when an outcome was already recorded. */
@@ -36,7 +39,7 @@ export async function recordFailure(
     node: o.node,
     capability: task.capability,
     error,
-    errors: await attemptErrors(o.kv, task.request, task.task),
+    errors: await attemptErrors(o.kv, task.request, task.task, o.records),
     attempts: Math.max(1, attempts),
     started_at: now,
     finished_at: now,

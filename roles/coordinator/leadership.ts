@@ -3,10 +3,15 @@
 // Fencing: a leader that has not renewed within two thirds of the TTL (e.g. it was paused) no longer
 // counts itself leader, before any other coordinator can have taken the lease.
 import type { KV, NatsConnection } from "nats";
+import { z } from "zod";
 import { PicoclawError } from "../../lib/errors.ts";
+import { ID_PATTERN } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
-import { encode } from "../../lib/messages.ts";
+import { decode, encode } from "../../lib/messages.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
+
+/** The lease record: who holds it. */
+const leaseSchema = z.object({ node: z.string().regex(ID_PATTERN), at: z.number() });
 
 /** Thrown before a write by a coordinator that no longer holds the lease: the request goes back to the queue. */
 export class StaleLeaderError extends PicoclawError {
@@ -89,11 +94,9 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
   const holder = async (): Promise<{ node?: string; revision: number } | null> => {
     const e = await kv.get(key);
     if (e?.operation !== "PUT") return null;
-    try {
-      return { node: (JSON.parse(e.string()) as { node?: string }).node, revision: e.revision };
-    } catch {
-      return { revision: e.revision };
-    }
+    // Whatever is stored is read like any input: a lease that does not parse has no holder.
+    const lease = decode(leaseSchema, e.value);
+    return { node: lease.ok ? lease.value.node : undefined, revision: e.revision };
   };
 
   await tick();

@@ -8,10 +8,11 @@ import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { Logger } from "../../lib/log.ts";
 import { encode } from "../../lib/messages.ts";
 import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
+import type { RecordGuard } from "../../lib/record-guard.ts";
 import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
-import { readResult } from "../../lib/task-records.ts";
+import { readResultRecord } from "../../lib/task-records.ts";
 import { taskInputs } from "./inputs.ts";
 import { type LastEvent, lastStoredEvent, stuck, type Watched } from "./stuck.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
@@ -64,6 +65,8 @@ export interface RunContext {
   /** With signing on: signs each queued sub-task, and checks each result (a failed check fails the sub-task). */
   signer?: Signer;
   checkResult?: (r: TaskResult) => Verdict;
+  /** How result records read back from KV are checked and reported (a bad one fails its sub-task). */
+  records: RecordGuard;
 }
 
 export interface RequestRun {
@@ -180,18 +183,51 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     if (!over && [...tracked.values()].every(terminal)) done();
   };
 
+  /**
+   * The result recorded in KV, checked. A record that fails its schema, or (signing on) its signature, is
+   * a failed result that says why: waiting for a good one could take for ever, since a result is
+   * recorded once.
+   */
+  const stored = async (x: Tracked): Promise<TaskResult | undefined> => {
+    const r = await readResultRecord(ctx.kv, request, x.task.id, ctx.records);
+    if (r.state === "absent") return undefined;
+    if (r.state === "ok") return checked(r.value);
+    ctx.log.warn("Result rejected", { task: x.task.id, request, reason: r.reason });
+    const now = Date.now();
+    return {
+      v: 1,
+      request,
+      task: x.task.id,
+      status: "failed",
+      node: ctx.coordinator,
+      capability: x.task.capability,
+      error: `result rejected: unreadable record (${r.reason})`,
+      errors: [],
+      attempts: 1,
+      started_at: now,
+      finished_at: now,
+      usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+      llm: "none",
+      truncated: false,
+    };
+  };
+  const checked = (result: TaskResult): TaskResult => {
+    const verdict = ctx.checkResult?.(result);
+    if (!verdict || verdict.ok) return result;
+    ctx.log.warn("Result rejected", { task: result.task, request, node: result.node, reason: verdict.reason });
+    return { ...result, status: "failed", text: undefined, error: `result rejected: ${verdict.reason}` };
+  };
+
   /** `carried`: the result from the node's event (already recorded); otherwise read from KV. */
   const settle = async (id: string, carried?: TaskResult) => {
     const x = tracked.get(id);
     if (!x || x.result || over) return;
     const fits = carried && carried.request === request && carried.task === id;
-    let result = fits ? carried : await readResult(ctx.kv, request, id);
-    if (!result || x.result) return;
-    const verdict = ctx.checkResult?.(result);
-    if (verdict && !verdict.ok) {
-      ctx.log.warn("Result rejected", { task: id, request, node: result.node, reason: verdict.reason });
-      result = { ...result, status: "failed", text: undefined, error: `result rejected: ${verdict.reason}` };
-    }
+    const result = fits ? checked(carried) : await stored(x);
+    if (result) await apply(x, result);
+  };
+  const apply = async (x: Tracked, result: TaskResult) => {
+    if (x.result || over) return;
     x.result = result;
     x.state = result.status;
     await dispatchReady();
@@ -208,7 +244,8 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
 
   /** What the stored state says about one unfinished sub-task; acts on it when it will never end by itself. */
   const check = async (id: string, x: Tracked, now: number) => {
-    if (await readResult(ctx.kv, request, id).then((r) => r !== undefined)) return settle(id);
+    const recorded = await stored(x);
+    if (recorded) return apply(x, recorded);
     x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
     x.watch.pinned = x.task.node !== undefined && !x.rerouted;
     x.watch.last = x.last;
@@ -244,7 +281,8 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       await Promise.all(
         plan.tasks.map(async (t) => {
           const x = tracked.get(t.id)!;
-          const r = await readResult(ctx.kv, request, t.id);
+          // Checked like any other result: a resumed request believes only trusted, well-formed records.
+          const r = await stored(x);
           if (r) return Object.assign(x, { result: r, state: r.status });
           const seq = resume.queued?.[t.id];
           if (seq !== undefined && (await stillQueued(seq))) Object.assign(x, { state: "queued", seq });

@@ -21,8 +21,11 @@ export interface SnapshotNode {
   /** Sub-tasks the node completed / failed since it started (reset when the node restarts). */
   done: number;
   failed: number;
-  /** Malformed messages the node dropped since it started: total and the busiest subjects (at most 20). */
-  bad_messages: { total: number; by_subject: Record<string, number> };
+  /**
+   * Malformed messages the node dropped since it started: total and the busiest subjects (at most 20);
+   * `refused`: of those, the ones a check refused (unsigned control, forged record, ...), by kind.
+   */
+  bad_messages: { total: number; by_subject: Record<string, number>; refused: Record<string, number> };
 }
 
 /** Swarm-wide sub-task counts. */
@@ -63,7 +66,7 @@ export interface DashboardSnapshot {
   tasks: TaskCounts;
   /** Every node of the swarm this node knows, itself included when it is a swarm member, sorted by id. */
   nodes: SnapshotNode[];
-  bad_messages: { total: number; by_subject: Record<string, number> };
+  bad_messages: { total: number; by_subject: Record<string, number>; refused: Record<string, number> };
 }
 
 /** Counts for the statistics block, derived from the node list (so they can never disagree with it). */
@@ -118,7 +121,7 @@ export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], l
     tasks: (info.tasks ?? []).map(copyTask),
     done: info.done ?? 0,
     failed: info.failed ?? 0,
-    bad_messages: info.bad ?? { total: 0, by_subject: {} },
+    bad_messages: { total: info.bad?.total ?? 0, by_subject: info.bad?.by_subject ?? {}, refused: info.bad?.refused ?? {} },
   };
 }
 
@@ -148,7 +151,7 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, queued),
     nodes,
-    bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
+    bad_messages: { total: node.bad.total(), by_subject: node.bad.counts(), refused: node.bad.refused() },
   };
 }
 

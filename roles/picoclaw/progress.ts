@@ -4,7 +4,8 @@
 import type { NatsConnection } from "nats";
 import { fullAnswer } from "../../lib/answers.ts";
 import { formatDuration } from "../../lib/duration.ts";
-import { followRequest } from "../../lib/follow.ts";
+import { followRequest, type StoredEvent } from "../../lib/follow.ts";
+import { verifyAnswer } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import type { RequestEvent, TaskEvent } from "../../lib/task-messages.ts";
 
@@ -30,8 +31,19 @@ export interface Progress {
   stop(): Promise<void>;
 }
 
-/** Follows `request` from the EVENTS stream (all of it, from its first event) and shows its progress. */
-export async function followWithProgress(nc: NatsConnection, names: SwarmNames, request: string, json: boolean): Promise<Progress> {
+/**
+ * Follows `request` from the EVENTS stream (all of it, from its first event) and shows its progress.
+ * With `trusted` (signing on), only an answer signed by one of those coordinator keys ends the wait: any
+ * other (unsigned, untrusted, badly signed) is refused with a line on stderr and following goes on, so
+ * a forged answer stored before the real one does not win.
+ */
+export async function followWithProgress(
+  nc: NatsConnection,
+  names: SwarmNames,
+  request: string,
+  json: boolean,
+  trusted?: ReadonlySet<string>,
+): Promise<Progress> {
   const tty = process.stderr.isTTY === true && !json;
   const lines = new Map<string, Line>();
   let drawn = 0;
@@ -55,7 +67,17 @@ export async function followWithProgress(nc: NatsConnection, names: SwarmNames, 
     if (!json && !tty) process.stderr.write(`${msg}\n`);
   };
 
-  const onRequest = (ev: RequestEvent) => {
+  const onRequest = (ev: RequestEvent, stored: StoredEvent) => {
+    if (trusted && (ev.kind === "answer" || ev.kind === "failed")) {
+      const verdict = verifyAnswer(stored.subject, stored.data, stored.headers, trusted);
+      if (!verdict.ok) {
+        const what = ev.kind === "answer" ? "an answer" : "a rejection";
+        process.stderr.write(
+          `picoclaw: refused ${what} on ${stored.subject} (${verdict.reason}; it names coordinator ${ev.coordinator}); still waiting for the real one\n`,
+        );
+        return;
+      }
+    }
     if (json) console.log(JSON.stringify(ev));
     // `planned` alone when planning was instant: it implies `accepted`.
     if ((ev.kind === "accepted" || ev.kind === "planned") && !accepted) {

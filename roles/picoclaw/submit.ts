@@ -13,6 +13,7 @@ import { decode, encode, nodeInfoSchema } from "../../lib/messages.ts";
 import { isTransientNatsError } from "../../lib/nats-connection.ts";
 import { parsePlanText } from "../../lib/plan.ts";
 import { NATS_BACKOFF, withRetry } from "../../lib/retry.ts";
+import { trustedAnswerKeys } from "../../lib/signing.ts";
 import { ensureStreams } from "../../lib/streams.ts";
 import type { RequestEvent, RequestMsg } from "../../lib/task-messages.ts";
 import { followWithProgress, type Progress } from "./progress.ts";
@@ -36,6 +37,7 @@ const DEADLINE_ANSWER_GRACE_MS = 10_000;
  * 4 NATS unreachable or the request could not be stored.
  */
 export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Promise<number> {
+  const trusted = trustedAnswerKeys(cfg);
   const client = await openClient(cfg, log, "picoclaw-submit");
   const nc = client.link.nc;
   const { identity, names } = client;
@@ -48,7 +50,7 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     progress = await withRetry(
       async () => {
         await ensureStreams(nc, names, cfg);
-        return followWithProgress(nc, names, request, o.json);
+        return followWithProgress(nc, names, request, o.json, trusted);
       },
       { backoff: NATS_BACKOFF, untilMs: waitMs, retryable: isTransientNatsError },
     );

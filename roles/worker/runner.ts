@@ -8,6 +8,7 @@ import { LlmError, type LlmProvider } from "../../lib/llm-types.ts";
 import type { Logger } from "../../lib/log.ts";
 import { encode, type RunningTask } from "../../lib/messages.ts";
 import type { Counter } from "../../lib/metrics.ts";
+import { createRecordGuard } from "../../lib/record-guard.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
 import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
@@ -48,6 +49,7 @@ export function createRunner(o: RunnerOptions): Runner {
   const t = cfg.swarm.tasks;
   const trustedCoordinators = new Set(cfg.swarm.security.trusted_coordinators);
   const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
+  const records = createRecordGuard({ bucket: names.buckets.tasks, bad: o.bad });
   const running = new Map<string, RunningTask & { abort: AbortController }>();
   let done = 0;
   let failed = 0;
@@ -79,6 +81,17 @@ export function createRunner(o: RunnerOptions): Runner {
     if (!task) return;
     if (o.signer) {
       const verdict = await verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew, kv);
+      if (!verdict.ok && verdict.transient) {
+        // Fail closed, but not for good: the replay check could not be made (KV unreachable); try later.
+        log.warn("Sub-task not checked; it goes back to its queue", {
+          task: task.task,
+          request: task.request,
+          node,
+          reason: verdict.reason,
+        });
+        msg.nak(backoffDelay(msg.info.deliveryCount, TASK_BACKOFF));
+        return;
+      }
       if (!verdict.ok) {
         o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
         log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
@@ -101,7 +114,7 @@ export function createRunner(o: RunnerOptions): Runner {
       return;
     }
     // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
-    if (attempt > 1 && (await readResult(kv, task.request, task.task)) !== undefined) {
+    if (attempt > 1 && (await readResult(kv, task.request, task.task, records)) !== undefined) {
       log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
       msg.ack();
       return;
@@ -125,7 +138,7 @@ export function createRunner(o: RunnerOptions): Runner {
     );
     const timeout = AbortSignal.timeout(Math.max(1, Math.min(task.timeout_ms, (task.deadline_at ?? Number.POSITIVE_INFINITY) - started)));
     try {
-      const inputs = await resolveInputs(kv, task).catch((err: Error) => {
+      const inputs = await resolveInputs(kv, task, records).catch((err: Error) => {
         throw new LlmError(err.message, false);
       });
       const completion = await o.llm.complete({
@@ -147,7 +160,7 @@ export function createRunner(o: RunnerOptions): Runner {
         node,
         capability: task.capability,
         text: text.value,
-        errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task) : [],
+        errors: attempt > 1 ? await attemptErrors(kv, task.request, task.task, records) : [],
         attempts: attempt,
         started_at: started,
         finished_at: Date.now(),
@@ -189,7 +202,7 @@ export function createRunner(o: RunnerOptions): Runner {
 
   /** A transient failure comes back later (nak with backoff); the last attempt or a permanent one fails it. */
   async function fail(msg: JsMsg, task: TaskMsg, attempt: number, started: number, e: LlmError): Promise<void> {
-    await appendAttemptError(kv, task.request, task.task, `attempt ${attempt} on ${node}: ${e.message}`);
+    await appendAttemptError(kv, task.request, task.task, `attempt ${attempt} on ${node}: ${e.message}`, records);
     if (e.transient && attempt < t.max_deliver) {
       const delay = backoffDelay(attempt, TASK_BACKOFF, e.retryAfterMs);
       publishEvent(task, "retrying", attempt, { error: e.message, retry_in_ms: delay, elapsed_ms: Date.now() - started });
@@ -213,7 +226,7 @@ export function createRunner(o: RunnerOptions): Runner {
       node,
       capability: task.capability,
       error: e.message,
-      errors: await attemptErrors(kv, task.request, task.task),
+      errors: await attemptErrors(kv, task.request, task.task, records),
       attempts: attempt,
       started_at: started,
       finished_at: Date.now(),

@@ -11,6 +11,7 @@ import type { LlmProvider } from "../../../lib/llm-types.ts";
 import type { Logger } from "../../../lib/log.ts";
 import { encode } from "../../../lib/messages.ts";
 import { PlanError, titleOf } from "../../../lib/plan.ts";
+import type { RecordGuard } from "../../../lib/record-guard.ts";
 import { onlineCapabilities, onlineNodes, type Registry } from "../../../lib/registry.ts";
 import { type Signer, signMessage, type Verdict } from "../../../lib/signing.ts";
 import type { SwarmNames } from "../../../lib/subjects.ts";
@@ -43,6 +44,8 @@ export interface ActivityContext {
   waiters: SubTaskWaiters;
   signer?: Signer;
   checkResult?: (r: TaskResult) => Verdict;
+  /** How records read back from KV are checked (schema; with signing on, request records' seals) and reported. */
+  records?: RecordGuard;
   /** A request ended (answered, failed or rejected) on this coordinator. */
   onAnswered(status: string): void;
 }
@@ -54,7 +57,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
   const t = c.cfg.swarm.tasks;
 
   const record = async (request: string) => {
-    const r = await readRequest(c.kv, request);
+    const r = await readRequest(c.kv, request, c.records);
     if (!r?.plan) throw new Error(`request ${request} has no recorded plan`);
     return r as RequestRecord & Required<Pick<RequestRecord, "plan" | "summary">>;
   };
@@ -62,7 +65,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
   return {
     async plan(input: RequestInput): Promise<Planned> {
       const { msg } = input;
-      const existing = await readRequest(c.kv, msg.request);
+      const existing = await readRequest(c.kv, msg.request, c.records);
       // Planned before (this is a retry on another coordinator): the recorded plan, not a new one.
       if (existing?.plan) return { tasks: existing.plan.tasks.map(planned) };
       if (plansWithLlm({ explicit: msg.plan, capabilities: msg.capabilities, llm: c.llm }))
@@ -83,7 +86,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           queued: {},
           text: msg.text,
         };
-        await writeRequest(c.kv, msg.request, base);
+        await writeRequest(c.kv, msg.request, base, c.records);
         c.events.tell(msg.request, { kind: "planned", plan: summary });
         c.log.info("Request planned", {
           request: msg.request,
@@ -100,7 +103,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
 
     async runSubTask({ request, task, deadline_at }): Promise<SubTaskEnd> {
       const ctx = Context.current();
-      const done = await readResult(c.kv, request, task);
+      const done = await readResult(c.kv, request, task, c.records);
       if (done) return ended(task, done, c.checkResult);
       const rec = await record(request);
       const t0 = rec.plan.tasks.find((x) => x.id === task);
@@ -121,7 +124,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           const deps = await Promise.all(
             t0.depends_on.map(async (id) => ({
               task: rec.plan.tasks.find((x) => x.id === id)!,
-              result: await readResult(c.kv, request, id),
+              result: await readResult(c.kv, request, id, c.records),
             })),
           );
           const msg: TaskMsg = {
@@ -151,7 +154,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
         // read every second as well (events can be missed), and tells when nobody will ever finish it.
         try {
           for (;;) {
-            const r = await readResult(c.kv, request, task);
+            const r = await readResult(c.kv, request, task, c.records);
             if (r) return ended(task, r, c.checkResult);
             watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
             const limits = {
@@ -189,7 +192,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const outcomes: SubTaskOutcome[] = await Promise.all(
         rec.plan.tasks.map(async (pt) => {
           const end = ends.find((e) => e.id === pt.id);
-          const recorded = end?.status === "skipped" ? undefined : await readResult(c.kv, request, pt.id);
+          const recorded = end?.status === "skipped" ? undefined : await readResult(c.kv, request, pt.id, c.records);
           const verdict = recorded && c.checkResult?.(recorded);
           const result =
             recorded && verdict && !verdict.ok
@@ -209,7 +212,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const answer = await answerFor(input, c.llm, rec.started_at, { expired, signal: AbortSignal.timeout(t.timeout) });
       const stored = await storeLargeAnswer(c.nc, c.names, c.cfg, request, answer);
       // Recorded before it is published: a retry sends the same answer, never a second synthesis.
-      await writeRequest(c.kv, request, { ...rec, status: "answered", answer: stored });
+      await writeRequest(c.kv, request, { ...rec, status: "answered", answer: stored }, c.records);
       await c.events.publishAnswer(request, stored);
       c.onAnswered(answer.status ?? "completed");
       c.log.info("Request answered", {
@@ -225,15 +228,20 @@ export function requestActivities(c: ActivityContext): RequestActivities {
 
     async reject({ request, error }): Promise<Answered> {
       const ev = { kind: "failed" as const, error, duration_ms: 0 };
-      const existing = await readRequest(c.kv, request);
-      await writeRequest(c.kv, request, {
-        v: 1,
-        status: "answered",
-        coordinator: c.me,
-        lease: 0,
-        started_at: existing?.started_at ?? Date.now(),
-        answer: ev,
-      });
+      const existing = await readRequest(c.kv, request, c.records);
+      await writeRequest(
+        c.kv,
+        request,
+        {
+          v: 1,
+          status: "answered",
+          coordinator: c.me,
+          lease: 0,
+          started_at: existing?.started_at ?? Date.now(),
+          answer: ev,
+        },
+        c.records,
+      );
       await c.events.publishAnswer(request, ev);
       c.onAnswered("rejected");
       c.log.warn("Request rejected", { request, error, workflow: true });
