@@ -1,0 +1,246 @@
+// One NATS user per role (docs/nats-server.conf, run as shipped): every role, as its own user and with
+// signing on, does what it is for (a request answered end to end, a pinned sub-task, watch, the
+// dashboard, ping, a signed drain and shutdown, a coordinator hand-over), and the server itself refuses
+// what each role must not do: a worker publishing a request, an answer or a request record, a submitter
+// publishing a result or a sub-task, an observer publishing anything, anyone but admin sending control.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import { encode } from "../lib/messages.ts";
+import { asUser, passwordOf, type RoleUser, shippedConfigForTests } from "./helpers/nats-conf.ts";
+import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
+import { FAST, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { planFile, selfId } from "./helpers/swarm.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+const HID = "alpha";
+const ECHO = { PICOCLAW_LLM_PROVIDER: "echo" };
+let server: NatsServer;
+const procs = reaper();
+const conns: NatsConnection[] = [];
+const dir = tempHome();
+const keys: Record<string, { file: string; pub: string }> = {};
+
+beforeAll(async () => {
+  server = await startNatsServer({ config: shippedConfigForTests() });
+  for (const name of ["coord", "worker", "admin"]) {
+    const file = join(dir, `${name}.nk`);
+    const r = await runRole("picoclaw.ts", ["keygen", file]);
+    const pub = /public key: (U[A-Z2-7]{55})/.exec(r.stdout)?.[1];
+    if (!pub) throw new Error(`no public key in: ${r.output}`);
+    keys[name] = { file, pub };
+  }
+});
+afterAll(async () => {
+  await procs.killAll();
+  await Promise.all(conns.map((nc) => nc.close().catch(() => {})));
+  await server.stop();
+});
+
+/** Signing on, this key, and every trusted list (each role uses the ones it needs). */
+const signing = (key: string) => [
+  "--swarm.security.signing",
+  "--swarm.security.key_file",
+  keys[key]!.file,
+  "--swarm.security.trusted_coordinators",
+  keys.coord!.pub,
+  "--swarm.security.trusted_workers",
+  keys.worker!.pub,
+  "--swarm.security.trusted_admins",
+  keys.admin!.pub,
+];
+const as = (role: RoleUser, key?: string) => [...asUser(server.url, HID, role), ...(key ? signing(key) : [])];
+
+/** A nats.js client as `alpha-<role>`, with the H-id's inbox prefix (as picoclaw connects). */
+async function client(role: RoleUser): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: server.url,
+    user: `${HID}-${role}`,
+    pass: passwordOf(HID, role),
+    inboxPrefix: `_INBOX_${HID}`,
+    reconnect: false,
+  });
+  conns.push(nc);
+  return nc;
+}
+
+/**
+ * Publishes `subject` as a request and returns what came back: the server's permissions violation for
+ * a refused publish, "allowed" for anything else (a reply, no responders, a time-out). JetStream
+ * subjects answer with a PubAck, others with no responders: both mean the server let it through.
+ */
+async function publishAs(nc: NatsConnection, subject: string, data: unknown = { v: 1 }): Promise<string> {
+  return nc.request(subject, encode(data), { timeout: 2_000 }).then(
+    () => "allowed",
+    (err: Error) => (/permissions violation/i.test(err.message) ? err.message : "allowed"),
+  );
+}
+
+const refusal = (subject: string) => `Permissions Violation for Publish to "${subject}"`;
+
+describe("one NATS user per role (docs/nats-server.conf)", () => {
+  test("every role as its own user, signing on: submit, pinned sub-task, watch, dashboard, ping, drain, shutdown, hand-over", async () => {
+    const home = tempHome();
+    const start = (script: string, role: RoleUser, key: string, extra: string[] = []) =>
+      procs.track(spawnRole(script, [...as(role, key), ...FAST, ...extra], { env: ECHO, home }));
+    const c1 = start("coordinator.ts", "coordinator", "coord");
+    await c1.waitForLine(/Coordinator leading/, 20_000);
+    const c2 = start("coordinator.ts", "coordinator", "coord");
+    const worker = start("worker.ts", "worker", "worker");
+    const specialist = start("specialist.ts", "worker", "worker", ["--swarm.capabilities", "rust"]);
+    for (const p of [c1, c2, worker, specialist]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
+    for (const p of [c2, worker, specialist]) await c1.waitForLine(new RegExp(`Node joined swarm node=${selfId(p)}\\b`), 10_000);
+
+    // Submitter: a request over two capabilities, and one pinned to the worker.
+    const r = await runRole(
+      "picoclaw.ts",
+      ["submit", ...as("submitter"), ...signing("worker"), "--capabilities", "general,rust", "role-marker-1"],
+      {
+        env: ECHO,
+        timeoutMs: 40_000,
+      },
+    );
+    expect({ code: r.code, out: r.output }).toEqual({
+      code: 0,
+      out: expect.stringMatching(/2 completed, 0 failed[\s\S]*\[echo\] .*role-marker-1/),
+    });
+    const request = /submitted request (r-\S+)/.exec(r.output)?.[1];
+    expect(request).toBeDefined();
+    const pinned = planFile(`tasks:\n  - { id: a, capability: general, node: ${selfId(worker)}, prompt: role-marker-2 }\n`);
+    const p = await runRole("picoclaw.ts", ["submit", ...as("submitter"), ...signing("worker"), "--plan", pinned], {
+      env: ECHO,
+      timeoutMs: 40_000,
+    });
+    expect({ code: p.code, out: p.output }).toEqual({
+      code: 0,
+      out: expect.stringMatching(/1 completed, 0 failed[\s\S]*\[echo\] .*role-marker-2/),
+    });
+
+    // Submitter: watch re-attaches to the answered request.
+    const w = await runRole("picoclaw.ts", ["watch", request!, ...as("submitter"), ...signing("worker")], { env: ECHO });
+    expect({ code: w.code, out: w.stdout }).toEqual({ code: 0, out: expect.stringMatching(/\[echo\] .*role-marker-1/) });
+
+    // Observer: the dashboard sees every member.
+    const d = await runRole("dashboard.ts", ["--json", ...as("observer")]);
+    expect(d.code).toBe(0);
+    const seen = (JSON.parse(d.stdout) as { nodes: { node: string }[] }).nodes.map((n) => n.node).sort();
+    expect(seen).toEqual([c1, c2, worker, specialist].map(selfId).sort());
+
+    // Admin: ping, a signed drain, a signed shutdown.
+    const ping = await runRole("picoclaw.ts", ["ping", selfId(worker), ...as("admin")]);
+    expect({ code: ping.code, out: ping.output }).toEqual({ code: 0, out: expect.stringContaining("pong") });
+    const drain = await runRole("picoclaw.ts", ["drain", selfId(specialist), ...as("admin", "admin")]);
+    expect({ code: drain.code, out: drain.output }).toEqual({ code: 0, out: expect.stringContaining("drain started") });
+    expect(await specialist.exited(20_000)).toBe(0);
+    const shutdown = await runRole("picoclaw.ts", ["shutdown", selfId(worker), ...as("admin", "admin")]);
+    expect({ code: shutdown.code, out: shutdown.output }).toEqual({ code: 0, out: expect.stringContaining("shutdown started") });
+    expect(await worker.exited(20_000)).toBe(0);
+
+    // Coordinator hand-over: the leader stops, the standby takes the lease (leader bucket, its own consumer).
+    c1.signal("SIGTERM");
+    expect(await c1.exited(20_000)).toBe(0);
+    await c2.waitForLine(/Coordinator leading/, 20_000);
+    c2.signal("SIGTERM");
+    expect(await c2.exited(20_000)).toBe(0);
+
+    for (const out of [
+      c1.output(),
+      c2.output(),
+      worker.output(),
+      specialist.output(),
+      r.output,
+      p.output,
+      w.output,
+      d.output,
+      ping.output,
+    ]) {
+      expect(out).not.toMatch(/permissions violation/i);
+    }
+  }, 120_000);
+
+  test("the server refuses what each role must not do", async () => {
+    const [coordinator, worker, submitter, observer, admin] = (await Promise.all(
+      (["coordinator", "worker", "submitter", "observer", "admin"] as const).map(client),
+    )) as [NatsConnection, NatsConnection, NatsConnection, NatsConnection, NatsConnection];
+    const P = `picoclaw.${HID}`;
+    const KV = `$KV.picoclaw_${HID}_tasks`;
+    const forbidden: Record<string, [NatsConnection, string][]> = {
+      "a worker publishing a request, an answer, a sub-task, a request record or the lease, or a reply into an inbox": [
+        [worker, `${P}.request.submit`],
+        [worker, `${P}.event.request.r-forged0001`],
+        [worker, `${P}.task.queue.general.1`],
+        [worker, `${P}.task.direct.claw-00000001`],
+        [worker, `${KV}.request.r-forged0001`],
+        [worker, `$KV.picoclaw_${HID}_leader.coordinator`],
+        [worker, `_INBOX_${HID}.forged.reply`],
+      ],
+      "a submitter publishing a result, a task event, a sub-task or an answer": [
+        [submitter, `${KV}.result.r-forged0001.a`],
+        [submitter, `${P}.event.task.r-forged0001.a`],
+        [submitter, `${P}.task.queue.general.1`],
+        [submitter, `${P}.event.request.r-forged0001`],
+        [submitter, `${KV}.request.r-forged0001`],
+      ],
+      "an observer publishing any work, event, record or control": [
+        [observer, `${P}.request.submit`],
+        [observer, `${P}.task.queue.general.1`],
+        [observer, `${P}.event.request.r-forged0001`],
+        [observer, `${P}.event.task.r-forged0001.a`],
+        [observer, `${P}.node.heartbeat.claw-00000001`],
+        [observer, `${P}.node.announce`],
+        [observer, `${KV}.result.r-forged0001.a`],
+      ],
+      "anyone but admin sending drain or shutdown": [
+        [coordinator, `${P}.node.claw-00000001.control`],
+        [worker, `${P}.node.claw-00000001.control`],
+        [submitter, `${P}.node.claw-00000001.control`],
+        [observer, `${P}.node.claw-00000001.control`],
+      ],
+      "a coordinator publishing a request or writing attempt errors": [
+        [coordinator, `${P}.request.submit`],
+        [coordinator, `${KV}.errors.r-forged0001.a`],
+      ],
+    };
+    const got: Record<string, string[]> = {};
+    const want: Record<string, string[]> = {};
+    for (const [what, cases] of Object.entries(forbidden)) {
+      got[what] = await Promise.all(cases.map(([nc, subject]) => publishAs(nc, subject, { v: 1, action: "shutdown" })));
+      want[what] = cases.map(([, subject]) => expect.stringContaining(refusal(subject)) as unknown as string);
+    }
+    expect(got).toEqual(want);
+
+    // The same subjects are open to the role they belong to (refusals above are about the role, not the subject).
+    const allowed: [NatsConnection, string][] = [
+      [admin, `${P}.node.claw-00000001.control`],
+      [coordinator, `${P}.event.request.r-allowed001`],
+      [worker, `${P}.event.task.r-allowed001.a`],
+      [submitter, `${P}.request.submit`],
+      [observer, `${P}.node.query`],
+    ];
+    expect(await Promise.all(allowed.map(([nc, s]) => publishAs(nc, s)))).toEqual(allowed.map(() => "allowed"));
+
+    // Reading: a submitter and an observer cannot read the tasks bucket; an observer cannot follow events.
+    const kvRead = async (nc: NatsConnection) => {
+      const kv = await nc.jetstream().views.kv(`picoclaw_${HID}_tasks`, { bindOnly: true });
+      return kv.get("request.r-allowed001").then(
+        () => "read",
+        (err: Error) => err.message,
+      );
+    };
+    expect(await kvRead(submitter)).toMatch(
+      /Permissions Violation for Publish to "\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\.KV_picoclaw_alpha_tasks/,
+    );
+    expect(await kvRead(observer)).toMatch(
+      /Permissions Violation for Publish to "\$JS\.API\.(STREAM\.MSG|DIRECT)\.GET\.KV_picoclaw_alpha_tasks/,
+    );
+    const follow = await observer
+      .jetstream()
+      .consumers.get(`PICOCLAW_${HID}_EVENTS`)
+      .then(
+        () => "followed",
+        (err: Error) => err.message,
+      );
+    expect(follow).toMatch(/Permissions Violation for Publish to "\$JS\.API\.(STREAM\.INFO|CONSUMER\.CREATE)\.PICOCLAW_alpha_EVENTS/);
+    await waitFor("every connection to stay open after its refusals", () => conns.every((nc) => !nc.isClosed()), 2_000);
+  }, 60_000);
+});
