@@ -1,15 +1,22 @@
-// Signed sub-tasks and results: only trusted coordinators' sub-tasks run, replays and stale messages
-// are refused, results from untrusted nodes are not believed, and `picoclaw keygen` makes the keys.
+// Signed sub-tasks, results, answers, control requests and request records: only trusted coordinators'
+// sub-tasks run, replays and stale messages are refused, results from untrusted nodes are not believed,
+// drain/shutdown need a trusted admin key, submit and watch print only a trusted coordinator's answer,
+// a forged request record is never resumed, the nonce check fails closed, and `picoclaw keygen` makes the keys.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { connect, headers, type Msg } from "nats";
+import { createUser } from "nkeys.js";
+import { createBadInputCounter } from "../lib/bad-input.ts";
+import { createLogger } from "../lib/log.ts";
 import { encode } from "../lib/messages.ts";
+import { createRecordGuard } from "../lib/record-guard.ts";
+import { claimNonce, type Signer, sealRecord, signMessage, verifyControl } from "../lib/signing.ts";
 import { swarmNames } from "../lib/subjects.ts";
-import type { TaskMsg } from "../lib/task-messages.ts";
+import { requestRecordSchema, type TaskMsg } from "../lib/task-messages.ts";
 import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
-import { runRole, tempHome } from "./helpers/role-process.ts";
+import { runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { type Swarm, startSwarm, submit } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -30,7 +37,7 @@ async function keygen(name: string) {
 
 beforeAll(async () => {
   [nats, llm] = await Promise.all([startNatsServer(), startLlmServer()]);
-  for (const n of ["coord", "worker", "stranger"]) await keygen(n);
+  for (const n of ["coord", "worker", "stranger", "admin"]) await keygen(n);
 });
 afterEach(async () => {
   await swarm?.stop();
@@ -40,13 +47,19 @@ afterAll(async () => {
   await Promise.all([nats.stop(), llm.stop()]);
 });
 
-const signing = (key: string, trusted: { coordinators?: string[]; workers?: string[] }) => [
+const signing = (key: string, trusted: { coordinators?: string[]; workers?: string[]; admins?: string[] }) => [
   "--swarm.security.signing",
   "--swarm.security.key_file",
   keys[key]!.file,
   ...(trusted.coordinators ? ["--swarm.security.trusted_coordinators", trusted.coordinators.join(",")] : []),
   ...(trusted.workers ? ["--swarm.security.trusted_workers", trusted.workers.join(",")] : []),
+  ...(trusted.admins ? ["--swarm.security.trusted_admins", trusted.admins.join(",")] : []),
 ];
+/** A signer made in the test, for messages no picoclaw process would send. */
+function testSigner(): Signer {
+  const kp = createUser();
+  return { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
+}
 const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" });
 
 describe("keygen", () => {
@@ -149,5 +162,218 @@ describe("signed sub-tasks", () => {
     const noTrust = await runRole("worker.ts", [...signing("worker", {}), "--swarm.nats.urls", nats.url, "--swarm.hid", "sig4"]);
     expect(noTrust.code).toBe(2);
     expect(noTrust.output).toContain("swarm.security.trusted_coordinators");
+  });
+});
+
+describe("signed control requests", () => {
+  test("drain and shutdown need a trusted admin's signature; ping stays open; refusals are counted", async () => {
+    const hid = "sig5";
+    swarm = await startSwarm(nats, hid, [
+      {
+        script: "coordinator.ts",
+        args: signing("coord", { workers: [keys.worker!.pub], admins: [keys.admin!.pub] }),
+        env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub], admins: [keys.admin!.pub] }), env: llmEnv() },
+    ]);
+    const worker = swarm.ids[1]!;
+    const unsigned = await runRole("picoclaw.ts", ["drain", worker, ...swarm.common]);
+    expect({ code: unsigned.code, out: unsigned.output }).toEqual({
+      code: 1,
+      out: expect.stringContaining(
+        `${worker}: refused: drain unsigned (signing is on: it must be signed by a key in swarm.security.trusted_admins)`,
+      ),
+    });
+    const stranger = await runRole("picoclaw.ts", ["shutdown", worker, ...swarm.common, ...signing("stranger", {})]);
+    expect({ code: stranger.code, out: stranger.output }).toEqual({
+      code: 1,
+      out: expect.stringContaining("refused: shutdown signed by untrusted key"),
+    });
+    const ping = await runRole("picoclaw.ts", ["ping", worker, ...swarm.common]);
+    expect({ code: ping.code, out: ping.output }).toEqual({ code: 0, out: expect.stringContaining(`${worker}: pong`) });
+    await swarm.nodes[1]!.waitForLine(/Control request refused .*action=shutdown .*reason="signed by untrusted key/);
+
+    // The refusals show in the node's heartbeat, as the dashboard reports it.
+    const view = await runRole("dashboard.ts", ["--json", ...swarm.common]);
+    const node = (
+      JSON.parse(view.stdout) as {
+        nodes: { node: string; bad_messages: { by_subject: Record<string, number>; refused: Record<string, number> } }[];
+      }
+    ).nodes.find((n) => n.node === worker)!;
+    expect(node.bad_messages.refused.control).toBe(2);
+    expect(node.bad_messages.by_subject[`picoclaw.${hid}.node.${worker}.control`]).toBe(2);
+    expect(swarm.nodes[1]!.proc.exitCode).toBeNull();
+
+    // A trusted admin's drain is obeyed.
+    const drain = await runRole("picoclaw.ts", ["drain", worker, ...swarm.common, ...signing("admin", {})]);
+    expect({ code: drain.code, out: drain.output }).toEqual({ code: 0, out: expect.stringContaining(`${worker}: drain started`) });
+    expect(await swarm.nodes[1]!.exited(20_000)).toBe(0);
+  }, 60_000);
+
+  test("a replayed control request is refused; when KV cannot vouch for a nonce the check fails closed", async () => {
+    const nc = await connect({ servers: nats.url });
+    try {
+      const kv = await nc.jetstream().views.kv("picoclaw_sig6_tasks", { history: 1 });
+      const admin = testSigner();
+      const subject = swarmNames("sig6").control("claw-00000001");
+      const payload = encode({ v: 1, action: "shutdown" });
+      const h = signMessage(admin, subject, payload);
+      const trusted = new Set([admin.publicKey]);
+      expect(await verifyControl(subject, payload, h, trusted, 60_000, async () => kv)).toEqual({ ok: true });
+      expect(await verifyControl(subject, payload, h, trusted, 60_000, async () => kv)).toEqual({
+        ok: false,
+        reason: "replay (nonce already used)",
+      });
+      // The same nonce claimed again by the same stored message (a redelivery) passes; by another, it is a replay.
+      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-7")).toEqual({ ok: true });
+      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-7")).toEqual({ ok: true });
+      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-8")).toEqual({ ok: false, reason: "replay (nonce already used)" });
+      // KV unreachable: refused as transient (a sub-task goes back to its queue), never accepted.
+      const fresh = signMessage(admin, subject, payload);
+      const noKv = await verifyControl(subject, payload, fresh, trusted, 60_000, async () => {
+        throw new Error("connection closed");
+      });
+      expect(noKv).toEqual({ ok: false, transient: true, reason: "replay check failed: connection closed" });
+      await nc.close();
+      const closed = await claimNonce(kv, "fedcba9876543210fedcba98", "seq-9");
+      expect(closed).toMatchObject({ ok: false, transient: true });
+    } finally {
+      if (!nc.isClosed()) await nc.close();
+    }
+  });
+});
+
+describe("signed answers", () => {
+  test("submit and watch refuse a forged answer stored before the real one, with a clear line, and print the real one", async () => {
+    const hid = "sig7";
+    swarm = await startSwarm(nats, hid, [
+      { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const names = swarmNames(hid);
+    const client = ["submit", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })];
+    const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=1500]] answer-check"], { home: tempHome() });
+    const request = (await sub.waitForLine(/submitted request r-/, 20_000)).match(/(r-\S+)/)![1]!;
+    const nc = await connect({ servers: nats.url });
+    try {
+      const js = nc.jetstream();
+      const forged = (coordinator: string) =>
+        encode({ v: 1, request, kind: "answer", at: Date.now(), coordinator, answer: "FORGED ANSWER", status: "completed" });
+      const subject = names.requestEvents(request);
+      await js.publish(subject, forged("claw-00000000"));
+      const stranger = testSigner();
+      const signedForged = forged("claw-00000001");
+      await js.publish(subject, signedForged, { headers: signMessage(stranger, subject, signedForged) });
+      expect(await sub.exited(30_000)).toBe(0);
+      expect(sub.output()).toContain(
+        `picoclaw: refused an answer on ${subject} (unsigned; it names coordinator claw-00000000); still waiting for the real one`,
+      );
+      expect(sub.output()).toMatch(new RegExp(`refused an answer on ${subject.replace(/\./g, "\\.")} \\(signed by untrusted key U`));
+      expect(sub.stdout.join("\n")).toContain("answer-check");
+      expect(sub.stdout.join("\n")).not.toContain("FORGED");
+
+      // watch replays the stream from the start: both forged answers come first, the real one wins.
+      const w = await runRole("picoclaw.ts", [
+        "watch",
+        request,
+        ...swarm.common,
+        ...signing("worker", { coordinators: [keys.coord!.pub] }),
+      ]);
+      expect(w.code).toBe(0);
+      expect(w.stdout).toContain("answer-check");
+      expect(w.stdout).not.toContain("FORGED");
+      expect(w.output.match(/refused an answer on/g)?.length).toBe(2);
+    } finally {
+      await nc.close();
+    }
+  }, 60_000);
+});
+
+describe("sealed request records", () => {
+  test("a coordinator resuming a request never believes a forged record: it plans afresh and says so", async () => {
+    const hid = "sig8";
+    const fast = ["--swarm.lease_ttl", "2s"];
+    const coordArgs = [...signing("coord", { workers: [keys.worker!.pub] }), ...fast];
+    swarm = await startSwarm(nats, hid, [
+      { script: "coordinator.ts", args: coordArgs, env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const standby = spawnRole("coordinator.ts", [...swarm.common, ...coordArgs], {
+      env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      home: tempHome(),
+    });
+    try {
+      await standby.waitForLine(/Node joined swarm .*self=true/, 20_000);
+      const client = ["submit", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })];
+      const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=2500]] record-check"], { home: tempHome() });
+      const request = (await sub.waitForLine(/submitted request r-/, 20_000)).match(/(r-\S+)/)![1]!;
+      await swarm.nodes[1]!.waitForLine(new RegExp(`Task assigned .*request=${request}`), 20_000);
+
+      // The leader dies mid-request; meanwhile someone with KV write rights replaces its record with an
+      // answered one (unsealed), which a careless standby would re-send as its own signed answer.
+      const nc = await connect({ servers: nats.url });
+      const kv = await nc.jetstream().views.kv(swarmNames(hid).buckets.tasks, { history: 1 });
+      swarm.nodes[0]!.proc.kill("SIGKILL");
+      const forged = {
+        v: 1,
+        status: "answered",
+        coordinator: "claw-00000000",
+        lease: 1,
+        started_at: Date.now(),
+        answer: { kind: "answer", answer: "FORGED RECORD", status: "completed" },
+      };
+      await kv.put(`request.${request}`, encode(forged));
+      await nc.close();
+
+      expect(await sub.exited(40_000)).toBe(0);
+      expect(sub.stdout.join("\n")).toContain("record-check");
+      expect(sub.stdout.join("\n")).not.toContain("FORGED");
+      await standby.waitForLine(
+        new RegExp(
+          `Dropped malformed message subject=\\$KV\\.picoclaw_${hid}_tasks\\.request\\.${request} reason="refused: unsealed record"`,
+        ),
+        10_000,
+      );
+    } finally {
+      standby.signal("SIGTERM");
+      await standby.exited(15_000).catch(() => standby.proc.kill("SIGKILL"));
+    }
+  }, 90_000);
+
+  test("a sealed record verifies under its own key only; garbage and forgeries are counted with the KV subject", () => {
+    const coord = testSigner();
+    const bad = createBadInputCounter(createLogger("error"));
+    const guard = createRecordGuard({ bucket: "picoclaw_x_tasks", bad, signer: coord, trusted: new Set([coord.publicKey]) });
+    const record = {
+      v: 1,
+      status: "running",
+      coordinator: "claw-00000001",
+      lease: 3,
+      started_at: 1,
+      plan: { tasks: [], synthesize: true },
+    };
+    const entry = (value: unknown) =>
+      ({ operation: "PUT", value: encode(value), string: () => JSON.stringify(value) }) as unknown as Parameters<typeof guard.read>[1];
+    const sealed = guard.seal("request.r-1", record);
+    expect(guard.read("request.r-1", entry(sealed), requestRecordSchema, { sealed: true }).state).toBe("ok");
+    // Key order does not matter (JSON written and read by different code), content and key do.
+    const reordered = Object.fromEntries(Object.entries(sealed).reverse());
+    expect(guard.read("request.r-1", entry(reordered), requestRecordSchema, { sealed: true }).state).toBe("ok");
+    expect(guard.read("request.r-2", entry(sealed), requestRecordSchema, { sealed: true })).toEqual({
+      state: "bad",
+      reason: "bad record seal",
+    });
+    expect(guard.read("request.r-1", entry({ ...sealed, lease: 4 }), requestRecordSchema, { sealed: true })).toEqual({
+      state: "bad",
+      reason: "bad record seal",
+    });
+    const other = sealRecord(testSigner(), "request.r-1", record);
+    expect(guard.read("request.r-1", entry(other), requestRecordSchema, { sealed: true })).toMatchObject({
+      state: "bad",
+      reason: expect.stringContaining("untrusted key"),
+    });
+    expect(guard.read("request.r-1", entry("garbage"), requestRecordSchema, { sealed: true })).toMatchObject({ state: "bad" });
+    expect(bad.refused()).toEqual({ record: 4 });
+    expect(bad.counts()).toEqual({ "$KV.picoclaw_x_tasks.request.r-2": 1, "$KV.picoclaw_x_tasks.request.r-1": 3 });
   });
 });
