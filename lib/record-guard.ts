@@ -27,6 +27,8 @@ export interface RecordGuard {
   ): RecordRead<T>;
   /** `record` as it should be written under `key`: sealed when signing is on. */
   seal<T extends object>(key: string, record: T): T;
+  /** A record refused by a check made elsewhere (a result's own signature): counted like the others. */
+  refuse(key: string, kind: RefusedKind, reason: string): void;
 }
 
 export interface RecordGuardOptions {
@@ -57,6 +59,7 @@ export function createRecordGuard(o: RecordGuardOptions): RecordGuard {
       return { state: "ok", value: d.value };
     },
     seal: (key, record) => (o.signer ? sealRecord(o.signer, key, record) : record),
+    refuse: (key, kind, reason) => o.bad?.refuse(kvSubject(o.bucket, key), kind, reason),
   };
 }
 

@@ -10,7 +10,7 @@ import { encode } from "../../lib/messages.ts";
 import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
 import type { RecordGuard } from "../../lib/record-guard.ts";
 import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
-import type { SwarmNames } from "../../lib/subjects.ts";
+import { type SwarmNames, taskKeys } from "../../lib/subjects.ts";
 import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
 import { readResultRecord } from "../../lib/task-records.ts";
 import { taskInputs } from "./inputs.ts";
@@ -215,6 +215,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     const verdict = ctx.checkResult?.(result);
     if (!verdict || verdict.ok) return result;
     ctx.log.warn("Result rejected", { task: result.task, request, node: result.node, reason: verdict.reason });
+    ctx.records.refuse(taskKeys.result(request, result.task), "result", verdict.reason);
     return { ...result, status: "failed", text: undefined, error: `result rejected: ${verdict.reason}` };
   };
 
