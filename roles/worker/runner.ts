@@ -93,7 +93,7 @@ export function createRunner(o: RunnerOptions): Runner {
         return;
       }
       if (!verdict.ok) {
-        o.bad.record(msg.subject, `rejected: ${verdict.reason}`);
+        o.bad.refuse(msg.subject, "subtask", verdict.reason);
         log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });
         count(task, "rejected");
         msg.term(); // no reason: nats-server 2.9 ignores "+TERM <reason>" and would redeliver
