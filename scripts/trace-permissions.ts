@@ -4,7 +4,8 @@
 // permissions, walks it through what users do (submit, a pinned sub-task, a sub-task that keeps failing,
 // watch, dashboard --json, ping, drain, shutdown, coordinator failover with resume,
 // --swarm.check-nats), then prints, per client connection name, every subject it published to and
-// subscribed to, with ids replaced by what they are. Run by hand: `bun scripts/trace-permissions.ts`.
+// subscribed to, with ids replaced by what they are. Also: an answer too large for one message (object
+// store) and `picoclaw requests --failed`. Run by hand: `bun scripts/trace-permissions.ts`.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { startLlmServer } from "../test/helpers/llm-server.ts";
@@ -38,12 +39,15 @@ const sec = (key: string) => [
   keys.admin!.pub,
 ];
 const env = { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+/** Room for an answer too large for one message (it goes to the answers object store). */
+const BIG = ["--swarm.tasks.max_prompt_bytes", "524288", "--swarm.tasks.max_result_bytes", "524288"];
 const start = (script: string, key: string, extra: string[] = []) => {
-  const p = spawnRole(script, [...common, ...sec(key), "--swarm.tasks.max_deliver", "2", ...extra], { env });
+  const p = spawnRole(script, [...common, ...sec(key), ...BIG, "--swarm.tasks.max_deliver", "2", ...extra], { env });
   procs.push(p);
   return p;
 };
-const client = (args: string[], key = "admin") => runRole("picoclaw.ts", [...args, ...common, ...sec(key)], { env, timeoutMs: 60_000 });
+const client = (args: string[], key = "admin", stdin?: string) =>
+  runRole("picoclaw.ts", [...args, ...common, ...sec(key), ...BIG], { env, timeoutMs: 60_000, stdin });
 
 try {
   const c1 = start("coordinator.ts", "coord");
@@ -64,7 +68,13 @@ try {
     "worker",
   );
 
-  console.error("trace: watch, dashboard, ping, check-nats");
+  console.error("trace: an answer too large for one message, and its watch");
+  const big = await client(["submit", "--json", "--capabilities", "general", "-"], "worker", `[[reply=${"x".repeat(300_000)}]] big`);
+  const bigRequest = /"request":"(r-[^"]+)"/.exec(big.stdout)?.[1];
+  if (bigRequest) await client(["watch", bigRequest], "worker");
+
+  console.error("trace: watch, dashboard, ping, check-nats, requests --failed");
+  await client(["requests", "--failed"]);
   if (request) await client(["watch", request], "worker");
   await runRole("dashboard.ts", ["--json", ...common], { env });
   await client(["ping", worker]);

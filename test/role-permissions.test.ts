@@ -1,12 +1,14 @@
 // One NATS user per role (docs/nats-server.conf, run as shipped): every role, as its own user and with
-// signing on, does what it is for (a request answered end to end, a pinned sub-task, watch, the
-// dashboard, ping, a signed drain and shutdown, a coordinator hand-over), and the server itself refuses
+// signing on, does what it is for (a request answered end to end, a pinned sub-task, an answer too large
+// for one message, watch, the dashboard, dead letters, ping, a signed drain and shutdown, a coordinator
+// hand-over), and the server itself refuses
 // what each role must not do: a worker publishing a request, an answer or a request record, a submitter
 // publishing a result or a sub-task, an observer publishing anything, anyone but admin sending control.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { encode } from "../lib/messages.ts";
+import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
 import { asUser, passwordOf, type RoleUser, shippedConfigForTests } from "./helpers/nats-conf.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
@@ -14,15 +16,18 @@ import { planFile, selfId } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const HID = "alpha";
+/** Room for an answer too large for one message (it goes through the answers object store). */
+const BIG = ["--swarm.tasks.max_prompt_bytes", "524288", "--swarm.tasks.max_result_bytes", "524288"];
 const ECHO = { PICOCLAW_LLM_PROVIDER: "echo" };
 let server: NatsServer;
+let llm: LlmServer;
 const procs = reaper();
 const conns: NatsConnection[] = [];
 const dir = tempHome();
 const keys: Record<string, { file: string; pub: string }> = {};
 
 beforeAll(async () => {
-  server = await startNatsServer({ config: shippedConfigForTests() });
+  [server, llm] = await Promise.all([startNatsServer({ config: shippedConfigForTests() }), startLlmServer()]);
   for (const name of ["coord", "worker", "admin"]) {
     const file = join(dir, `${name}.nk`);
     const r = await runRole("picoclaw.ts", ["keygen", file]);
@@ -34,7 +39,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await procs.killAll();
   await Promise.all(conns.map((nc) => nc.close().catch(() => {})));
-  await server.stop();
+  await Promise.all([server.stop(), llm.stop()]);
 });
 
 /** Signing on, this key, and every trusted list (each role uses the ones it needs). */
@@ -82,14 +87,21 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
   test("every role as its own user, signing on: submit, pinned sub-task, watch, dashboard, ping, drain, shutdown, hand-over", async () => {
     const home = tempHome();
     const start = (script: string, role: RoleUser, key: string, extra: string[] = []) =>
-      procs.track(spawnRole(script, [...as(role, key), ...FAST, ...extra], { env: ECHO, home }));
+      procs.track(spawnRole(script, [...as(role, key), ...FAST, ...BIG, ...extra], { env: ECHO, home }));
     const c1 = start("coordinator.ts", "coordinator", "coord");
     await c1.waitForLine(/Coordinator leading/, 20_000);
     const c2 = start("coordinator.ts", "coordinator", "coord");
     const worker = start("worker.ts", "worker", "worker");
     const specialist = start("specialist.ts", "worker", "worker", ["--swarm.capabilities", "rust"]);
-    for (const p of [c1, c2, worker, specialist]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
-    for (const p of [c2, worker, specialist]) await c1.waitForLine(new RegExp(`Node joined swarm node=${selfId(p)}\\b`), 10_000);
+    // A specialist with a real (test) LLM: it can give an answer too large for one message.
+    const bulk = procs.track(
+      spawnRole("specialist.ts", [...as("worker", "worker"), ...FAST, ...BIG, "--swarm.capabilities", "bulk"], {
+        env: { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" },
+        home,
+      }),
+    );
+    for (const p of [c1, c2, worker, specialist, bulk]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
+    for (const p of [c2, worker, specialist, bulk]) await c1.waitForLine(new RegExp(`Node joined swarm node=${selfId(p)}\\b`), 10_000);
 
     // Submitter: a request over two capabilities, and one pinned to the worker.
     const r = await runRole(
@@ -120,11 +132,32 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     const w = await runRole("picoclaw.ts", ["watch", request!, ...as("submitter"), ...signing("worker")], { env: ECHO });
     expect({ code: w.code, out: w.stdout }).toEqual({ code: 0, out: expect.stringMatching(/\[echo\] .*role-marker-1/) });
 
+    // Submitter: an answer too large for one message is read from the answers object store.
+    const bigText = `[[reply=big-marker ${"y".repeat(300_000)}]] big`;
+    const big = await runRole("picoclaw.ts", ["submit", ...as("submitter"), ...signing("worker"), ...BIG, "--capabilities", "bulk", "-"], {
+      env: ECHO,
+      timeoutMs: 40_000,
+      stdin: bigText,
+    });
+    expect({ code: big.code, stored: big.stdout.length > 300_000, violation: /permissions violation/i.test(big.output) }).toEqual({
+      code: 0,
+      stored: true,
+      violation: false,
+    });
+    expect(c1.output()).not.toMatch(/permissions violation/i);
+
+    // Admin: the dead letters (none here).
+    const dead = await runRole("picoclaw.ts", ["requests", "--failed", ...as("admin")]);
+    expect({ code: dead.code, out: dead.output }).toEqual({
+      code: 0,
+      out: expect.stringContaining("no failed requests kept in swarm alpha"),
+    });
+
     // Observer: the dashboard sees every member.
     const d = await runRole("dashboard.ts", ["--json", ...as("observer")]);
     expect(d.code).toBe(0);
     const seen = (JSON.parse(d.stdout) as { nodes: { node: string }[] }).nodes.map((n) => n.node).sort();
-    expect(seen).toEqual([c1, c2, worker, specialist].map(selfId).sort());
+    expect(seen).toEqual([c1, c2, worker, specialist, bulk].map(selfId).sort());
 
     // Admin: ping, a signed drain, a signed shutdown.
     const ping = await runRole("picoclaw.ts", ["ping", selfId(worker), ...as("admin")]);
@@ -135,6 +168,9 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     const shutdown = await runRole("picoclaw.ts", ["shutdown", selfId(worker), ...as("admin", "admin")]);
     expect({ code: shutdown.code, out: shutdown.output }).toEqual({ code: 0, out: expect.stringContaining("shutdown started") });
     expect(await worker.exited(20_000)).toBe(0);
+
+    bulk.signal("SIGTERM");
+    expect(await bulk.exited(20_000)).toBe(0);
 
     // Coordinator hand-over: the leader stops, the standby takes the lease (leader bucket, its own consumer).
     c1.signal("SIGTERM");
@@ -148,6 +184,7 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
       c2.output(),
       worker.output(),
       specialist.output(),
+      bulk.output(),
       r.output,
       p.output,
       w.output,
