@@ -13,11 +13,12 @@ export const MAX_INLINE_ANSWER_BYTES = 256 * 1024;
 const PREVIEW_BYTES = 16 * 1024;
 
 function answerStore(nc: NatsConnection, names: SwarmNames, cfg?: Config) {
-  return nc.jetstream().views.os(names.buckets.answers, {
-    storage: StorageType.File,
-    replicas: cfg?.swarm.nats.replicas ?? 1,
-    ttl: cfg ? nanos(cfg.swarm.tasks.retention) : undefined,
-  });
+  const opts = { storage: StorageType.File, ttl: cfg ? nanos(cfg.swarm.tasks.retention) : undefined };
+  // nats.js v2 reads `replicas` into num_replicas but also copies every option into the stream config,
+  // and nats-server 2.11+ refuses a config with a "replicas" field ("unknown field"): not enumerable,
+  // it is read and not copied.
+  Object.defineProperty(opts, "replicas", { value: cfg?.swarm.nats.replicas ?? 1, enumerable: false });
+  return nc.jetstream().views.os(names.buckets.answers, opts);
 }
 
 /** The answer as it goes out: unchanged when it fits, else stored with a preview and a reference. */
