@@ -139,6 +139,7 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
       timeoutMs: 40_000,
       stdin: bigText,
     });
+    if (big.code !== 0) console.log(`submit of the large answer said:\n${big.output.slice(-2500)}`);
     expect({ code: big.code, stored: big.stdout.length > 300_000, violation: /permissions violation/i.test(big.output) }).toEqual({
       code: 0,
       stored: true,
