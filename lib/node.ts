@@ -14,13 +14,15 @@ import type { Logger } from "./log.ts";
 import { type Membership, startMembership } from "./membership.ts";
 import {
   MAX_BAD_SUBJECTS_REPORTED,
+  MAX_TOKEN_KEYS_REPORTED,
   type NodeInfo,
   type NodeRole,
+  type NodeTokens,
   PEER_STATUSES,
   type RunningTask,
   type TemporalStatus,
 } from "./messages.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, LLM_TOKENS_METRIC, type Metrics, type Sample } from "./metrics.ts";
 import { describeNatsError, isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
@@ -137,6 +139,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
 
   let work: RoleWork | undefined;
   let draining = false;
+  const metrics = createMetrics();
   const info = (): NodeInfo => {
     const load = work?.load() ?? { running: 0 };
     const max = opts.observer ? 0 : cfg.swarm.max_concurrent;
@@ -153,6 +156,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       failed: load.failed ?? 0,
       temporal: load.temporal,
       bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED) },
+      tokens: opts.observer ? undefined : nodeTokens(metrics.read(LLM_TOKENS_METRIC)),
       status: draining ? "draining" : max > 0 && load.running >= max ? "busy" : "online",
       version: VERSION,
       started_at: startedAt,
@@ -187,7 +191,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     ? undefined
     : serveControl({ nc: link.nc, names, node: identity.node, log, bad, onStop: (a) => requestStop(a) });
 
-  const metrics = createMetrics();
   const queue = queueGauge(link.nc, names, log);
   let announced = false;
   let discovered = false;
@@ -333,6 +336,21 @@ function nodeMetrics(
     { value: n.link.disconnects() },
   ]);
   m.counterOf("picoclaw_bad_messages_total", "Malformed messages this node dropped.", () => [{ value: n.bad.total() }]);
+}
+
+/** A node's token counts for its heartbeat, from its LLM token counter. */
+export function nodeTokens(samples: Sample[]): NodeTokens {
+  const t: NodeTokens = { prompt: 0, completion: 0, by_model: {}, by_capability: {} };
+  for (const { labels = {}, value } of samples) {
+    if (labels.type === "prompt") t.prompt += value;
+    else if (labels.type === "completion") t.completion += value;
+    else continue;
+    const model = labels.model ?? "(unknown)";
+    const capability = labels.capability ?? "(other)";
+    t.by_model[model] = (t.by_model[model] ?? 0) + value;
+    t.by_capability[capability] = (t.by_capability[capability] ?? 0) + value;
+  }
+  return { ...t, by_model: busiest(t.by_model, MAX_TOKEN_KEYS_REPORTED), by_capability: busiest(t.by_capability, MAX_TOKEN_KEYS_REPORTED) };
 }
 
 /** The `n` subjects with the most dropped messages. */

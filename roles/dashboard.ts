@@ -39,7 +39,7 @@ export async function showDashboard(node: SwarmNode, show: ShowOptions, signalle
   const { queue } = node;
   const snapshot = () => {
     queue.refreshIfStale();
-    return buildSnapshot(node, queue.value().total);
+    return buildSnapshot(node, queue.value());
   };
   if (show.json || show.once) {
     await node.membership.discovered;

@@ -1,7 +1,8 @@
 // The dashboard's data: one plain, JSON-serialisable picture of the swarm as one node sees it.
 // `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in README).
-import type { NodeInfo, NodeRole, PeerStatus, RunningTask } from "../../lib/messages.ts";
+import type { NodeInfo, NodeRole, NodeTokens, PeerStatus, RunningTask } from "../../lib/messages.ts";
 import type { SwarmNode } from "../../lib/node.ts";
+import type { Queued } from "../../lib/queue-gauge.ts";
 import { temporalSettings } from "../../lib/temporal.ts";
 
 export interface SnapshotNode {
@@ -23,6 +24,17 @@ export interface SnapshotNode {
   failed: number;
   /** Malformed messages the node dropped since it started: total and the busiest subjects (at most 20). */
   bad_messages: { total: number; by_subject: Record<string, number> };
+  /** Tokens of the node's LLM calls since it started (by model and capability: at most 32 each). */
+  tokens: TokenCounts;
+}
+
+/** Tokens: prompt + completion = total, and the total by model and by capability. */
+export interface TokenCounts {
+  prompt: number;
+  completion: number;
+  total: number;
+  by_model: Record<string, number>;
+  by_capability: Record<string, number>;
 }
 
 /** Swarm-wide sub-task counts. */
@@ -61,6 +73,10 @@ export interface DashboardSnapshot {
     capacity: { used: number; total: number };
   };
   tasks: TaskCounts;
+  /** Tokens of every listed node's LLM calls since it started, summed. */
+  tokens: TokenCounts;
+  /** Sub-tasks waiting per capability queue and priority (3 most urgent), busiest first; pinned ones as "(direct)". */
+  queues: { capability: string; priority: number | null; queued: number }[];
   /** Every node of the swarm this node knows, itself included when it is a swarm member, sorted by id. */
   nodes: SnapshotNode[];
   bad_messages: { total: number; by_subject: Record<string, number> };
@@ -119,10 +135,25 @@ export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], l
     done: info.done ?? 0,
     failed: info.failed ?? 0,
     bad_messages: info.bad ?? { total: 0, by_subject: {} },
+    tokens: tokenCounts([info.tokens]),
   };
 }
 
-export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapshot {
+/** Sums nodes' token counts (a node of an older version reports none). */
+export function tokenCounts(all: (NodeTokens | TokenCounts | undefined)[]): TokenCounts {
+  const t: TokenCounts = { prompt: 0, completion: 0, total: 0, by_model: {}, by_capability: {} };
+  for (const n of all) {
+    if (!n) continue;
+    t.prompt += n.prompt;
+    t.completion += n.completion;
+    for (const [k, v] of Object.entries(n.by_model)) t.by_model[k] = (t.by_model[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(n.by_capability)) t.by_capability[k] = (t.by_capability[k] ?? 0) + v;
+  }
+  t.total = t.prompt + t.completion;
+  return t;
+}
+
+export function buildSnapshot(node: SwarmNode, queued: Queued): DashboardSnapshot {
   const now = Date.now();
   const me = node.info();
   const self = snapshotNodeOf(me, me.status, 0, now - node.startedAt);
@@ -146,7 +177,9 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
       temporal: temporalView(live, temporalSettings(node.config)?.address ?? ""),
     },
     stats: swarmStats(nodes),
-    tasks: taskCounts(nodes, queued),
+    tasks: taskCounts(nodes, queued.total),
+    tokens: tokenCounts(nodes.map((n) => n.tokens)),
+    queues: queued.byQueue.map((q) => ({ ...q })),
     nodes,
     bad_messages: { total: node.bad.total(), by_subject: node.bad.counts() },
   };
