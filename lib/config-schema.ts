@@ -132,7 +132,7 @@ const swarmLlmSchema = z.strictObject({
 const gatewaySchema = z.strictObject({
   /** Bearer keys clients must send; required when listening beyond loopback. */
   api_keys: list(z.string().min(8, { message: "keys of at least 8 characters, comma-separated" })).default([]),
-  /** Requests waiting for a coordinator (not yet taken) at which new chats get 429 (0: no limit). */
+  /** Work waiting unstarted (requests no coordinator took + sub-tasks no node took) at which new chats get 429 (0: no limit). */
   max_pending: int(0, 1_000_000).default(100),
 });
 

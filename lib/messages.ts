@@ -9,8 +9,11 @@ const id = z.string().regex(ID_PATTERN);
 /** Roles of swarm members. */
 export const MEMBER_ROLES = ["coordinator", "worker", "specialist"] as const;
 export type Role = (typeof MEMBER_ROLES)[number];
-/** Members, and the dashboard that observes them. */
-export const NODE_ROLES = [...MEMBER_ROLES, "dashboard"] as const;
+/** Processes that watch the swarm without joining it: the dashboard, the OpenAI-compatible gateway. */
+export const OBSERVER_ROLES = ["dashboard", "gateway"] as const;
+export type ObserverRole = (typeof OBSERVER_ROLES)[number];
+/** Members, and the observers. */
+export const NODE_ROLES = [...MEMBER_ROLES, ...OBSERVER_ROLES] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 /** What a node says of itself. */
 export const NODE_STATUSES = ["online", "busy", "draining"] as const;

@@ -15,10 +15,13 @@ import { type Membership, startMembership } from "./membership.ts";
 import {
   MAX_BAD_SUBJECTS_REPORTED,
   MAX_TOKEN_KEYS_REPORTED,
+  MEMBER_ROLES,
   type NodeInfo,
   type NodeRole,
   type NodeTokens,
+  type ObserverRole,
   PEER_STATUSES,
+  type Role,
   type RunningTask,
   type TemporalStatus,
 } from "./messages.ts";
@@ -77,8 +80,11 @@ export interface SwarmNode {
 }
 
 export interface StartOptions {
-  /** Observers (the dashboard) join no swarm: no announcement, no heartbeat, not counted. */
-  observer?: boolean;
+  /**
+   * Observers join no swarm: no announcement, no heartbeat, not counted. `true` is the dashboard;
+   * the gateway names itself.
+   */
+  observer?: boolean | ObserverRole;
   queryWindowMs?: number;
 }
 
@@ -124,7 +130,7 @@ export async function startMember(cfg: Config, log: Logger): Promise<MemberNode>
 }
 
 export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {}): Promise<SwarmNode> {
-  const role: NodeRole = opts.observer ? "dashboard" : cfg.swarm.role;
+  const role: NodeRole = opts.observer ? (opts.observer === true ? "dashboard" : opts.observer) : cfg.swarm.role;
   const embedded = await prepareEmbedded(cfg, log);
   const link = await openNats(cfg, `picoclaw-${role}`, log);
   await requireJetStream(link, cfg.swarm.nats.connect_timeout, embedded ? cfg.swarm.nats.embedded_port : undefined);
@@ -174,7 +180,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     self: info,
     heartbeatInterval: nats.heartbeat_interval,
     nodeTimeout: nats.node_timeout,
-    observer: opts.observer,
+    observer: !!opts.observer,
     connected: () => link.state() === "connected",
     queryWindowMs: opts.queryWindowMs,
     maxPeers: cfg.swarm.max_nodes,
@@ -321,7 +327,7 @@ function nodeMetrics(
   ]);
   m.gauge("picoclaw_nodes", "Swarm members this node knows, by status (itself included when it is a member).", () => {
     const counts: Record<string, number> = Object.fromEntries(PEER_STATUSES.map((s) => [s, 0]));
-    for (const p of n.membership.registry.values()) if (p.info.role !== "dashboard") counts[p.status]!++;
+    for (const p of n.membership.registry.values()) if (MEMBER_ROLES.includes(p.info.role as Role)) counts[p.status]!++;
     if (!n.observer) counts[n.info().status]!++;
     return Object.entries(counts).map(([status, value]) => ({ labels: { status }, value }));
   });

@@ -25,6 +25,7 @@ const ROLE_ICON: Record<NodeRole, string> = {
   worker: "⚙️",
   specialist: "🔬",
   dashboard: "📊",
+  gateway: "🚪",
 };
 
 const ROLE_LETTER: Record<NodeRole, string> = {
@@ -32,6 +33,7 @@ const ROLE_LETTER: Record<NodeRole, string> = {
   worker: "W",
   specialist: "S",
   dashboard: "D",
+  gateway: "G",
 };
 
 const GREEN = "\x1b[32m";
@@ -66,7 +68,7 @@ function dot(status: PeerStatus, color: boolean): string {
 
 // A dashboard node is an observer: it never takes tasks, so a 0/0 bar would only confuse.
 function load(n: SnapshotNode): string {
-  return n.role === "dashboard" ? "observer (runs no tasks)" : loadBar(n.running, n.max_concurrent);
+  return n.role === "dashboard" || n.role === "gateway" ? "observer (runs no tasks)" : loadBar(n.running, n.max_concurrent);
 }
 
 function natsLine(nats: DashboardSnapshot["connections"]["nats"]): string {

@@ -84,7 +84,7 @@ export interface DashboardSnapshot {
 
 /** Counts for the statistics block, derived from the node list (so they can never disagree with it). */
 export function swarmStats(nodes: SnapshotNode[]): DashboardSnapshot["stats"] {
-  const members = nodes.filter((n) => n.role !== "dashboard");
+  const members = nodes.filter((n) => n.role !== "dashboard" && n.role !== "gateway");
   const count = (pred: (n: SnapshotNode) => boolean) => members.filter(pred).length;
   const live = members.filter((n) => n.status !== "offline");
   return {
@@ -160,7 +160,9 @@ export function buildSnapshot(node: SwarmNode, queued: Queued): DashboardSnapsho
   const peers = [...node.membership.registry.values()].map((p) =>
     snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
   );
-  const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
+  const nodes = (node.role === "dashboard" || node.role === "gateway" ? peers : [self, ...peers]).sort((a, b) =>
+    a.node.localeCompare(b.node),
+  );
   const live = [me, ...[...node.membership.registry.values()].filter((p) => p.status !== "offline").map((p) => p.info)];
   return {
     v: 1,
