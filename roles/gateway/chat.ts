@@ -67,7 +67,7 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
     if (!peers.some((p) => p.info.role === "coordinator" && live(p.status))) {
       throw new ApiError(
         503,
-        `no coordinator is online in swarm ${names.hid}: the request would only wait; start one (picoclaw --swarm.role coordinator) or try again later`,
+        `swarm ${names.hid} has no coordinator online: the request would only wait; start one (picoclaw --swarm.role coordinator) or try again later`,
         "no_coordinator",
         null,
         { "retry-after": "5" },
