@@ -116,6 +116,24 @@ const tasksSchema = z.strictObject({
   max_result_bytes: int(1_024, 512 * 1024).default(64 * 1024),
   /** How long JetStream keeps queued sub-tasks, requests and events. */
   retention: duration(60_000).default(86_400_000),
+  /** A request whose recorded LLM tokens pass this is stopped and answered as failed (0: no limit). */
+  max_tokens_per_request: int(0, 1_000_000_000).default(0),
+});
+
+/** LLM limits shared by the whole swarm (every node enforces them through NATS). */
+const swarmLlmSchema = z.strictObject({
+  /** Tokens the whole swarm may use per minute, counted in a KV bucket every node shares (0: no limit). */
+  tokens_per_minute: int(0, 1_000_000_000).default(0),
+  /** The window tokens_per_minute is counted in (its share: tokens_per_minute × window / 1m). */
+  token_window: duration(1_000).default(60_000),
+});
+
+/** `picoclaw gateway`: the OpenAI-compatible front door. */
+const gatewaySchema = z.strictObject({
+  /** Bearer keys clients must send; required when listening beyond loopback. */
+  api_keys: list(z.string().min(8, { message: "keys of at least 8 characters, comma-separated" })).default([]),
+  /** Work waiting unstarted (requests no coordinator took + sub-tasks no node took) at which new chats get 429 (0: no limit). */
+  max_pending: int(0, 1_000_000).default(100),
 });
 
 /** The LLM a node uses. No base_url and no api_key: the built-in offline echo provider. */
@@ -176,6 +194,8 @@ const swarmSchema = z.strictObject({
   http: httpSchema.prefault({}),
   temporal: temporalSchema.prefault({}),
   tasks: tasksSchema.prefault({}),
+  llm: swarmLlmSchema.prefault({}),
+  gateway: gatewaySchema.prefault({}),
   security: securitySchema.prefault({}),
 });
 
@@ -201,7 +221,7 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 
 /** Keys whose values are never printed or logged. */
-export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key"] as const;
+export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key", "swarm.gateway.api_keys"] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
 export const BOOLEAN_KEYS = ["swarm.enabled", "swarm.nats.embedded", "swarm.temporal.enabled", "swarm.security.signing"] as const;

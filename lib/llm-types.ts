@@ -21,6 +21,11 @@ export interface CompletionRequest {
   onProgress?: (tokensSoFar: number, delta: string) => void;
   /** Ask the provider for a JSON object (planner). */
   json?: boolean;
+  /**
+   * What the call is for, in token counts: a sub-task's capability, or "(planning)" / "(synthesis)"
+   * for the coordinator's own calls.
+   */
+  capability?: string;
 }
 
 export interface Completion {

@@ -1,10 +1,13 @@
 // LLM providers behind one contract: any OpenAI-compatible endpoint (always streamed) or the offline echo.
 // The OpenAI SDK is loaded only when that provider is used: `submit`, the dashboard and a coordinator
 // without an LLM start without it.
+import type { NatsConnection } from "nats";
 import type { Config } from "./config.ts";
 import { abortedError, estimateUsage, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
-import { LLM_SECONDS_BUCKETS, type Metrics } from "./metrics.ts";
+import { LLM_SECONDS_BUCKETS, LLM_TOKENS_METRIC, type Metrics } from "./metrics.ts";
+import type { SwarmNames } from "./subjects.ts";
+import { openTokenBudget, type TokenBudget } from "./token-budget.ts";
 
 export const ECHO_LABEL = "echo (offline, no LLM configured)";
 
@@ -18,11 +21,27 @@ export async function createLlm(cfg: Config["llm"]): Promise<LlmProvider> {
   return echoProvider();
 }
 
+/** What a node's LLM needs from the node: its config, log and metrics, and NATS for the swarm's token budget. */
+export interface LlmHost {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  link?: { nc: NatsConnection };
+  names?: SwarmNames;
+}
+
+/** Tokens reserved for a reply when llm.max_tokens does not bound it (the real count is charged afterwards). */
+const DEFAULT_REPLY_ESTIMATE = 512;
+
 /**
  * A node's LLM, said once at start-up (the echo provider as a warning: answers will only repeat
- * prompts), with every call's duration and tokens in the node's metrics.
+ * prompts), with every call's duration and tokens (by capability, model and type) in the node's
+ * metrics. With swarm.llm.tokens_per_minute set, every call first waits for room in the swarm's
+ * shared token budget; without it nothing else happens on the call's path.
  */
-export async function nodeLlm(cfg: Config["llm"], log: Logger, metrics: Metrics): Promise<LlmProvider> {
+export async function nodeLlm(node: LlmHost): Promise<LlmProvider> {
+  const { log, metrics } = node;
+  const cfg = node.config.llm;
   const llm = await createLlm(cfg);
   if (llm.kind === "echo") {
     log.warn(
@@ -34,23 +53,58 @@ export async function nodeLlm(cfg: Config["llm"], log: Logger, metrics: Metrics)
     "LLM calls made by this node, by model and outcome.",
     LLM_SECONDS_BUCKETS,
   );
-  const tokens = metrics.counter("picoclaw_llm_tokens_total", "Tokens of this node's LLM calls, by model and type (prompt, completion).");
+  const tokens = metrics.counter(
+    LLM_TOKENS_METRIC,
+    "Tokens of this node's LLM calls, by capability (a sub-task's, or (planning) and (synthesis) on coordinators), model and type (prompt, completion).",
+  );
+  const budget = tokenBudgetOf(node);
   return {
     ...llm,
     async complete(req) {
+      const settle = budget
+        ? await budget.take(estimateUsage(req.messages, "").prompt_tokens + (cfg.max_tokens ?? DEFAULT_REPLY_ESTIMATE), req.signal)
+        : undefined;
       const started = performance.now();
+      const capability = req.capability ?? "(other)";
       try {
         const c = await llm.complete(req);
         seconds.observe((performance.now() - started) / 1000, { model: llm.model, outcome: "ok" });
-        tokens.inc({ model: llm.model, type: "prompt" }, c.usage.prompt_tokens);
-        tokens.inc({ model: llm.model, type: "completion" }, c.usage.completion_tokens);
+        tokens.inc({ capability, model: llm.model, type: "prompt" }, c.usage.prompt_tokens);
+        tokens.inc({ capability, model: llm.model, type: "completion" }, c.usage.completion_tokens);
+        settle?.(c.usage.total_tokens);
         return c;
       } catch (err) {
         seconds.observe((performance.now() - started) / 1000, { model: llm.model, outcome: "error" });
+        // A failed call may still have cost tokens, but the provider did not say how many: the
+        // estimate stays charged.
         throw err;
       }
     },
   };
+}
+
+function tokenBudgetOf(node: LlmHost): TokenBudget | undefined {
+  const limits = node.config.swarm.llm;
+  if (limits.tokens_per_minute <= 0 || !node.link || !node.names) return undefined;
+  const budget = openTokenBudget({
+    nc: node.link.nc,
+    names: node.names,
+    log: node.log,
+    tokensPerMinute: limits.tokens_per_minute,
+    windowMs: limits.token_window,
+    replicas: node.config.swarm.nats.replicas,
+  });
+  node.log.info("LLM token budget shared by the swarm", {
+    tokens_per_minute: limits.tokens_per_minute,
+    window_ms: limits.token_window,
+    window_tokens: budget.perWindow,
+  });
+  node.metrics.counterOf(
+    "picoclaw_llm_budget_wait_seconds_total",
+    "Time this node's LLM calls waited for the swarm's token budget.",
+    () => [{ value: budget.waitedMs() / 1000 }],
+  );
+  return budget;
 }
 
 function echoProvider(): LlmProvider {

@@ -9,8 +9,11 @@ const id = z.string().regex(ID_PATTERN);
 /** Roles of swarm members. */
 export const MEMBER_ROLES = ["coordinator", "worker", "specialist"] as const;
 export type Role = (typeof MEMBER_ROLES)[number];
-/** Members, and the dashboard that observes them. */
-export const NODE_ROLES = [...MEMBER_ROLES, "dashboard"] as const;
+/** Processes that watch the swarm without joining it: the dashboard, the OpenAI-compatible gateway. */
+export const OBSERVER_ROLES = ["dashboard", "gateway"] as const;
+export type ObserverRole = (typeof OBSERVER_ROLES)[number];
+/** Members, and the observers. */
+export const NODE_ROLES = [...MEMBER_ROLES, ...OBSERVER_ROLES] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 /** What a node says of itself. */
 export const NODE_STATUSES = ["online", "busy", "draining"] as const;
@@ -25,6 +28,21 @@ export type RunningTask = z.infer<typeof runningTaskSchema>;
 
 /** Heartbeats carry at most this many subjects of dropped messages (the busiest ones). */
 export const MAX_BAD_SUBJECTS_REPORTED = 20;
+/** ...and at most this many models and capabilities in their token counts. */
+export const MAX_TOKEN_KEYS_REPORTED = 32;
+
+const count = z.number().int().nonnegative();
+const tokenCounts = z
+  .record(z.string().max(200), count)
+  .refine((r) => Object.keys(r).length <= MAX_TOKEN_KEYS_REPORTED, { message: `at most ${MAX_TOKEN_KEYS_REPORTED} keys` });
+/** Tokens of the LLM calls a node made since it started: in all, and by model and by capability. */
+export const nodeTokensSchema = z.object({
+  prompt: count,
+  completion: count,
+  by_model: tokenCounts,
+  by_capability: tokenCounts,
+});
+export type NodeTokens = z.infer<typeof nodeTokensSchema>;
 
 const temporalStatusSchema = z.object({
   address: z.string().max(300),
@@ -58,6 +76,8 @@ export const nodeInfoSchema = z.object({
   failed: z.number().int().nonnegative().optional(),
   /** Coordinators in Temporal mode: their workflow worker. */
   temporal: temporalStatusSchema.optional(),
+  /** Tokens of this node's LLM calls since it started. */
+  tokens: nodeTokensSchema.optional(),
   /** Malformed messages this node dropped: total, and the subjects with the most. */
   bad: z
     .object({

@@ -9,6 +9,8 @@ interface Family {
   help: string;
   type: "counter" | "gauge" | "histogram";
   lines(): string[];
+  /** Current series of a counter or gauge (histograms have none). */
+  samples?(): Sample[];
 }
 
 export interface Counter {
@@ -28,12 +30,17 @@ export interface Metrics {
   /** A counter kept elsewhere (a connection's reconnects), read when scraped. */
   counterOf(name: string, help: string, collect: () => Sample[]): void;
   histogram(name: string, help: string, buckets: number[]): Histogram;
+  /** The current series of a counter or gauge by name (empty when there is none): for heartbeats and dashboards. */
+  read(name: string): Sample[];
   /** The whole exposition, ready for GET /metrics. */
   render(): string;
 }
 
 /** LLM call durations (seconds): from a quick local model to a long generation. */
 export const LLM_SECONDS_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** Tokens of a node's LLM calls, by capability, model and type (prompt, completion). */
+export const LLM_TOKENS_METRIC = "picoclaw_llm_tokens_total";
 
 const MAX_SERIES = 2_000; // per family: label values come from the network (capabilities, models)
 
@@ -46,7 +53,13 @@ export function createMetrics(): Metrics {
   return {
     counter(name, help) {
       const series = new Map<string, { labels: Labels; value: number }>();
-      add({ name, help, type: "counter", lines: () => [...series.values()].map((s) => `${name}${labelText(s.labels)} ${s.value}`) });
+      add({
+        name,
+        help,
+        type: "counter",
+        lines: () => [...series.values()].map((s) => `${name}${labelText(s.labels)} ${s.value}`),
+        samples: () => [...series.values()].map((s) => ({ labels: s.labels, value: s.value })),
+      });
       return {
         inc(labels = {}, by = 1) {
           const key = labelText(labels);
@@ -58,10 +71,22 @@ export function createMetrics(): Metrics {
       };
     },
     gauge(name, help, collect) {
-      add({ name, help, type: "gauge", lines: () => collect().map((s) => `${name}${labelText(s.labels ?? {})} ${s.value}`) });
+      add({
+        name,
+        help,
+        type: "gauge",
+        lines: () => collect().map((s) => `${name}${labelText(s.labels ?? {})} ${s.value}`),
+        samples: collect,
+      });
     },
     counterOf(name, help, collect) {
-      add({ name, help, type: "counter", lines: () => collect().map((s) => `${name}${labelText(s.labels ?? {})} ${s.value}`) });
+      add({
+        name,
+        help,
+        type: "counter",
+        lines: () => collect().map((s) => `${name}${labelText(s.labels ?? {})} ${s.value}`),
+        samples: collect,
+      });
     },
     histogram(name, help, buckets) {
       const sorted = [...buckets].sort((a, b) => a - b);
@@ -94,6 +119,7 @@ export function createMetrics(): Metrics {
         },
       };
     },
+    read: (name) => families.find((f) => f.name === name)?.samples?.() ?? [],
     render() {
       const out: string[] = [];
       for (const f of families) {

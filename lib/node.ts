@@ -14,13 +14,18 @@ import type { Logger } from "./log.ts";
 import { type Membership, startMembership } from "./membership.ts";
 import {
   MAX_BAD_SUBJECTS_REPORTED,
+  MAX_TOKEN_KEYS_REPORTED,
+  MEMBER_ROLES,
   type NodeInfo,
   type NodeRole,
+  type NodeTokens,
+  type ObserverRole,
   PEER_STATUSES,
+  type Role,
   type RunningTask,
   type TemporalStatus,
 } from "./messages.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, LLM_TOKENS_METRIC, type Metrics, type Sample } from "./metrics.ts";
 import { describeNatsError, isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
@@ -75,8 +80,11 @@ export interface SwarmNode {
 }
 
 export interface StartOptions {
-  /** Observers (the dashboard) join no swarm: no announcement, no heartbeat, not counted. */
-  observer?: boolean;
+  /**
+   * Observers join no swarm: no announcement, no heartbeat, not counted. `true` is the dashboard;
+   * the gateway names itself.
+   */
+  observer?: boolean | ObserverRole;
   queryWindowMs?: number;
 }
 
@@ -122,7 +130,7 @@ export async function startMember(cfg: Config, log: Logger): Promise<MemberNode>
 }
 
 export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {}): Promise<SwarmNode> {
-  const role: NodeRole = opts.observer ? "dashboard" : cfg.swarm.role;
+  const role: NodeRole = opts.observer ? (opts.observer === true ? "dashboard" : opts.observer) : cfg.swarm.role;
   const embedded = await prepareEmbedded(cfg, log);
   const link = await openNats(cfg, `picoclaw-${role}`, log);
   await requireJetStream(link, cfg.swarm.nats.connect_timeout, embedded ? cfg.swarm.nats.embedded_port : undefined);
@@ -137,6 +145,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
 
   let work: RoleWork | undefined;
   let draining = false;
+  const metrics = createMetrics();
   const info = (): NodeInfo => {
     const load = work?.load() ?? { running: 0 };
     const max = opts.observer ? 0 : cfg.swarm.max_concurrent;
@@ -153,6 +162,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       failed: load.failed ?? 0,
       temporal: load.temporal,
       bad: { total: bad.total(), by_subject: busiest(bad.counts(), MAX_BAD_SUBJECTS_REPORTED), refused: bad.refused() },
+      tokens: opts.observer ? undefined : nodeTokens(metrics.read(LLM_TOKENS_METRIC)),
       status: draining ? "draining" : max > 0 && load.running >= max ? "busy" : "online",
       version: VERSION,
       started_at: startedAt,
@@ -170,7 +180,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     self: info,
     heartbeatInterval: nats.heartbeat_interval,
     nodeTimeout: nats.node_timeout,
-    observer: opts.observer,
+    observer: !!opts.observer,
     connected: () => link.state() === "connected",
     queryWindowMs: opts.queryWindowMs,
     maxPeers: cfg.swarm.max_nodes,
@@ -210,7 +220,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
         onStop: (a) => requestStop(a),
       });
 
-  const metrics = createMetrics();
   const queue = queueGauge(link.nc, names, log);
   let announced = false;
   let discovered = false;
@@ -341,7 +350,7 @@ function nodeMetrics(
   ]);
   m.gauge("picoclaw_nodes", "Swarm members this node knows, by status (itself included when it is a member).", () => {
     const counts: Record<string, number> = Object.fromEntries(PEER_STATUSES.map((s) => [s, 0]));
-    for (const p of n.membership.registry.values()) if (p.info.role !== "dashboard") counts[p.status]!++;
+    for (const p of n.membership.registry.values()) if (MEMBER_ROLES.includes(p.info.role as Role)) counts[p.status]!++;
     if (!n.observer) counts[n.info().status]!++;
     return Object.entries(counts).map(([status, value]) => ({ labels: { status }, value }));
   });
@@ -361,6 +370,21 @@ function nodeMetrics(
     "Well-formed messages and KV records this node refused (unsigned, untrusted, replayed, failing their schema), by kind.",
     () => Object.entries(n.bad.refused()).map(([kind, value]) => ({ labels: { kind }, value })),
   );
+}
+
+/** A node's token counts for its heartbeat, from its LLM token counter. */
+export function nodeTokens(samples: Sample[]): NodeTokens {
+  const t: NodeTokens = { prompt: 0, completion: 0, by_model: {}, by_capability: {} };
+  for (const { labels = {}, value } of samples) {
+    if (labels.type === "prompt") t.prompt += value;
+    else if (labels.type === "completion") t.completion += value;
+    else continue;
+    const model = labels.model ?? "(unknown)";
+    const capability = labels.capability ?? "(other)";
+    t.by_model[model] = (t.by_model[model] ?? 0) + value;
+    t.by_capability[capability] = (t.by_capability[capability] ?? 0) + value;
+  }
+  return { ...t, by_model: busiest(t.by_model, MAX_TOKEN_KEYS_REPORTED), by_capability: busiest(t.by_capability, MAX_TOKEN_KEYS_REPORTED) };
 }
 
 /** The `n` subjects with the most dropped messages. */

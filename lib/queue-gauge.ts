@@ -14,6 +14,8 @@ export interface Queued {
   total: number;
   /** Waiting per capability queue (pinned sub-tasks count under "(direct)"). */
   byCapability: Record<string, number>;
+  /** Waiting per capability and priority, busiest first (pinned sub-tasks: "(direct)", priority null). */
+  byQueue: { capability: string; priority: number | null; queued: number }[];
 }
 
 export interface QueueGauge {
@@ -30,24 +32,31 @@ export interface QueueGauge {
  */
 export function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): QueueGauge {
   let jsm: JetStreamManager | undefined;
-  let queued: Queued = { total: 0, byCapability: {} };
+  let queued: Queued = { total: 0, byCapability: {}, byQueue: [] };
   let readAt = 0;
   let inFlight: Promise<Queued> | undefined;
 
   const read = async (): Promise<Queued> => {
     try {
       jsm ??= await nc.jetstreamManager({ timeout: QUEUE_API_TIMEOUT_MS });
-      const next: Queued = { total: 0, byCapability: {} };
+      const next: Queued = { total: 0, byCapability: {}, byQueue: [] };
+      let direct = 0;
       for await (const ci of jsm.consumers.list(names.streams.tasks)) {
         const of = names.consumers.parse(ci.name);
         if (!of) continue;
         const key = of.kind === "queue" ? of.capability : "(direct)";
         next.total += ci.num_pending;
         next.byCapability[key] = (next.byCapability[key] ?? 0) + ci.num_pending;
+        if (of.kind === "queue") next.byQueue.push({ capability: of.capability, priority: of.priority, queued: ci.num_pending });
+        else direct += ci.num_pending;
       }
+      if (direct > 0) next.byQueue.push({ capability: "(direct)", priority: null, queued: direct });
+      next.byQueue.sort(
+        (a, b) => b.queued - a.queued || a.capability.localeCompare(b.capability) || (b.priority ?? -1) - (a.priority ?? -1),
+      );
       queued = next;
     } catch (err) {
-      if (isStreamNotFound(err)) queued = { total: 0, byCapability: {} };
+      if (isStreamNotFound(err)) queued = { total: 0, byCapability: {}, byQueue: [] };
       else log.debug("Queue depth not read; keeping the last value", { stream: names.streams.tasks, error: (err as Error)?.message });
     }
     readAt = Date.now();

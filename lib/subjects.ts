@@ -32,7 +32,8 @@ export interface SwarmNames {
   all: string;
   streams: { requests: string; tasks: string; events: string; nodes: string };
   streamSubjects: { requests: string[]; tasks: string[]; events: string[]; nodes: string[] };
-  buckets: { tasks: string; leader: string; context: string; answers: string };
+  /** `tokens`: the swarm's LLM token budget, one key per window (swarm.llm.tokens_per_minute). */
+  buckets: { tasks: string; leader: string; context: string; answers: string; tokens: string };
   consumers: {
     /** Shared by every node that can run `capability` tasks of `priority`. */
     queue(capability: string, priority: number): string;
@@ -100,6 +101,7 @@ export function swarmNames(hid: string): SwarmNames {
       context: `picoclaw_${bucketHid}_context`,
       /** Object store: answers too large for one message. */
       answers: `picoclaw_${bucketHid}_answers`,
+      tokens: `picoclaw_${bucketHid}_tokens`,
     },
     maxDeliveriesAdvisory: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PICOCLAW_${streamHid}_TASKS.*`,
     leaderKey: "coordinator",
@@ -142,6 +144,11 @@ export const taskKeys = {
 /** The subject a KV entry is stored under (`$KV.<bucket>.<key>`): how a bad record is named in counts and logs. */
 export function kvSubject(bucket: string, key: string): string {
   return `$KV.${bucket}.${key}`;
+}
+
+/** The token budget's key for window number `window` (time ÷ window length). */
+export function tokenWindowKey(window: number): string {
+  return `w.${window}`;
 }
 
 /** `node.<id>.control` has a node id in the third token; heartbeats in the fourth. */

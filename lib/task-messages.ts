@@ -9,6 +9,18 @@ const usage = z.object({
   total_tokens: z.number().int().nonnegative(),
 });
 
+/**
+ * One row of a request's token breakdown: the LLM calls one node made for one capability with one
+ * model. The coordinator's own calls are under "(planning)" and "(synthesis)" (no capability has
+ * parentheses, so they never mix with a sub-task's).
+ */
+export const usageRowSchema = usage.extend({
+  node: id,
+  capability: z.string().max(80),
+  model: z.string().max(200),
+});
+export type UsageRow = z.infer<typeof usageRowSchema>;
+
 /** Larger JetStream payloads than this are refused on receipt (NATS' own default limit is 1 MiB). */
 export const MAX_PIPELINE_MESSAGE_BYTES = 1024 * 1024;
 
@@ -76,6 +88,8 @@ export const taskResultSchema = z.object({
   finished_at: z.number().int().nonnegative(),
   usage,
   llm: z.string().max(300),
+  /** The model that answered (absent in results of older nodes). */
+  model: z.string().max(200).optional(),
   truncated: z.boolean().default(false),
   /** With swarm.security.signing: the node's public key and its signature over the result. */
   signer: z.string().max(64).optional(),
@@ -110,6 +124,8 @@ export type TaskEvent = z.infer<typeof taskEventSchema>;
 export const planSummarySchema = z.object({
   planner: z.enum(["explicit", "llm", "heuristic"]),
   note: z.string().optional(),
+  /** Tokens the LLM planner used (counted in the request's usage). */
+  usage: usage.optional(),
   tasks: z.array(
     z.object({
       id: id,
@@ -123,7 +139,10 @@ export const planSummarySchema = z.object({
 });
 export type PlanSummary = z.infer<typeof planSummarySchema>;
 
-export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer", "failed"] as const;
+export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer_delta", "answer", "failed"] as const;
+
+/** An `answer_delta` carries at most this much text (the coordinator sends more often than that). */
+export const MAX_ANSWER_DELTA_CHARS = 16 * 1024;
 
 /** On `event.request.<request>`: the request's progress and, at the end, its answer. */
 export const requestEventSchema = z.object({
@@ -139,9 +158,18 @@ export const requestEventSchema = z.object({
   answer: z.string().optional(),
   /** An answer too large for one message: `answer` holds its start, the whole is in the answers object store. */
   answer_ref: z.object({ name: id, bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
+  /**
+   * kind "answer_delta": the next piece of the answer as the LLM merge produces it, numbered from 0
+   * (`seq`). Best effort: the `answer` event that follows always has the whole text (or its reference).
+   */
+  delta: z.string().max(MAX_ANSWER_DELTA_CHARS).optional(),
+  seq: z.number().int().nonnegative().optional(),
   error: z.string().optional(),
   status: z.enum(["completed", "partial", "failed"]).optional(),
+  /** kind "answer": tokens of every LLM call of the request (planning, sub-tasks, synthesis)... */
   usage: usage.optional(),
+  /** ...and the same by node, capability and model. */
+  usage_by: z.array(usageRowSchema).max(512).optional(),
   duration_ms: z.number().int().nonnegative().optional(),
 });
 export type RequestEvent = z.infer<typeof requestEventSchema>;

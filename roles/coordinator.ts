@@ -42,7 +42,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   const nc = node.link.nc;
   const js = nc.jetstream();
   const me = node.identity.node;
-  const llm = await nodeLlm(cfg.llm, log, node.metrics);
+  const llm = await nodeLlm(node);
   const answered = node.metrics.counter(
     "picoclaw_requests_total",
     "Requests this coordinator ended, by status (completed, partial, failed, rejected, dead).",
@@ -277,6 +277,8 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
               node: n,
               capability: plan.tasks.find((x) => x.id === task)?.capability,
             }),
+          maxTokens: t.max_tokens_per_request,
+          spentTokens: summary.usage?.total_tokens,
         },
         req.request,
         plan,
@@ -288,10 +290,19 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       const outcomes = await run.outcomes;
 
       busy.add(req.request);
-      const input = { request: req.request, requestText: req.text, plan: summary, outcomes, durationMs: Date.now() - base.started_at };
+      const input = {
+        request: req.request,
+        requestText: req.text,
+        plan: summary,
+        outcomes,
+        durationMs: Date.now() - base.started_at,
+        stopped: run.stopped(),
+      };
       const answer = await answerFor(input, llm, base.started_at, {
         signal: untilDeadline(deadlineAt + t.timeout),
         expired: run.expired(),
+        coordinator: me,
+        tell: (ev) => events.tell(req.request, ev),
       });
       const stored = await whileLeading("store the answer", () => storeLargeAnswer(nc, names, cfg, req.request, answer));
       await answerRequest({ kv, leadership, events, whileLeading, records }, msg, req.request, base, stored);

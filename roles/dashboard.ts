@@ -7,8 +7,10 @@ import type { LoadedConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
 import { type SwarmNode, startNode } from "../lib/node.ts";
 import { untilStopSignal } from "../lib/signals.ts";
+import { createLiveRequests, followSwarmRequests } from "./dashboard/live.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard/render.ts";
 import { buildSnapshot, type DashboardSnapshot } from "./dashboard/snapshot.ts";
+import { webRoutes } from "./dashboard/web-routes.ts";
 
 const REFRESH_MS = 1_000;
 
@@ -26,7 +28,12 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
   const log = dashboardLogger(cfg.log.level, show);
   const signalled = show.json || show.once ? undefined : untilStopSignal(log); // before start-up, so Ctrl-C is always clean
   const node = await startNode(cfg, log, { observer: true, queryWindowMs: show.json || show.once ? 1_500 : 1_000 });
-  if (!show.json && !show.once) node.serveHttp();
+  if (!show.json && !show.once && cfg.swarm.http.listen) {
+    // The web dashboard: the same snapshot plus every request as it runs, pushed to the page.
+    const live = createLiveRequests();
+    followSwarmRequests(node.link.nc, node.names, node.bad, live);
+    node.serveHttp(webRoutes(node, live));
+  }
   return showDashboard(node, show, signalled);
 }
 
@@ -39,7 +46,7 @@ export async function showDashboard(node: SwarmNode, show: ShowOptions, signalle
   const { queue } = node;
   const snapshot = () => {
     queue.refreshIfStale();
-    return buildSnapshot(node, queue.value().total);
+    return buildSnapshot(node, queue.value());
   };
   if (show.json || show.once) {
     await node.membership.discovered;

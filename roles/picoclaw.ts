@@ -12,6 +12,7 @@ import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { runCoordinator } from "./coordinator.ts";
 import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./dashboard.ts";
+import { runGateway } from "./gateway.ts";
 import { runControlCommand } from "./picoclaw/control.ts";
 import { runHealthCheck } from "./picoclaw/health.ts";
 import { generateKeyFile } from "./picoclaw/keygen.ts";
@@ -101,6 +102,13 @@ if (import.meta.main) {
         ping: {
           usage: ["  ping NODE           check that a node answers"],
           run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "ping", nodeArgument(cli, "ping")),
+        },
+        gateway: {
+          usage: [
+            "  gateway             serve the OpenAI API on --swarm.http.listen: GET /v1/models, POST /v1/chat/completions",
+            "                      (streaming or not); keys in swarm.gateway.api_keys (required beyond loopback)",
+          ],
+          run: (_cli, loaded) => runGateway(loaded),
         },
         health: {
           usage: ["  health              ask this machine's node for /healthz on --swarm.http.listen (exit 0 when healthy)"],

@@ -22,7 +22,7 @@ const DIRECT_QUEUE_IDLE_MS = 3_600_000;
  */
 export async function runWorker(node: MemberNode, capabilities: string[]): Promise<void> {
   const { config: cfg, log, names, identity } = node;
-  const llm = await nodeLlm(cfg.llm, log, node.metrics);
+  const llm = await nodeLlm(node);
   const signer = loadSigner(cfg, "trusted_coordinators", log);
   const kv = await node.startUp("open the tasks bucket", () => openTasksKv(node.link.nc, names, cfg));
 

@@ -25,7 +25,14 @@ afterAll(async () => {
 });
 
 test("bun run build produces one executable per role and the all-in-one", () => {
-  for (const name of ["picoclaw", "picoclaw-coordinator", "picoclaw-worker", "picoclaw-specialist", "picoclaw-dashboard"]) {
+  for (const name of [
+    "picoclaw",
+    "picoclaw-coordinator",
+    "picoclaw-worker",
+    "picoclaw-specialist",
+    "picoclaw-dashboard",
+    "picoclaw-gateway",
+  ]) {
     expect(existsSync(dist(name))).toBe(true);
   }
 });
@@ -66,6 +73,8 @@ const MARKERS = {
   executor: "Do only your part",
   submit: "no coordinator is online in swarm",
   temporal: "the workflow bundler is not in this executable",
+  web: "live, with their sub-task DAG",
+  gateway: "swarm.gateway.max_pending is",
 } as const;
 
 test("a role's executable contains only its role: no planner, synthesis, dashboard or submit in a worker; no executor in the dashboard", async () => {
@@ -74,26 +83,48 @@ test("a role's executable contains only its role: no planner, synthesis, dashboa
     return Object.fromEntries(Object.entries(MARKERS).map(([k, marker]) => [k, text.includes(marker)]));
   };
   // The all-in-one holds every marker: were one reworded, this fails instead of passing vacuously.
-  expect(await holds("picoclaw")).toEqual({ planner: true, synthesis: true, frame: true, executor: true, submit: true, temporal: true });
-  const workerOnly = { planner: false, synthesis: false, frame: false, executor: true, submit: false, temporal: false };
-  expect(await holds("picoclaw-worker")).toEqual(workerOnly);
-  expect(await holds("picoclaw-specialist")).toEqual(workerOnly);
-  expect(await holds("picoclaw-coordinator")).toEqual({
-    planner: true,
-    synthesis: true,
+  const none = {
+    planner: false,
+    synthesis: false,
     frame: false,
     executor: false,
     submit: false,
-    temporal: true,
-  });
-  expect(await holds("picoclaw-dashboard")).toEqual({
-    planner: false,
-    synthesis: false,
-    frame: true,
-    executor: false,
-    submit: false,
     temporal: false,
+    web: false,
+    gateway: false,
+  };
+  expect(await holds("picoclaw")).toEqual({
+    planner: true,
+    synthesis: true,
+    frame: true,
+    executor: true,
+    submit: true,
+    temporal: true,
+    web: true,
+    gateway: true,
   });
+  const workerOnly = { ...none, executor: true };
+  expect(await holds("picoclaw-worker")).toEqual(workerOnly);
+  expect(await holds("picoclaw-specialist")).toEqual(workerOnly);
+  expect(await holds("picoclaw-coordinator")).toEqual({ ...none, planner: true, synthesis: true, temporal: true });
+  expect(await holds("picoclaw-dashboard")).toEqual({ ...none, frame: true, web: true });
+  expect(await holds("picoclaw-gateway")).toEqual({ ...none, gateway: true });
+});
+
+test("dist/picoclaw-dashboard serves the web dashboard from inside the executable, run from another directory", async () => {
+  const args = ["--swarm.nats.urls", nats.url, "--swarm.hid", "bin-web", ...FAST, "--swarm.http.listen", "127.0.0.1:0"];
+  const board = procs.track(spawnRole("picoclaw-dashboard", args, { binary: dist("picoclaw-dashboard"), cwd: tmpdir() }));
+  const url = /HTTP listening url=(\S+)/.exec(await board.waitForLine(/HTTP listening url=/))![1]!;
+  const page = await (await fetch(url)).text();
+  expect(page).toContain("<title>PicoClaw Swarm</title>");
+  expect(page).toContain('new EventSource("events")');
+  expect(page).toContain(".req-head {");
+  const events = await fetch(`${url}/events`);
+  expect(events.headers.get("content-type")).toBe("text/event-stream");
+  const first = await events.body!.getReader().read();
+  expect(JSON.parse(new TextDecoder().decode(first.value).split("data: ")[1]!).snapshot.hid).toBe("bin-web");
+  board.signal("SIGTERM");
+  expect(await board.exited()).toBe(0);
 });
 
 test("dist/picoclaw-dashboard with the guide's config file (role: coordinator) observes and never joins", async () => {

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "nats";
 import { swarmNames } from "../lib/subjects.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "../roles/dashboard/snapshot.ts";
+import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts, tokenCounts } from "../roles/dashboard/snapshot.ts";
 import { logFrameGate, noticeable } from "../roles/dashboard.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, spawnRole, tempHome } from "./helpers/role-process.ts";
@@ -27,6 +27,7 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     done: 0,
     failed: 0,
     bad_messages: { total: 0, by_subject: {}, refused: {} },
+    tokens: tokenCounts([]),
     ...over,
   };
 }
@@ -43,6 +44,8 @@ function snapshot(nodes: SnapshotNode[], over: Partial<DashboardSnapshot> = {}):
     },
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
+    tokens: tokenCounts(nodes.map((n) => n.tokens)),
+    queues: [],
     nodes,
     bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import type { RunningTask } from "../lib/messages.ts";
 import { frameForTerminal, loadBar, renderDashboard } from "../roles/dashboard/render.ts";
-import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts } from "../roles/dashboard/snapshot.ts";
+import { type DashboardSnapshot, type SnapshotNode, swarmStats, taskCounts, tokenCounts } from "../roles/dashboard/snapshot.ts";
 
 const ESC = "\x1b";
 
@@ -20,6 +20,7 @@ function node(id: string, over: Partial<SnapshotNode> = {}): SnapshotNode {
     done: 0,
     failed: 0,
     bad_messages: { total: 0, by_subject: {}, refused: {} },
+    tokens: tokenCounts([]),
     ...over,
   };
 }
@@ -46,6 +47,8 @@ function snapshot(over: Partial<DashboardSnapshot> = {}, nodes: SnapshotNode[] =
     },
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
+    tokens: tokenCounts(nodes.map((n) => n.tokens)),
+    queues: [],
     nodes,
     bad_messages: { total: 0, by_subject: {}, refused: {} },
     ...over,
@@ -279,5 +282,39 @@ describe("loadBar", () => {
 describe("frameForTerminal", () => {
   test("homes the cursor and clears before the frame", () => {
     expect(frameForTerminal("x")).toBe("\x1b[H\x1b[2Jx");
+  });
+});
+
+describe("tokens on the dashboard", () => {
+  const counts = (prompt: number, completion: number, by_capability: Record<string, number>, by_model: Record<string, number>) => ({
+    prompt,
+    completion,
+    total: prompt + completion,
+    by_capability,
+    by_model,
+  });
+
+  test("the swarm's tokens by capability and model, and each node's total on its row", () => {
+    const nodes = [
+      node("claw-coord-01", { role: "coordinator", tokens: counts(900, 300, { "(synthesis)": 1_200 }, { "gpt-4o-mini": 1_200 }) }),
+      node("claw-a1b2c3d4", { tokens: counts(10_000, 2_345, { code: 12_345 }, { "gpt-4o-mini": 12_345 }) }),
+      node("claw-e5f6g7h8"),
+    ];
+    const out = lines(snapshot({}, nodes));
+    const at = out.findIndex((l) => l.startsWith("  Tokens:"));
+    expect(out.slice(at, at + 3)).toEqual([
+      "  Tokens:     13.5k (10.9k prompt, 2.65k completion)",
+      "              by capability: code 12.3k, (synthesis) 1.2k",
+      "              by model: gpt-4o-mini 13.5k",
+    ]);
+    expect(out).toContain("  ● claw-a1b2c3d4          W online    [░░░░░░░░░] 0% (0/5)  12.3k tokens");
+    expect(out).toContain("  ● claw-coord-01          C online    [░░░░░░░░░] 0% (0/5)  1.2k tokens");
+    expect(out).toContain("  ● claw-e5f6g7h8          W online    [░░░░░░░░░] 0% (0/5)"); // none used: nothing added
+  });
+
+  test("no tokens yet: one line with zeros", () => {
+    const out = lines(snapshot());
+    expect(out).toContain("  Tokens:     0 (0 prompt, 0 completion)");
+    expect(out.some((l) => l.includes("by capability"))).toBe(false);
   });
 });

@@ -72,7 +72,7 @@ describe("node HTTP", () => {
 
     const after = (await get(`${workerUrl}/metrics`)).body;
     expect(sample(after, "picoclaw_subtasks_total", { capability: "general", outcome: "completed" })).toBe(1);
-    expect(sample(after, "picoclaw_llm_tokens_total", { model: "test-model", type: "completion" })).toBe(7);
+    expect(sample(after, "picoclaw_llm_tokens_total", { capability: "general", model: "test-model", type: "completion" })).toBe(7);
     expect(sample(after, "picoclaw_llm_request_duration_seconds_count", { model: "test-model", outcome: "ok" })).toBe(1);
     expect(after).toMatch(new RegExp(`picoclaw_node_info\\{hid="http1",node="${swarm.ids[1]}",role="worker",version="[^"]+"\\} 1`));
     const coord = (await get(`${coordUrl}/metrics`)).body;

@@ -136,12 +136,13 @@ describe("swarmNames (protocol v1 subjects, DESIGN §5)", () => {
     });
   });
 
-  test("KV bucket names are picoclaw_<hid>_tasks / _leader / _context, the answers object store, plus the shared picoclaw_swarm", () => {
+  test("KV bucket names are picoclaw_<hid>_tasks / _leader / _context / _tokens, the answers object store, plus the shared picoclaw_swarm", () => {
     expect(n.buckets).toEqual({
       tasks: "picoclaw_h1_tasks",
       leader: "picoclaw_h1_leader",
       context: "picoclaw_h1_context",
       answers: "picoclaw_h1_answers",
+      tokens: "picoclaw_h1_tokens",
     });
     expect(SWARM_BUCKET).toBe("picoclaw_swarm");
   });

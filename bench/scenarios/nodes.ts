@@ -8,7 +8,14 @@ import { decode, nodeInfoSchema } from "../../lib/messages.ts";
 import { createRegistry, observe, type Registry } from "../../lib/registry.ts";
 import { nodeIdFromHeartbeat, swarmNames } from "../../lib/subjects.ts";
 import { renderDashboard } from "../../roles/dashboard/render.ts";
-import { type DashboardSnapshot, type SnapshotNode, snapshotNodeOf, swarmStats, taskCounts } from "../../roles/dashboard/snapshot.ts";
+import {
+  type DashboardSnapshot,
+  type SnapshotNode,
+  snapshotNodeOf,
+  swarmStats,
+  taskCounts,
+  tokenCounts,
+} from "../../roles/dashboard/snapshot.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
 import { envInt, envList, fmt, pct, progress, startHelper, stat, until } from "../lib/util.ts";
 
@@ -38,6 +45,7 @@ function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
     failed: 0,
     sid: "s-bench",
     bad_messages: { total: 0, by_subject: {}, refused: {} },
+    tokens: tokenCounts([]),
   };
   return {
     v: 1,
@@ -50,6 +58,8 @@ function snapshotOf(reg: Registry, hid: string): DashboardSnapshot {
     },
     stats: swarmStats(nodes),
     tasks: taskCounts(nodes, 0),
+    tokens: tokenCounts(nodes.map((n) => n.tokens)),
+    queues: [],
     nodes,
     bad_messages: { total: 0, by_subject: {}, refused: {} },
   };

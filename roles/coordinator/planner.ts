@@ -2,7 +2,7 @@
 // else the heuristic planner (the guide's code-review split, or the capabilities the request names).
 
 import type { Config } from "../../lib/config.ts";
-import type { ChatMessage, LlmProvider } from "../../lib/llm-types.ts";
+import type { ChatMessage, LlmProvider, LlmUsage } from "../../lib/llm-types.ts";
 import { type Plan, PlanError, type PlanTask, planFromValue, titleOf, validatePlan } from "../../lib/plan.ts";
 import type { OnlineCapabilities } from "../../lib/registry.ts";
 import type { PlanSummary, RequestMsg } from "../../lib/task-messages.ts";
@@ -164,8 +164,8 @@ export async function llmPlan(
   request: string,
   online: OnlineCapabilities,
   llm: LlmProvider,
-  opts: PlanLimitsInput & { signal?: AbortSignal },
-): Promise<{ plan: Plan; attempts: number }> {
+  opts: PlanLimitsInput & { signal?: AbortSignal; onUsage?: (u: LlmUsage) => void },
+): Promise<{ plan: Plan; attempts: number; usage: LlmUsage }> {
   const caps = taskCapabilities(online);
   const limits = { capabilities: caps, maxFanout: opts.maxFanout, maxDepth: opts.maxDepth, maxPromptBytes: opts.maxPromptBytes };
   const messages: ChatMessage[] = [
@@ -173,12 +173,15 @@ export async function llmPlan(
     { role: "user", content: request },
   ];
   let reason = "";
+  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
   for (let attempt = 1; attempt <= 2; attempt++) {
-    const reply = await llm.complete({ messages: [...messages], json: true, signal: opts.signal });
+    const reply = await llm.complete({ messages: [...messages], json: true, signal: opts.signal, capability: PLANNING });
+    addUsage(usage, reply.usage);
+    opts.onUsage?.(usage);
     try {
       const plan = planFromValue(replyJson(reply.text), "the LLM reply");
       validatePlan(plan, limits);
-      return { plan, attempts: attempt };
+      return { plan, attempts: attempt, usage };
     } catch (err) {
       if (!(err instanceof PlanError)) throw err;
       reason = err.message;
@@ -194,6 +197,17 @@ export interface MadePlan {
   planner: "explicit" | "llm" | "heuristic";
   /** Why a fallback happened, for the answer and the log. */
   note?: string;
+  /** Tokens the LLM planner used, also when it failed and the heuristic planned. */
+  usage?: LlmUsage;
+}
+
+/** The coordinator's planning calls, in token counts. */
+export const PLANNING = "(planning)";
+
+function addUsage(to: LlmUsage, u: LlmUsage): void {
+  to.prompt_tokens += u.prompt_tokens;
+  to.completion_tokens += u.completion_tokens;
+  to.total_tokens += u.total_tokens;
 }
 
 /** Whether makePlan will ask the LLM (so planning may take a while): no explicit plan or capability list, a real LLM. */
@@ -221,10 +235,17 @@ export async function makePlan(input: {
     return { plan: input.explicit, planner: "explicit" };
   }
   let note: string | undefined;
+  let usage: LlmUsage | undefined;
   if (input.llm && plansWithLlm(input)) {
     try {
-      const { plan } = await llmPlan(request, online, input.llm, { ...limits, signal: input.signal });
-      return { plan, planner: "llm" };
+      const made = await llmPlan(request, online, input.llm, {
+        ...limits,
+        signal: input.signal,
+        onUsage: (u) => {
+          usage = u;
+        },
+      });
+      return { plan: made.plan, planner: "llm", usage: made.usage };
     } catch (err) {
       if (input.signal?.aborted) throw err;
       const msg = err instanceof Error ? err.message : String(err);
@@ -236,7 +257,10 @@ export async function makePlan(input: {
   }
   const plan = heuristicPlan(request, online, { capabilities: input.capabilities, maxFanout: limits.maxFanout });
   validatePlan(plan, { ...limits, capabilities: onlineSet(online) });
-  return note === undefined ? { plan, planner: "heuristic" } : { plan, planner: "heuristic", note };
+  const made: MadePlan = { plan, planner: "heuristic" };
+  if (note !== undefined) made.note = note;
+  if (usage !== undefined) made.usage = usage;
+  return made;
 }
 
 /** A submitted request's plan, against what is online now, and the summary followers see. */
@@ -260,6 +284,7 @@ export async function planRequest(
   const summary: PlanSummary = {
     planner: made.planner,
     note: made.note,
+    usage: made.usage,
     tasks: made.plan.tasks.map((t) => ({
       id: t.id,
       title: titleOf(t),

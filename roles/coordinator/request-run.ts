@@ -67,6 +67,10 @@ export interface RunContext {
   checkResult?: (r: TaskResult) => Verdict;
   /** How result records read back from KV are checked and reported (a bad one fails its sub-task). */
   records: RecordGuard;
+  /** swarm.tasks.max_tokens_per_request (0: no limit): the run stops once the request's tokens pass it. */
+  maxTokens?: number;
+  /** Tokens the request used before its sub-tasks (the LLM planner). */
+  spentTokens?: number;
 }
 
 export interface RequestRun {
@@ -77,6 +81,8 @@ export interface RequestRun {
   onNodeOffline(node: string): void;
   /** Stops following (a stale leader handing the request over); `outcomes` rejects with `reason`. */
   abandon(reason: Error): void;
+  /** Why the run ended before every sub-task did (its token limit), once it has. */
+  stopped(): string | undefined;
 }
 
 const RECONCILE_MS = 2_000;
@@ -93,7 +99,10 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
   });
   let over = false;
   let expired = false;
+  let stopped: string | undefined;
   const offline = new Set<string>();
+  /** Completion tokens so far of sub-tasks still running (from their progress events). */
+  const inFlight = new Map<string, number>();
   const terminal = (x: Tracked) => x.state === "completed" || x.state === "failed" || x.state === "skipped";
 
   const end = () => {
@@ -231,6 +240,8 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     if (x.result || over) return;
     x.result = result;
     x.state = result.status;
+    inFlight.delete(x.task.id);
+    if (overBudget()) return;
     await dispatchReady();
   };
 
@@ -254,6 +265,31 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     if (why) return giveUp(x, why.error, why.attempts);
   };
 
+  /** Ends the run now: what has not ended is skipped with `reason`, and its queued message removed. */
+  const endOpen = (reason: string) => {
+    for (const x of tracked.values()) {
+      if (terminal(x)) continue;
+      x.state = "skipped";
+      x.skipped = reason;
+      if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+    }
+    done();
+  };
+
+  /** Past max_tokens_per_request (planner, results, and what running sub-tasks reported): the run ends now. */
+  const overBudget = (): boolean => {
+    const max = ctx.maxTokens ?? 0;
+    if (max <= 0 || over) return false;
+    let used = ctx.spentTokens ?? 0;
+    for (const x of tracked.values()) used += x.result?.usage.total_tokens ?? 0;
+    for (const n of inFlight.values()) used += n;
+    if (used <= max) return false;
+    stopped = `stopped: the request used ${used} tokens, more than swarm.tasks.max_tokens_per_request (${max})`;
+    ctx.log.warn("Request stopped at its token limit", { request, tokens: used, max_tokens_per_request: max });
+    endOpen(stopped);
+    return true;
+  };
+
   // Events are fast but may not reach us; the stored state always does. Look now and then.
   const reconcile = setInterval(() => {
     const now = Date.now();
@@ -265,18 +301,13 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     () => {
       if (over) return;
       expired = true;
-      for (const x of tracked.values()) {
-        if (terminal(x)) continue;
-        x.state = "skipped";
-        x.skipped = "the request's deadline passed before it finished";
-        if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
-      }
-      done();
+      endOpen("the request's deadline passed before it finished");
     },
     Math.max(0, ctx.deadlineAt - Date.now()),
   );
 
   guard(async () => {
+    if (overBudget()) return; // the planner alone used more than the limit
     if (resume) {
       // Whatever already has a result is settled without running again; what is still queued stays so.
       await Promise.all(
@@ -310,6 +341,9 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         if (x.state === "queued") x.state = "running";
         x.node = ev.node;
         ctx.onAssigned(ev.task, ev.node);
+      } else if (ev.kind === "progress" && ev.tokens !== undefined && (ctx.maxTokens ?? 0) > 0 && !x.result) {
+        inFlight.set(ev.task, ev.tokens);
+        overBudget();
       } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {
         guard(() => settle(ev.task, ev.kind === "duplicate" ? undefined : ev.result));
       }
@@ -327,6 +361,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       }
       guard(() => queue(moved, true));
     },
+    stopped: () => stopped,
     abandon(reason) {
       if (over) return;
       end();

@@ -2,7 +2,17 @@
 // Failed and skipped sub-tasks are always shown, never dropped.
 import { formatDuration } from "../../lib/duration.ts";
 import type { LlmProvider, LlmUsage } from "../../lib/llm-types.ts";
-import type { PlanSummary, RequestEventBody, TaskResult } from "../../lib/task-messages.ts";
+import {
+  MAX_ANSWER_DELTA_CHARS,
+  type PlanSummary,
+  type RequestEventBody,
+  type TaskResult,
+  type UsageRow,
+} from "../../lib/task-messages.ts";
+import { PLANNING } from "./planner.ts";
+
+/** The coordinator's merge call, in token counts. */
+export const SYNTHESIS = "(synthesis)";
 
 export interface SubTaskOutcome {
   id: string;
@@ -20,8 +30,24 @@ export interface SynthesisInput {
   plan: PlanSummary;
   outcomes: SubTaskOutcome[];
   durationMs: number;
+  /** Why the request was stopped before every sub-task ended (its token limit): answered as failed, no merge. */
+  stopped?: string;
 }
 
+/** What the answer needs from the coordinator besides the outcomes. */
+export interface AnswerContext {
+  /** This coordinator: its planning and merge calls are its rows in `usage_by`. */
+  coordinator: string;
+  /** Publishes a progress event for followers (the merge's `answer_delta`s). */
+  tell?(ev: RequestEventBody): void;
+  /** Aborts the merge (the request's deadline). */
+  signal?: AbortSignal;
+  /** The deadline ended the request. */
+  expired?: boolean;
+}
+
+/** How often the merge's text goes out while it streams: often enough to read live, not an event per token. */
+const DELTA_EVERY_MS = 100;
 export function totalUsage(outcomes: SubTaskOutcome[]): LlmUsage {
   const u = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
   for (const o of outcomes) {
@@ -83,16 +109,19 @@ export async function synthesize(
   s: SynthesisInput,
   llm: LlmProvider,
   signal?: AbortSignal,
+  onText?: (delta: string) => void,
 ): Promise<{ text: string; usage?: LlmUsage; by: "llm" | "report" }> {
   const report = structuredReport(s);
   const usable = s.outcomes.filter((o) => o.result?.status === "completed");
-  if (llm.kind === "echo" || usable.length < 2) return { text: report, by: "report" };
+  if (llm.kind === "echo" || usable.length < 2 || s.stopped) return { text: report, by: "report" };
   try {
     // Within a budget: 32 results of 64 KiB would pass any model's context and the message limit.
     const share = Math.floor(MAX_SYNTHESIS_INPUT_BYTES / usable.length);
     const sections = usable.map((o) => `## ${o.title} (${o.capability})\n${cut(o.result!.text ?? "", share)}`).join("\n\n");
     const c = await llm.complete({
       signal,
+      capability: SYNTHESIS,
+      onProgress: onText && ((_tokens, delta) => delta && onText(delta)),
       messages: [
         {
           role: "system",
@@ -123,36 +152,82 @@ function cut(text: string, maxBytes: number): string {
 }
 
 /**
- * The answer event: the merged text, the request's status and the tokens of every LLM call it made.
- * `expired`: the deadline ended the request, and its error says which sub-tasks were unfinished.
+ * The answer event: the merged text, the request's status, and the tokens of every LLM call it made
+ * (planning, sub-tasks, merge) in all and by node, capability and model. While an LLM merges, its text
+ * goes to followers as `answer_delta` events. `expired`: the deadline ended the request, and its error
+ * says which sub-tasks were unfinished; `stopped` (in the input): its token limit did.
  */
-export async function answerFor(
-  s: SynthesisInput,
-  llm: LlmProvider,
-  startedAt: number,
-  o: { signal?: AbortSignal; expired?: boolean } = {},
-): Promise<RequestEventBody> {
-  const merged = await synthesize(s, llm, o.signal);
+export async function answerFor(s: SynthesisInput, llm: LlmProvider, startedAt: number, ctx: AnswerContext): Promise<RequestEventBody> {
+  const deltas = ctx.tell ? deltaSender(ctx.tell) : undefined;
+  const merged = await synthesize(s, llm, ctx.signal, deltas?.push);
+  deltas?.flush();
   const missing = s.outcomes.filter((x) => x.required && x.result?.status !== "completed").map((x) => x.id);
   const unfinished = s.outcomes.filter((x) => !x.result).map((x) => x.id);
-  const status =
-    missing.length || o.expired ? "failed" : s.outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
-  const usage = totalUsage(s.outcomes);
-  if (merged.usage) {
-    usage.prompt_tokens += merged.usage.prompt_tokens;
-    usage.completion_tokens += merged.usage.completion_tokens;
-    usage.total_tokens += merged.usage.total_tokens;
-  }
+  const failed = missing.length > 0 || ctx.expired || s.stopped !== undefined;
+  const status = failed ? "failed" : s.outcomes.some((x) => x.result?.status !== "completed") ? "partial" : "completed";
+  const rows = usageRows(s, ctx.coordinator, llm.model, merged.usage);
   return {
     kind: "answer",
     answer: merged.text,
     status,
-    usage,
+    usage: sumUsage(rows),
+    usage_by: rows,
     duration_ms: Date.now() - startedAt,
-    error: o.expired
-      ? `the request's deadline passed with sub-tasks unfinished: ${unfinished.join(", ")}`
-      : missing.length
-        ? `required sub-task failed: ${missing.join(", ")}`
-        : undefined,
+    error:
+      s.stopped ??
+      (ctx.expired
+        ? `the request's deadline passed with sub-tasks unfinished: ${unfinished.join(", ")}`
+        : missing.length
+          ? `required sub-task failed: ${missing.join(", ")}`
+          : undefined),
+  };
+}
+
+/** Tokens by node, capability and model: the planner's, each sub-task's, the merge's. */
+export function usageRows(s: SynthesisInput, coordinator: string, model: string, merge?: LlmUsage): UsageRow[] {
+  const rows = new Map<string, UsageRow>();
+  const add = (node: string, capability: string, model: string, u: LlmUsage) => {
+    if (u.total_tokens === 0 && u.prompt_tokens === 0 && u.completion_tokens === 0) return;
+    const key = JSON.stringify([node, capability, model]);
+    const row = rows.get(key) ?? { node, capability, model, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+    row.prompt_tokens += u.prompt_tokens;
+    row.completion_tokens += u.completion_tokens;
+    row.total_tokens += u.total_tokens;
+    rows.set(key, row);
+  };
+  if (s.plan.usage) add(coordinator, PLANNING, model, s.plan.usage);
+  for (const o of s.outcomes) if (o.result) add(o.result.node, o.result.capability, o.result.model ?? "(unknown)", o.result.usage);
+  if (merge) add(coordinator, SYNTHESIS, model, merge);
+  return [...rows.values()];
+}
+
+export function sumUsage(rows: LlmUsage[]): LlmUsage {
+  const u = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  for (const r of rows) {
+    u.prompt_tokens += r.prompt_tokens;
+    u.completion_tokens += r.completion_tokens;
+    u.total_tokens += r.total_tokens;
+  }
+  return u;
+}
+
+/** Gathers streamed text and sends it as numbered `answer_delta` events at most every DELTA_EVERY_MS. */
+function deltaSender(tell: (ev: RequestEventBody) => void): { push(delta: string): void; flush(): void } {
+  let buf = "";
+  let seq = 0;
+  let last = Date.now();
+  const flush = () => {
+    for (let i = 0; i < buf.length; i += MAX_ANSWER_DELTA_CHARS) {
+      tell({ kind: "answer_delta", delta: buf.slice(i, i + MAX_ANSWER_DELTA_CHARS), seq: seq++ });
+    }
+    buf = "";
+    last = Date.now();
+  };
+  return {
+    push(delta) {
+      buf += delta;
+      if (Date.now() - last >= DELTA_EVERY_MS || buf.length >= MAX_ANSWER_DELTA_CHARS) flush();
+    },
+    flush,
   };
 }

@@ -25,6 +25,7 @@ const ROLE_ICON: Record<NodeRole, string> = {
   worker: "⚙️",
   specialist: "🔬",
   dashboard: "📊",
+  gateway: "🚪",
 };
 
 const ROLE_LETTER: Record<NodeRole, string> = {
@@ -32,6 +33,7 @@ const ROLE_LETTER: Record<NodeRole, string> = {
   worker: "W",
   specialist: "S",
   dashboard: "D",
+  gateway: "G",
 };
 
 const GREEN = "\x1b[32m";
@@ -66,7 +68,7 @@ function dot(status: PeerStatus, color: boolean): string {
 
 // A dashboard node is an observer: it never takes tasks, so a 0/0 bar would only confuse.
 function load(n: SnapshotNode): string {
-  return n.role === "dashboard" ? "observer (runs no tasks)" : loadBar(n.running, n.max_concurrent);
+  return n.role === "dashboard" || n.role === "gateway" ? "observer (runs no tasks)" : loadBar(n.running, n.max_concurrent);
 }
 
 function natsLine(nats: DashboardSnapshot["connections"]["nats"]): string {
@@ -92,7 +94,33 @@ function clock(iso: string): string {
 // Columns as in the guide: id 22 wide, status 10 wide ("online    [").  padEnd never truncates, so a
 // long id pushes its row right instead of being cut, and "suspicious" (10) still gets one space.
 function nodeLine(n: SnapshotNode, color: boolean): string {
-  return `  ${dot(n.status, color)} ${n.node.padEnd(22)} ${ROLE_LETTER[n.role]} ${n.status.padEnd(9)} ${load(n)}`;
+  const tokens = n.tokens.total > 0 ? `  ${formatTokens(n.tokens.total)} tokens` : "";
+  return `  ${dot(n.status, color)} ${n.node.padEnd(22)} ${ROLE_LETTER[n.role]} ${n.status.padEnd(9)} ${load(n)}${tokens}`;
+}
+
+/** 950, 12.3k, 4.1M: token counts at a glance. */
+export function formatTokens(n: number): string {
+  if (n < 1_000) return String(n);
+  if (n < 1_000_000) return `${(n / 1_000).toFixed(n < 10_000 ? 2 : 1).replace(/\.?0+$/, "")}k`;
+  return `${(n / 1_000_000).toFixed(1).replace(/\.0$/, "")}M`;
+}
+
+/** "code 6.1k, security 4k": the biggest first, at most `max` of them. */
+function tokenSplit(by: Record<string, number>, max = 6): string {
+  const entries = Object.entries(by).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const shown = entries.slice(0, max).map(([k, v]) => `${k} ${formatTokens(v)}`);
+  if (entries.length > max) shown.push(`… ${entries.length - max} more`);
+  return shown.join(", ");
+}
+
+/** Swarm-wide tokens: the total, then by capability and by model when there are any. */
+function tokenLines(t: DashboardSnapshot["tokens"]): string[] {
+  const out = [`  Tokens:     ${formatTokens(t.total)} (${formatTokens(t.prompt)} prompt, ${formatTokens(t.completion)} completion)`];
+  if (t.total > 0) {
+    out.push(`              by capability: ${tokenSplit(t.by_capability)}`);
+    out.push(`              by model: ${tokenSplit(t.by_model)}`);
+  }
+  return out;
 }
 
 // "      ↳ review (code) r-1a2b3c4d5e 12s": oldest first, elapsed on the snapshot's clock. An offline
@@ -136,6 +164,7 @@ export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}):
     `  Tasks:      ${tasks.queued} queued, ${tasks.running} running, ${tasks.done} done, ${tasks.failed} failed`,
   ];
   if (s.bad_messages.total > 0) lines.push(`  Dropped malformed messages: ${s.bad_messages.total}`);
+  lines.push(...tokenLines(s.tokens));
 
   lines.push("", "【Discovered Nodes】");
   if (s.nodes.length === 0) lines.push("  (no nodes yet — waiting for heartbeats)");

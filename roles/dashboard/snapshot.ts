@@ -1,7 +1,8 @@
 // The dashboard's data: one plain, JSON-serialisable picture of the swarm as one node sees it.
 // `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in README).
-import type { NodeInfo, NodeRole, PeerStatus, RunningTask } from "../../lib/messages.ts";
+import type { NodeInfo, NodeRole, NodeTokens, PeerStatus, RunningTask } from "../../lib/messages.ts";
 import type { SwarmNode } from "../../lib/node.ts";
+import type { Queued } from "../../lib/queue-gauge.ts";
 import { temporalSettings } from "../../lib/temporal.ts";
 
 export interface SnapshotNode {
@@ -26,6 +27,17 @@ export interface SnapshotNode {
    * `refused`: of those, the ones a check refused (unsigned control, forged record, ...), by kind.
    */
   bad_messages: { total: number; by_subject: Record<string, number>; refused: Record<string, number> };
+  /** Tokens of the node's LLM calls since it started (by model and capability: at most 32 each). */
+  tokens: TokenCounts;
+}
+
+/** Tokens: prompt + completion = total, and the total by model and by capability. */
+export interface TokenCounts {
+  prompt: number;
+  completion: number;
+  total: number;
+  by_model: Record<string, number>;
+  by_capability: Record<string, number>;
 }
 
 /** Swarm-wide sub-task counts. */
@@ -64,6 +76,10 @@ export interface DashboardSnapshot {
     capacity: { used: number; total: number };
   };
   tasks: TaskCounts;
+  /** Tokens of every listed node's LLM calls since it started, summed. */
+  tokens: TokenCounts;
+  /** Sub-tasks waiting per capability queue and priority (3 most urgent), busiest first; pinned ones as "(direct)". */
+  queues: { capability: string; priority: number | null; queued: number }[];
   /** Every node of the swarm this node knows, itself included when it is a swarm member, sorted by id. */
   nodes: SnapshotNode[];
   bad_messages: { total: number; by_subject: Record<string, number>; refused: Record<string, number> };
@@ -71,7 +87,7 @@ export interface DashboardSnapshot {
 
 /** Counts for the statistics block, derived from the node list (so they can never disagree with it). */
 export function swarmStats(nodes: SnapshotNode[]): DashboardSnapshot["stats"] {
-  const members = nodes.filter((n) => n.role !== "dashboard");
+  const members = nodes.filter((n) => n.role !== "dashboard" && n.role !== "gateway");
   const count = (pred: (n: SnapshotNode) => boolean) => members.filter(pred).length;
   const live = members.filter((n) => n.status !== "offline");
   return {
@@ -122,17 +138,34 @@ export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], l
     done: info.done ?? 0,
     failed: info.failed ?? 0,
     bad_messages: { total: info.bad?.total ?? 0, by_subject: info.bad?.by_subject ?? {}, refused: info.bad?.refused ?? {} },
+    tokens: tokenCounts([info.tokens]),
   };
 }
 
-export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapshot {
+/** Sums nodes' token counts (a node of an older version reports none). */
+export function tokenCounts(all: (NodeTokens | TokenCounts | undefined)[]): TokenCounts {
+  const t: TokenCounts = { prompt: 0, completion: 0, total: 0, by_model: {}, by_capability: {} };
+  for (const n of all) {
+    if (!n) continue;
+    t.prompt += n.prompt;
+    t.completion += n.completion;
+    for (const [k, v] of Object.entries(n.by_model)) t.by_model[k] = (t.by_model[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(n.by_capability)) t.by_capability[k] = (t.by_capability[k] ?? 0) + v;
+  }
+  t.total = t.prompt + t.completion;
+  return t;
+}
+
+export function buildSnapshot(node: SwarmNode, queued: Queued): DashboardSnapshot {
   const now = Date.now();
   const me = node.info();
   const self = snapshotNodeOf(me, me.status, 0, now - node.startedAt);
   const peers = [...node.membership.registry.values()].map((p) =>
     snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
   );
-  const nodes = (node.role === "dashboard" ? peers : [self, ...peers]).sort((a, b) => a.node.localeCompare(b.node));
+  const nodes = (node.role === "dashboard" || node.role === "gateway" ? peers : [self, ...peers]).sort((a, b) =>
+    a.node.localeCompare(b.node),
+  );
   const live = [me, ...[...node.membership.registry.values()].filter((p) => p.status !== "offline").map((p) => p.info)];
   return {
     v: 1,
@@ -149,7 +182,9 @@ export function buildSnapshot(node: SwarmNode, queued: number): DashboardSnapsho
       temporal: temporalView(live, temporalSettings(node.config)?.address ?? ""),
     },
     stats: swarmStats(nodes),
-    tasks: taskCounts(nodes, queued),
+    tasks: taskCounts(nodes, queued.total),
+    tokens: tokenCounts(nodes.map((n) => n.tokens)),
+    queues: queued.byQueue.map((q) => ({ ...q })),
     nodes,
     bad_messages: { total: node.bad.total(), by_subject: node.bad.counts(), refused: node.bad.refused() },
   };

@@ -6,12 +6,13 @@ import { type Cli, EXIT } from "../../lib/cli.ts";
 import { openClient } from "../../lib/client.ts";
 import type { Config } from "../../lib/config.ts";
 import { formatDuration, parseDuration } from "../../lib/duration.ts";
-import { ConfigError, PicoclawError } from "../../lib/errors.ts";
+import { ConfigError } from "../../lib/errors.ts";
 import { isValidId, newRequestId } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decode, encode, nodeInfoSchema } from "../../lib/messages.ts";
 import { isTransientNatsError } from "../../lib/nats-connection.ts";
 import { parsePlanText } from "../../lib/plan.ts";
+import { storeRequest } from "../../lib/requests.ts";
 import { NATS_BACKOFF, withRetry } from "../../lib/retry.ts";
 import { trustedAnswerKeys } from "../../lib/signing.ts";
 import { ensureStreams } from "../../lib/streams.ts";
@@ -63,10 +64,15 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
       submitted_at: Date.now(),
       timeout_ms: o.timeoutMs,
     };
-    await storeRequest(client.link.nc, names.requestSubmit, msg, waitMs, progress);
+    const said = progress;
+    await storeRequest(nc, names, msg, {
+      untilMs: waitMs,
+      onRetry: (err, attempt) => {
+        if (attempt === 1) said.say(`NATS did not store the request yet (${(err as Error).message}); trying again`);
+      },
+    });
     progress.say(`submitted request ${request} to swarm ${identity.hid}`);
 
-    const said = progress;
     const warnTimer = setTimeout(async () => {
       if (said.accepted()) return;
       if ((await countCoordinators(nc, names.query, identity.node)) === 0) {
@@ -82,33 +88,6 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     await progress?.stop();
     await client.close();
   }
-}
-
-/** The request id is the dedupe id, so storing again after a lost reply cannot queue it twice. */
-async function storeRequest(
-  nc: import("nats").NatsConnection,
-  subject: string,
-  msg: RequestMsg,
-  untilMs: number,
-  progress: Progress,
-): Promise<void> {
-  const js = nc.jetstream();
-  await withRetry(() => js.publish(subject, encode(msg), { msgID: msg.request, timeout: 5_000 }), {
-    backoff: NATS_BACKOFF,
-    untilMs,
-    retryable: isTransientNatsError,
-    onRetry: (err, attempt) => {
-      if (attempt === 1) progress.say(`NATS did not store the request yet (${(err as Error).message}); trying again`);
-    },
-  }).catch((err) => {
-    throw new PicoclawError(
-      "E_NATS",
-      `request ${msg.request} could not be stored in JetStream within ${formatDuration(untilMs)}: ${(err as Error).message}`,
-      {
-        cause: err,
-      },
-    );
-  });
 }
 
 /** Prints the outcome (the answer to stdout) and returns the exit status. */

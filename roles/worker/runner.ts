@@ -143,6 +143,7 @@ export function createRunner(o: RunnerOptions): Runner {
       });
       const completion = await o.llm.complete({
         messages: taskMessages(task, inputs),
+        capability: task.capability,
         signal: AbortSignal.any([abort.signal, timeout]),
         onProgress: (tokens) => {
           const now = Date.now();
@@ -166,6 +167,7 @@ export function createRunner(o: RunnerOptions): Runner {
         finished_at: Date.now(),
         usage: completion.usage,
         llm: o.llm.label,
+        model: completion.model,
         truncated: text.truncated,
       };
       const record = sign(result);

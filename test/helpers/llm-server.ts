@@ -23,6 +23,8 @@ export interface RecordedRequest {
   body: ChatRequestBody;
   /** Date.now() when the response was complete (or the client went away). */
   endedAt?: number;
+  /** The token counts the server reported for it (prompt: characters ÷ 4; completion: content chunks). */
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
 /** Returns the whole reply content, or undefined to fall back to the directives. */
@@ -136,6 +138,7 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
       const pieces = split(content, d.tokens);
       const promptTokens = Math.ceil(messages.reduce((n, m) => n + String(m.content ?? "").length, 0) / 4);
       const usage = { prompt_tokens: promptTokens, completion_tokens: pieces.length, total_tokens: promptTokens + pieces.length };
+      rec.usage = usage;
 
       if (!body.stream) {
         await Bun.sleep(d.delay);

@@ -209,7 +209,12 @@ export function requestActivities(c: ActivityContext): RequestActivities {
         }),
       );
       const input = { request, requestText: rec.text ?? "", plan: rec.summary, outcomes, durationMs: Date.now() - rec.started_at };
-      const answer = await answerFor(input, c.llm, rec.started_at, { expired, signal: AbortSignal.timeout(t.timeout) });
+      const answer = await answerFor(input, c.llm, rec.started_at, {
+        expired,
+        signal: AbortSignal.timeout(t.timeout),
+        coordinator: c.me,
+        tell: (ev) => c.events.tell(request, ev),
+      });
       const stored = await storeLargeAnswer(c.nc, c.names, c.cfg, request, answer);
       // Recorded before it is published: a retry sends the same answer, never a second synthesis.
       await writeRequest(c.kv, request, { ...rec, status: "answered", answer: stored }, c.records);

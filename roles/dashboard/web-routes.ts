@@ -1,0 +1,63 @@
+// The web dashboard (`--swarm.http.listen` on the dashboard): the page at /, its state as server-sent
+// events at /events (the whole state on connect, on every change, and every second), and once at
+// /api/state. One state is built per update and shared by every open page.
+import type { Handler } from "../../lib/http.ts";
+import type { SwarmNode } from "../../lib/node.ts";
+import type { LiveRequests, WebState } from "./live.ts";
+import { buildSnapshot } from "./snapshot.ts";
+import { webPage } from "./web/page.ts" with { type: "macro" };
+
+const PAGE: string = webPage();
+/** The page is re-sent at least this often (uptimes, elapsed times), and at most every CHANGE_MS on changes. */
+const REFRESH_MS = 1_000;
+const CHANGE_MS = 150;
+
+export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, Handler> {
+  const clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  const enc = new TextEncoder();
+  const state = (): WebState => {
+    node.queue.refreshIfStale();
+    return { snapshot: buildSnapshot(node, node.queue.value()), live: live.view() };
+  };
+  let sentVersion = -1;
+  let sentAt = 0;
+  const push = () => {
+    if (clients.size === 0) return;
+    const frame = enc.encode(`data: ${JSON.stringify(state())}\n\n`);
+    sentVersion = live.version();
+    sentAt = Date.now();
+    for (const c of clients) {
+      try {
+        c.enqueue(frame);
+      } catch {
+        clients.delete(c); // closed under us
+      }
+    }
+  };
+  // Membership changes (a node joined, went offline) and request events show at once; the rest every second.
+  const ticker = setInterval(() => {
+    if (live.version() !== sentVersion || Date.now() - sentAt >= REFRESH_MS) push();
+  }, CHANGE_MS);
+  ticker.unref?.();
+  node.onPeerEvent(() => push());
+
+  return {
+    "/": () => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-cache" } }),
+    "/api/state": () => Response.json(state()),
+    "/events": (req) => {
+      let me: ReadableStreamDefaultController<Uint8Array> | undefined;
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          me = c;
+          clients.add(c);
+          c.enqueue(enc.encode(`retry: 1000\ndata: ${JSON.stringify(state())}\n\n`));
+        },
+        cancel() {
+          if (me) clients.delete(me);
+        },
+      });
+      req.signal.addEventListener("abort", () => me && clients.delete(me));
+      return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+    },
+  };
+}
