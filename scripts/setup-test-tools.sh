@@ -65,6 +65,18 @@ if ! command -v temporal >/dev/null 2>&1; then
   fi
 fi
 
+# kustomize (or kubectl, which has it) builds k8s/ offline in test/k8s.test.ts; Debian has no package,
+# so it is built from the Go module proxy (about 40 s once).
+if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+  if command -v go >/dev/null 2>&1; then
+    say "Building kustomize with go install (once)"
+    GOBIN="$PICOCLAW_TOOLS_DIR/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1 >/dev/null 2>&1 ||
+      need "kustomize: 'GOBIN=$PICOCLAW_TOOLS_DIR/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1' failed"
+  else
+    need "kustomize: install Go (sudo apt-get install golang), then run this again"
+  fi
+fi
+
 # OS packages: promtool (prometheus), chromium, docker.io, docker-compose, debootstrap.
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
