@@ -33,3 +33,24 @@ export async function sweepDirectQueues(o: {
   if (removed > 0) o.log.info("Removed the direct queues of nodes that are gone", { removed });
   return removed;
 }
+
+/** Sweeps every few node timeouts while `leading()`; returns the function that stops it. */
+export function sweepWhileLeading(o: {
+  jsm: JetStreamManager;
+  names: SwarmNames;
+  registry: () => Registry;
+  nodeTimeoutMs: number;
+  leading: () => boolean;
+  log: Logger;
+}): () => void {
+  const timer = setInterval(
+    () => {
+      if (!o.leading()) return;
+      sweepDirectQueues({ ...o, registry: o.registry(), minAgeMs: 2 * o.nodeTimeoutMs }).catch((err) =>
+        o.log.debug("Direct queues not swept", { error: (err as Error).message }),
+      );
+    },
+    Math.max(5_000, 3 * o.nodeTimeoutMs),
+  );
+  return () => clearInterval(timer);
+}
