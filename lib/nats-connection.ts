@@ -328,7 +328,8 @@ async function probeTls(url: string, nats: Config["swarm"]["nats"], timeoutMs: n
 /**
  * Fails start-up with a clear reason when the server has no JetStream (instead of a KV error later).
  * A server that has just (re)started answers "no responders" until JetStream is up, so that answer is
- * believed only after a moment; a lost connection is waited out within connect_timeout.
+ * believed only after a moment, or not at all when the server's INFO says it has JetStream (a cluster
+ * still electing its leaders); a lost connection is waited out within connect_timeout.
  */
 export async function requireJetStream(link: NatsLink, connectTimeoutMs: number, embeddedPort?: number): Promise<void> {
   const started = Date.now();
@@ -342,7 +343,8 @@ export async function requireJetStream(link: NatsLink, connectTimeoutMs: number,
       {
         backoff: NATS_BACKOFF,
         untilMs: connectTimeoutMs,
-        retryable: (err) => isTransientNatsError(err) && (!noJetStream(err) || Date.now() - started < 1_500),
+        retryable: (err) =>
+          isTransientNatsError(err) && (!noJetStream(err) || link.nc.info?.jetstream === true || Date.now() - started < 1_500),
       },
     );
   } catch (err) {

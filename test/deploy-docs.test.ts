@@ -74,6 +74,10 @@ function localConf(i: number): string {
   return text;
 }
 
+function logTail(s: Server): string {
+  return readFileSync(join(s.dir, "nats-server.log"), "utf8").split("\n").slice(-25).join("\n");
+}
+
 async function healthz(s: Server): Promise<number> {
   if (s.proc?.exitCode !== null) throw new Error(`${s.name} exited:\n${readFileSync(join(s.dir, "nats-server.log"), "utf8")}`);
   return (await fetch(`http://127.0.0.1:${s.monitor}/healthz`).catch(() => undefined))?.status ?? 0;
@@ -128,7 +132,10 @@ afterAll(async () => {
 describe("docs/deploy.md, multi-machine: docs/nats-cluster.conf as three servers", () => {
   test("each server is healthy (JetStream cluster formed) and routes to both others; clients need the token", async () => {
     for (const s of servers) {
-      await waitFor(`${s.name} /healthz`, async () => (await healthz(s)) === 200, 30_000, 100);
+      // Bounded generously: on a loaded 2-core machine the three servers take a while to elect a leader.
+      await waitFor(`${s.name} /healthz`, async () => (await healthz(s)) === 200, 60_000, 100).catch((err: Error) => {
+        throw new Error(`${err.message}\n${servers.map((x) => `--- ${x.name} log (end) ---\n${logTail(x)}`).join("\n")}`);
+      });
       const routez = (await (await fetch(`http://127.0.0.1:${s.monitor}/routez`)).json()) as { routes?: { remote_id: string }[] };
       expect({ server: s.name, peers: new Set((routez.routes ?? []).map((r) => r.remote_id)).size }).toEqual({ server: s.name, peers: 2 });
     }
@@ -137,7 +144,7 @@ describe("docs/deploy.md, multi-machine: docs/nats-cluster.conf as three servers
       (err: Error) => err.message,
     );
     expect(refused).toMatch(/Authorization Violation/i);
-  });
+  }, 90_000);
 
   test("two coordinators and three workers from docs/picoclaw-worker.env, started at the same instant: all join, the review is answered, streams R3", async () => {
     const nodes: RoleProcess[] = [];
