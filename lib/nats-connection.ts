@@ -348,6 +348,14 @@ export async function requireJetStream(link: NatsLink, connectTimeoutMs: number,
       },
     );
   } catch (err) {
+    if (noJetStream(err) && link.nc.info?.jetstream === true) {
+      await link.nc.close();
+      throw new PicoclawError(
+        "E_NATS",
+        `JetStream at ${link.url()} did not become ready within swarm.nats.connect_timeout (${connectTimeoutMs}ms): a cluster without a leader? (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
     if (noJetStream(err)) {
       await link.nc.close();
       throw new JetStreamMissingError(link.url(), embeddedPort);
