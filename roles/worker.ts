@@ -6,12 +6,12 @@ import { nodeLlm } from "../lib/llm.ts";
 import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { onlineCapabilities } from "../lib/registry.ts";
-import { durableInactivitySafe } from "../lib/server-features.ts";
 import { loadSigner } from "../lib/signing.ts";
 import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
 import { PRIORITIES } from "../lib/subjects.ts";
 import { createRunner } from "./worker/runner.ts";
 import { type Queue, startScheduler } from "./worker/scheduler.ts";
+import { durableInactivitySafe } from "./worker/server-features.ts";
 
 /** A node's direct queue is removed by the server after this long without a pull (2.12+). */
 const DIRECT_QUEUE_IDLE_MS = 3_600_000;

@@ -35,6 +35,9 @@ if ! out=$(docker build -q --build-arg BASE="$base" \
   echo "$out" | grep -v -e DEPRECATED -e 'legacy builder' -e 'buildx' -e '^ *$' >&2
   exit 1
 fi
+# The image this tag named before is now untagged: drop it (and any other untagged picoclaw image), or
+# every rebuild would keep another 160 MB.
+docker image prune -f --filter label=org.opencontainers.image.title=picoclaw >/dev/null 2>&1 || true
 mb() { awk '{ printf "%.1f MB", $1 / 1e6 }'; }
 echo "==> Built $image in $((SECONDS - started)) s: image $(docker image inspect -f '{{.Size}}' "$image" | mb)," \
   "of which dist/picoclaw $(stat -c %s dist/picoclaw | mb)"

@@ -4,10 +4,10 @@
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { connect, type JsMsg, type NatsConnection } from "nats";
 import { loadConfig } from "../lib/config.ts";
-import { durableInactivitySafe } from "../lib/server-features.ts";
 import { ensureConsumer, ensureStreams } from "../lib/streams.ts";
 import { type SwarmNames, swarmNames } from "../lib/subjects.ts";
 import { type Queue, type Scheduler, startScheduler } from "../roles/worker/scheduler.ts";
+import { durableInactivitySafe } from "../roles/worker/server-features.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";

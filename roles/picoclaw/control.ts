@@ -1,11 +1,12 @@
 // `picoclaw drain|shutdown|ping <node-id>`: asks one node over `node.<id>.control`, prints its answer.
 // With swarm.security.signing, drain and shutdown are signed with swarm.security.key_file (an admin key).
-import { openClient } from "../../lib/client.ts";
+
 import type { Config } from "../../lib/config.ts";
 import { validateId } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { type Control, controlReplySchema, decode, encode } from "../../lib/messages.ts";
 import { loadKey, signMessage } from "../../lib/signing.ts";
+import { openClient } from "./client.ts";
 
 /** `picoclaw drain|shutdown|ping <node-id>`: asks one node, prints its answer. Exit 0 when it agreed. */
 export async function runControlCommand(cfg: Config, log: Logger, action: Control["action"], node: string): Promise<number> {

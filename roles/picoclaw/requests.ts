@@ -1,11 +1,12 @@
 // `picoclaw requests --failed`: the dead letters, requests the swarm gave up on after handling them
 // failed again and again (each was answered as failed). Kept as long as the tasks bucket keeps records.
-import { openClient } from "../../lib/client.ts";
+
 import type { Config } from "../../lib/config.ts";
 import { ConfigError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import { openTasksKv } from "../../lib/streams.ts";
 import { listDeadLetters } from "../../lib/task-records.ts";
+import { openClient } from "./client.ts";
 
 export async function runRequests(cfg: Config, log: Logger, o: { failed: boolean; json: boolean }): Promise<number> {
   if (!o.failed) throw new ConfigError("requests", "command line", "--failed (the requests the swarm gave up on)");

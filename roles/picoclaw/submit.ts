@@ -3,7 +3,6 @@
 import { readFileSync } from "node:fs";
 import { RequestStrategy } from "nats";
 import { type Cli, EXIT } from "../../lib/cli.ts";
-import { openClient } from "../../lib/client.ts";
 import type { Config } from "../../lib/config.ts";
 import { formatDuration, parseDuration } from "../../lib/duration.ts";
 import { ConfigError } from "../../lib/errors.ts";
@@ -17,6 +16,7 @@ import { NATS_BACKOFF, withRetry } from "../../lib/retry.ts";
 import { trustedAnswerKeys } from "../../lib/signing.ts";
 import { ensureStreams } from "../../lib/streams.ts";
 import type { RequestEvent, RequestMsg } from "../../lib/task-messages.ts";
+import { openClient } from "./client.ts";
 import { followWithProgress, type Progress } from "./progress.ts";
 
 export interface SubmitOptions {

@@ -1,13 +1,14 @@
 // `picoclaw watch <request-id>`: re-attach to a request. Prints its stored answer at once, or follows
 // its events from the EVENTS stream until the answer comes (a submit that lost its terminal, a gateway
 // client that went away, a request submitted elsewhere).
-import { openClient } from "../../lib/client.ts";
+
 import type { Config } from "../../lib/config.ts";
 import { validateId } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { isTransientNatsError } from "../../lib/nats-connection.ts";
 import { NATS_BACKOFF, withRetry } from "../../lib/retry.ts";
 import { trustedAnswerKeys } from "../../lib/signing.ts";
+import { openClient } from "./client.ts";
 import { followWithProgress } from "./progress.ts";
 import { report } from "./submit.ts";
 

@@ -1,11 +1,11 @@
 // A short-lived client of the swarm (submit, drain): connects like a node, joins the local embedded
 // server without starting one, and resolves the swarm's H-id.
-import type { Config } from "./config.ts";
-import { type Identity, resolveIdentity } from "./identity.ts";
-import type { Logger } from "./log.ts";
-import { isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
-import { NATS_BACKOFF, withRetry } from "./retry.ts";
-import { type SwarmNames, swarmNames } from "./subjects.ts";
+import type { Config } from "../../lib/config.ts";
+import { type Identity, resolveIdentity } from "../../lib/identity.ts";
+import type { Logger } from "../../lib/log.ts";
+import { isTransientNatsError, type NatsLink, openNats, requireJetStream } from "../../lib/nats-connection.ts";
+import { NATS_BACKOFF, withRetry } from "../../lib/retry.ts";
+import { type SwarmNames, swarmNames } from "../../lib/subjects.ts";
 
 export interface SwarmClient {
   link: NatsLink;
