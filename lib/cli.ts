@@ -175,14 +175,23 @@ export function reportError(err: unknown): number {
     console.error(`picoclaw: ${err.message}`);
     return EXIT_STATUS[err.code];
   }
-  // nats.js failures (TIMEOUT, 503 no responders, CONNECTION_CLOSED...) are network trouble, not bugs.
-  if (err instanceof Error && err.name === "NatsError") {
-    console.error(`picoclaw: NATS: ${err.message}${"code" in err ? ` (${String(err.code)})` : ""}`);
+  // nats.js failures (TIMEOUT, 503 no responders, CONNECTION_CLOSED, a server refusing a stream...) are
+  // network or server trouble, not bugs, also when wrapped with what we were doing.
+  const nats = natsErrorIn(err);
+  if (nats) {
+    const code = "code" in nats ? ` (${String(nats.code)})` : "";
+    console.error(`picoclaw: ${nats === err ? `NATS: ${nats.message}` : (err as Error).message}${code}`);
     return EXIT_STATUS.E_NATS;
   }
   // Not one of ours: a bug. The stack helps whoever reports it.
   console.error(`picoclaw: ${(err as Error)?.stack ?? String(err)}`);
   return 1;
+}
+
+/** The nats.js error in `err`'s cause chain, if any. */
+function natsErrorIn(err: unknown): Error | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) if (e.name === "NatsError") return e;
+  return undefined;
 }
 
 function print(text: string): number {

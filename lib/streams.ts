@@ -13,7 +13,7 @@ import {
   type StreamConfig,
 } from "nats";
 import type { Config } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, PicoclawError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { isTransientNatsError } from "./nats-connection.ts";
 import type { SwarmNames } from "./subjects.ts";
@@ -102,7 +102,7 @@ export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: 
       } catch (err) {
         // Another node may have created it in between; only then is the error harmless.
         if (!(await jsm.streams.info(sc.name!).catch(() => undefined))) {
-          throw new Error(`cannot create JetStream stream ${sc.name}: ${(err as Error).message}`, { cause: err });
+          throw new PicoclawError("E_NATS", `cannot create JetStream stream ${sc.name}: ${(err as Error).message}`, { cause: err });
         }
         continue;
       }
@@ -173,7 +173,7 @@ export async function ensureConsumer(
       await jsm.consumers.add(stream, config);
     } catch (err) {
       await jsm.consumers.info(stream, durable).catch(() => {
-        throw new Error(`cannot create consumer ${durable} on ${stream}: ${(err as Error).message}`, { cause: err });
+        throw new PicoclawError("E_NATS", `cannot create consumer ${durable} on ${stream}: ${(err as Error).message}`, { cause: err });
       });
       return false;
     }

@@ -145,11 +145,16 @@ export async function writeDeadLetter(kv: KV, letter: DeadLetter): Promise<void>
 }
 
 /** Every dead letter still kept (they expire with the bucket's retention), oldest first. */
-export async function listDeadLetters(kv: KV, guard: RecordGuard = plainRecords): Promise<DeadLetter[]> {
-  const out: DeadLetter[] = [];
+export async function listDeadLetters(
+  kv: KV,
+  guard: RecordGuard = plainRecords,
+): Promise<{ letters: DeadLetter[]; unreadable: { key: string; reason: string }[] }> {
+  const letters: DeadLetter[] = [];
+  const unreadable: { key: string; reason: string }[] = [];
   for await (const key of await kv.keys(taskKeys.deadAll)) {
     const r = guard.read(key, await kv.get(key).catch(() => null), deadLetterSchema);
-    if (r.state === "ok") out.push(r.value); // a record that is not a dead letter is not listed
+    if (r.state === "ok") letters.push(r.value);
+    else if (r.state === "bad") unreadable.push({ key, reason: r.reason }); // reported, never listed as a letter
   }
-  return out.sort((a, b) => a.at - b.at);
+  return { letters: letters.sort((a, b) => a.at - b.at), unreadable };
 }

@@ -3,7 +3,7 @@
 // must not hold the coordinator, and payloads past the server's 1 MiB limit.
 import { describe, expect, test } from "bun:test";
 import { connect } from "nats";
-import { swarmNames } from "../lib/subjects.ts";
+import { swarmNames, taskKeys } from "../lib/subjects.ts";
 import type { RequestEvent } from "../lib/task-messages.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
@@ -195,10 +195,17 @@ describe("a request that keeps failing", () => {
       const r = await submit(swarm, ["--plan", plan], 120_000);
       expect(r.code).toBe(1);
       expect(r.answer?.error).toMatch(/gave up after 3 failed attempts to handle it/);
+      // A record under dead.* that is no dead letter is said, not listed and not hidden.
+      const nc = await connect({ servers: nats.url, user: "all", pass: "pw" });
+      const kv = await nc.jetstream().views.kv(swarmNames("live8").buckets.tasks);
+      await kv.put(taskKeys.dead("junk"), "not a dead letter");
+      await nc.close();
       const listed = await runRole("picoclaw.ts", ["requests", "--failed", ...swarm.common]);
       expect(listed.code).toBe(0);
       expect(listed.stdout).toContain(r.answer!.request);
       expect(listed.stdout).toContain("3 failures");
+      expect(listed.stdout).not.toContain("junk");
+      expect(listed.output).toMatch(/dead\.junk is not a readable dead letter \(.+\); not listed/);
       await swarm.stop();
     } finally {
       await nats.stop();

@@ -12,7 +12,9 @@ export async function runRequests(cfg: Config, log: Logger, o: { failed: boolean
   if (!o.failed) throw new ConfigError("requests", "command line", "--failed (the requests the swarm gave up on)");
   const client = await openClient(cfg, log, "picoclaw-requests");
   try {
-    const letters = await listDeadLetters(await openTasksKv(client.link.nc, client.names, cfg));
+    const { letters, unreadable } = await listDeadLetters(await openTasksKv(client.link.nc, client.names, cfg));
+    // Records under dead.* that are not dead letters (written by hand, or by something else): said, not hidden.
+    for (const u of unreadable) console.error(`picoclaw: ${u.key} is not a readable dead letter (${u.reason}); not listed`);
     if (o.json) {
       for (const l of letters) console.log(JSON.stringify(l));
       return 0;
