@@ -151,7 +151,11 @@ export async function listDeadLetters(
 ): Promise<{ letters: DeadLetter[]; unreadable: { key: string; reason: string }[] }> {
   const letters: DeadLetter[] = [];
   const unreadable: { key: string; reason: string }[] = [];
-  for await (const key of await kv.keys(taskKeys.deadAll)) {
+  // Keys first, then the records: awaiting a read inside nats.js's keys() iteration ends it after the
+  // first key (seen on 2.9 and 2.15), which listed one dead letter however many there were.
+  const keys: string[] = [];
+  for await (const key of await kv.keys(taskKeys.deadAll)) keys.push(key);
+  for (const key of keys) {
     const r = guard.read(key, await kv.get(key).catch(() => null), deadLetterSchema);
     if (r.state === "ok") letters.push(r.value);
     else if (r.state === "bad") unreadable.push({ key, reason: r.reason }); // reported, never listed as a letter
