@@ -45,7 +45,22 @@ export function portOpen(host: string, port: number, timeoutMs = 500): Promise<b
   });
 }
 
-export function freePort(): Promise<number> {
+// Ports this process already handed out: the kernel may give the same ephemeral port to two binds in a
+// row once the first is closed, and callers asking twice (a server's client and monitor ports) need two.
+const handedOut = new Set<number>();
+
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const port = await ephemeralPort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free TCP port on 127.0.0.1: the system kept giving back ports this process had already handed out");
+}
+
+function ephemeralPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", reject);
