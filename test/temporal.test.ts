@@ -104,9 +104,20 @@ describe("Temporal mode", () => {
     const after = await submit(swarm, ["after Temporal is back"]);
     expect(after.code).toBe(0);
     expect(coord.output()).toContain(`Request started as a workflow request=${after.answer!.request}`);
-    const up = JSON.parse((await runRole("dashboard.ts", ["--json", ...swarm.common])).stdout) as DashboardSnapshot;
-    expect(up.connections.temporal).toMatchObject({ enabled: true, connected: true, polling: 1 });
-    expect(up.connections.temporal.completed).toBeGreaterThanOrEqual(2);
+    // Workflow counts come from Temporal's visibility store, asked every 2 s, and travel in heartbeats: a
+    // workflow completes just after its answer is published, so the count may trail the answer by seconds.
+    let up: DashboardSnapshot | undefined;
+    await waitFor(
+      () => `a dashboard counting both workflows completed (last: ${JSON.stringify(up?.connections.temporal)})`,
+      async () => {
+        up = JSON.parse((await runRole("dashboard.ts", ["--json", ...swarm.common])).stdout) as DashboardSnapshot;
+        return (up.connections.temporal.completed ?? 0) >= 2;
+      },
+      20_000,
+      250,
+    );
+    expect(up!.connections.temporal).toMatchObject({ enabled: true, connected: true, polling: 1 });
+    expect(up!.connections.temporal.completed).toBeGreaterThanOrEqual(2);
     const frame = await runRole("dashboard.ts", ["--once", ...swarm.common]);
     expect(frame.stdout).toMatch(/Temporal: ✓ Yes 127\.0\.0\.1:\d+ · 1 coordinator\(s\) polling · \d+ running, \d+ completed/);
   }, 180_000);
