@@ -44,12 +44,24 @@ export interface LeadershipOptions {
   onChange: (leading: boolean) => void;
 }
 
+const RETRY_SOON_MS = 300;
+
+/** A sixth of the TTL (1.7 s at the default 10 s), at least 1 s: room for two tries before the lease is stale. */
+function renewalTimeoutMs(ttlMs: number): number {
+  return Math.max(1_000, Math.round(ttlMs / 6));
+}
+
 export async function startLeadership(o: LeadershipOptions): Promise<Leadership> {
-  const kv: KV = await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
+  await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
+  // Renewals get a short time-out: one lost with a restarting server is asked about and tried again
+  // within a second or two, long before the lease goes stale, instead of waiting out the default 5 s.
+  const kv: KV = await o.nc.jetstream({ timeout: renewalTimeoutMs(o.ttlMs) }).views.kv(o.names.buckets.leader, { bindOnly: true });
   const key = o.names.leaderKey;
   let rev = 0;
   let renewedAt = 0; // monotonic clock (performance.now)
   let stopped = false;
+  let ticking = false;
+  let again: ReturnType<typeof setTimeout> | undefined;
   const fresh = () => rev > 0 && performance.now() - renewedAt < (o.ttlMs * 2) / 3;
   let leading = false;
 
@@ -61,7 +73,24 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
   };
 
   const tick = async () => {
-    if (stopped) return;
+    if (stopped || ticking) return;
+    ticking = true;
+    try {
+      await renew();
+    } finally {
+      ticking = false;
+    }
+  };
+  /** A renewal that could not be settled (NATS away) is tried again soon, not a third of the TTL later. */
+  const retrySoon = () => {
+    if (stopped || again) return;
+    again = setTimeout(() => {
+      again = undefined;
+      tick().catch(() => {});
+    }, RETRY_SOON_MS);
+  };
+
+  const renew = async () => {
     const started = performance.now();
     try {
       if (rev > 0 && fresh()) {
@@ -79,9 +108,11 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
       // A renewal whose reply was lost may still have been stored: ask before giving the lease up.
       const held = await holder().catch(() => undefined);
       // Not known (NATS away): still ours while it is fresh; the watchdog steps down when it is not.
-      if (held === undefined) return;
+      if (held === undefined) return retrySoon();
       if (held && held.node === o.node && held.revision >= rev) {
-        if (held.revision > rev) renewedAt = started; // our update went through
+        if (held.revision > rev)
+          renewedAt = started; // our update went through
+        else retrySoon(); // it did not: renew again now, not a third of the TTL later
         rev = held.revision;
         return;
       }
@@ -133,6 +164,7 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
     },
     async stop() {
       stopped = true;
+      clearTimeout(again);
       clearInterval(timer);
       clearInterval(watchdog);
       if (leading && fresh()) await kv.delete(key, { previousSeq: rev }).catch(() => {});
