@@ -56,14 +56,18 @@ export async function readResult(
   task: string,
   guard: RecordGuard = plainRecords,
 ): Promise<TaskResult | undefined> {
-  const r = await readResultRecord(kv, request, task, guard);
-  return r.state === "ok" ? r.value : undefined;
+  // Not readable now (NATS away) reads as "no result yet": these callers look again later.
+  const r = await readResultRecord(kv, request, task, guard).catch(() => undefined);
+  return r?.state === "ok" ? r.value : undefined;
 }
 
-/** The result record, or why it is bad (the coordinator fails such a sub-task visibly instead of waiting for ever). */
+/**
+ * The result record, or why it is bad (the coordinator fails such a sub-task visibly instead of waiting
+ * for ever). Throws when KV cannot be read: "absent" is said only when the server says so.
+ */
 export async function readResultRecord(kv: KV, request: string, task: string, guard: RecordGuard): Promise<RecordRead<TaskResult>> {
   const key = taskKeys.result(request, task);
-  return guard.read(key, await kv.get(key).catch(() => null), taskResultSchema, { kind: "result" });
+  return guard.read(key, await kv.get(key), taskResultSchema, { kind: "result" });
 }
 
 /**

@@ -7,6 +7,7 @@
 import type { JetStreamClient, JetStreamManager, KV } from "nats";
 import type { Logger } from "../../lib/log.ts";
 import { encode } from "../../lib/messages.ts";
+import { isTransientNatsError } from "../../lib/nats-connection.ts";
 import { type Plan, type PlanTask, titleOf } from "../../lib/plan.ts";
 import type { RecordGuard } from "../../lib/record-guard.ts";
 import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
@@ -16,6 +17,7 @@ import { readResultRecord } from "../../lib/task-records.ts";
 import { taskInputs } from "./inputs.ts";
 import { type LastEvent, lastStoredEvent, stuck, type Watched } from "./stuck.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
+import type { WhileLeading } from "./while-leading.ts";
 
 type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
 interface Tracked {
@@ -31,6 +33,8 @@ interface Tracked {
   seq?: number;
   /** The last thing a node said about it: what attempt it is on, and when. */
   last?: LastEvent;
+  /** A reconcile check of it is under way (one at a time: a check may be riding out a NATS blip). */
+  checking?: boolean;
   /** What the reconcile pass keeps about it between checks. */
   watch: Watched;
 }
@@ -53,6 +57,8 @@ export interface RunContext {
   onlineFor(capability: string): number;
   /** Throws when this coordinator is no longer the leader; called before every write. */
   fence(): void;
+  /** Runs a NATS step, retrying a blip in place while the lease is ours (a finished step is never redone). */
+  whileLeading: WhileLeading;
   onAssigned(task: string, node: string): void;
   /** Sub-tasks just queued, with their stream sequences (recorded so a resume does not queue them again). */
   onQueued(seqs: Record<string, number>): Promise<void>;
@@ -149,12 +155,15 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         };
         const pinned = t.node !== undefined && !viaQueue && !offline.has(t.node);
         const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
-        ctx.fence();
-        // The message id makes a second publish within the stream's dedupe window a no-op.
+        // The message id makes a second publish within the stream's dedupe window a no-op, so a publish
+        // whose reply was lost in a blip is simply sent again.
         const payload = encode(msg);
-        const ack = await ctx.js.publish(subject, payload, {
-          msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
-          headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
+        const ack = await ctx.whileLeading("queue a sub-task", () => {
+          ctx.fence();
+          return ctx.js.publish(subject, payload, {
+            msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
+            headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
+          });
         });
         x.seq = ack.seq;
         seqs[t.id] = ack.seq;
@@ -198,7 +207,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
    * recorded once.
    */
   const stored = async (x: Tracked): Promise<TaskResult | undefined> => {
-    const r = await readResultRecord(ctx.kv, request, x.task.id, ctx.records);
+    const r = await ctx.whileLeading("read a sub-task's result", () => readResultRecord(ctx.kv, request, x.task.id, ctx.records));
     if (r.state === "absent") return undefined;
     if (r.state === "ok") return checked(r.value);
     ctx.log.warn("Result rejected", { task: x.task.id, request, reason: r.reason });
@@ -247,8 +256,10 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
 
   /** The coordinator gives a sub-task up: recorded as failed (unless a result came first), its message removed. */
   const giveUp = async (x: Tracked, error: string, attempts: number) => {
-    ctx.fence();
-    const recorded = await ctx.recordFailure({ request, task: x.task.id, capability: x.task.capability }, error, attempts);
+    const recorded = await ctx.whileLeading("record a sub-task's failure", () => {
+      ctx.fence();
+      return ctx.recordFailure({ request, task: x.task.id, capability: x.task.capability }, error, attempts);
+    });
     if (x.seq !== undefined) await ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
     if (recorded) ctx.log.warn("Task failed", { task: x.task.id, request, attempts, error });
     await settle(x.task.id, recorded);
@@ -256,13 +267,19 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
 
   /** What the stored state says about one unfinished sub-task; acts on it when it will never end by itself. */
   const check = async (id: string, x: Tracked, now: number) => {
-    const recorded = await stored(x);
-    if (recorded) return apply(x, recorded);
-    x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
-    x.watch.pinned = x.task.node !== undefined && !x.rerouted;
-    x.watch.last = x.last;
-    const why = stuck(x.watch, ctx, now);
-    if (why) return giveUp(x, why.error, why.attempts);
+    if (x.checking) return;
+    x.checking = true;
+    try {
+      const recorded = await stored(x);
+      if (recorded) return apply(x, recorded);
+      x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
+      x.watch.pinned = x.task.node !== undefined && !x.rerouted;
+      x.watch.last = x.last;
+      const why = stuck(x.watch, ctx, now);
+      if (why) return giveUp(x, why.error, why.attempts);
+    } finally {
+      x.checking = false;
+    }
   };
 
   /** Ends the run now: what has not ended is skipped with `reason`, and its queued message removed. */
@@ -324,10 +341,16 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     await dispatchReady();
   });
 
+  /** Whether the sub-task's message is still in TASKS; a blip is ridden out, not read as "gone" (that would queue it twice). */
   const stillQueued = (seq: number) =>
-    ctx.jsm.streams.getMessage(ctx.names.streams.tasks, { seq }).then(
-      () => true,
-      () => false,
+    ctx.whileLeading("look up a queued sub-task", () =>
+      ctx.jsm.streams.getMessage(ctx.names.streams.tasks, { seq }).then(
+        () => true,
+        (err) => {
+          if (isTransientNatsError(err)) throw err;
+          return false;
+        },
+      ),
     );
 
   return {

@@ -187,6 +187,7 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
         nodeTimeoutMs: cfg.swarm.nats.node_timeout,
         onlineFor: (capability) => onlineCapabilities(node.membership.registry).get(capability) ?? 0,
         fence: leadership.fence,
+        whileLeading,
         onQueued: (seqs) => {
           // One write at a time, each with every sequence known so far.
           Object.assign(base.queued!, seqs);
