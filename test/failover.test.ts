@@ -218,6 +218,95 @@ describe("failover", () => {
   });
 });
 
+describe("a leader through NATS restarts", () => {
+  /**
+   * A coordinator with the default lease (10 s) and two workers; N requests of three sub-tasks (two in
+   * parallel, one after both) and an LLM synthesis; three NATS restarts (the second a SIGKILL: JetStream
+   * recovers its store on start), each `gapMs()` after the coordinator reconnected. The first four
+   * requests go in at once, the rest after the first restart, so the blips find requests being planned,
+   * run, recorded and answered.
+   */
+  async function throughRestarts(hid: string, gapMs: () => number, slowMs: number) {
+    const c = start("coordinator.ts", hid, ["--swarm.max_concurrent", "10"]);
+    const workers = [0, 1].map(() => start("worker.ts", hid, ["--swarm.max_concurrent", "8"]));
+    await joined(c, ...workers);
+    const N = 8;
+    // The submitters ride out the restarts too (tested on their own in test/client-outage.test.ts).
+    const submit = (i: number) =>
+      submitInBackground(hid, [
+        "--swarm.nats.connect_timeout",
+        "60s",
+        "--plan",
+        planFile(
+          "tasks:\n" +
+            `  - { id: a, capability: general, prompt: '${hid}-${i}-a [[delay=${slowMs / 3 + (i % 4) * (slowMs / 5)}]]' }\n` +
+            `  - { id: b, capability: general, prompt: '${hid}-${i}-b [[delay=${slowMs - (i % 4) * (slowMs / 5)}]]' }\n` +
+            `  - { id: c, capability: general, depends_on: [a, b], prompt: '${hid}-${i}-c [[delay=${slowMs / 2}]]' }\n`,
+        ),
+        `${hid} request ${i}`,
+      ]);
+    const subs = [0, 1, 2, 3].map(submit);
+    await c.waitForLine(/Task assigned/, 20_000);
+    for (const hard of [false, true, false]) {
+      const reconnects = c.countLines(/NATS reconnected/);
+      await nats.restart({ hard, downMs: 600 });
+      await waitFor("the coordinator to reconnect", () => c.countLines(/NATS reconnected/) > reconnects, 20_000);
+      if (subs.length < N) subs.push(...[4, 5, 6, 7].map(submit));
+      await Bun.sleep(gapMs()); // a random moment for the next one, not a wait for an event
+    }
+    const results = await Promise.all(subs.map((s) => s.done));
+    const syntheses = Array.from(
+      { length: N },
+      (_, i) =>
+        llm.requests.filter(
+          (q) =>
+            (q.body.messages?.[0]?.content ?? "").startsWith("You merge") &&
+            (q.body.messages?.at(-1)?.content ?? "").includes(`Request:\n${hid} request ${i}\n`),
+        ).length,
+    );
+    const leadership = c.lines.filter((l) => /Coordinator (leading|stepped down)|handed back|handling failed/.test(l));
+    console.log(
+      `leader through 3 NATS restarts (${hid}): ${results.filter((r) => r.code === 0).length} of ${N} answered; ` +
+        `${c.countLines(/NATS did not answer; retrying/)} steps retried in place (warn); ` +
+        `${c.countLines(/Coordinator stepped down/)} step-downs, ${c.countLines(/Request handed back/)} handed back, ` +
+        `${c.countLines(/Request handling failed/)} handling failures; syntheses per request ${syntheses.join(",")}`,
+    );
+    const outcome = (r: (typeof results)[number], i: number) =>
+      r.code === 0
+        ? `0 ${r.events.find((e) => e.kind === "answer")?.status}`
+        : `${r.code}: ${subs[i]!.p.output().split("\n").slice(-3).join(" | ")}`;
+    expect(results.map(outcome)).toEqual(Array.from({ length: N }, () => "0 completed"));
+    for (const r of results) expect(r.events.filter((e) => e.kind === "answer")).toHaveLength(1);
+    // Nothing finished was redone: one synthesis per request (recorded before it is answered).
+    expect(syntheses).toEqual(Array.from({ length: N }, () => 1));
+    // A blip is retried in place, never counted as a failure of the request.
+    expect(leadership.filter((l) => /handling failed/.test(l))).toEqual([]);
+    return { leadership };
+  }
+
+  test("blips seconds apart: it keeps its lease, hands nothing back, counts no failure, does no step twice", async () => {
+    // The lease is renewed every third of its TTL, tried again at once when a renewal was lost: a blip of
+    // about a second (reconnect and JetStream's recovery included) must not cost it.
+    const { leadership } = await throughRestarts("fo6", () => 3_500 + Math.random() * 1_500, 3_000);
+    expect(leadership.filter((l) => !/Coordinator leading/.test(l))).toEqual([]);
+  }, 150_000);
+
+  test("blips back to back: a request is handed back only after the lease went stale, and still nothing is done twice", async () => {
+    // Three restarts within a few seconds can keep every renewal from landing for two thirds of the TTL:
+    // then stepping down is right (no fresh lease, no writes), and its requests go back to the queue.
+    const { leadership } = await throughRestarts("fo7", () => 300 + Math.random() * 900, 1_500);
+    // Each hand-back falls in a term that ended in a step-down (the watchdog may say so just after it).
+    leadership.forEach((l, i) => {
+      if (!/handed back/.test(l)) return;
+      const before = leadership.slice(0, i).findLast((x) => /Coordinator (leading|stepped down)/.test(x)) ?? "";
+      const after = leadership.slice(i + 1).find((x) => /Coordinator (leading|stepped down)/.test(x)) ?? "";
+      expect(`${l} :: ${/stepped down/.test(before) || /stepped down/.test(after) ? "after a step-down" : "while leading"}`).toEndWith(
+        "after a step-down",
+      );
+    });
+  }, 150_000);
+});
+
 describe("drain", () => {
   test("SIGTERM lets the running sub-task finish on the node, then it leaves", async () => {
     const hid = "dr1";
