@@ -52,10 +52,15 @@ function renewalTimeoutMs(ttlMs: number): number {
 }
 
 export async function startLeadership(o: LeadershipOptions): Promise<Leadership> {
-  await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
+  const bucket = await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
   // Renewals get a short time-out: one lost with a restarting server is asked about and tried again
   // within a second or two, long before the lease goes stale, instead of waiting out the default 5 s.
-  const kv: KV = await o.nc.jetstream({ timeout: renewalTimeoutMs(o.ttlMs) }).views.kv(o.names.buckets.leader, { bindOnly: true });
+  // Bound with the bucket's own read path (direct get where the server has it: the role's NATS user may
+  // read the lease only that way).
+  const allow_direct = (await bucket.status()).streamInfo.config.allow_direct ?? false;
+  const kv: KV = await o.nc
+    .jetstream({ timeout: renewalTimeoutMs(o.ttlMs) })
+    .views.kv(o.names.buckets.leader, { bindOnly: true, allow_direct });
   const key = o.names.leaderKey;
   let rev = 0;
   let renewedAt = 0; // monotonic clock (performance.now)
