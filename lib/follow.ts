@@ -30,6 +30,12 @@ const td = new TextDecoder();
 
 /** Idle heartbeats let the ordered consumer notice a lost server and recreate itself on reconnect. */
 const IDLE_HEARTBEAT_MS = 2_000;
+/**
+ * Each pull's expiry, which nats.js also waits between tries to (re)create the ordered consumer: with
+ * its default (30 s) a creation lost with a server (placed on a peer that just died) left `watch` silent
+ * for half a minute or more; 5 s tries again soon after.
+ */
+const PULL_EXPIRES_MS = 5_000;
 
 export async function followRequest(nc: NatsConnection, names: SwarmNames, request: string, on: FollowHandlers): Promise<Follower> {
   const js = nc.jetstream();
@@ -49,7 +55,7 @@ export async function followRequest(nc: NatsConnection, names: SwarmNames, reque
     };
     subs.push(nc.subscribe(subject, { callback: (_e, m) => deliver(m) }));
     const consumer = await js.consumers.get(names.streams.events, { filterSubjects: subject });
-    const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS });
+    const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS, expires: PULL_EXPIRES_MS });
     streams.push(messages);
     loops.push(
       (async () => {
