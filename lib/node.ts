@@ -108,12 +108,24 @@ async function prepareEmbedded(cfg: Config, log: Logger): Promise<EmbeddedNats |
  * create the same replicated bucket: the loser sees a time-out or 503 for a few seconds, which is no
  * reason to exit. Other errors (permissions, a setting the server refuses) end start-up at once.
  */
+/**
+ * A cluster that is forming, or has a peer restarting, refuses to place a replicated stream for a moment
+ * ("no suitable peers for placement, peer offline"): at start-up that passes too. Were it for good
+ * (more replicas than servers) the same error still stops start-up, once connect_timeout has passed.
+ */
+const PLACEMENT_NOT_YET = /no suitable peers for placement|peer offline/i;
+
+function placementNotYet(err: unknown, depth = 0): boolean {
+  if (!err || depth > 5) return false;
+  return PLACEMENT_NOT_YET.test((err as Error).message ?? "") || placementNotYet((err as { cause?: unknown }).cause, depth + 1);
+}
+
 export async function duringStartUp<T>(cfg: Config, log: Logger, what: string, step: () => Promise<T>): Promise<T> {
   let warned = false;
   return withRetry(step, {
     backoff: NATS_BACKOFF,
     untilMs: cfg.swarm.nats.connect_timeout,
-    retryable: isTransientNatsError,
+    retryable: (err) => isTransientNatsError(err) || placementNotYet(err),
     onRetry: (err, attempt, delayMs) => {
       const fields = { step: what, error: describeNatsError(err), attempt, retry_in_ms: delayMs };
       if (warned) log.debug("JetStream not ready yet; trying again", fields);
