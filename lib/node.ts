@@ -102,24 +102,25 @@ async function prepareEmbedded(cfg: Config, log: Logger): Promise<EmbeddedNats |
 }
 
 /**
- * Runs a start-up step that talks to JetStream (the deployment's H-id, the swarm's streams, buckets and
- * consumers), trying it again on a transient NATS error for up to swarm.nats.connect_timeout. On a fresh
- * cluster JetStream answers before it has elected leaders, and nodes starting at the same moment race to
- * create the same replicated bucket: the loser sees a time-out or 503 for a few seconds, which is no
- * reason to exit. Other errors (permissions, a setting the server refuses) end start-up at once.
- */
-/**
  * A cluster that is forming, or has a peer restarting, refuses to place a replicated stream for a moment
- * ("no suitable peers for placement, peer offline"): at start-up that passes too. Were it for good
- * (more replicas than servers) the same error still stops start-up, once connect_timeout has passed.
+ * ("no suitable peers for placement, peer offline"). Were it for good (more replicas than servers) the
+ * same error still stops start-up, once connect_timeout has passed.
  */
 const PLACEMENT_NOT_YET = /no suitable peers for placement|peer offline/i;
 
-function placementNotYet(err: unknown, depth = 0): boolean {
-  if (!err || depth > 5) return false;
-  return PLACEMENT_NOT_YET.test((err as Error).message ?? "") || placementNotYet((err as { cause?: unknown }).cause, depth + 1);
+function placementNotYet(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) if (PLACEMENT_NOT_YET.test(e.message)) return true;
+  return false;
 }
 
+/**
+ * Runs a start-up step that talks to JetStream (the deployment's H-id, the swarm's streams, buckets and
+ * consumers), trying it again on a transient NATS error, or a placement the cluster cannot make yet, for
+ * up to swarm.nats.connect_timeout. On a fresh cluster JetStream answers before it has elected leaders,
+ * and nodes starting at the same moment race to create the same replicated bucket: the loser sees a
+ * time-out or 503 for a few seconds, which is no reason to exit. Other errors (permissions, a setting the
+ * server refuses) end start-up at once.
+ */
 export async function duringStartUp<T>(cfg: Config, log: Logger, what: string, step: () => Promise<T>): Promise<T> {
   let warned = false;
   return withRetry(step, {

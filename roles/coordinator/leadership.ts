@@ -115,9 +115,9 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
       // Not known (NATS away): still ours while it is fresh; the watchdog steps down when it is not.
       if (held === undefined) return retrySoon();
       if (held && held.node === o.node && held.revision >= rev) {
-        if (held.revision > rev)
-          renewedAt = started; // our update went through
-        else retrySoon(); // it did not: renew again now, not a third of the TTL later
+        // Stored after all: renewed. Not stored: renew again now, not a third of the TTL later.
+        if (held.revision > rev) renewedAt = started;
+        else retrySoon();
         rev = held.revision;
         return;
       }
