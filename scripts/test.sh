@@ -17,6 +17,7 @@ bunx biome ci --error-on-warnings --colors=off . || { echo "tests: 0 passed, 1 f
 
 passed=0
 failed=0
+failures=$(mktemp)
 code=0
 run_suite() { # label, then PATH prefix for nats-server
   local label=$1 prefix=$2 log
@@ -26,6 +27,13 @@ run_suite() { # label, then PATH prefix for nats-server
   local c=${PIPESTATUS[0]} p f
   p=$(grep -Eo '^ *[0-9]+ pass$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
   f=$(grep -Eo '^ *[0-9]+ fail$' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+  # Each failure's own output again (the lines since the test before it, at most 40), so the end of
+  # a long run says what failed and why without scrolling back through both passes.
+  awk -v label="$label" '
+    /^\((pass|skip|todo)\) / { n = 0; next }
+    /^\(fail\) / { if (!seen[$0]++ && shown++ < 5) { print "---- " label ": " $0; s = (n > 40 ? n - 40 : 0); for (i = s; i < n; i++) print buf[i % 40] } n = 0; next }
+    { buf[n % 40] = $0; n++ }
+  ' "$log" >> "$failures"
   rm -f "$log"
   if [ "$c" = 0 ] && [ "${p:-0}" = 0 ]; then c=1; fi
   echo "tests against $label: ${p:-0} passed, ${f:-0} failed"
@@ -48,5 +56,10 @@ fi
 os_server=$(PATH="${PATH//$newest_dir:/}" command -v nats-server)
 run_suite "the OS package's nats-server" "$(dirname "$os_server"):" "$@"
 
+if [ -s "$failures" ]; then
+  echo "==> What failed, with each failure's output"
+  cat "$failures"
+fi
+rm -f "$failures"
 echo "tests: $passed passed, $failed failed"
 exit "$code"
