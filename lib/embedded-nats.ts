@@ -157,10 +157,11 @@ async function releaseServer(stateFile: string, log: Logger): Promise<void> {
   } catch {
     return; // not started by an embedded node (or already stopped)
   }
-  // The server may still list a connection its client has just closed: look twice before leaving it up.
+  // The server may still list a connection its client has just closed (later on a loaded machine): look
+  // again for a moment before leaving it up for others.
   let clients = await connectedClients(state.monitor_port);
-  if (clients !== undefined && clients > 0) {
-    await Bun.sleep(250);
+  for (const end = Date.now() + 1_500; clients !== undefined && clients > 0 && Date.now() < end; ) {
+    await Bun.sleep(100);
     clients = await connectedClients(state.monitor_port);
   }
   if (clients === undefined) return; // server already gone or not ours

@@ -8,6 +8,7 @@ import { guideConfigHome } from "./helpers/guide-config.ts";
 import { type NatsServer, startNatsServer } from "./helpers/nats-server.ts";
 import { FAST, ROOT, reaper, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { startTemporalServer } from "./helpers/temporal-server.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 let nats: NatsServer;
 const procs = reaper();
@@ -182,9 +183,18 @@ test("the compiled coordinator carries the Temporal worker: against a dev server
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("## security review — completed");
     expect(coord.output()).toMatch(/Request started as a workflow request=r-/);
-    expect(coord.output()).toMatch(/Request answered .*workflow=true/);
-    const list = await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'picoclaw-swarm'"]);
-    expect(list.out).toMatch(/Completed\s+r-\w+\s+requestWorkflow/);
+    // The coordinator logs it after the answer is out, which is also what ends submit: it may come a moment later.
+    await coord.waitForLine(/Request answered .*workflow=true/, 10_000);
+    // The workflow closes after its answer activity returns, and the dev server's list follows in the background.
+    await waitFor(
+      "the workflow listed as Completed",
+      async () =>
+        /Completed\s+r-\w+\s+requestWorkflow/.test(
+          (await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'picoclaw-swarm'"])).out,
+        ),
+      20_000,
+      250,
+    );
   } finally {
     await procs.killAll();
     await temporal.stop();

@@ -221,9 +221,14 @@ ${list([...timing, `PICOCLAW_LLM_BASE_URL=http://host.docker.internal:${llmPort}
         ),
       );
       for (const name of names) {
-        const id = /Node joined swarm node=(\S+) role=worker .*self=true/.exec(await logs(name))?.[1];
-        expect(id).toBeDefined();
-        workers.set(id!, name);
+        // Each container's log has its own pipeline: its line can trail the coordinator's.
+        const id = await waitFor(
+          `${name}'s own join line`,
+          async () => /Node joined swarm node=(\S+) role=worker .*self=true/.exec(await logs(name))?.[1],
+          20_000,
+          250,
+        );
+        workers.set(id, name);
       }
       // NATS through the published port (docker-proxy: works without iptables).
       const check = await run(

@@ -33,7 +33,8 @@ describe.each(["coordinator", "worker"] as const)("the guide's config file with 
     expect(snap.nodes.map((n) => n.role)).toEqual(["worker"]);
     expect(snap.stats.nodes.total).toBe(1);
     // Live, as the guide runs it: one frame drawn, still no member joined.
-    const live = procs.track(spawnRole("dashboard.ts", args, { home }));
+    // Frames in a log come at most every log.dashboard_interval (5 s); the one after discovery at once here.
+    const live = procs.track(spawnRole("dashboard.ts", [...args, "--log.dashboard_interval", "0s"], { home }));
     await live.waitForLine(/Nodes: +1 total, 1 online, 0 offline/);
     expect(live.output()).toContain("Role:  📊 dashboard");
     live.signal("SIGINT");

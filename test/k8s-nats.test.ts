@@ -169,10 +169,19 @@ describe("k8s/nats.yaml's nats-server.conf as a three-server JetStream cluster",
       await waitFor(`${s.name} /healthz?js-server-only=true`, async () => (await health(s, "?js-server-only=true")) === 200, 20_000);
       // The full check needs the JetStream cluster formed (a meta leader elected by a majority).
       await waitFor(`${s.name} /healthz`, async () => (await health(s)) === 200, 30_000);
-      // Newer servers pool several connections per peer: count the peers.
-      const routez = (await (await fetch(`http://127.0.0.1:${s.monitor}/routez`)).json()) as { routes?: { remote_id: string }[] };
-      const peers = new Set((routez.routes ?? []).map((r) => r.remote_id));
-      expect({ server: s.name, peers: peers.size }).toEqual({ server: s.name, peers: 2 });
+      // Newer servers pool several connections per peer: count the peers. Health needs only a majority,
+      // so the route to a server that started last can still be on its way.
+      const peers = async () => {
+        const routez = (await (await fetch(`http://127.0.0.1:${s.monitor}/routez`)).json()) as { routes?: { remote_id: string }[] };
+        return new Set((routez.routes ?? []).map((r) => r.remote_id)).size;
+      };
+      await waitFor(
+        () => `${s.name} routing to both others`,
+        async () => (await peers()) === 2,
+        20_000,
+        250,
+      ).catch(() => undefined);
+      expect({ server: s.name, peers: await peers() }).toEqual({ server: s.name, peers: 2 });
     }
   });
 
