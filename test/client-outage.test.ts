@@ -16,7 +16,7 @@ describe("submit and watch through NATS outages", () => {
       const sub = procs.track(
         spawnRole("picoclaw.ts", ["submit", ...swarm.common, "--swarm.nats.connect_timeout", "30s", "say hi [[reply=hello back]]"]),
       );
-      await sub.waitForLine(/NATS not reachable yet; waiting for it/);
+      await sub.waitForLine(/NATS not reachable yet; waiting for it/, 20_000);
       await suite.nats.up();
       expect(await sub.exited(60_000)).toBe(0);
       expect(sub.stdout.join("\n")).toContain("hello back");
@@ -47,7 +47,7 @@ describe("submit and watch through NATS outages", () => {
     const sub = procs.track(
       spawnRole("picoclaw.ts", ["submit", "--json", ...swarm.common, "slow one [[delay=2500]] [[reply=worth the wait]]"]),
     );
-    const planned = await sub.waitForLine(/"kind":"planned"/);
+    const planned = await sub.waitForLine(/"kind":"planned"/, 30_000);
     const request = (JSON.parse(planned) as { request: string }).request;
     sub.signal("SIGKILL");
     const watched = await runRole("picoclaw.ts", ["watch", request, ...swarm.common], { timeoutMs: 30_000 });

@@ -124,7 +124,8 @@ describe("failover", () => {
     const killedAt = Date.now();
     c1.signal("SIGKILL");
     const leading = await c2.waitForLine(/Coordinator leading/, 10_000);
-    expect(Date.parse(leading.slice(0, 24)) - killedAt).toBeLessThan(2_000 + 1_500); // lease TTL + slack
+    // Lease TTL, the standby's polling (a third of it) and slack for a loaded machine.
+    expect(Date.parse(leading.slice(0, 24)) - killedAt).toBeLessThan(2_000 + 700 + 2_300);
     await c2.waitForLine(/Request resumed/, 10_000);
     const r = await s.done;
     expect(r.code).toBe(0);
@@ -264,7 +265,12 @@ describe("a leader through NATS restarts", () => {
             (q.body.messages?.at(-1)?.content ?? "").includes(`Request:\n${hid} request ${i}\n`),
         ).length,
     );
-    const leadership = c.lines.filter((l) => /Coordinator (leading|stepped down)|handed back|handling failed/.test(l));
+    // In time order: info lines come on stdout, warnings on stderr, so their arrival can swap.
+    const leadership = c.lines
+      .filter((l) => /Coordinator (leading|stepped down)|handed back|handling failed/.test(l))
+      .map((l, i) => ({ l, i, at: Date.parse(l.slice(0, 24)) }))
+      .sort((a, b) => a.at - b.at || a.i - b.i)
+      .map((x) => x.l);
     console.log(
       `leader through 3 NATS restarts (${hid}): ${results.filter((r) => r.code === 0).length} of ${N} answered; ` +
         `${c.countLines(/NATS did not answer; retrying/)} steps retried in place (warn); ` +

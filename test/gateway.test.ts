@@ -249,7 +249,7 @@ describe("gateway", () => {
       ]);
       const gw = await startGateway(swarm.common, ["--swarm.gateway.max_pending", "1"]);
       const slow = (tag: string) =>
-        gw.client.chat.completions.create({ model: "picoclaw-swarm", messages: [{ role: "user", content: `${tag} [[delay=3000]]` }] });
+        gw.client.chat.completions.create({ model: "picoclaw-swarm", messages: [{ role: "user", content: `${tag} [[delay=6000]]` }] });
       const first = slow("gw5-first");
       await waitFor("the first chat running on the worker", () => servedTokens("gw5-first").calls === 1);
       const second = slow("gw5-second");

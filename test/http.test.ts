@@ -63,8 +63,16 @@ describe("node HTTP", () => {
       expect((await get(`${url}/nothing-here`)).status).toBe(404);
     }
 
-    const before = (await get(`${workerUrl}/metrics`)).body;
-    expect(sample(before, "picoclaw_nodes", { status: "online" })).toBe(2);
+    // Both online (a heartbeat late by two intervals on a loaded machine reads "suspicious" for a moment).
+    const before = await waitFor(
+      "the worker's /metrics to count two nodes online",
+      async () => {
+        const body = (await get(`${workerUrl}/metrics`)).body;
+        return sample(body, "picoclaw_nodes", { status: "online" }) === 2 ? body : undefined;
+      },
+      10_000,
+      100,
+    );
     expect(sample(before, "picoclaw_subtasks_total", { capability: "general", outcome: "completed" })).toBe(0);
 
     const r = await submit(swarm, ["Say hello [[tokens=7]]"]);

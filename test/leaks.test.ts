@@ -160,23 +160,27 @@ describe("a dashboard started after a node died", () => {
     const id = selfId(victim);
     victim.signal("SIGKILL");
     const killedAt = Date.now();
-    // Fresh one-shot dashboards, one after another, until one shows the victim offline.
-    let offlineAt = 0;
+    // Fresh one-shot dashboards, one after another, until one shows the victim offline: at the latest
+    // the first one started once node_timeout + heartbeat_interval (and slack for a loaded box) passed.
+    let shown: DashboardSnapshot | undefined;
+    let late: string | undefined;
     await waitFor(
       "a fresh dashboard showing the killed node offline",
       async () => {
+        const startedAt = Date.now();
         const snap = await snapshot(hid);
-        const row = snap.nodes.find((n) => n.node === id);
-        if (row?.status === "offline") offlineAt = Date.parse(snap.generated_at);
-        return offlineAt > 0;
+        const status = snap.nodes.find((n) => n.node === id)?.status;
+        if (status === "offline") return (shown = snap);
+        if (startedAt - killedAt > NODE_TIMEOUT_MS + HEARTBEAT_MS + 500) {
+          late ??= `a dashboard started ${startedAt - killedAt} ms after the kill showed it ${status ?? "not at all"}`;
+        }
+        return undefined;
       },
       20_000,
       0,
     );
-    // The bound, plus the one-shot dashboard's own collection window and slack for a loaded 2-core box.
-    expect(offlineAt - killedAt).toBeLessThan(NODE_TIMEOUT_MS + HEARTBEAT_MS + 1_500 + 1_000);
-    const snap = await snapshot(hid);
-    expect(snap.stats.nodes).toMatchObject({ total: 2, online: 1, offline: 1 });
+    expect(late).toBeUndefined();
+    expect(shown!.stats.nodes).toMatchObject({ total: 2, online: 1, offline: 1 });
     // Forgotten after 5 × node_timeout: a dashboard started then lists only the node that is alive.
     await waitFor("the killed node forgotten", async () => !(await snapshot(hid)).nodes.some((n) => n.node === id), 30_000, 250);
     await procs.killAll();

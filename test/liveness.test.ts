@@ -115,7 +115,7 @@ describe("stored state, not only advisories", () => {
     expect(await sub.exited(30_000)).toBe(1);
     expect(sub.output()).toContain("gave up after 2 attempts");
     await procs.killAll();
-  });
+  }, 120_000);
 
   test("resume pays nothing twice: sub-tasks still queued are not published again by the new leader", async () => {
     const swarm = await suite.start("live6", [
@@ -137,7 +137,10 @@ describe("stored state, not only advisories", () => {
         `tasks:\n${[1, 2, 3].map((i) => `  - { id: t${i}, capability: general, prompt: 'part ${i} [[delay=1500]]' }`).join("\n")}\n`,
       );
       const sub = procs.track(spawnRole("picoclaw.ts", ["submit", "--json", ...swarm.common, "--plan", plan]));
-      await swarm.nodes[2]!.waitForLine(/Task assigned task=t\d/);
+      // Once one has completed, the leader has long since recorded where all three were queued (a
+      // leader killed between its publishes and that record would queue them again, deduplicated by
+      // message id: not what this test is about).
+      await sub.waitForLine(/"kind":"completed"/, 15_000);
       const leader = swarm.nodes.slice(0, 2).find((p) => p.lines.some((l) => l.includes("Coordinator leading")))!;
       const standby = swarm.nodes.slice(0, 2).find((p) => p !== leader)!;
       leader.signal("SIGKILL");

@@ -18,7 +18,7 @@ describe("task pipeline", () => {
       { script: "specialist.ts", args: ["--swarm.capabilities", "docs,writing"], env: llmEnv() },
       { script: "specialist.ts", args: ["--swarm.capabilities", "testing,qa"], env: llmEnv() },
     ]);
-    const r = await submit(swarm, ["Review this change: retry failed HTTP calls [[delay=1200 tokens=6]]"]);
+    const r = await submit(swarm, ["Review this change: retry failed HTTP calls [[delay=3000 tokens=6]]"]);
     expect(r.code).toBe(0);
     const planned = r.events.find((e) => e.kind === "planned") as { plan?: { tasks: { capability: string }[] } };
     expect(planned.plan!.tasks.map((t) => t.capability)).toEqual(["rust", "security", "docs", "testing"]);
@@ -31,7 +31,8 @@ describe("task pipeline", () => {
     expect(nodeOf("security")).toBe(swarm.ids[2]!);
     expect(nodeOf("docs")).toBe(swarm.ids[3]!);
     expect(nodeOf("testing")).toBe(swarm.ids[4]!);
-    // In parallel: all four execution intervals overlap.
+    // In parallel: all four execution intervals overlap (each call lasts 3 s: time for all four to start
+    // on a loaded machine).
     expect(maxOverlap([...runs.values()])).toBe(4);
 
     const answer = r.answer!.answer!;
@@ -86,9 +87,10 @@ describe("task pipeline", () => {
       { script: "worker.ts", args: ["--swarm.max_concurrent", "1"], env: llmEnv() },
     ]);
     const worker = swarm.nodes[1]!;
+    // The blocker holds the slot long enough for the second submit to start and queue its eleven under load.
     const blocker = submit(swarm, [
       "--plan",
-      planFile('tasks:\n  - { id: blocker, capability: general, prompt: "hold the slot [[delay=2500]]" }\n'),
+      planFile('tasks:\n  - { id: blocker, capability: general, prompt: "hold the slot [[delay=6000]]" }\n'),
     ]);
     await worker.waitForLine(/Task assigned task=blocker/, 15_000);
     const low = Array.from({ length: 10 }, (_, i) => `  - { id: low${i}, capability: general, priority: 0, prompt: "low ${i}" }`);

@@ -71,6 +71,9 @@ describe("keygen", () => {
   });
 });
 
+/** The worker's max_skew: the replay must reach it inside this window (after a whole request), the stale copy after it. */
+const SKEW_MS = 6_000;
+
 describe("signed sub-tasks", () => {
   test("a signed swarm answers; unsigned, untrusted, replayed and stale sub-tasks are refused and never run", async () => {
     const hid = "sig1";
@@ -78,7 +81,7 @@ describe("signed sub-tasks", () => {
       { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
       {
         script: "worker.ts",
-        args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.security.max_skew", "2s"],
+        args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.security.max_skew", `${SKEW_MS}ms`],
         env: llmEnv(),
       },
     ]);
@@ -87,7 +90,14 @@ describe("signed sub-tasks", () => {
     try {
       // Capture a real signed sub-task (core subscribers see the JetStream publish, headers included).
       let captured: Msg | undefined;
-      const sub = nc.subscribe(names.taskQueue("general", 1), { callback: (_e, m) => (captured ??= m) });
+      let capturedAt = 0;
+      const sub = nc.subscribe(names.taskQueue("general", 1), {
+        callback: (_e, m) => {
+          if (captured) return;
+          captured = m;
+          capturedAt = Date.now();
+        },
+      });
       const ok = await submit(swarm, ["--capabilities", "general", "signed-work-1"]);
       expect(ok.code).toBe(0);
       expect(ok.answer?.status).toBe("completed");
@@ -120,9 +130,9 @@ describe("signed sub-tasks", () => {
       await worker.waitForLine(/Rejected sub-task .*reason="replay \(nonce already used\)"/);
 
       // Stale: once the time window has passed, the captured message is refused for its age.
-      await Bun.sleep(2_100); // let the 2 s window pass: the age of the message is what is tested
+      await Bun.sleep(Math.max(0, capturedAt + SKEW_MS + 200 - Date.now())); // the message's age is what is tested
       await js.publish(captured!.subject, captured!.data, { headers: replayHeaders });
-      await worker.waitForLine(/Rejected sub-task .*reason="outside the 2000ms time window"/);
+      await worker.waitForLine(new RegExp(`Rejected sub-task .*reason="outside the ${SKEW_MS}ms time window"`));
       expect(llm.requests.length).toBe(before); // none of them ran
     } finally {
       await nc.close();
@@ -252,10 +262,11 @@ describe("signed answers", () => {
     ]);
     const names = swarmNames(hid);
     const client = ["submit", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })];
-    const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=1500]] answer-check"], { home: tempHome() });
-    const request = (await sub.waitForLine(/submitted request r-/, 20_000)).match(/(r-\S+)/)![1]!;
+    // Connected first, and the real answer 4 s away: both forged ones are stored before it even under load.
     const nc = await connect({ servers: nats.url });
+    const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=4000]] answer-check"], { home: tempHome() });
     try {
+      const request = (await sub.waitForLine(/submitted request r-/, 20_000)).match(/(r-\S+)/)![1]!;
       const js = nc.jetstream();
       const forged = (coordinator: string) =>
         encode({ v: 1, request, kind: "answer", at: Date.now(), coordinator, answer: "FORGED ANSWER", status: "completed" });

@@ -66,13 +66,14 @@ describe("submit", () => {
 
   test("a sub-task running longer than the ack wait is kept alive: it runs once, not again elsewhere", async () => {
     const env = { PICOCLAW_LLM_BASE_URL: suite.llm.url, PICOCLAW_LLM_MODEL: "m" };
-    const ackWait = ["--swarm.tasks.ack_wait", "1s"];
+    // Kept alive every third of it: 2 s leaves room for a stalled event loop on a loaded machine.
+    const ackWait = ["--swarm.tasks.ack_wait", "2s"];
     const swarm = await suite.start("s3", [
       { script: "coordinator.ts", env: echoEnv },
       { script: "worker.ts", args: ackWait, env },
       { script: "worker.ts", args: ackWait, env },
     ]);
-    const r = await submit(swarm, ["--capabilities", "general", "long job keepalive-9 [[delay=3500]]"]);
+    const r = await submit(swarm, ["--capabilities", "general", "long job keepalive-9 [[delay=5000]]"]);
     expect(r.code).toBe(0);
     expect(suite.llm.requests.filter((q) => q.body.messages?.at(-1)?.content.includes("keepalive-9")).length).toBe(1);
     expect(r.events.filter((e) => e.kind === "started").length).toBe(1);
