@@ -51,7 +51,10 @@ describe("Temporal mode", () => {
     let list = "";
     await waitFor(
       () => `temporal workflow list to show ${id} Completed (last:\n${list})`,
-      async () => completed.test((list = (await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'pc-tw1'"])).out)),
+      async () => {
+        list = (await temporal.cli(["workflow", "list", "--query", "TaskQueue = 'pc-tw1'"])).out;
+        return completed.test(list);
+      },
       20_000,
       250,
     );
