@@ -61,9 +61,9 @@ async function main() {
   const started = performance.now();
   const at = new Date();
   progress(`PicoClaw Swarm benchmark: ${scenarios.map((s) => s.id).join(", ")}; ${ROUNDS} rounds each\n`);
-  // Every scenario round makes its own swarm (H-id), whose streams reserve their max_bytes; the default
-  // store limit (75 % of the free disk) runs out after a few dozen, though little is written.
-  const nats = await startNatsServer({ config: "jetstream { max_file_store: 1T }" });
+  // Every scenario round makes its own swarm (H-id), whose streams reserve their max_bytes: the helper's
+  // server reserves 1T of file store, as the default (75 % of the free disk) runs out after a few dozen.
+  const nats = await startNatsServer();
   const redisOrSkip = await startRedis();
   const redis = "skip" in redisOrSkip ? undefined : redisOrSkip;
   const redisSkipReason = "skip" in redisOrSkip ? redisOrSkip.skip : undefined;

@@ -34,9 +34,18 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
   const storeDir = mkdtempSync(join(tmpdir(), "picoclaw-nats-"));
   const args = ["-a", "127.0.0.1", "-p", String(port)];
   if (o.jetstream !== false) args.push("-js", "-sd", storeDir);
-  if (o.config) {
+  // Each H-id's streams and buckets reserve about 2 GiB of file store (README "Streams and limits"), and a
+  // suite makes a dozen or more H-ids on one server: beyond the default limit (75 % of the free disk) on a
+  // small disk, start-up failed with "insufficient storage resources available". Nothing is written near it.
+  const config = [
+    o.jetstream !== false && !/^\s*jetstream\b/m.test(o.config ?? "") ? "jetstream { max_file_store: 1T }" : "",
+    o.config ?? "",
+  ]
+    .filter(Boolean)
+    .join("\n");
+  if (config) {
     const conf = join(storeDir, "server.conf");
-    writeFileSync(conf, o.config);
+    writeFileSync(conf, config);
     args.push("-c", conf);
   }
   args.push(...(o.args ?? []));
