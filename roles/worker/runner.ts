@@ -55,24 +55,40 @@ export function createRunner(o: RunnerOptions): Runner {
   let failed = 0;
   const count = (task: TaskMsg, outcome: string) => o.outcomes?.inc({ capability: task.capability, outcome });
 
+  const taskEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}): TaskEvent => ({
+    v: 1,
+    request: task.request,
+    task: task.task,
+    kind,
+    node,
+    capability: task.capability,
+    at: Date.now(),
+    attempt,
+    ...extra,
+  });
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
-    const ev: TaskEvent = {
-      v: 1,
-      request: task.request,
-      task: task.task,
-      kind,
-      node,
-      capability: task.capability,
-      at: Date.now(),
-      attempt,
-      ...extra,
-    };
+    const ev = taskEvent(task, kind, attempt, extra);
     // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
     // is caught by the coordinator's reconcile), so a plain publish spares a reply per event.
     try {
       nc.publish(names.taskEvents(task.request, task.task), encode(ev));
     } catch (err) {
       log.debug("Task event not sent", { task: task.task, kind, error: (err as Error).message });
+    }
+  };
+
+  /**
+   * The last attempt's `started` is stored before the work begins: JetStream will not deliver again, so
+   * a coordinator that did not hear this node judges it from the stored events alone (a plain publish
+   * still in this process's buffer dies with it).
+   */
+  const storeStarted = async (task: TaskMsg, attempt: number) => {
+    try {
+      await nc.request(names.taskEvents(task.request, task.task), encode(taskEvent(task, "started", attempt)), {
+        timeout: Math.max(500, Math.min(5_000, t.ack_wait / 2)),
+      });
+    } catch (err) {
+      log.debug("Task event not stored", { task: task.task, kind: "started", error: (err as Error).message });
     }
   };
 
@@ -123,8 +139,9 @@ export function createRunner(o: RunnerOptions): Runner {
     const abort = new AbortController();
     running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, abort });
     o.onChange();
+    if (attempt >= t.max_deliver) await storeStarted(task, attempt);
+    else publishEvent(task, "started", attempt);
     log.info("Task assigned", { task: task.task, request: task.request, node, capability: task.capability, attempt });
-    publishEvent(task, "started", attempt);
     let lastProgress = started; // the first progress event comes a throttle period after `started`
     // Alive while it works: the message is kept from redelivery, and the coordinator hears a sign of life
     // even from an LLM that streams nothing for a while (silence on the last attempt means a dead node).
