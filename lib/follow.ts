@@ -37,6 +37,27 @@ const IDLE_HEARTBEAT_MS = 2_000;
  */
 const PULL_EXPIRES_MS = 5_000;
 
+/**
+ * How long the first ordered consumer may take to be made. nats.js tries again on its own, silently, up
+ * to 30 times a pull's expiry apart; past this the caller hears a timeout it can report and retry.
+ */
+const SETUP_TIMEOUT_MS = 10_000;
+
+async function withinSetup(made: Promise<ConsumerMessages>, stream: string): Promise<ConsumerMessages> {
+  let timer: Timer | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      made.then((m) => m.close()).catch(() => {}); // made after all: nobody reads it
+      reject(new Error(`timed out after ${SETUP_TIMEOUT_MS / 1000}s making a consumer on stream ${stream} (JetStream leaders moving?)`));
+    }, SETUP_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([made, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function followRequest(nc: NatsConnection, names: SwarmNames, request: string, on: FollowHandlers): Promise<Follower> {
   const js = nc.jetstream();
   const streams: ConsumerMessages[] = [];
@@ -55,7 +76,10 @@ export async function followRequest(nc: NatsConnection, names: SwarmNames, reque
     };
     subs.push(nc.subscribe(subject, { callback: (_e, m) => deliver(m) }));
     const consumer = await js.consumers.get(names.streams.events, { filterSubjects: subject });
-    const messages = await consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS, expires: PULL_EXPIRES_MS });
+    const messages = await withinSetup(
+      consumer.consume({ max_messages: 256, idle_heartbeat: IDLE_HEARTBEAT_MS, expires: PULL_EXPIRES_MS }),
+      names.streams.events,
+    );
     streams.push(messages);
     loops.push(
       (async () => {

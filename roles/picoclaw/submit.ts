@@ -53,7 +53,15 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
         await ensureStreams(nc, names, cfg);
         return followWithProgress(nc, names, request, o.json, trusted);
       },
-      { backoff: NATS_BACKOFF, untilMs: waitMs, retryable: isTransientNatsError },
+      {
+        backoff: NATS_BACKOFF,
+        untilMs: waitMs,
+        retryable: isTransientNatsError,
+        onRetry: (err, attempt) => {
+          if (attempt === 1 || attempt % 10 === 0)
+            warn(`JetStream is not ready to keep and follow the request yet (${(err as Error).message}); trying again`);
+        },
+      },
     );
     const msg: RequestMsg = {
       v: 1,
@@ -68,7 +76,7 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     await storeRequest(nc, names, msg, {
       untilMs: waitMs,
       onRetry: (err, attempt) => {
-        if (attempt === 1) said.say(`NATS did not store the request yet (${(err as Error).message}); trying again`);
+        if (attempt === 1 || attempt % 10 === 0) warn(`NATS did not store the request yet (${(err as Error).message}); trying again`);
       },
     });
     progress.say(`submitted request ${request} to swarm ${identity.hid}`);
@@ -88,6 +96,11 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     await progress?.stop();
     await client.close();
   }
+}
+
+/** A wait the user should know about, on stderr also with --json (stdout stays the events). */
+function warn(msg: string): void {
+  process.stderr.write(`waiting: ${msg}\n`);
 }
 
 /** Prints the outcome (the answer to stdout) and returns the exit status. */
