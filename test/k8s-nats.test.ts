@@ -243,8 +243,10 @@ describe("k8s/nats.yaml's nats-server.conf as a three-server JetStream cluster",
     const watched = await runRole("picoclaw.ts", ["watch", firstRequest!, "--json"], { env: clientEnv(), timeoutMs: 60_000 });
     expect({ code: watched.code, output: watched.code === 0 ? "" : watched.output }).toEqual({ code: 0, output: "" });
     expect(watched.stdout).toContain(`"kind":"answer"`);
-    const second = await submit("Review this change: one NATS server is gone");
-    expect({ code: second.code, output: second.code === 0 ? "" : second.output }).toEqual({ code: 0, output: "" });
+    // On failure, what the swarm's nodes said too: submit alone cannot tell who did not answer.
+    const second = await submit("Review this change: one NATS server is gone").catch((err: Error) => ({ code: -1, output: err.message }));
+    const said = () => nodes.map((n, i) => `--- node ${i}\n${n.output().slice(-4_000)}`).join("\n");
+    expect({ code: second.code, output: second.code === 0 ? "" : `${second.output}\n${said()}` }).toEqual({ code: 0, output: "" });
     for (const [role, port] of Object.entries(ports)) {
       await waitFor(`${role} ready again`, async () => (await probes(port)) === "healthz 200, readyz 200", 30_000);
     }
