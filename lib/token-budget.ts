@@ -99,7 +99,7 @@ export function openTokenBudget(o: TokenBudgetOptions): TokenBudget {
     waitedMs: () => waited,
     async take(estimate, signal) {
       const tokens = Math.max(1, Math.round(estimate));
-      for (;;) {
+      for (let moves = 0; ; ) {
         if (signal?.aborted) throw signal.reason;
         const window = Math.floor(now() / o.windowMs);
         const outcome = await withKv(
@@ -108,7 +108,16 @@ export function openTokenBudget(o: TokenBudgetOptions): TokenBudget {
           signal,
         );
         if (outcome === undefined) return () => {};
-        if (outcome === "added") return (actual) => settle(window, Math.round(actual) - tokens);
+        if (outcome === "added") {
+          // Charging takes a round trip or two: when the window ended meanwhile, the call would start in
+          // the next one uncounted there (under load, every node that started at a boundary at once).
+          // The charge goes back and the window the call starts in is charged (a few times at most).
+          if (Math.floor(now() / o.windowMs) !== window && moves++ < 3) {
+            settle(window, -tokens);
+            continue;
+          }
+          return (actual) => settle(window, Math.round(actual) - tokens);
+        }
         if (outcome === "full") {
           // The next window starts for every node at the same time; a little jitter spreads their retries.
           const wait = (window + 1) * o.windowMs - now() + Math.floor(Math.random() * 25);
