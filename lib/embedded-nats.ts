@@ -2,7 +2,7 @@
 // Lifecycle: the first node starts it (detached, so a Ctrl-C in that terminal does not take it down);
 // later nodes join it; whichever embedded node stops last, seeing no other client connected, stops it.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
 import type { Config } from "./config.ts";
@@ -145,6 +145,8 @@ export async function ensureEmbeddedNats(cfg: Config, log: Logger): Promise<Embe
     throw new Error(`embedded nats-server did not start on ${url}; see ${join(dir, "nats-server.log")}`);
   }
   child.unref();
+  // Markers of servers stopped earlier (see releaseServer) name other pids: clear them.
+  for (const f of readdirSync(dir)) if (f.startsWith("embedded.json.stopping-")) rmSync(join(dir, f), { force: true });
   writeFileSync(stateFile, JSON.stringify({ pid: child.pid ?? 0, port, monitor_port: monitor } satisfies ServerState));
   log.info("Embedded NATS started", { url, store: dir, pid: child.pid });
   return { url, started: true, release };
@@ -169,6 +171,15 @@ async function releaseServer(stateFile: string, log: Logger): Promise<void> {
     log.info("Embedded NATS left running for other local nodes", { clients, pid: state.pid });
     return;
   }
+  // Nodes stopped together (the demo's Ctrl-C) can each find no client left. The one that creates the
+  // marker stops the server; the others wait for it to go, and take over only if it does not.
+  if (!claimStop(stopMarker(stateFile, state.pid))) {
+    if (await waitFor(async () => !pidAlive(state.pid), 5_000)) {
+      log.debug("Embedded NATS stopped by another local node", { pid: state.pid });
+      return;
+    }
+  }
+  if (!pidAlive(state.pid)) return;
   try {
     process.kill(state.pid, "SIGTERM");
   } catch {
@@ -177,6 +188,21 @@ async function releaseServer(stateFile: string, log: Logger): Promise<void> {
   await waitFor(async () => !pidAlive(state.pid), 5_000);
   rmSync(stateFile, { force: true });
   log.info("Embedded NATS stopped", { pid: state.pid });
+}
+
+/** Per server pid, so a marker left by a stopper that died mid-stop never blocks a later server. */
+function stopMarker(stateFile: string, pid: number): string {
+  return `${stateFile}.stopping-${pid}`;
+}
+
+/** True for the one caller that creates the marker (exclusive create). */
+function claimStop(marker: string): boolean {
+  try {
+    closeSync(openSync(marker, "wx"));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function connectedClients(monitorPort: number): Promise<number | undefined> {

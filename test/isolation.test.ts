@@ -215,4 +215,26 @@ describe("embedded nats-server shared by local nodes", () => {
     expect(second.lines.filter((l) => /NATS disconnected/.test(l))).toEqual([]);
     await waitFor(`embedded port ${port} to close`, async () => !(await portOpen("127.0.0.1", port, 200)), BOUND);
   }, 90_000);
+
+  // The demo's stop: every node gets SIGTERM at once, so each may find no other client left. One of them
+  // stops the server; the others must not report stopping it too.
+  test("three nodes stopped at the same moment: exactly one stops the server, and it is stopped", async () => {
+    home = tempHome();
+    port = await freePort();
+    const args = ["--swarm.nats.embedded", "--swarm.nats.embedded-port", String(port), "--swarm.hid", "emb3", ...FAST];
+    const first = procs.track(spawnRole("worker.ts", args, { home }));
+    await first.waitForLine(/Embedded NATS started/, BOUND);
+    const nodes = [first, procs.track(spawnRole("worker.ts", args, { home })), procs.track(spawnRole("worker.ts", args, { home }))];
+    const nodeIds = await Promise.all(nodes.map(selfId));
+    for (const node of nodes) for (const id of nodeIds) await node.waitForLine(joinedLine(id), BOUND);
+
+    for (const node of nodes) node.signal("SIGTERM");
+    expect(await Promise.all(nodes.map((n) => n.exited(BOUND)))).toEqual([0, 0, 0]);
+    const stopped = nodes.map((n) => n.countLines(/Embedded NATS stopped/));
+    const leftRunning = nodes.map((n) => n.countLines(/Embedded NATS left running/));
+    // One stopper; a node that found another client still connected may say it left the server running.
+    expect({ stopped: stopped.reduce((a, b) => a + b, 0) }).toEqual({ stopped: 1 });
+    expect(stopped.map((c, i) => c + leftRunning[i]!).every((c) => c <= 1)).toBe(true);
+    await waitFor(`embedded port ${port} to close`, async () => !(await portOpen("127.0.0.1", port, 200)), BOUND);
+  }, 90_000);
 });
