@@ -31,6 +31,12 @@ export function authMethod(nats: Config["swarm"]["nats"]): string {
   return "none";
 }
 
+/** nats.js tries a server again after this long, plus up to the jitter. */
+const RECONNECT_WAIT_MS = 1_000;
+const RECONNECT_JITTER_MS = 500;
+/** The longest a node that lost its server waits before trying it again: how late a peer may be back after us. */
+export const RECONNECT_WAIT_MAX_MS = RECONNECT_WAIT_MS + RECONNECT_JITTER_MS;
+
 export function connectionOptions(cfg: Config, name: string): ConnectionOptions {
   const n = cfg.swarm.nats;
   const opts: ConnectionOptions = {
@@ -39,8 +45,8 @@ export function connectionOptions(cfg: Config, name: string): ConnectionOptions 
     timeout: n.connect_timeout,
     reconnect: true,
     maxReconnectAttempts: -1,
-    reconnectTimeWait: 1_000,
-    reconnectJitter: 500,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
+    reconnectJitter: RECONNECT_JITTER_MS,
     pingInterval: Math.max(2_000, Math.min(n.heartbeat_interval * 2, 30_000)),
     maxPingOut: 3,
     // nats.js otherwise captures `new Error().stack` on every request and publish (~4% of a busy
@@ -162,6 +168,12 @@ export function isTransientNatsError(err: unknown): boolean {
   return /timeout|timed out|no responders|disconnect|jetstream (is )?not (ready|available)|temporarily unavailable|leader/i.test(
     e?.message ?? "",
   );
+}
+
+/** JetStream's "stream not found" (API error 10059). */
+export function isStreamNotFound(err: unknown): boolean {
+  const e = err as { api_error?: { err_code?: number }; message?: string } | undefined;
+  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message ?? ""));
 }
 
 /** Certificate-verification failures reported by the TLS stack (Node/Bun error codes). */

@@ -8,6 +8,7 @@ import { type BadInputCounter, createBadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { serveControl } from "./control.ts";
 import { type EmbeddedNats, ensureEmbeddedNats } from "./embedded-nats.ts";
+import { PicoclawError } from "./errors.ts";
 import { type Handler, type HttpEndpoint, serveNodeHttp } from "./http.ts";
 import { type Identity, resolveIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
@@ -26,7 +27,7 @@ import {
   type TemporalStatus,
 } from "./messages.ts";
 import { createMetrics, LLM_TOKENS_METRIC, type Metrics, type Sample } from "./metrics.ts";
-import { describeNatsError, isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
+import { describeNatsError, isStreamNotFound, isTransientNatsError, type NatsLink, openNats, requireJetStream } from "./nats-connection.ts";
 import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
 import { NATS_BACKOFF, withRetry } from "./retry.ts";
@@ -118,21 +119,27 @@ function placementNotYet(err: unknown): boolean {
  * consumers), trying it again on a transient NATS error, or a placement the cluster cannot make yet, for
  * up to swarm.nats.connect_timeout. On a fresh cluster JetStream answers before it has elected leaders,
  * and nodes starting at the same moment race to create the same replicated bucket: the loser sees a
- * time-out or 503 for a few seconds, which is no reason to exit. Other errors (permissions, a setting the
- * server refuses) end start-up at once.
+ * time-out or 503 for a few seconds, which is no reason to exit. On a 2.15 cluster the loser has also
+ * been told "stream not found" (404) for the bucket the winner was creating. Other errors (permissions,
+ * a setting the server refuses) end start-up at once, naming the step.
  */
 export async function duringStartUp<T>(cfg: Config, log: Logger, what: string, step: () => Promise<T>): Promise<T> {
   let warned = false;
   return withRetry(step, {
     backoff: NATS_BACKOFF,
     untilMs: cfg.swarm.nats.connect_timeout,
-    retryable: (err) => isTransientNatsError(err) || placementNotYet(err),
+    retryable: (err) => isTransientNatsError(err) || placementNotYet(err) || isStreamNotFound(err),
     onRetry: (err, attempt, delayMs) => {
       const fields = { step: what, error: describeNatsError(err), attempt, retry_in_ms: delayMs };
       if (warned) log.debug("JetStream not ready yet; trying again", fields);
       else log.warn("JetStream not ready yet; trying again", fields);
       warned = true;
     },
+  }).catch((err) => {
+    // A bare NATS error says what the server refused, not what we were doing: name the step.
+    if ((err as Error)?.name !== "NatsError") throw err;
+    const code = (err as { code?: string }).code;
+    throw new PicoclawError("E_NATS", `cannot ${what}: ${(err as Error).message}${code ? ` (${code})` : ""}`, { cause: err });
   });
 }
 

@@ -2,6 +2,7 @@
 // /metrics ask often; JetStream is asked at most once a second).
 import type { JetStreamManager, NatsConnection } from "nats";
 import type { Logger } from "./log.ts";
+import { isStreamNotFound } from "./nats-connection.ts";
 import type { SwarmNames } from "./subjects.ts";
 
 /** How often a read is considered fresh. */
@@ -77,9 +78,4 @@ export function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): 
       if (!inFlight && Date.now() - readAt >= QUEUE_REFRESH_MS && !nc.isClosed()) void refresh();
     },
   };
-}
-
-function isStreamNotFound(err: unknown): boolean {
-  const e = err as { api_error?: { err_code?: number }; message?: string } | undefined;
-  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message ?? ""));
 }
