@@ -3,6 +3,7 @@ import { type Msg, type NatsConnection, RequestStrategy, type Subscription } fro
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
 import { announceSchema, decode, encode, type NodeInfo, nodeInfoSchema, querySchema } from "./messages.ts";
+import { RECONNECT_WAIT_MAX_MS } from "./nats-connection.ts";
 import { createRegistry, leave, observe, type Registry, type RegistryEvent, remember, sweep, type Timing } from "./registry.ts";
 import { nodeIdFromHeartbeat, type SwarmNames } from "./subjects.ts";
 
@@ -109,8 +110,10 @@ export function startMembership(o: MembershipOptions): Membership {
   const sweeper = setInterval(() => {
     const connected = o.connected?.() ?? true;
     if (connected && !wasConnected) {
-      // Back from our own outage: peers get a fresh start instead of being judged on our silence.
-      const now = Date.now();
+      // Back from our own outage: peers get a fresh start instead of being judged on our silence, and the
+      // time they may need to find the server back (they retry on the same schedule, and we may have
+      // been the first in): a NATS blip must not mark healthy nodes offline.
+      const now = Date.now() + RECONNECT_WAIT_MAX_MS;
       for (const peer of registry.values()) peer.lastSeen = Math.max(peer.lastSeen, now);
     }
     wasConnected = connected;

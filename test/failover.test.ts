@@ -280,7 +280,10 @@ describe("a leader through NATS restarts", () => {
     const outcome = (r: (typeof results)[number], i: number) =>
       r.code === 0
         ? `0 ${r.events.find((e) => e.kind === "answer")?.status}`
-        : `${r.code}: ${subs[i]!.p.output().split("\n").slice(-3).join(" | ")}`;
+        : `${r.code}: ${subs[i]!.p.output().split("\n").slice(-3).join(" | ")} || the coordinator on it: ${c.lines
+            .filter((l) => r.events.some((e) => l.includes(e.request)) || /marked offline/.test(l))
+            .filter((l) => /WARN|ERROR|marked offline/.test(l))
+            .join(" | ")}`;
     expect(results.map(outcome)).toEqual(Array.from({ length: N }, () => "0 completed"));
     for (const r of results) expect(r.events.filter((e) => e.kind === "answer")).toHaveLength(1);
     // Nothing finished was redone: one synthesis per request (recorded before it is answered).

@@ -161,7 +161,7 @@ export function buildSnapshot(node: SwarmNode, queued: Queued): DashboardSnapsho
   const me = node.info();
   const self = snapshotNodeOf(me, me.status, 0, now - node.startedAt);
   const peers = [...node.membership.registry.values()].map((p) =>
-    snapshotNodeOf(p.info, p.status, now - p.lastSeen, Math.max(0, now - p.info.started_at)),
+    snapshotNodeOf(p.info, p.status, Math.max(0, now - p.lastSeen), Math.max(0, now - p.info.started_at)),
   );
   const nodes = (node.role === "dashboard" || node.role === "gateway" ? peers : [self, ...peers]).sort((a, b) =>
     a.node.localeCompare(b.node),
