@@ -199,12 +199,105 @@ const swarmSchema = z.strictObject({
   security: securitySchema.prefault({}),
 });
 
+/** Arguments of an MCP server from YAML (a list) or one env/flag string (comma-separated). */
+const stringRecord = z.record(z.string(), z.string());
+
+/**
+ * One MCP server (PicoClaw's `tools.mcp.servers.<name>`): `command` (+ `args`, `env`, `cwd`) is started
+ * over stdio; `url` (+ `headers`) is reached over streamable HTTP. `optional`: a node starts without it
+ * when it fails at start (else start-up stops naming it).
+ */
+const mcpServerSchema = z
+  .strictObject({
+    enabled: bool.default(true),
+    type: z.enum(["stdio", "http", "streamable-http", "sse"], { message: "stdio | http" }).optional(),
+    command: z.string().min(1).optional(),
+    args: list(z.string()).default([]),
+    env: stringRecord.default({}),
+    cwd: z.string().min(1).optional(),
+    url: z.string().url({ message: "an http(s) URL like http://127.0.0.1:3001/mcp" }).optional(),
+    headers: stringRecord.default({}),
+    optional: bool.default(false),
+  })
+  .refine((s) => Boolean(s.command) !== Boolean(s.url), { message: "either command (stdio) or url (streamable HTTP), not both" });
+
+/** A YAML mapping, or (from an env variable or flag) the same as JSON text. */
+const jsonObject = <T extends z.ZodType>(inner: T) =>
+  z.preprocess((v) => {
+    if (typeof v !== "string") return v;
+    try {
+      return JSON.parse(v);
+    } catch {
+      return v;
+    }
+  }, inner);
+
+/** MCP server names become tool names (`mcp_<server>_<tool>`): the id rule keeps them one token. */
+const mcpServersSchema = jsonObject(z.record(id, mcpServerSchema, { message: "a mapping of server names to { command | url, ... }" }));
+
+/** PicoClaw's `tools:` section, as its users write it (docs/decisions.md maps each key). */
+const toolsSchema = z.strictObject({
+  /** Paths outside the workspace the file tools may read (restrict_to_workspace stays on for the rest). */
+  allow_read_paths: list(z.string().min(1)).default([]),
+  /** Paths outside the workspace the write tools may write; none by default. */
+  allow_write_paths: list(z.string().min(1)).default([]),
+  /** Built-in file tools (read_file, write_file, edit_file, append_file, list_dir): on, confined to the workspace. */
+  files: z.strictObject({ enabled: bool.default(true) }).prefault({}),
+  exec: z
+    .strictObject({
+      /** Off by default: a swarm takes requests from the network. */
+      enabled: bool.default(false),
+      timeout_seconds: int(1, 86_400).default(60),
+      enable_deny_patterns: bool.default(true),
+      custom_deny_patterns: list(z.string().min(1)).default([]),
+    })
+    .prefault({}),
+  web: z
+    .strictObject({
+      fetch: z
+        .strictObject({
+          /** Off by default; on, it still refuses loopback, link-local and private addresses unless listed. */
+          enabled: bool.default(false),
+          /** Hosts (name or address, optionally :port) web_fetch may reach although they are internal. */
+          allow_hosts: list(z.string().min(1)).default([]),
+          max_bytes: int(1_024, 10 * 1024 * 1024).default(256 * 1024),
+          timeout_seconds: int(1, 600).default(30),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  mcp: z
+    .strictObject({
+      enabled: bool.default(true),
+      servers: mcpServersSchema.default({}),
+    })
+    .prefault({}),
+  /** exec and stdio MCP servers inside bubblewrap: workspace writable, the rest read-only, no network. */
+  isolation: z.strictObject({ enabled: bool.default(false) }).prefault({}),
+  /** A tool result is cut at this many bytes before the model sees it (the cut is said). */
+  max_output_bytes: int(1_024, 1024 * 1024).default(32 * 1024),
+});
+
+/** PicoClaw's `agents.defaults`: where a node's tools work and how long one sub-task's tool loop may go. */
+const agentsSchema = z.strictObject({
+  defaults: z
+    .strictObject({
+      /** The node's workspace; empty: ~/.picoclaw/workspace/<node id>. */
+      workspace: z.string().default(""),
+      restrict_to_workspace: bool.default(true),
+      max_tool_iterations: int(1, 1_000).default(20),
+    })
+    .prefault({}),
+});
+
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
 export const configSchema = z
   .strictObject({
     swarm: swarmSchema.prefault({}),
     llm: llmSchema.prefault({}),
+    tools: toolsSchema.prefault({}),
+    agents: agentsSchema.prefault({}),
     log: z
       .strictObject({
         level: z.enum(LOG_LEVELS, { message: LOG_LEVELS.join(" | ") }).default("info"),
@@ -224,7 +317,15 @@ export type Config = z.output<typeof configSchema>;
 export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key", "swarm.gateway.api_keys"] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
-export const BOOLEAN_KEYS = ["swarm.enabled", "swarm.nats.embedded", "swarm.temporal.enabled", "swarm.security.signing"] as const;
+export const BOOLEAN_KEYS = [
+  "swarm.enabled",
+  "swarm.nats.embedded",
+  "swarm.temporal.enabled",
+  "swarm.security.signing",
+  "tools.exec.enabled",
+  "tools.web.fetch.enabled",
+  "tools.isolation.enabled",
+] as const;
 
 /** Every leaf key of the schema, dotted ("swarm.nats.urls"), read from the schema itself. */
 export function configKeys(): string[] {
