@@ -140,6 +140,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   E_NATS_SERVER_MISSING: 1,
   E_LLM: 1,
   E_STALE_LEADER: 1,
+  E_TOOLS: 1,
 };
 
 /** Exit status of a command: see EXIT_STATUS. */

@@ -178,6 +178,11 @@ export function redactedConfig(config: Config): Config {
   const copy = structuredClone(config);
   for (const key of SECRET_KEYS) if (getPath(copy, key) !== undefined) setPath(copy, key, "***");
   copy.swarm.nats.urls = copy.swarm.nats.urls.map(redactUrl);
+  // MCP servers' env and headers carry their tokens (GITHUB_TOKEN, Authorization): names shown, values not.
+  for (const server of Object.values(copy.tools.mcp.servers)) {
+    for (const k of Object.keys(server.env)) server.env[k] = "***";
+    for (const k of Object.keys(server.headers)) server.headers[k] = "***";
+  }
   return copy;
 }
 

@@ -20,7 +20,9 @@ export type ErrorCode =
   /** An LLM call failed; `transient` says whether trying again later may succeed. */
   | "E_LLM"
   /** A coordinator that no longer holds the lease tried to act. */
-  | "E_STALE_LEADER";
+  | "E_STALE_LEADER"
+  /** A node's tools could not be set up (an MCP server that failed at start, bubblewrap missing). */
+  | "E_TOOLS";
 
 export class PicoclawError extends Error {
   override name = "PicoclawError";

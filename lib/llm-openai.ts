@@ -1,7 +1,8 @@
 // The OpenAI-compatible provider: streamed chat completions, errors classified for retry.
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai";
+import type { ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import type { Config } from "./config.ts";
-import { abortedError, estimateUsage, LlmError, type LlmProvider, type LlmUsage } from "./llm-types.ts";
+import { abortedError, type ChatMessage, estimateUsage, LlmError, type LlmProvider, type LlmUsage, type ToolCall } from "./llm-types.ts";
 
 export function openaiProvider(cfg: Config["llm"]): LlmProvider {
   // Retries belong to the swarm (JetStream nak with backoff), never to the SDK.
@@ -16,7 +17,13 @@ export function openaiProvider(cfg: Config["llm"]): LlmProvider {
         const stream = await client.chat.completions.create(
           {
             model: cfg.model,
-            messages: req.messages,
+            messages: req.messages.map(toOpenAiMessage),
+            tools: req.tools?.length
+              ? req.tools.map((t) => ({
+                  type: "function" as const,
+                  function: { name: t.name, description: t.description, parameters: t.parameters },
+                }))
+              : undefined,
             stream: true,
             stream_options: { include_usage: true },
             temperature: cfg.temperature,
@@ -29,8 +36,10 @@ export function openaiProvider(cfg: Config["llm"]): LlmProvider {
         let chunks = 0;
         let usage: LlmUsage | undefined;
         let finished = false;
+        const calls = new ToolCallAssembler();
         for await (const chunk of stream) {
           if (chunk.choices[0]?.finish_reason) finished = true;
+          for (const d of chunk.choices[0]?.delta?.tool_calls ?? []) calls.add(d);
           const delta = chunk.choices[0]?.delta?.content;
           if (delta) {
             text += delta;
@@ -50,12 +59,53 @@ export function openaiProvider(cfg: Config["llm"]): LlmProvider {
         // An aborted or cut-off stream can end without an error: partial text is not an answer.
         if (req.signal?.aborted) throw abortedError(req.signal);
         if (!finished) throw new LlmError("the response stream ended before the model finished", true);
-        return { text, usage: usage ?? estimateUsage(req.messages, text), model: cfg.model };
+        const toolCalls = calls.done();
+        const said = text + toolCalls.map((c) => c.name + c.arguments).join("");
+        return {
+          text,
+          usage: usage ?? estimateUsage(req.messages, said),
+          model: cfg.model,
+          toolCalls: toolCalls.length ? toolCalls : undefined,
+        };
       } catch (err) {
         throw classifyLlmError(err, req.signal, secret, withoutUserInfo(client.baseURL));
       }
     },
   };
+}
+
+function toOpenAiMessage(m: ChatMessage): ChatCompletionMessageParam {
+  if (m.role === "assistant" && m.tool_calls?.length) {
+    return {
+      role: "assistant",
+      content: m.content || null,
+      tool_calls: m.tool_calls.map((c) => ({ id: c.id, type: "function" as const, function: { name: c.name, arguments: c.arguments } })),
+    };
+  }
+  if (m.role === "tool") return { role: "tool", content: m.content, tool_call_id: m.tool_call_id };
+  return { role: m.role, content: m.content };
+}
+
+interface ToolCallDelta {
+  index: number;
+  id?: string;
+  function?: { name?: string; arguments?: string };
+}
+
+/** Streamed tool calls arrive in pieces keyed by index: the id and name first, the arguments in fragments. */
+class ToolCallAssembler {
+  private readonly byIndex = new Map<number, ToolCall>();
+  add(d: ToolCallDelta): void {
+    const cur = this.byIndex.get(d.index) ?? { id: "", name: "", arguments: "" };
+    if (d.id) cur.id = d.id;
+    if (d.function?.name) cur.name += d.function.name;
+    if (d.function?.arguments) cur.arguments += d.function.arguments;
+    this.byIndex.set(d.index, cur);
+  }
+  /** In index order; a call without an id gets one (some local servers send none). */
+  done(): ToolCall[] {
+    return [...this.byIndex.entries()].sort((a, b) => a[0] - b[0]).map(([i, c]) => ({ ...c, id: c.id || `call_${i}` }));
+  }
 }
 
 /**

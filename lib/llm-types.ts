@@ -2,9 +2,25 @@
 // and the little both providers share.
 import { PicoclawError } from "./errors.ts";
 
-export interface ChatMessage {
-  role: "system" | "user" | "assistant";
-  content: string;
+/** One function call the model asked for: `arguments` is the model's JSON text, parsed by the tool runner. */
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+/** A chat message; an assistant turn may carry tool calls, and each call's result comes back as a `tool` message. */
+export type ChatMessage =
+  | { role: "system" | "user"; content: string }
+  | { role: "assistant"; content: string; tool_calls?: ToolCall[] }
+  | { role: "tool"; content: string; tool_call_id: string };
+
+/** A function the model may call (OpenAI function calling). */
+export interface ToolSpec {
+  name: string;
+  description: string;
+  /** JSON Schema of the arguments object. */
+  parameters: Record<string, unknown>;
 }
 
 export interface LlmUsage {
@@ -26,12 +42,16 @@ export interface CompletionRequest {
    * for the coordinator's own calls.
    */
   capability?: string;
+  /** Functions the model may call; its reply then may be tool calls instead of (or beside) text. */
+  tools?: ToolSpec[];
 }
 
 export interface Completion {
   text: string;
   usage: LlmUsage;
   model: string;
+  /** The calls the model asked for (none: the text is its answer). */
+  toolCalls?: ToolCall[];
 }
 
 export interface LlmProvider {
@@ -62,7 +82,7 @@ export class LlmError extends PicoclawError {
 
 /** chars/4, rounded up: what we report when the provider reports nothing. */
 export function estimateUsage(messages: ChatMessage[], text: string): LlmUsage {
-  const prompt = Math.ceil(messages.reduce((n, m) => n + m.content.length, 0) / 4);
+  const prompt = Math.ceil(messages.reduce((n, m) => n + m.content.length + callsLength(m), 0) / 4);
   const completion = Math.ceil(text.length / 4);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
@@ -72,4 +92,8 @@ export function abortedError(signal: AbortSignal): LlmError {
   const r: unknown = signal.reason;
   const timedOut = r instanceof Error && (r.name === "TimeoutError" || /timeout|timed out/i.test(r.message));
   return new LlmError(timedOut ? "timed out" : "aborted", true);
+}
+
+function callsLength(m: ChatMessage): number {
+  return m.role === "assistant" ? (m.tool_calls ?? []).reduce((n, c) => n + c.name.length + c.arguments.length, 0) : 0;
 }

@@ -22,7 +22,14 @@ export const PEER_STATUSES = [...NODE_STATUSES, "suspicious", "offline"] as cons
 export type PeerStatus = (typeof PEER_STATUSES)[number];
 
 const role = z.enum(NODE_ROLES);
-const runningTaskSchema = z.object({ request: id, task: id, capability: id, started_at: z.number().int().nonnegative() });
+const runningTaskSchema = z.object({
+  request: id,
+  task: id,
+  capability: id,
+  started_at: z.number().int().nonnegative(),
+  /** Where its tool loop is: `thinking`, `exec "bun test"` (absent from nodes without tools). */
+  step: z.string().max(200).optional(),
+});
 /** A sub-task running on a node now (in its heartbeats and on the dashboard). */
 export type RunningTask = z.infer<typeof runningTaskSchema>;
 
@@ -62,6 +69,11 @@ export const nodeInfoSchema = z.object({
   sid: id,
   role,
   capabilities: z.array(id).max(64),
+  /** Tools the node offers its sub-tasks (built-in and `mcp_<server>_<tool>`), sorted. */
+  tools: z
+    .array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/))
+    .max(512)
+    .optional(),
   max_concurrent: z.number().int().min(0).max(100_000),
   running: z.number().int().min(0).max(100_000),
   status: z.enum(NODE_STATUSES),

@@ -39,7 +39,7 @@ import { VERSION } from "./version.ts";
 /** What a role reports about its work in every heartbeat, and how it stops. */
 export interface RoleWork {
   /** Work in progress: sub-tasks for workers, requests for coordinators. */
-  load(): { running: number; tasks?: RunningTask[]; done?: number; failed?: number; temporal?: TemporalStatus };
+  load(): { running: number; tasks?: RunningTask[]; done?: number; failed?: number; temporal?: TemporalStatus; tools?: string[] };
   /** Stop taking work; let running work finish within `graceMs` (0: hand it back at once). */
   stop(graceMs: number): Promise<void>;
 }
@@ -175,6 +175,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
       sid: identity.sid,
       role,
       capabilities: opts.observer ? [] : cfg.swarm.capabilities,
+      tools: load.tools,
       max_concurrent: max,
       running: load.running,
       tasks: load.tasks ?? [],

@@ -26,6 +26,8 @@ export interface PlanTask {
   title?: string;
   /** Pin to one node (`task.direct.<node>`); re-routed to the capability queue if that node goes offline. */
   node?: string;
+  /** Tools the sub-task needs (`exec`, `mcp_github_search`): sent only to a node that has them all. */
+  tools?: string[];
 }
 
 /** A sub-task's label: its title, or "id (capability)". */
@@ -44,6 +46,8 @@ export interface PlanLimits {
   capabilities: Set<string>;
   /** Online node ids, for pinned tasks; unchecked when absent. */
   nodes?: Set<string>;
+  /** Capability -> tools its online nodes offer, for tasks that need tools; unchecked when absent. */
+  tools?: Map<string, Set<string>>;
   maxFanout: number;
   maxDepth: number;
   maxPromptBytes: number;
@@ -87,6 +91,13 @@ const taskSchema = z
     node: z
       .string({ message: CAP_RULE })
       .regex(ID_PATTERN, { message: `a node id: ${CAP_RULE}` })
+      .optional(),
+    tools: z
+      .preprocess(
+        (v) => (typeof v === "string" ? [v] : v),
+        z.array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { message: "tool names like exec or mcp_github_search" })).max(64),
+      )
+      .transform((a) => [...new Set(a)])
       .optional(),
   })
   .refine((t) => t.timeout === undefined || t.timeout_ms === undefined, {
@@ -245,6 +256,18 @@ export function validatePlan(plan: Plan, limits: PlanLimits): void {
       `${missing.map((t) => `task ${t.id} needs capability ${t.capability}`).join("; ")}, which no online node offers ` +
         `(online capabilities: ${online})`,
       missing.map((t) => t.id),
+    );
+  }
+
+  const offered = limits.tools;
+  const toolless = offered
+    ? tasks.flatMap((t) => (t.tools ?? []).filter((x) => !offered.get(t.capability)?.has(x)).map((tool) => ({ t, tool })))
+    : [];
+  if (toolless.length > 0) {
+    fail(
+      `${toolless.map(({ t, tool }) => `task ${t.id} needs tool ${tool}`).join("; ")}, which no online node offers ` +
+        `with capability ${toolless[0]!.t.capability}`,
+      [...new Set(toolless.map(({ t }) => t.id))],
     );
   }
 

@@ -136,3 +136,41 @@ export function onlineCapabilities(registry: Registry): OnlineCapabilities {
   }
   return caps;
 }
+
+/** Capabilities a peer takes work of: a worker also takes `general`. */
+function takes(info: NodeInfo): Set<string> {
+  return info.role === "worker" ? new Set(["general", ...info.capabilities]) : new Set(info.capabilities);
+}
+
+/**
+ * Online executors that take `capability` and offer every tool in `tools`, least busy first: where a
+ * sub-task that needs tools is sent (routed like a capability, to one node's direct queue).
+ */
+export function nodesWithTools(registry: Registry, capability: string, tools: string[], exclude: Set<string> = new Set()): string[] {
+  const fit: Peer[] = [];
+  for (const peer of registry.values()) {
+    const { info } = peer;
+    if (peer.status === "offline" || peer.status === "draining" || exclude.has(info.node)) continue;
+    if (info.role !== "worker" && info.role !== "specialist") continue;
+    const has = new Set(info.tools ?? []);
+    if (takes(info).has(capability) && tools.every((t) => has.has(t))) fit.push(peer);
+  }
+  return fit
+    .sort((a, b) => a.info.running / Math.max(1, a.info.max_concurrent) - b.info.running / Math.max(1, b.info.max_concurrent))
+    .map((p) => p.info.node);
+}
+
+/** Capability -> the tools its online executors offer (the planner is told; plans are checked against it). */
+export function onlineTools(registry: Registry): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const peer of registry.values()) {
+    if (peer.status === "offline" || peer.status === "draining") continue;
+    if (peer.info.role !== "worker" && peer.info.role !== "specialist") continue;
+    for (const cap of takes(peer.info)) {
+      const set = out.get(cap) ?? new Set<string>();
+      for (const t of peer.info.tools ?? []) set.add(t);
+      out.set(cap, set);
+    }
+  }
+  return out;
+}

@@ -134,6 +134,8 @@ export const taskKeys = {
   request: (req: string) => `request.${req}`,
   result: (req: string, task: string) => `result.${req}.${task}`,
   errors: (req: string, task: string) => `errors.${req}.${task}`,
+  /** Step `n` (1, 2, ...) of a sub-task's tool loop: a model turn or a tool result. */
+  step: (req: string, task: string, n: number) => `step.${req}.${task}.${n}`,
   /** How often handling a request failed (not counting hand-overs between coordinators). */
   failures: (req: string) => `failures.${req}`,
   /** A request given up after repeated failures: `picoclaw requests --failed` lists these. */

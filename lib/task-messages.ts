@@ -53,6 +53,21 @@ export const taskInputSchema = z.object({
 });
 export type TaskInput = z.infer<typeof taskInputSchema>;
 
+/** One tool call of a sub-task's loop, as answers and dashboards list it. */
+export const toolCallSummarySchema = z.object({
+  step: z.number().int().positive(),
+  tool: z.string().max(200),
+  /** The first argument in a few words (`"git diff"`). */
+  args: z.string().max(200),
+  outcome: z.string().max(40),
+  duration_ms: z.number().int().nonnegative(),
+  node: z.string().max(64),
+});
+export type ToolCallSummary = z.infer<typeof toolCallSummarySchema>;
+
+/** Tool names as plans and heartbeats carry them (`exec`, `mcp_github_search`). */
+export const toolNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+
 /** One sub-task on `task.queue.<cap>.<prio>` or `task.direct.<node>`. */
 export const taskSchema = z.object({
   v: z.literal(1),
@@ -68,6 +83,8 @@ export const taskSchema = z.object({
   coordinator: id,
   /** Epoch ms: the request's deadline. A node does not start the sub-task after it. */
   deadline_at: z.number().int().nonnegative().optional(),
+  /** Tools the sub-task needs: it is routed only to a node that has them all. */
+  tools: z.array(toolNameSchema).max(64).optional(),
 });
 export type TaskMsg = z.infer<typeof taskSchema>;
 
@@ -91,13 +108,17 @@ export const taskResultSchema = z.object({
   /** The model that answered (absent in results of older nodes). */
   model: z.string().max(200).optional(),
   truncated: z.boolean().default(false),
+  /** The tool calls of the sub-task's loop, in order (absent: no tool was called). */
+  tool_calls: z.array(toolCallSummarySchema).max(1000).optional(),
+  /** Set when max_tool_iterations ended the loop before the model answered. */
+  stopped: z.string().max(200).optional(),
   /** With swarm.security.signing: the node's public key and its signature over the result. */
   signer: z.string().max(64).optional(),
   signature: z.string().max(200).optional(),
 });
 export type TaskResult = z.infer<typeof taskResultSchema>;
 
-export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate"] as const;
+export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate", "tool"] as const;
 
 /** On `event.task.<request>.<task>`: what a node is doing with a sub-task. */
 export const taskEventSchema = z.object({
@@ -113,6 +134,11 @@ export const taskEventSchema = z.object({
   tokens: z.number().int().nonnegative().optional(),
   error: z.string().max(4096).optional(),
   retry_in_ms: z.number().int().nonnegative().optional(),
+  /** kind "tool": a tool call of the sub-task's loop ended (its step number, tool, first argument, outcome; elapsed_ms its duration). */
+  step: z.number().int().positive().optional(),
+  tool: z.string().max(200).optional(),
+  args: z.string().max(200).optional(),
+  outcome: z.string().max(40).optional(),
   /**
    * kinds "completed" and "failed": the result exactly as recorded in KV, sent only after the record
    * was created, so the coordinator need not read it back (it still reads KV when reconciling).
@@ -188,6 +214,7 @@ const storedPlanTaskSchema = z.object({
   required: z.boolean(),
   title: z.string().max(200).optional(),
   node: id.optional(),
+  tools: z.array(toolNameSchema).max(64).optional(),
 });
 
 /** A KV record's seal (swarm.security.signing): who wrote it and a signature over its key and content. */

@@ -12,6 +12,7 @@ import { PRIORITIES } from "../lib/subjects.ts";
 import { createRunner } from "./worker/runner.ts";
 import { type Queue, startScheduler } from "./worker/scheduler.ts";
 import { durableInactivitySafe } from "./worker/server-features.ts";
+import { openToolbox } from "./worker/toolbox.ts";
 
 /** A node's direct queue is removed by the server after this long without a pull (2.12+). */
 const DIRECT_QUEUE_IDLE_MS = 3_600_000;
@@ -23,6 +24,8 @@ const DIRECT_QUEUE_IDLE_MS = 3_600_000;
 export async function runWorker(node: MemberNode, capabilities: string[]): Promise<void> {
   const { config: cfg, log, names, identity } = node;
   const llm = await nodeLlm(node);
+  // Tools first: a required MCP server that cannot start stops the node before it joins.
+  const toolbox = await openToolbox(cfg, identity.node, log, node.metrics);
   const signer = loadSigner(cfg, "trusted_coordinators", log);
   const kv = await node.startUp("open the tasks bucket", () => openTasksKv(node.link.nc, names, cfg));
 
@@ -52,6 +55,8 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
     node: identity.node,
     llm,
     signer,
+    tools: toolbox.registry,
+    onToolDone: toolbox.observe,
     onChange: () => node.membership.heartbeatNow(),
   });
   // Pull: only while a slot is free, sharing bursts with the peers that have the same capability.
@@ -83,11 +88,12 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
 
   // Report: heartbeats carry what runs; a stop finishes or hands back the running sub-tasks.
   node.ready({
-    load: () => ({ running: runner.running().length, tasks: runner.running(), ...runner.counts() }),
+    load: () => ({ running: runner.running().length, tasks: runner.running(), tools: toolbox.registry.names(), ...runner.counts() }),
     async stop(graceMs) {
       clearInterval(keepQueue);
       await scheduler.stop();
       await runner.stop(graceMs);
+      await toolbox.close();
       // Our own queue goes with us (a restart under a new id would otherwise leave one more behind);
       // a sub-task still pinned to it is re-routed by the coordinator when it hears we left.
       await node.jsm.consumers.delete(names.streams.tasks, names.consumers.direct(identity.node)).catch(() => {});

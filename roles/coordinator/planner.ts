@@ -125,7 +125,14 @@ export function heuristicPlan(request: string, online: OnlineCapabilities, opts:
   return { tasks: tasks.slice(0, Math.max(1, opts.maxFanout)), synthesize: true };
 }
 
-function systemPrompt(caps: string[], limits: PlanLimitsInput): string {
+function systemPrompt(caps: string[], limits: PlanLimitsInput, tools?: Map<string, Set<string>>): string {
+  const withTools = caps.filter((c) => (tools?.get(c)?.size ?? 0) > 0);
+  const toolLines = withTools.length
+    ? [
+        "- tools (optional): tools the task cannot do without; it then runs only on a node that has them. Tools online now, by capability:",
+        ...withTools.map((c) => `  ${c}: ${[...tools!.get(c)!].sort().join(", ")}`),
+      ]
+    : [];
   return [
     "You are the planner of PicoClaw Swarm, a swarm of AI agent nodes. Split the user's request into sub-tasks.",
     "Tasks without dependencies run in parallel on different nodes; a coordinator merges all results afterwards,",
@@ -140,6 +147,7 @@ function systemPrompt(caps: string[], limits: PlanLimitsInput): string {
     '- priority: integer 0-3, 3 most urgent (default 1). title: a short label like "security review".',
     `- At most ${limits.maxFanout} tasks can run at once, dependency chains at most ${limits.maxDepth} tasks long, ` +
       `at most ${limits.maxFanout * limits.maxDepth} tasks in all, each prompt under ${limits.maxPromptBytes} bytes.`,
+    ...toolLines,
   ].join("\n");
 }
 
@@ -164,12 +172,18 @@ export async function llmPlan(
   request: string,
   online: OnlineCapabilities,
   llm: LlmProvider,
-  opts: PlanLimitsInput & { signal?: AbortSignal; onUsage?: (u: LlmUsage) => void },
+  opts: PlanLimitsInput & { signal?: AbortSignal; onUsage?: (u: LlmUsage) => void; tools?: Map<string, Set<string>> },
 ): Promise<{ plan: Plan; attempts: number; usage: LlmUsage }> {
   const caps = taskCapabilities(online);
-  const limits = { capabilities: caps, maxFanout: opts.maxFanout, maxDepth: opts.maxDepth, maxPromptBytes: opts.maxPromptBytes };
+  const limits = {
+    capabilities: caps,
+    tools: opts.tools,
+    maxFanout: opts.maxFanout,
+    maxDepth: opts.maxDepth,
+    maxPromptBytes: opts.maxPromptBytes,
+  };
   const messages: ChatMessage[] = [
-    { role: "system", content: systemPrompt([...caps].sort(), opts) },
+    { role: "system", content: systemPrompt([...caps].sort(), opts, opts.tools) },
     { role: "user", content: request },
   ];
   let reason = "";
@@ -227,11 +241,19 @@ export async function makePlan(input: {
   capabilities?: string[];
   /** Online node ids, for explicit plans that pin a task to a node. */
   nodes?: Set<string>;
+  /** Capability -> tools its online nodes offer: plans that need tools are checked, the LLM planner is told. */
+  tools?: Map<string, Set<string>>;
   signal?: AbortSignal;
 }): Promise<MadePlan> {
   const { request, online, limits } = input;
   if (input.explicit) {
-    validatePlan(input.explicit, { ...limits, capabilities: onlineSet(online), nodes: input.nodes, source: "the explicit plan" });
+    validatePlan(input.explicit, {
+      ...limits,
+      capabilities: onlineSet(online),
+      nodes: input.nodes,
+      tools: input.tools,
+      source: "the explicit plan",
+    });
     return { plan: input.explicit, planner: "explicit" };
   }
   let note: string | undefined;
@@ -240,6 +262,7 @@ export async function makePlan(input: {
     try {
       const made = await llmPlan(request, online, input.llm, {
         ...limits,
+        tools: input.tools,
         signal: input.signal,
         onUsage: (u) => {
           usage = u;
@@ -266,7 +289,7 @@ export async function makePlan(input: {
 /** A submitted request's plan, against what is online now, and the summary followers see. */
 export async function planRequest(
   req: RequestMsg,
-  online: { capabilities: OnlineCapabilities; nodes: Set<string> },
+  online: { capabilities: OnlineCapabilities; nodes: Set<string>; tools?: Map<string, Set<string>> },
   tasks: Config["swarm"]["tasks"],
   llm: LlmProvider,
   signal?: AbortSignal,
@@ -275,6 +298,7 @@ export async function planRequest(
     request: req.text,
     online: online.capabilities,
     nodes: online.nodes,
+    tools: online.tools,
     limits: { maxFanout: tasks.max_fanout, maxDepth: tasks.max_depth, maxPromptBytes: tasks.max_prompt_bytes },
     explicit: req.plan === undefined ? undefined : planFromValue(req.plan, "the submitted plan"),
     llm,

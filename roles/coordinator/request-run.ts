@@ -29,6 +29,8 @@ interface Tracked {
   node?: string;
   /** Re-routed away from its pinned node. */
   rerouted?: boolean;
+  /** A sub-task that needs tools: the node it was sent to, or undefined while no online node has them. */
+  target?: string;
   /** Its message in the TASKS stream, while it is queued or running. */
   seq?: number;
   /** The last thing a node said about it: what attempt it is on, and when. */
@@ -54,7 +56,9 @@ export interface RunContext {
   ackWaitMs: number;
   nodeTimeoutMs: number;
   /** Online nodes that would take a sub-task of this capability now. */
-  onlineFor(capability: string): number;
+  onlineFor(capability: string, tools?: string[]): number;
+  /** Online nodes that take `capability` and have every tool, least busy first (none given: tools never route). */
+  nodesWithTools?(capability: string, tools: string[], exclude: Set<string>): string[];
   /** Throws when this coordinator is no longer the leader; called before every write. */
   fence(): void;
   /** Runs a NATS step, retrying a blip in place while the lease is ours (a finished step is never redone). */
@@ -95,7 +99,10 @@ const RECONCILE_MS = 2_000;
 
 export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?: { queued?: Record<string, number> }): RequestRun {
   const tracked = new Map<string, Tracked>(
-    plan.tasks.map((t) => [t.id, { task: t, state: "waiting", watch: { capability: t.capability, pinned: t.node !== undefined } }]),
+    plan.tasks.map((t) => [
+      t.id,
+      { task: t, state: "waiting", watch: { capability: t.capability, tools: t.tools, pinned: t.node !== undefined } },
+    ]),
   );
   let finish: (o: SubTaskOutcome[]) => void = () => {};
   let fail: (e: unknown) => void = () => {};
@@ -152,16 +159,20 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
           timeout_ms: t.timeout_ms ?? ctx.defaultTimeoutMs,
           coordinator: ctx.coordinator,
           deadline_at: ctx.deadlineAt,
+          tools: t.tools,
         };
-        const pinned = t.node !== undefined && !viaQueue && !offline.has(t.node);
-        const subject = pinned ? ctx.names.taskDirect(t.node!) : ctx.names.taskQueue(t.capability, t.priority);
+        const routed = routeByTools(x);
+        if (routed === "none") return; // no node has its tools now: the reconcile pass routes it later
+        const pinned = routed !== undefined || (t.node !== undefined && !viaQueue && !offline.has(t.node));
+        const target = routed ?? t.node;
+        const subject = pinned ? ctx.names.taskDirect(target!) : ctx.names.taskQueue(t.capability, t.priority);
         // The message id makes a second publish within the stream's dedupe window a no-op, so a publish
         // whose reply was lost in a blip is simply sent again.
         const payload = encode(msg);
         const ack = await ctx.whileLeading("queue a sub-task", () => {
           ctx.fence();
           return ctx.js.publish(subject, payload, {
-            msgID: `${request}.${t.id}${viaQueue ? ".rerouted" : ""}`,
+            msgID: `${request}.${t.id}${routed ? `.${routed}` : viaQueue ? ".rerouted" : ""}`,
             headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
           });
         });
@@ -177,6 +188,17 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       }),
     );
     await ctx.onQueued(seqs);
+  };
+
+  /**
+   * A sub-task that needs tools goes to one node that has them all (its direct queue): the node, or
+   * "none" while no online node has them; undefined for a sub-task that needs none.
+   */
+  const routeByTools = (x: Tracked): string | undefined | "none" => {
+    const tools = x.task.tools;
+    if (!tools?.length || !ctx.nodesWithTools) return undefined;
+    x.target = ctx.nodesWithTools(x.task.capability, tools, offline)[0];
+    return x.target ?? "none";
   };
 
   const dispatchReady = async (): Promise<void> => {
@@ -272,6 +294,14 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     try {
       const recorded = await stored(x);
       if (recorded) return apply(x, recorded);
+      // Waiting for a node with its tools: sent as soon as one is online.
+      if (
+        x.task.tools?.length &&
+        x.target === undefined &&
+        x.state === "queued" &&
+        ctx.nodesWithTools?.(x.task.capability, x.task.tools, offline).length
+      )
+        await queue([x], true);
       x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
       x.watch.pinned = x.task.node !== undefined && !x.rerouted;
       x.watch.last = x.last;
@@ -375,7 +405,8 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       offline.add(node);
       const moved: Tracked[] = [];
       for (const x of tracked.values()) {
-        if (x.task.node !== node || x.rerouted || terminal(x) || x.state === "waiting") continue;
+        const movable = x.task.tools?.length ? x.target === node : x.task.node === node && !x.rerouted;
+        if (!movable || terminal(x) || x.state === "waiting") continue;
         x.rerouted = true;
         ctx.log.info("Task re-routed", { task: x.task.id, request, from_node: node, capability: x.task.capability });
         // The copy pinned to the gone node would otherwise stay in the stream for ever.

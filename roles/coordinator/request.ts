@@ -10,7 +10,7 @@ import type { Counter } from "../../lib/metrics.ts";
 import type { MemberNode } from "../../lib/node.ts";
 import { PlanError } from "../../lib/plan.ts";
 import type { RecordGuard } from "../../lib/record-guard.ts";
-import { onlineCapabilities, onlineNodes } from "../../lib/registry.ts";
+import { nodesWithTools, onlineCapabilities, onlineNodes, onlineTools } from "../../lib/registry.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
 import type { Signer, Verdict } from "../../lib/signing.ts";
 import { type RequestMsg, requestSchema, type TaskEvent, type TaskResult } from "../../lib/task-messages.ts";
@@ -146,7 +146,7 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
     }
     await node.membership.discovered; // plan against the whole swarm, not the first few replies
     const { registry } = node.membership;
-    const online = { capabilities: onlineCapabilities(registry), nodes: onlineNodes(registry) };
+    const online = { capabilities: onlineCapabilities(registry), nodes: onlineNodes(registry), tools: onlineTools(registry) };
     const { plan, summary } = resumed ?? (await planRequest(req, online, t, llm, untilDeadline(deadlineAt)));
     leadership.fence();
     if (resumed) log.info("Request resumed", { request: req.request, previous_coordinator: record?.coordinator, tasks: plan.tasks.length });
@@ -185,7 +185,11 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
         maxDeliver: t.max_deliver,
         ackWaitMs: t.ack_wait,
         nodeTimeoutMs: cfg.swarm.nats.node_timeout,
-        onlineFor: (capability) => onlineCapabilities(node.membership.registry).get(capability) ?? 0,
+        onlineFor: (capability, tools) =>
+          tools?.length
+            ? nodesWithTools(node.membership.registry, capability, tools).length
+            : (onlineCapabilities(node.membership.registry).get(capability) ?? 0),
+        nodesWithTools: (capability, tools, exclude) => nodesWithTools(node.membership.registry, capability, tools, exclude),
         fence: leadership.fence,
         whileLeading,
         onQueued: (seqs) => {

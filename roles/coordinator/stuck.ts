@@ -18,6 +18,8 @@ export interface LastEvent {
 /** What is known of one open sub-task; `noNodeSince` is kept here between checks. */
 export interface Watched {
   capability: string;
+  /** Tools it needs: only a node with them all counts as one that can run it. */
+  tools?: string[];
   /** Pinned to a node that is still its target (the coordinator re-routes it when that node goes). */
   pinned: boolean;
   last?: LastEvent;
@@ -25,7 +27,7 @@ export interface Watched {
 }
 
 export interface StuckLimits {
-  onlineFor(capability: string): number;
+  onlineFor(capability: string, tools?: string[]): number;
   nodeTimeoutMs: number;
   maxDeliver: number;
   ackWaitMs: number;
@@ -34,11 +36,11 @@ export interface StuckLimits {
 /** Why `w` will never end by itself (and the attempt count to record), or undefined. Updates `w.noNodeSince`. */
 export function stuck(w: Watched, l: StuckLimits, now: number): { error: string; attempts: number } | undefined {
   if (!w.pinned) {
-    if (l.onlineFor(w.capability) > 0) w.noNodeSince = undefined;
+    if (l.onlineFor(w.capability, w.tools) > 0) w.noNodeSince = undefined;
     else {
       w.noNodeSince ??= now;
       // Queued, or running on a node that is gone: either way nobody will finish it.
-      if (now - w.noNodeSince >= l.nodeTimeoutMs) return { error: `no online node offers ${w.capability}`, attempts: w.last?.attempt ?? 0 };
+      if (now - w.noNodeSince >= l.nodeTimeoutMs) return { error: noNodeError(w, l), attempts: w.last?.attempt ?? 0 };
     }
   }
   const last = w.last;
@@ -65,4 +67,11 @@ export async function lastStoredEvent(
   } catch {
     return undefined; // no event yet (or not readable now): nothing to conclude
   }
+}
+
+/** "no online node offers security", or for a sub-task that needs tools, the tool nobody offers. */
+function noNodeError(w: Watched, l: StuckLimits): string {
+  if (!w.tools?.length || l.onlineFor(w.capability) === 0) return `no online node offers ${w.capability}`;
+  const lacking = w.tools.filter((t) => l.onlineFor(w.capability, [t]) === 0);
+  return `no online node offers tool ${(lacking.length ? lacking : w.tools).join(", ")}`;
 }

@@ -7,6 +7,7 @@ import {
   type PlanSummary,
   type RequestEventBody,
   type TaskResult,
+  type ToolCallSummary,
   type UsageRow,
 } from "../../lib/task-messages.ts";
 import { PLANNING } from "./planner.ts";
@@ -91,6 +92,7 @@ export function structuredReport(s: SynthesisInput): string {
       `node ${r.node} · capability ${r.capability} · ${formatDuration(r.finished_at - r.started_at)} · ` +
         `attempt ${r.attempts} · ${r.usage.total_tokens} tokens${o.required ? "" : " · optional"}`,
     );
+    if (r.tool_calls?.length) lines.push(toolCallsLine(r.tool_calls));
     lines.push("");
     if (r.status === "completed") lines.push(r.text ?? "");
     else {
@@ -131,12 +133,24 @@ export async function synthesize(
         { role: "user", content: `Request:\n${s.requestText}\n\nResults:\n\n${sections}` },
       ],
     });
-    const status = s.outcomes.map((o) => `- ${o.title}: ${statusOf(o)}${o.result ? ` (node ${o.result.node})` : ""}`).join("\n");
+    const status = s.outcomes
+      .map((o) => {
+        const calls = o.result?.tool_calls?.length ? `\n  ${toolCallsLine(o.result.tool_calls)}` : "";
+        return `- ${o.title}: ${statusOf(o)}${o.result ? ` (node ${o.result.node})` : ""}${calls}`;
+      })
+      .join("\n");
     const note = s.plan.note ? `\nNote: ${s.plan.note}` : "";
     return { text: `${c.text}\n\n---\nPlanner: ${s.plan.planner}${note}\nSub-tasks:\n${status}`, usage: c.usage, by: "llm" };
   } catch (err) {
     return { text: `${report}\n\nNote: LLM synthesis failed (${(err as Error).message}); showing the structured report.`, by: "report" };
   }
+}
+
+/** `Tool calls: 3 · write_file "a.txt" (2ms, ok) · exec "git diff" (40ms, ok)`: at most 20 shown. */
+function toolCallsLine(calls: ToolCallSummary[]): string {
+  const shown = calls.slice(0, 20).map((c) => `${c.tool} ${c.args} (${formatDuration(c.duration_ms)}, ${c.outcome})`);
+  const more = calls.length > 20 ? ` · ${calls.length - 20} more` : "";
+  return `Tool calls: ${calls.length} · ${shown.join(" · ")}${more}`;
 }
 
 /** Results given to the LLM merge, all together at most this much (each a fair share of it). */

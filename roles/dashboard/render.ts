@@ -126,15 +126,21 @@ function tokenLines(t: DashboardSnapshot["tokens"]): string[] {
 // "      ↳ review (code) r-1a2b3c4d5e 12s": oldest first, elapsed on the snapshot's clock. An offline
 // node's last report is not shown: its sub-tasks are no longer running there (they get redelivered).
 function taskLines(n: SnapshotNode, generatedAt: string): string[] {
-  if (n.status === "offline" || n.tasks.length === 0) return [];
+  const tools = n.tools?.length && n.status !== "offline" ? [`      tools: ${toolList(n.tools)}`] : [];
+  if (n.status === "offline" || n.tasks.length === 0) return tools;
   const at = Date.parse(generatedAt);
   const tasks = [...n.tasks].sort((a, b) => a.started_at - b.started_at);
   const shown = tasks.slice(0, MAX_TASK_LINES).map((t) => {
     const elapsed = Number.isNaN(at) ? "-" : formatDuration(Math.max(0, at - t.started_at));
-    return `      ↳ ${t.task} (${t.capability}) ${t.request} ${elapsed}`;
+    return `      ↳ ${t.task} (${t.capability}) ${t.request} ${elapsed}${t.step ? ` · ${t.step}` : ""}`;
   });
   if (tasks.length > MAX_TASK_LINES) shown.push(`      … and ${tasks.length - MAX_TASK_LINES} more`);
-  return shown;
+  return [...tools, ...shown];
+}
+
+/** A node's tools in one line: MCP tools summed up per server beyond the first few. */
+function toolList(tools: string[]): string {
+  return tools.length <= 8 ? tools.join(", ") : `${tools.slice(0, 8).join(", ")} and ${tools.length - 8} more`;
 }
 
 export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}): string {

@@ -10,6 +10,8 @@ export interface SnapshotNode {
   role: NodeRole;
   status: PeerStatus;
   capabilities: string[];
+  /** Tools the node offers its sub-tasks (built-in and `mcp_<server>_<tool>`). */
+  tools?: string[];
   running: number;
   max_concurrent: number;
   /** Milliseconds since the node started (from its own clock). */
@@ -129,6 +131,7 @@ export function snapshotNodeOf(info: NodeInfo, status: SnapshotNode["status"], l
     role: info.role,
     status,
     capabilities: info.capabilities,
+    tools: info.tools ?? [],
     running: info.running,
     max_concurrent: info.max_concurrent,
     uptime_ms: uptimeMs,

@@ -104,7 +104,10 @@ export async function followWithProgress(
       l.startedAt = ev.at;
       l.endedAt = undefined;
     } else if (ev.kind === "progress") l.tokens = ev.tokens ?? l.tokens;
-    else if (ev.kind === "retrying") l.state = "retrying";
+    else if (ev.kind === "tool") {
+      // `code review: exec "bun test" on claw-x, 1.2s, ok`: each tool call as it ends.
+      say(`  ${l.title}: ${ev.tool} ${ev.args ?? ""} on ${ev.node}, ${formatDuration(ev.elapsed_ms ?? 0)}, ${ev.outcome ?? "ok"}`);
+    } else if (ev.kind === "retrying") l.state = "retrying";
     else if (ev.kind === "completed") {
       l.state = "completed";
       l.endedAt = ev.at;

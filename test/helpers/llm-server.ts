@@ -7,10 +7,13 @@
 //                       with Retry-After: S; later ones succeed
 //   [[reply=TEXT]]      the reply content (else "ok: " + first 80 chars of the message without directives)
 //   [[size=N]]          a reply of exactly N bytes
+// With function calling, a responder may return `{ tool_calls: [{ name, arguments }] }` instead of text:
+// streamed, each call's id and name come in one chunk and its arguments in fragments, as OpenAI sends them.
 
 export interface ChatRequestBody {
   model?: string;
-  messages?: { role: string; content: string }[];
+  messages?: { role: string; content: string; tool_calls?: ScriptedCall[]; tool_call_id?: string }[];
+  tools?: { type: string; function: { name: string; description?: string; parameters?: unknown } }[];
   stream?: boolean;
   stream_options?: { include_usage?: boolean };
   response_format?: { type: string };
@@ -27,8 +30,20 @@ export interface RecordedRequest {
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
-/** Returns the whole reply content, or undefined to fall back to the directives. */
-export type Responder = (body: ChatRequestBody) => string | undefined;
+/** A tool call as the scripted model makes it (`id` is made up when absent). */
+export interface ScriptedCall {
+  id?: string;
+  type?: string;
+  function?: { name: string; arguments: string };
+  name?: string;
+  arguments?: string;
+}
+
+/** What a responder may answer: text, tool calls, or undefined to fall back to the directives. */
+export type Reply = string | { tool_calls: { name: string; arguments: string; id?: string }[]; content?: string } | undefined;
+
+/** Returns the reply, or undefined to fall back to the directives. */
+export type Responder = (body: ChatRequestBody) => Reply;
 
 export interface LlmServerOptions {
   respond?: Responder;
@@ -112,7 +127,7 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
       const end = () => (rec.endedAt ??= Date.now());
 
       const messages = body.messages ?? [];
-      const lastUser = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
+      const lastUser = String([...messages].reverse().find((m) => m.role === "user")?.content ?? "");
       const d = parseDirectives(lastUser);
 
       if (d.status !== undefined) {
@@ -131,13 +146,21 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
       const json = body.response_format?.type === "json_object";
       const fallback = `ok: ${plain.slice(0, 80)}`;
       const sized = d.size === undefined ? undefined : "x".repeat(Math.max(0, d.size));
-      const content = respond?.(body) ?? d.reply ?? sized ?? (json ? JSON.stringify({ reply: fallback }) : fallback);
+      const scripted = respond?.(body);
+      const calls = typeof scripted === "object" ? scripted.tool_calls.map((c, i) => ({ id: c.id ?? `call_${seq + 1}_${i}`, ...c })) : [];
+      const content =
+        (typeof scripted === "object" ? (scripted.content ?? "") : scripted) ??
+        d.reply ??
+        sized ??
+        (json ? JSON.stringify({ reply: fallback }) : fallback);
       const model = body.model ?? "test-model";
       const id = `chatcmpl-${++seq}`;
       const created = Math.floor(Date.now() / 1000);
-      const pieces = split(content, d.tokens);
+      const pieces = content === "" && calls.length ? [] : split(content, d.tokens);
       const promptTokens = Math.ceil(messages.reduce((n, m) => n + String(m.content ?? "").length, 0) / 4);
-      const usage = { prompt_tokens: promptTokens, completion_tokens: pieces.length, total_tokens: promptTokens + pieces.length };
+      const completionTokens = pieces.length + calls.length;
+      const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+      const finishReason = calls.length ? "tool_calls" : "stop";
       rec.usage = usage;
 
       if (!body.stream) {
@@ -148,7 +171,20 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
           object: "chat.completion",
           created,
           model,
-          choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null }],
+          choices: [
+            {
+              index: 0,
+              message: {
+                role: "assistant",
+                content: content || null,
+                ...(calls.length
+                  ? { tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })) }
+                  : {}),
+              },
+              finish_reason: finishReason,
+              logprobs: null,
+            },
+          ],
           usage,
         });
       }
@@ -171,8 +207,13 @@ export async function startLlmServer(opts: LlmServerOptions = {}): Promise<LlmSe
               await Bun.sleep(step);
               ctl.enqueue(chunk(i === 0 ? { role: "assistant", content: piece } : { content: piece }, null));
             }
+            for (const [index, c] of calls.entries()) {
+              ctl.enqueue(chunk({ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: "" } }] }, null));
+              for (const part of split(c.arguments, 3))
+                ctl.enqueue(chunk({ tool_calls: [{ index, function: { arguments: part } }] }, null));
+            }
             await Bun.sleep(step);
-            ctl.enqueue(chunk({}, "stop"));
+            ctl.enqueue(chunk({}, finishReason));
             if (withUsage) ctl.enqueue(sse({ id, object: "chat.completion.chunk", created, model, choices: [], usage }));
             ctl.enqueue(new TextEncoder().encode("data: [DONE]\n\n"));
             ctl.close();

@@ -77,14 +77,17 @@ function renderNodes(s: DashboardSnapshot): void {
         ? ""
         : n.tasks
             .map(
-              (t) => `<div class="running-task">↳ ${esc(t.task)} (${esc(t.capability)}) <span class="mono">${esc(t.request)}</span></div>`,
+              (t) =>
+                `<div class="running-task">↳ ${esc(t.task)} (${esc(t.capability)}) <span class="mono">${esc(t.request)}</span>` +
+                `${t.step ? ` · <span class="step">${esc(t.step)}</span>` : ""}</div>`,
             )
             .join("");
     return (
       `<tr data-node="${esc(n.node)}" data-status="${esc(n.status)}" class="status-${esc(n.status)}">` +
       `<td class="mono">${esc(n.node)}${tasks}</td><td>${role(n.role)}</td>` +
       `<td><span class="dot s-${esc(n.status)}"></span><span class="status">${esc(n.status)}</span></td>` +
-      `<td>${loadBar(n)}</td><td>${n.capabilities.map((c) => `<span class="chip">${esc(c)}</span>`).join("")}</td>` +
+      `<td>${loadBar(n)}</td><td>${n.capabilities.map((c) => `<span class="chip">${esc(c)}</span>`).join("")}` +
+      `${n.tools?.length ? `<div class="tools">tools: ${esc(n.tools.join(", "))}</div>` : ""}</td>` +
       `<td>${fmtTokens(n.tokens.total)}</td><td>${n.done} · ${n.failed}</td></tr>`
     );
   });

@@ -1,0 +1,216 @@
+// The tool loop of one sub-task: chat completions with function calling until the model answers without
+// a tool call or max_tool_iterations is reached. Each finished model turn and each tool result is a
+// step, recorded once before the loop goes on, so the next attempt (on any worker) resumes from the last
+// one: a finished call is never run again, and a call whose result was not recorded is run again only
+// when its tool is replay-safe, else the model is told its outcome is unknown.
+import type { KV } from "nats";
+import type { ChatMessage, LlmProvider, LlmUsage, ToolCall } from "../../lib/llm-types.ts";
+import type { RecordGuard } from "../../lib/record-guard.ts";
+import { type RecordedTurn, readSteps, recordStep, type ToolStep } from "../../lib/steps.ts";
+import type { ToolCallSummary } from "../../lib/task-messages.ts";
+import { runTool, type ToolRegistry, type ToolRun } from "./tools/index.ts";
+
+export interface AgentTask {
+  request: string;
+  task: string;
+  capability: string;
+}
+
+export interface AgentOptions {
+  llm: LlmProvider;
+  tools: ToolRegistry;
+  kv: KV;
+  guard: RecordGuard;
+  node: string;
+  maxIterations: number;
+  maxOutputBytes: number;
+  /** The sub-task's deadline, its timeout and the node stopping: aborts the model call and running tools. */
+  signal: AbortSignal;
+  /** Tokens of the whole loop so far (every iteration's), as the current call streams. */
+  onTokens(total: number): void;
+  /** The step the loop is at, for heartbeats (`exec "bun test"`, `thinking`). */
+  onStep(step: string): void;
+  /**
+   * Read the steps an earlier attempt recorded (a redelivery). A first delivery reads nothing: should an
+   * earlier run have left steps after all (a re-routed copy), recording step 1 fails and it comes back.
+   */
+  resume: boolean;
+  /** Each tool call's end (metrics, progress events), with its arguments in a few words. */
+  onToolDone?(step: ToolStep & { args: string }): void;
+}
+
+export interface AgentAnswer {
+  text: string;
+  usage: LlmUsage;
+  model: string;
+  iterations: number;
+  toolCalls: ToolCallSummary[];
+  /** True when max_tool_iterations ended the loop before the model answered. */
+  stoppedAtLimit: boolean;
+}
+
+/** What the model is told of a call whose worker died before its result was recorded. */
+export const INTERRUPTED =
+  "interrupted: the worker running this call stopped before its result was recorded, so it may or may not have taken effect. Check before repeating it.";
+
+/** Runs (or resumes) the loop for `task` from its system and user messages. */
+export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOptions): Promise<AgentAnswer> {
+  const usage: LlmUsage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  const calls: ToolCallSummary[] = [];
+  const messages = [...start];
+  let next = 1; // the next step number
+  let lastText = "";
+  let model = o.llm.model;
+  const recorded = o.resume && o.tools.names().length ? await readSteps(o.kv, task.request, task.task, o.guard) : [];
+  for (const [i, r] of recorded.entries()) {
+    addUsage(usage, r.turn.usage);
+    messages.push({ role: "assistant", content: r.turn.content, tool_calls: r.turn.calls });
+    lastText = r.turn.content;
+    const results = i === recorded.length - 1 ? await finishTurn(task, r, o) : r.results;
+    for (const [k, c] of r.turn.calls.entries()) {
+      const s = results.get(c.id);
+      messages.push({ role: "tool", tool_call_id: c.id, content: s?.content ?? INTERRUPTED });
+      calls.push(summaryOf(c, s, r.turn.n + 1 + k));
+    }
+    next = r.turn.n + 1 + r.turn.calls.length;
+  }
+  const definitions = () => o.tools.list().map((t) => ({ name: t.name, description: t.description, parameters: t.parameters }));
+  for (let iteration = recorded.length; iteration < o.maxIterations; iteration++) {
+    o.onStep(iteration === 0 ? "thinking" : `thinking (iteration ${iteration + 1})`);
+    const before = usage.total_tokens;
+    const c = await o.llm.complete({
+      messages,
+      tools: definitions(),
+      capability: task.capability,
+      signal: o.signal,
+      onProgress: (tokens) => o.onTokens(before + tokens),
+    });
+    addUsage(usage, c.usage);
+    o.onTokens(usage.total_tokens);
+    model = c.model;
+    const asked = c.toolCalls ?? [];
+    if (asked.length === 0) return { text: c.text, usage, model, iterations: iteration + 1, toolCalls: calls, stoppedAtLimit: false };
+    lastText = c.text;
+    const turn = {
+      v: 1 as const,
+      kind: "turn" as const,
+      n: next,
+      node: o.node,
+      at: Date.now(),
+      content: c.text,
+      calls: asked,
+      usage: c.usage,
+    };
+    await recordStep(o.kv, task.request, task.task, turn, o.guard);
+    messages.push({ role: "assistant", content: c.text, tool_calls: asked });
+    const results = await runCalls(task, turn.n, asked, o);
+    for (const [k, call] of asked.entries()) {
+      const s = results[k]!;
+      messages.push({ role: "tool", tool_call_id: call.id, content: s.content });
+      calls.push(summaryOf(call, s, s.n));
+    }
+    next = turn.n + 1 + asked.length;
+  }
+  const note = `[Stopped after ${o.maxIterations} tool iterations (agents.defaults.max_tool_iterations); this answer may be incomplete.]`;
+  return {
+    text: lastText ? `${lastText}\n\n${note}` : note,
+    usage,
+    model,
+    iterations: o.maxIterations,
+    toolCalls: calls,
+    stoppedAtLimit: true,
+  };
+}
+
+/** Runs a turn's calls together (they are independent by the API's contract), each recorded as its own step. */
+async function runCalls(task: AgentTask, turnStep: number, asked: ToolCall[], o: AgentOptions): Promise<ToolStep[]> {
+  return Promise.all(asked.map((call, k) => runAndRecord(task, turnStep + 1 + k, call, o)));
+}
+
+async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: AgentOptions): Promise<ToolStep> {
+  o.onStep(`${call.name} ${briefArgs(call.arguments)}`);
+  const r: ToolRun = await runTool(o.tools, call.name, call.arguments, { signal: o.signal, maxBytes: o.maxOutputBytes });
+  const step: ToolStep = {
+    v: 1,
+    kind: "tool",
+    n,
+    node: o.node,
+    at: Date.now(),
+    call_id: call.id,
+    tool: call.name,
+    content: r.content,
+    is_error: r.isError,
+    outcome: r.outcome,
+    duration_ms: r.duration_ms,
+  };
+  o.onToolDone?.({ ...step, args: briefArgs(call.arguments) });
+  // A stop mid-call is not a result: the call is left unrecorded, and the next attempt decides.
+  if (o.signal.aborted) throw o.signal.reason ?? new Error("aborted");
+  await recordStep(o.kv, task.request, task.task, step, o.guard);
+  return step;
+}
+
+/**
+ * The last recorded turn of a resumed loop: its calls without a recorded result are run again when
+ * their tool is replay-safe, else recorded as interrupted (outcome unknown), so every call has an answer.
+ */
+async function finishTurn(task: AgentTask, r: RecordedTurn, o: AgentOptions): Promise<Map<string, ToolStep>> {
+  const results = new Map(r.results);
+  const missing = r.turn.calls.map((c, k) => ({ c, n: r.turn.n + 1 + k })).filter(({ c }) => !results.has(c.id));
+  await Promise.all(
+    missing.map(async ({ c, n }) => {
+      if (o.tools.get(c.name)?.replaySafe) {
+        results.set(c.id, await runAndRecord(task, n, c, o));
+        return;
+      }
+      const step: ToolStep = {
+        v: 1,
+        kind: "tool",
+        n,
+        node: o.node,
+        at: Date.now(),
+        call_id: c.id,
+        tool: c.name,
+        content: INTERRUPTED,
+        is_error: true,
+        outcome: "interrupted",
+        duration_ms: 0,
+      };
+      await recordStep(o.kv, task.request, task.task, step, o.guard);
+      results.set(c.id, step);
+    }),
+  );
+  return results;
+}
+
+function summaryOf(call: ToolCall, s: ToolStep | undefined, n: number): ToolCallSummary {
+  return {
+    step: n,
+    tool: call.name,
+    args: briefArgs(call.arguments),
+    outcome: s?.outcome ?? "interrupted",
+    duration_ms: s?.duration_ms ?? 0,
+    node: s?.node ?? "",
+  };
+}
+
+/** A call's arguments in a few words for progress lines: the first string value, quoted and cut. */
+export function briefArgs(raw: string): string {
+  try {
+    const v: unknown = JSON.parse(raw);
+    const first = v && typeof v === "object" ? Object.values(v).find((x) => typeof x === "string") : undefined;
+    if (typeof first === "string") {
+      const one = first.replace(/\s+/g, " ").trim();
+      return JSON.stringify(one.length > 60 ? `${one.slice(0, 57)}...` : one);
+    }
+  } catch {
+    // Not JSON: shown cut as it is.
+  }
+  return raw.length > 60 ? `${raw.slice(0, 57)}...` : raw;
+}
+
+function addUsage(to: LlmUsage, u: LlmUsage): void {
+  to.prompt_tokens += u.prompt_tokens;
+  to.completion_tokens += u.completion_tokens;
+  to.total_tokens += u.total_tokens;
+}

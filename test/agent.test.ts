@@ -1,0 +1,196 @@
+// Workers are agents: a sub-task runs as a tool loop (OpenAI function calling) over the node's tools,
+// each step recorded so another worker resumes a dead one's loop. Real nats-server, real role
+// processes, a real OpenAI-style HTTP server scripted per test, a real MCP server over stdio.
+import { afterEach, describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { ChatRequestBody, Reply } from "./helpers/llm-server.ts";
+import { ROOT, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
+import { planFile, submit } from "./helpers/swarm.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+const suite = swarmSuite();
+afterEach(() => suite.llm.script(undefined));
+
+type Msg = NonNullable<ChatRequestBody["messages"]>[number];
+const toolMessages = (b: ChatRequestBody): Msg[] => (b.messages ?? []).filter((m) => m.role === "tool");
+const userText = (b: ChatRequestBody) => String((b.messages ?? []).find((m) => m.role === "user")?.content ?? "");
+const call = (name: string, args: unknown): { name: string; arguments: string } => ({
+  name,
+  arguments: typeof args === "string" ? args : JSON.stringify(args),
+});
+
+/** Scripts the model per scenario, named by a marker in the sub-task's prompt. */
+function script(scenarios: Record<string, (b: ChatRequestBody) => Reply>) {
+  suite.llm.script((b) => {
+    for (const [marker, fn] of Object.entries(scenarios)) if (userText(b).includes(marker)) return fn(b);
+    return undefined;
+  });
+}
+
+const requestsFor = (marker: string) => suite.llm.requests.filter((r) => userText(r.body).includes(marker));
+
+describe("the tool loop", () => {
+  test("write, then read and list in one turn (two calls at once), then answer: the answer quotes the file; tool calls are listed", async () => {
+    const workspace = join(tempHome(), "ws");
+    script({
+      "<files>": (b) => {
+        const seen = toolMessages(b);
+        if (seen.length === 0) return { tool_calls: [call("write_file", { path: "notes/a.txt", content: "hello swarm" })] };
+        if (seen.length === 1) return { tool_calls: [call("read_file", { path: "notes/a.txt" }), call("list_dir", { path: "notes" })] };
+        return `read back: ${seen.map((m) => m.content).join(" | ")}`;
+      },
+    });
+    const swarm = await suite.start("ag1", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: ["--agents.defaults.workspace", workspace], env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["<files> keep a note"]);
+    expect(r.code).toBe(0);
+    const answer = r.answer!.answer!;
+    expect(answer).toContain("hello swarm");
+    expect(answer).toContain("a.txt");
+    expect(readFileSync(join(workspace, "notes/a.txt"), "utf8")).toBe("hello swarm");
+    // The model was offered the file tools, and got each call's result as a `tool` message.
+    const reqs = requestsFor("<files>");
+    expect(reqs.length).toBe(3);
+    expect(reqs[0]!.body.tools!.map((t) => t.function.name)).toEqual(["append_file", "edit_file", "list_dir", "read_file", "write_file"]);
+    expect(toolMessages(reqs[2]!.body).map((m) => m.content)).toEqual(["wrote 11 bytes to notes/a.txt", "hello swarm", "a.txt"]);
+    // The answer lists the sub-task's tool calls.
+    expect(answer).toMatch(/Tool calls: 3 .*write_file "notes\/a.txt".*read_file "notes\/a.txt".*list_dir "notes"/s);
+    // Every iteration's tokens count: three LLM calls, not one.
+    const used = reqs.reduce((n, q) => n + (q.usage?.total_tokens ?? 0), 0);
+    expect(r.answer!.usage!.total_tokens).toBe(used);
+  });
+
+  test("a model that never stops calling tools: max_tool_iterations ends the loop, and the sub-task says so", async () => {
+    script({ "<forever>": () => ({ tool_calls: [call("list_dir", { path: "." })] }) });
+    const swarm = await suite.start("ag2", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: ["--agents.defaults.max_tool_iterations", "3"], env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["<forever> look around"]);
+    expect(r.code).toBe(0);
+    expect(r.answer!.answer!).toContain("Stopped after 3 tool iterations (agents.defaults.max_tool_iterations)");
+    expect(requestsFor("<forever>").length).toBe(3);
+  });
+
+  test("malformed arguments, an unknown tool and a path outside the workspace are tool errors the model sees; the loop goes on", async () => {
+    script({
+      "<mistakes>": (b) => {
+        const seen = toolMessages(b);
+        if (seen.length === 0)
+          return {
+            tool_calls: [call("read_file", '{"path": '), call("rm_everything", {}), call("read_file", { path: "../../etc/passwd" })],
+          };
+        return `saw: ${seen.map((m) => m.content).join(" | ")}`;
+      },
+    });
+    const swarm = await suite.start("ag3", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["<mistakes> try things"]);
+    expect(r.code).toBe(0);
+    const second = toolMessages(requestsFor("<mistakes>")[1]!.body).map((m) => m.content);
+    expect(second[0]).toContain("the arguments of read_file are not a JSON object");
+    expect(second[1]).toContain('no tool named "rm_everything"');
+    expect(second[2]).toMatch(/outside the workspace/);
+    expect(r.answer!.answer!).toContain("saw: error:");
+  });
+
+  test("streamed and plain: the loop works against a server that sends tool-call deltas in pieces", async () => {
+    // The provider always streams; the scripted server cuts each call's arguments into fragments.
+    script({
+      "<pieces>": (b) =>
+        toolMessages(b).length === 0
+          ? { tool_calls: [call("write_file", { path: "long.txt", content: "a fairly long content, cut into several fragments" })] }
+          : `done: ${toolMessages(b)[0]!.content}`,
+    });
+    const workspace = join(tempHome(), "ws");
+    const swarm = await suite.start("ag4", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: ["--agents.defaults.workspace", workspace], env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["<pieces> write"]);
+    expect(r.code).toBe(0);
+    expect(readFileSync(join(workspace, "long.txt"), "utf8")).toBe("a fairly long content, cut into several fragments");
+    expect(requestsFor("<pieces>")[0]!.body.stream).toBe(true);
+  });
+});
+
+describe("tools are part of routing", () => {
+  test("a sub-task that needs exec goes to the node that has it; with none online it fails naming the tool", async () => {
+    script({
+      "<needs-exec>": (b) =>
+        toolMessages(b).length === 0 ? { tool_calls: [call("exec", { command: "expr 6 \\* 7" })] } : `ran: ${toolMessages(b)[0]!.content}`,
+    });
+    const swarm = await suite.start("ag5", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", env: suite.llmEnv() },
+      { script: "worker.ts", args: ["--tools.exec.enabled"], env: suite.llmEnv() },
+      { script: "worker.ts", env: suite.llmEnv() },
+    ]);
+    const plan = planFile("tasks:\n  - { id: run, capability: general, tools: [exec], prompt: '<needs-exec> run it' }\n");
+    for (let i = 0; i < 3; i++) {
+      const r = await submit(swarm, ["--plan", plan]);
+      expect(r.code).toBe(0);
+      expect(r.answer!.answer!).toContain("ran: 42");
+      const started = r.events.find((e) => e.kind === "started" && "task" in e && e.task === "run") as { node?: string };
+      expect(started.node).toBe(swarm.ids[2]!);
+    }
+    // The heartbeat says which tools each node has: the coordinator saw exec only on the second worker.
+    swarm.nodes[2]!.signal("SIGTERM");
+    await swarm.nodes[2]!.exited(15_000);
+    await swarm.nodes[0]!.waitForLine(new RegExp(`Node left swarm node=${swarm.ids[2]}`), 15_000);
+    const r = await submit(swarm, ["--plan", plan]);
+    expect(r.code).not.toBe(0);
+    expect(r.output).toContain("task run needs tool exec, which no online node offers with capability general");
+  });
+});
+
+describe("durable steps", () => {
+  test("a worker SIGKILLed during the third of five calls of a side-effecting MCP tool: another worker finishes, calls 1-3 ran once each", async () => {
+    const dir = tempHome();
+    const counter = join(dir, "counter.txt");
+    writeFileSync(counter, "");
+    const mcp = JSON.stringify({
+      counter: { command: "bun", args: [resolve(ROOT, "test/fixtures/mcp-counter-server.ts"), counter] },
+    });
+    script({
+      "<durable>": (b) => {
+        const seen = toolMessages(b);
+        if (seen.length < 5) {
+          const n = seen.length + 1;
+          return { tool_calls: [call("mcp_counter_increment", { label: `call-${n}`, delay_ms: n === 3 ? 30_000 : 0 })] };
+        }
+        return `all five: ${seen.map((m) => m.content).join(" | ")}`;
+      },
+    });
+    const fast = ["--swarm.tasks.ack_wait", "2s", "--swarm.drain_grace", "0"];
+    const env = { ...suite.llmEnv(), PICOCLAW_TOOLS_MCP_SERVERS: mcp };
+    const swarm = await suite.start("ag6", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: fast, env },
+    ]);
+    const submitted = submit(swarm, ["<durable> count five times"], 90_000);
+    const lines = () => readFileSync(counter, "utf8").split("\n").filter(Boolean);
+    await waitFor("the third call to reach the counter", () => lines().length >= 3, 30_000);
+    swarm.nodes[1]!.signal("SIGKILL");
+    const second = spawnRole("worker.ts", [...swarm.common, ...fast], { env });
+    try {
+      const r = await submitted;
+      expect(r.code).toBe(0);
+      expect(lines()).toEqual(["call-1", "call-2", "call-3", "call-4", "call-5"]);
+      const answer = r.answer!.answer!;
+      expect(answer).toContain("counted call-5");
+      expect(answer).toContain("interrupted: the worker running this call stopped before its result was recorded");
+      const done = r.events.find((e) => e.kind === "completed" && "task" in e && e.task) as { node?: string };
+      expect(done.node).not.toBe(swarm.ids[1]);
+    } finally {
+      second.signal("SIGTERM");
+      await second.exited(15_000).catch(() => second.proc.kill("SIGKILL"));
+    }
+  });
+});
