@@ -2,10 +2,11 @@
 // each step recorded so another worker resumes a dead one's loop. Real nats-server, real role
 // processes, a real OpenAI-style HTTP server scripted per test, a real MCP server over stdio.
 import { afterEach, describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { freePort } from "../lib/embedded-nats.ts";
 import type { ChatRequestBody, Reply } from "./helpers/llm-server.ts";
-import { ROOT, spawnRole, tempHome } from "./helpers/role-process.ts";
+import { ROOT, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 import { planFile, submit } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -87,9 +88,10 @@ describe("the tool loop", () => {
         return `saw: ${seen.map((m) => m.content).join(" | ")}`;
       },
     });
+    const port = await freePort();
     const swarm = await suite.start("ag3", [
       { script: "coordinator.ts", env: ECHO_ENV },
-      { script: "worker.ts", env: suite.llmEnv() },
+      { script: "worker.ts", args: ["--swarm.http.listen", `127.0.0.1:${port}`], env: suite.llmEnv() },
     ]);
     const r = await submit(swarm, ["<mistakes> try things"]);
     expect(r.code).toBe(0);
@@ -98,6 +100,12 @@ describe("the tool loop", () => {
     expect(second[1]).toContain('no tool named "rm_everything"');
     expect(second[2]).toMatch(/outside the workspace/);
     expect(r.answer!.answer!).toContain("saw: error:");
+    // Counted in /metrics by tool and outcome (an unknown name under one label, not its own series).
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toContain('picoclaw_tool_calls_total{outcome="bad_arguments",tool="read_file"} 1');
+    expect(metrics).toContain('picoclaw_tool_calls_total{outcome="unknown_tool",tool="(unknown)"} 1');
+    expect(metrics).toContain('picoclaw_tool_calls_total{outcome="refused",tool="read_file"} 1');
+    expect(metrics).toMatch(/picoclaw_tool_call_duration_seconds_count\{tool="read_file"\} 2/);
   });
 
   test("streamed and plain: the loop works against a server that sends tool-call deltas in pieces", async () => {
@@ -192,5 +200,84 @@ describe("durable steps", () => {
       second.signal("SIGTERM");
       await second.exited(15_000).catch(() => second.proc.kill("SIGKILL"));
     }
+  });
+});
+
+describe("the guide's code review, for real", () => {
+  test("four specialists with a git repository as their workspace read the files and the diff; the review quotes them", async () => {
+    const repo = join(tempHome(), "repo");
+    const git = (...args: string[]) => {
+      const r = Bun.spawnSync(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", ...args], { cwd: repo });
+      if (r.exitCode !== 0) throw new Error(`git ${args.join(" ")}: ${r.stderr.toString()}`);
+    };
+    mkdirSync(join(repo, "src"), { recursive: true });
+    writeFileSync(join(repo, "src/retry.ts"), "export const attempts = 3;\n");
+    git("init", "-q");
+    git("add", ".");
+    git("commit", "-qm", "first");
+    writeFileSync(join(repo, "src/retry.ts"), "export const attempts = 5; // retry failed HTTP calls\n");
+    git("commit", "-qam", "retry failed HTTP calls five times");
+    script({
+      "Review the last commit": (b) => {
+        const seen = toolMessages(b);
+        if (seen.length === 0) return { tool_calls: [call("list_dir", { path: "src" })] };
+        if (seen.length === 1) return { tool_calls: [call("read_file", { path: "src/retry.ts" })] };
+        if (seen.length === 2) return { tool_calls: [call("exec", { command: "git diff HEAD~1" })] };
+        return `Reviewed: ${seen.map((m) => m.content.trim()).join(" || ")}`;
+      },
+    });
+    const ws = ["--agents.defaults.workspace", repo, "--tools.exec.enabled"];
+    const swarm = await suite.start("ag7", [
+      { script: "coordinator.ts", args: ["--swarm.capabilities", "coordination"], env: ECHO_ENV },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "rust,go,python", ...ws], env: suite.llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "security,audit", ...ws], env: suite.llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "docs,writing", ...ws], env: suite.llmEnv() },
+      { script: "specialist.ts", args: ["--swarm.capabilities", "testing,qa", ...ws], env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["Review the last commit"]);
+    expect(r.code).toBe(0);
+    const answer = r.answer!.answer!;
+    for (const section of [
+      "## code review — completed",
+      "## security review — completed",
+      "## docs review — completed",
+      "## testing review — completed",
+    ])
+      expect(answer).toContain(section);
+    // Each specialist read the file and the diff: four quotes of each.
+    expect(answer.split("export const attempts = 5; // retry failed HTTP calls").length - 1).toBeGreaterThanOrEqual(4);
+    expect(answer.split("-export const attempts = 3;").length - 1).toBe(4);
+    expect(answer.split("Tool calls: 3 · list_dir").length - 1).toBe(4);
+    // submit printed each tool call as it ended.
+    const toolEvents = r.events.filter((e) => e.kind === "tool") as { tool?: string; outcome?: string }[];
+    expect(toolEvents.length).toBe(12);
+    expect(toolEvents.filter((e) => e.tool === "exec" && e.outcome === "ok").length).toBe(4);
+  });
+});
+
+describe("a node's tools at start-up", () => {
+  test("a required MCP server that cannot start stops the worker in one line; an optional one is left out with a warning", async () => {
+    const common = ["--swarm.nats.urls", suite.nats.url, "--swarm.hid", "ag8"];
+    const ghost = JSON.stringify({ ghost: { command: "/nonexistent/mcp-ghost" } });
+    const failed = await runRole("worker.ts", common, { env: { ...ECHO_ENV, PICOCLAW_TOOLS_MCP_SERVERS: ghost }, timeoutMs: 20_000 });
+    expect(failed.code).toBe(1);
+    expect(failed.output).toContain('picoclaw: MCP server "ghost" failed to start: command not found: /nonexistent/mcp-ghost');
+    expect(failed.output).not.toMatch(/\n\s+at /); // no stack trace
+
+    const optional = JSON.stringify({ ghost: { command: "/nonexistent/mcp-ghost", optional: true } });
+    const p = spawnRole("worker.ts", common, { env: { ...ECHO_ENV, PICOCLAW_TOOLS_MCP_SERVERS: optional } });
+    try {
+      await p.waitForLine(/Node joined swarm .*self=true/, 15_000);
+      expect(p.countLines(/WARN .*ghost/)).toBe(1);
+    } finally {
+      p.signal("SIGTERM");
+      await p.exited(15_000).catch(() => p.proc.kill("SIGKILL"));
+    }
+
+    const both = JSON.stringify({ x: { command: "node", url: "http://127.0.0.1:1/mcp" } });
+    const bad = await runRole("worker.ts", common, { env: { ...ECHO_ENV, PICOCLAW_TOOLS_MCP_SERVERS: both } });
+    expect(bad.code).toBe(2);
+    expect(bad.output).toContain("tools.mcp.servers.x");
+    expect(bad.output).toContain("either command (stdio) or url (streamable HTTP), not both");
   });
 });
