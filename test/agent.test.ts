@@ -2,7 +2,7 @@
 // each step recorded so another worker resumes a dead one's loop. Real nats-server, real role
 // processes, a real OpenAI-style HTTP server scripted per test, a real MCP server over stdio.
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { freePort } from "../lib/embedded-nats.ts";
 import type { ChatRequestBody, Reply } from "./helpers/llm-server.ts";
@@ -279,5 +279,64 @@ describe("a node's tools at start-up", () => {
     expect(bad.code).toBe(2);
     expect(bad.output).toContain("tools.mcp.servers.x");
     expect(bad.output).toContain("either command (stdio) or url (streamable HTTP), not both");
+  });
+});
+
+describe("the loop's bounds", () => {
+  test("every iteration counts against max_tokens_per_request: a model that keeps calling tools is stopped by the request's limit", async () => {
+    script({ "<greedy>": () => ({ tool_calls: [call("list_dir", { path: "." })] }) });
+    const swarm = await suite.start("ag9", [
+      { script: "coordinator.ts", args: ["--swarm.tasks.max_tokens_per_request", "3000"], env: ECHO_ENV },
+      { script: "worker.ts", args: ["--agents.defaults.max_tool_iterations", "400"], env: suite.llmEnv() },
+    ]);
+    const r = await submit(swarm, ["<greedy> [[delay=40]] list forever"], 90_000);
+    expect(r.answer?.kind).toBe("answer");
+    expect(r.answer!.status).toBe("failed");
+    expect(r.answer!.answer!).toMatch(/stopped: the request used \d+ tokens, more than swarm.tasks.max_tokens_per_request \(3000\)/);
+    // Stopped by the tokens of many iterations, long before the loop's own limit.
+    const calls = requestsFor("<greedy>").length;
+
+    expect(calls).toBeGreaterThan(3);
+    expect(calls).toBeLessThan(400);
+  });
+
+  test("a worker stopped mid-loop hands the sub-task back; the next worker resumes from the recorded steps, not from the start", async () => {
+    const workspace = join(tempHome(), "ws");
+    script({
+      "<handover>": (b) => {
+        const seen = toolMessages(b).length;
+        if (seen < 6) return { tool_calls: [call("append_file", { path: "log.txt", content: `line ${seen + 1}\n` })] };
+        return `wrote six lines: ${readFileSync(join(workspace, "log.txt"), "utf8").trim().split("\n").length}`;
+      },
+    });
+    const args = ["--agents.defaults.workspace", workspace, "--swarm.drain_grace", "0"];
+    const swarm = await suite.start("ag10", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args, env: suite.llmEnv() },
+    ]);
+    const submitted = submit(swarm, ["<handover> [[delay=400]] write six lines"], 90_000);
+    await waitFor(
+      "two lines written",
+      () => existsSync(join(workspace, "log.txt")) && readFileSync(join(workspace, "log.txt"), "utf8").split("\n").length > 2,
+      30_000,
+    );
+    const first = swarm.nodes[1]!;
+    first.signal("SIGTERM");
+    expect(await first.exited(15_000)).toBe(0);
+    expect(first.countLines(/Task handed back/)).toBe(1);
+    const before = requestsFor("<handover>").length;
+    const second = spawnRole("worker.ts", [...swarm.common, ...args], { env: suite.llmEnv() });
+    try {
+      const r = await submitted;
+      expect(r.code).toBe(0);
+      // The same workspace: every line once, none written twice by the resumed loop.
+      expect(readFileSync(join(workspace, "log.txt"), "utf8")).toBe("line 1\nline 2\nline 3\nline 4\nline 5\nline 6\n");
+      // The second worker's first call already had the first worker's tool results.
+      const resumed = requestsFor("<handover>")[before]!;
+      expect(toolMessages(resumed.body).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      second.signal("SIGTERM");
+      await second.exited(15_000).catch(() => second.proc.kill("SIGKILL"));
+    }
   });
 });

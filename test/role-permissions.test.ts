@@ -281,4 +281,46 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     expect(follow).toMatch(/Permissions Violation for Publish to "\$JS\.API\.(STREAM\.INFO|CONSUMER\.CREATE)\.PICOCLAW_alpha_EVENTS/);
     await waitFor("every connection to stay open after its refusals", () => conns.every((nc) => !nc.isClosed()), 2_000);
   }, 60_000);
+  test("a worker user runs a tool loop: its steps are stored, and read back by the worker that resumes it after a kill", async () => {
+    const home = tempHome();
+    const workspace = join(home, "ws");
+    llm.script((b) => {
+      const user = String(b.messages?.find((m) => m.role === "user")?.content ?? "");
+      if (!user.includes("<perm-loop>")) return undefined;
+      const seen = (b.messages ?? []).filter((m) => m.role === "tool").length;
+      if (seen < 6)
+        return { tool_calls: [{ name: "append_file", arguments: JSON.stringify({ path: "log.txt", content: `line ${seen + 1}\n` }) }] };
+      return `six lines written after ${seen} tool results`;
+    });
+    try {
+      const fast = [...FAST, "--swarm.tasks.ack_wait", "2s", "--agents.defaults.workspace", workspace];
+      const llmEnv = { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+      const coord = procs.track(spawnRole("coordinator.ts", [...as("coordinator", "coord"), ...fast], { env: ECHO, home }));
+      const first = procs.track(spawnRole("worker.ts", [...as("worker", "worker"), ...fast], { env: llmEnv, home }));
+      for (const p of [coord, first]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
+      await coord.waitForLine(new RegExp(`Node joined swarm node=${selfId(first)}\\b`), 10_000);
+      const submitted = runRole("picoclaw.ts", ["submit", ...as("submitter"), ...signing("worker"), "<perm-loop> [[delay=300]] write"], {
+        env: ECHO,
+        timeoutMs: 60_000,
+      });
+      const lines = () =>
+        Bun.file(join(workspace, "log.txt"))
+          .text()
+          .then(
+            (t) => t.split("\n").filter(Boolean).length,
+            () => 0,
+          );
+      await waitFor("two lines written", async () => (await lines()) >= 2, 30_000);
+      first.signal("SIGKILL");
+      const second = procs.track(spawnRole("worker.ts", [...as("worker", "worker"), ...fast], { env: llmEnv, home }));
+      const r = await submitted;
+      expect({ code: r.code, out: r.output }).toEqual({ code: 0, out: expect.stringContaining("six lines written after 6 tool results") });
+      for (const p of [coord, first, second]) expect(p.output()).not.toMatch(/permissions violation/i);
+      // Each line at most once: a call whose result was recorded is not run again by the second worker.
+      const text = await Bun.file(join(workspace, "log.txt")).text();
+      for (let i = 1; i <= 6; i++) expect(text.split(`line ${i}\n`).length - 1).toBeLessThanOrEqual(1);
+    } finally {
+      llm.script(undefined);
+    }
+  });
 });

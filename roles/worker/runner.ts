@@ -1,18 +1,25 @@
 // Running one sub-task: check it, call the LLM with progress events, keep the JetStream message alive
 // while it works, record the result once (first one wins), report it, then ack. Transient failures
 // come back later (nak with backoff); permanent ones and the last attempt fail the sub-task.
-import type { JsMsg, KV, NatsConnection } from "nats";
+import type { JsMsg, KV, NatsConnection, Subscription } from "nats";
 import { acceptWorkItem, type BadInputCounter } from "../../lib/bad-input.ts";
 import type { Config } from "../../lib/config.ts";
 import { LlmError, type LlmProvider } from "../../lib/llm-types.ts";
 import type { Logger } from "../../lib/log.ts";
-import { encode, type RunningTask } from "../../lib/messages.ts";
+import { decode, encode, type RunningTask } from "../../lib/messages.ts";
 import type { Counter } from "../../lib/metrics.ts";
 import { createRecordGuard } from "../../lib/record-guard.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
 import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
-import { type TaskEvent, type TaskMsg, type TaskResult, taskSchema } from "../../lib/task-messages.ts";
+import {
+  MAX_PIPELINE_MESSAGE_BYTES,
+  requestEventSchema,
+  type TaskEvent,
+  type TaskMsg,
+  type TaskResult,
+  taskSchema,
+} from "../../lib/task-messages.ts";
 import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "../../lib/task-records.ts";
 import { type AgentAnswer, runAgent } from "./agent.ts";
 import { type ResolvedInput, resolveInputs } from "./inputs.ts";
@@ -99,6 +106,26 @@ export function createRunner(o: RunnerOptions): Runner {
     }
   };
 
+  /**
+   * A tool loop may go on for many calls: it listens for its request's end (answer or failure) and
+   * stops then, instead of spending tokens nobody will read.
+   */
+  const watchRequestEnd = (task: TaskMsg) => {
+    const ctl = new AbortController();
+    let sub: Subscription | undefined;
+    try {
+      sub = nc.subscribe(names.requestEvents(task.request), {
+        callback: (_err, m) => {
+          const ev = decode(requestEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+          if (ev.ok && (ev.value.kind === "answer" || ev.value.kind === "failed")) ctl.abort(new Error("the request has ended"));
+        },
+      });
+    } catch (err) {
+      log.debug("Not listening for the request's end", { request: task.request, error: (err as Error).message });
+    }
+    return { signal: ctl.signal, stop: () => sub?.unsubscribe() };
+  };
+
   async function run(msg: JsMsg): Promise<void> {
     const task = acceptWorkItem(msg, taskSchema, o.bad);
     if (!task) return;
@@ -161,6 +188,7 @@ export function createRunner(o: RunnerOptions): Runner {
       Math.max(500, t.ack_wait / 3),
     );
     const timeout = AbortSignal.timeout(Math.max(1, Math.min(task.timeout_ms, (task.deadline_at ?? Number.POSITIVE_INFINITY) - started)));
+    const ended = o.tools?.names().length ? watchRequestEnd(task) : undefined;
     try {
       const inputs = await resolveInputs(kv, task, records).catch((err: Error) => {
         throw new LlmError(err.message, false);
@@ -174,7 +202,7 @@ export function createRunner(o: RunnerOptions): Runner {
         maxIterations: cfg.agents.defaults.max_tool_iterations,
         maxOutputBytes: cfg.tools.max_output_bytes,
         resume: attempt > 1,
-        signal: AbortSignal.any([abort.signal, timeout]),
+        signal: AbortSignal.any([abort.signal, timeout, ...(ended ? [ended.signal] : [])]),
         onTokens: (tokens) => {
           const now = Date.now();
           if (now - lastProgress < PROGRESS_EVERY_MS) return;
@@ -187,7 +215,6 @@ export function createRunner(o: RunnerOptions): Runner {
         },
         onToolDone: (s) => {
           o.onToolDone?.(s.tool, s.outcome, s.duration_ms / 1000);
-          lastProgress = Date.now();
           publishEvent(task, "tool", attempt, {
             step: s.n,
             tool: s.tool,
@@ -235,6 +262,13 @@ export function createRunner(o: RunnerOptions): Runner {
         tool_calls: completion.toolCalls.length || undefined,
       });
     } catch (err) {
+      if (ended?.signal.aborted && !abort.signal.aborted) {
+        // Its request was answered or failed (a token limit, a deadline): nobody waits for this loop.
+        msg.term();
+        count(task, "expired");
+        log.info("Sub-task stopped: its request has ended", { task: task.task, request: task.request, node });
+        return;
+      }
       if (abort.signal.aborted) {
         msg.nak(); // node stopping: hand it back at once
         count(task, "handed_back");
@@ -244,6 +278,7 @@ export function createRunner(o: RunnerOptions): Runner {
       await fail(msg, task, attempt, started, toLlmError(err, timeout.aborted, task.timeout_ms));
     } finally {
       clearInterval(keepAlive);
+      ended?.stop();
       running.delete(key);
       o.onChange();
     }
