@@ -2,7 +2,7 @@
 // Starts its own nats-server (and a Redis for the BullMQ rows when redis-server is installed), runs
 // every scenario BENCH_ROUNDS (default 3) times alternating baseline and swarm, prints one table of
 // median [min–max] and writes every raw figure to bench/results/bench-<time>.json.
-// BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes,temporal picks scenarios; see bench/README.md.
+// BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes,temporal,agent picks scenarios; see bench/README.md.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -14,6 +14,7 @@ import { startRedis } from "./lib/redis.ts";
 import { tempHome } from "./lib/swarm.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "./lib/types.ts";
 import { BENCH_DIR, envInt, progress } from "./lib/util.ts";
+import { agent } from "./scenarios/agent.ts";
 import { fanout } from "./scenarios/fanout.ts";
 import { footprint } from "./scenarios/footprint.ts";
 import { latency } from "./scenarios/latency.ts";
@@ -21,7 +22,7 @@ import { nodes } from "./scenarios/nodes.ts";
 import { temporal } from "./scenarios/temporal.ts";
 import { throughput } from "./scenarios/throughput.ts";
 
-const ALL: Scenario[] = [latency, throughput, fanout, footprint, nodes, temporal];
+const ALL: Scenario[] = [latency, throughput, fanout, footprint, nodes, temporal, agent];
 const ROUNDS = envInt("ROUNDS", 3);
 
 function pick(): Scenario[] {

@@ -275,7 +275,7 @@ const toolsSchema = z.strictObject({
   /** exec and stdio MCP servers inside bubblewrap: workspace writable, the rest read-only, no network. */
   isolation: z.strictObject({ enabled: bool.default(false) }).prefault({}),
   /** A tool result is cut at this many bytes before the model sees it (the cut is said). */
-  max_output_bytes: int(1_024, 1024 * 1024).default(32 * 1024),
+  max_output_bytes: int(1_024, 256 * 1024).default(32 * 1024),
 });
 
 /** PicoClaw's `agents.defaults`: where a node's tools work and how long one sub-task's tool loop may go. */

@@ -256,6 +256,42 @@ describe("the guide's code review, for real", () => {
 });
 
 describe("a node's tools at start-up", () => {
+  test("isolation: a stdio MCP server runs inside bubblewrap, seeing its install path (allow_read_paths) and the workspace only", async () => {
+    const workspace = join(tempHome(), "ws");
+    mkdirSync(workspace, { recursive: true });
+    const counter = join(workspace, "counter.txt");
+    const outside = join(tempHome(), "outside.txt");
+    writeFileSync(outside, "secret outside the workspace\n");
+    const mcp = JSON.stringify({ counter: { command: "bun", args: [resolve(ROOT, "test/fixtures/mcp-counter-server.ts"), counter] } });
+    script({
+      "<isolated>": (b) => {
+        const seen = toolMessages(b);
+        if (seen.length === 0) return { tool_calls: [call("mcp_counter_increment", { label: "inside" })] };
+        if (seen.length === 1) return { tool_calls: [call("exec", { command: `cat ${outside}` })] };
+        return `results: ${seen.map((m) => m.content).join(" | ")}`;
+      },
+    });
+    const args = ["--tools.isolation.enabled", "--tools.exec.enabled", "--agents.defaults.workspace", workspace];
+    const swarm = await suite.start("ag11", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      {
+        script: "worker.ts",
+        args: [...args, "--tools.allow_read_paths", ROOT],
+        env: { ...suite.llmEnv(), PICOCLAW_TOOLS_MCP_SERVERS: mcp },
+      },
+    ]);
+    const r = await submit(swarm, ["<isolated> count and look"]);
+    expect(r.code).toBe(0);
+    const answer = r.answer!.answer!;
+    expect(answer).toContain("counted inside (call #1)");
+    expect(readFileSync(counter, "utf8")).toBe("inside\n");
+    expect(answer).not.toContain("secret outside the workspace");
+    expect(answer).toMatch(/No such file or directory/);
+    // The MCP server itself runs under bubblewrap (its process is bwrap's child, with the fixture as argument).
+    const ps = Bun.spawnSync(["ps", "-eo", "args"]).stdout.toString();
+    expect(ps.split("\n").some((l) => /\bbwrap\b.*--unshare-all.*mcp-counter-server\.ts/.test(l) && l.includes(counter))).toBe(true);
+  });
+
   test("a required MCP server that cannot start stops the worker in one line; an optional one is left out with a warning", async () => {
     const common = ["--swarm.nats.urls", suite.nats.url, "--swarm.hid", "ag8"];
     const ghost = JSON.stringify({ ghost: { command: "/nonexistent/mcp-ghost" } });

@@ -110,6 +110,8 @@ test("dashboard --json shows the worker's running tasks, queued/running while th
       task: expect.any(String),
       capability: "general",
       started_at: expect.any(Number),
+      // The worker has the default file tools: its sub-tasks run as tool loops, at their first model call.
+      step: "thinking",
     });
     expect(ids).toContain(t.task);
     expect(t.started_at).toBeLessThanOrEqual(Date.parse(busy.generated_at) + 1_000);
@@ -129,4 +131,48 @@ test("dashboard --json shows the worker's running tasks, queued/running while th
   const once = await runRole("dashboard.ts", ["--once", ...common]);
   expect(once.code).toBe(0);
   expect(once.stdout).toContain("  Tasks:      0 queued, 0 running, 4 done, 0 failed");
+}, 120_000);
+
+test("dashboards show each node's tools and the step a running sub-task's tool loop is at", async () => {
+  const home = tempHome();
+  const counter = join(home, "counter.txt");
+  writeFileSync(counter, "");
+  llm.script((b) => {
+    if (!String(b.messages?.find((m) => m.role === "user")?.content ?? "").includes("<slow-step>")) return undefined;
+    const seen = (b.messages ?? []).filter((m) => m.role === "tool").length;
+    return seen === 0
+      ? { tool_calls: [{ name: "mcp_counter_increment", arguments: JSON.stringify({ label: "slow", delay_ms: TASK_MS }) }] }
+      : "counted";
+  });
+  try {
+    const common = ["--swarm.nats.urls", nats.url, "--swarm.hid", "dt2", ...FAST];
+    const mcp = JSON.stringify({ counter: { command: "bun", args: [join(import.meta.dir, "fixtures/mcp-counter-server.ts"), counter] } });
+    const worker = procs.track(
+      spawnRole("worker.ts", [...common, "--tools.exec.enabled"], {
+        env: { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m", PICOCLAW_TOOLS_MCP_SERVERS: mcp },
+        home,
+      }),
+    );
+    const coord = procs.track(spawnRole("coordinator.ts", common, { env: { PICOCLAW_LLM_PROVIDER: "echo" }, home }));
+    for (const p of [worker, coord]) await p.waitForLine(/Node joined swarm .*self=true/, 15_000);
+    const workerId = selfId(worker);
+    const submit = procs.track(spawnRole("picoclaw.ts", ["submit", ...common, "<slow-step> count slowly"], { home }));
+    const during = await dashboardUntil("the worker's sub-task at its MCP call", common, (s) =>
+      Boolean(s.nodes.find((n) => n.node === workerId)?.tasks.some((t) => t.step?.startsWith("mcp_counter_increment"))),
+    );
+    const w = during.nodes.find((n) => n.node === workerId) as SnapshotNode;
+    expect(w.tools).toEqual(expect.arrayContaining(["exec", "list_dir", "read_file", "mcp_counter_count", "mcp_counter_increment"]));
+    expect(w.tasks[0]!.step).toBe('mcp_counter_increment "slow"');
+    // The terminal dashboard: the tools under the node, the step beside its running sub-task.
+    const once = await runRole("dashboard.ts", ["--once", ...common]);
+    expect(once.stdout).toContain(
+      "      tools: append_file, edit_file, exec, list_dir, mcp_counter_count, mcp_counter_crash, mcp_counter_increment, read_file and 1 more",
+    );
+    expect(once.stdout).toMatch(/↳ general \(general\) r-\S+ \S+ · mcp_counter_increment "slow"/);
+    expect(await submit.exited(WAIT_MS + 2 * TASK_MS)).toBe(0);
+    // `submit` printed the call when it ended.
+    expect(submit.output()).toMatch(/general task: mcp_counter_increment "slow" on claw-\S+, \d+(\.\d+)?s, ok/);
+  } finally {
+    llm.script(undefined);
+  }
 }, 120_000);

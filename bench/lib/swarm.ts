@@ -25,6 +25,8 @@ export interface SwarmOptions {
   coordinatorBinary?: string;
   coordinatorEnv?: Record<string, string>;
   workerEnv?: Record<string, string>;
+  /** More flags for every worker (e.g. `--agents.defaults.workspace DIR`). */
+  workerArgs?: string[];
 }
 
 export interface BenchSwarm {
@@ -72,9 +74,21 @@ export async function startBenchSwarm(o: SwarmOptions): Promise<BenchSwarm> {
   );
   const workers: Child[] = [];
   const spawnWorker = () =>
-    spawnChild(["bun", join(ROOT, "roles/worker.ts"), ...common, "--log.level", "warn", "--swarm.max_concurrent", String(o.workerSlots)], {
-      env: { ...base, ...o.workerEnv },
-    });
+    spawnChild(
+      [
+        "bun",
+        join(ROOT, "roles/worker.ts"),
+        ...common,
+        "--log.level",
+        "warn",
+        "--swarm.max_concurrent",
+        String(o.workerSlots),
+        ...(o.workerArgs ?? []),
+      ],
+      {
+        env: { ...base, ...o.workerEnv },
+      },
+    );
   const joined = () => coordinator.lines.filter((l) => /Node joined swarm .*role=worker/.test(l.text)).length;
   const swarm: BenchSwarm = {
     names: swarmNames(o.hid),

@@ -195,7 +195,7 @@ export function buildSnapshot(node: SwarmNode, queued: Queued): DashboardSnapsho
 
 // Only the four fields, in this order: the wire object may carry more after a protocol extension.
 function copyTask(t: NonNullable<NodeInfo["tasks"]>[number]): SnapshotNode["tasks"][number] {
-  return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at };
+  return { request: t.request, task: t.task, capability: t.capability, started_at: t.started_at, ...(t.step ? { step: t.step } : {}) };
 }
 
 /**

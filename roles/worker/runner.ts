@@ -171,7 +171,9 @@ export function createRunner(o: RunnerOptions): Runner {
     }
     const started = Date.now();
     const abort = new AbortController();
-    running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, abort });
+    // A tool loop starts by asking the model: said from the first heartbeat on.
+    const step = toolNames().length ? "thinking" : undefined;
+    running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, step, abort });
     o.onChange();
     if (attempt >= t.max_deliver) await storeStarted(task, attempt);
     else publishEvent(task, "started", attempt);

@@ -39,7 +39,12 @@ async function open(cfg: Config, node: string, log: Logger, metrics: Metrics): P
         await (await import("./mcp.ts")).startMcpServers(cfg.tools.mcp.servers, {
           log,
           workspace: sandbox.workspace,
-          isolation: isolate ? (argv) => bwrapCommand(sandbox.workspace, sandbox.workspace, argv) : undefined,
+          // Inside bubblewrap a server sees /usr, the workspace and the allow lists: where it is
+          // installed outside /usr must be listed in tools.allow_read_paths.
+          isolation: isolate
+            ? (argv) =>
+                bwrapCommand(sandbox.workspace, sandbox.workspace, argv, { readPaths: sandbox.readPaths, writePaths: sandbox.writePaths })
+            : undefined,
         })
       : undefined;
   const registry = createRegistry(tools, () => mcp?.tools() ?? []);
