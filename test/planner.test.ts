@@ -223,3 +223,38 @@ describe("makePlan", () => {
     expect((err as PlanError).message).toContain("online capabilities: coordination");
   });
 });
+
+describe("plans that need tools", () => {
+  const tools = new Map([
+    ["general", new Set(["exec", "read_file"])],
+    ["security", new Set(["read_file"])],
+  ]);
+  const online: OnlineCapabilities = new Map([
+    ["general", 2],
+    ["security", 1],
+  ]);
+
+  test("the LLM planner is told which tools each capability's nodes have, and a plan needing a missing one is sent back", async () => {
+    const bad = JSON.stringify({ tasks: [{ id: "scan", capability: "security", prompt: "scan", tools: ["exec"] }] });
+    const good = JSON.stringify({ tasks: [{ id: "scan", capability: "general", prompt: "scan", tools: ["exec"] }] });
+    const llm = scripted([bad, good]);
+    const made = await llmPlan("run the scanner", online, llm, { ...limits, tools });
+    const system = llm.calls[0]!.messages[0]!.content;
+    expect(system).toContain("general: exec, read_file");
+    expect(system).toContain("security: read_file");
+    expect(made.attempts).toBe(2);
+    expect(made.plan.tasks[0]!.tools).toEqual(["exec"]);
+    expect(llm.calls[1]!.messages.at(-1)!.content).toContain(
+      "task scan needs tool exec, which no online node offers with capability security",
+    );
+  });
+
+  test("an explicit plan needing a tool nobody has is refused naming the task and the tool", async () => {
+    const plan = parsePlanText("tasks:\n  - { id: t, capability: security, prompt: x, tools: [exec, exec] }\n", "plan.yaml");
+    expect(plan.tasks[0]!.tools).toEqual(["exec"]); // duplicates dropped
+    const made = makePlan({ request: "x", online, limits, explicit: plan, tools });
+    await expect(made).rejects.toThrow(
+      new PlanError("invalid plan in the explicit plan: task t needs tool exec, which no online node offers with capability security"),
+    );
+  });
+});
