@@ -61,6 +61,35 @@ describe("Temporal mode", () => {
     expect(await activities(id)).toEqual(["plan", "runSubTask", "runSubTask", "runSubTask", "runSubTask", "answer"]);
   });
 
+  test("a sub-task that needs exec runs, as a workflow activity, on the one worker that has exec", async () => {
+    suite.llm.script((b) => {
+      if (!String(b.messages?.find((m) => m.role === "user")?.content ?? "").includes("<tw-exec>")) return undefined;
+      const seen = (b.messages ?? []).filter((m) => m.role === "tool");
+      return seen.length === 0
+        ? { tool_calls: [{ name: "exec", arguments: JSON.stringify({ command: "expr 20 + 22" }) }] }
+        : `exec said ${seen[0]!.content}`;
+    });
+    try {
+      const swarm = await suite.start("tw6", [
+        { script: "coordinator.ts", args: withTemporal("pc-tw6"), env: ECHO_ENV },
+        { script: "worker.ts", env: suite.llmEnv() },
+        { script: "worker.ts", args: ["--tools.exec.enabled"], env: suite.llmEnv() },
+      ]);
+      await swarm.nodes[0]!.waitForLine(/Temporal connected: requests run as workflows .*task_queue=pc-tw6/);
+      const plan = planFile("tasks:\n  - { id: run, capability: general, tools: [exec], prompt: '<tw-exec> add' }\n");
+      for (let i = 0; i < 2; i++) {
+        const r = await submit(swarm, ["--plan", plan]);
+        expect(r.code).toBe(0);
+        expect(r.answer!.answer!).toContain("exec said 42");
+        const started = r.events.find((e) => e.kind === "started" && "task" in e && e.task === "run") as { node?: string };
+        expect(started.node).toBe(swarm.ids[2]!);
+        expect(swarm.nodes[0]!.output()).toContain(`Request started as a workflow request=${r.answer!.request}`);
+      }
+    } finally {
+      suite.llm.script(undefined);
+    }
+  });
+
   test("the coordinator running a workflow is killed mid-request: another coordinator's worker finishes it, no sub-task paid twice", async () => {
     const args = [...withTemporal("pc-tw2"), "--swarm.lease_ttl", "2s"];
     const swarm = await suite.start("tw2", [

@@ -3,7 +3,8 @@
 // built-in file tools offered, each asked call run in-process with the same runTool, until the model
 // answers without a call. Nothing is recorded anywhere.
 // Usage: bun bench/helpers/agent-loop.ts <llm-base-url> <workspace> <warm-up loops> <measured loops> <prompt>
-// Prints one line: `result {"totals":[ms, ...],"calls":[n, ...]}` (one entry per measured loop).
+// Prints one line: `result {"totals":[ms, ...],"calls":[n, ...],"model":[ms, ...],"tool":[ms, ...]}`, one entry per
+// measured loop: the whole loop, its tool calls, the time in model calls (request sent → stream drained) and in tools.
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { createSandbox } from "../../roles/worker/sandbox.ts";
@@ -19,8 +20,8 @@ const definitions = tools.list().map((t) => ({
 }));
 const MAX_OUTPUT_BYTES = 32 * 1024;
 
-/** One loop to its answer; returns the number of tool calls made. */
-async function loop(): Promise<number> {
+/** One loop to its answer: its tool calls and the time spent in model calls and in tools. */
+async function loop(): Promise<{ calls: number; model: number; tool: number }> {
   const messages: ChatCompletionMessageParam[] = [
     {
       role: "system",
@@ -30,7 +31,10 @@ async function loop(): Promise<number> {
   ];
   const signal = new AbortController().signal;
   let calls = 0;
+  let model = 0;
+  let tool = 0;
   for (;;) {
+    const m0 = performance.now();
     const stream = await client.chat.completions.create({
       model: "test-model",
       messages,
@@ -50,26 +54,31 @@ async function loop(): Promise<number> {
       }
       text += chunk.choices[0]?.delta?.content ?? "";
     }
-    if (asked.size === 0) return calls;
+    model += performance.now() - m0;
+    if (asked.size === 0) return { calls, model, tool };
     const list = [...asked.values()];
     messages.push({
       role: "assistant",
       content: text || null,
       tool_calls: list.map((c) => ({ id: c.id, type: "function" as const, function: { name: c.name, arguments: c.arguments } })),
     });
+    const t0 = performance.now();
     const results = await Promise.all(list.map((c) => runTool(tools, c.name, c.arguments, { signal, maxBytes: MAX_OUTPUT_BYTES })));
+    tool += performance.now() - t0;
     for (const [k, c] of list.entries()) messages.push({ role: "tool", tool_call_id: c.id, content: results[k]!.content });
     calls += list.length;
   }
 }
 
 for (let i = 0; i < Number(warmRaw); i++) await loop();
-const totals: number[] = [];
-const calls: number[] = [];
+const out = { totals: [] as number[], calls: [] as number[], model: [] as number[], tool: [] as number[] };
 for (let i = 0; i < Number(nRaw); i++) {
   const t0 = performance.now();
-  calls.push(await loop());
-  totals.push(performance.now() - t0);
+  const r = await loop();
+  out.totals.push(performance.now() - t0);
+  out.calls.push(r.calls);
+  out.model.push(r.model);
+  out.tool.push(r.tool);
 }
-console.log(`result ${JSON.stringify({ totals, calls })}`);
+console.log(`result ${JSON.stringify(out)}`);
 process.exit(0);

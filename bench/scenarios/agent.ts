@@ -44,6 +44,9 @@ interface Side {
   total: number;
   /** p50 of (arrival of the last model call − arrival of the first) ÷ CALLS, on the server's clock. */
   serverPerCall: number;
+  /** One process only: p50 per loop ÷ CALLS of the time in model calls and in the tool. */
+  modelPerCall?: number;
+  toolPerCall?: number;
 }
 
 interface Round {
@@ -151,9 +154,13 @@ async function baselineRound(url: string, workspace: string, tag: string, arriva
     await c.stop();
   }
   const line = c.lines.find((l) => l.text.startsWith("result "))!.text;
-  const r = JSON.parse(line.slice("result ".length)) as { totals: number[]; calls: number[] };
+  const r = JSON.parse(line.slice("result ".length)) as { totals: number[]; calls: number[]; model: number[]; tool: number[] };
   if (r.calls.some((n) => n !== CALLS)) throw new Error(`baseline loops made ${r.calls.join(",")} tool calls, not ${CALLS} each`);
-  return side(r.totals, serverPerCall(arrivals, tag).slice(WARMUP));
+  return {
+    ...side(r.totals, serverPerCall(arrivals, tag).slice(WARMUP)),
+    modelPerCall: pct(r.model, 50) / CALLS,
+    toolPerCall: pct(r.tool, 50) / CALLS,
+  };
 }
 
 async function swarmRound(ctx: BenchContext, r: number, url: string, home: string, arrivals: Arrival[]) {
@@ -372,6 +379,19 @@ export const agent: Scenario = {
             3,
           )}  ${what}`,
       ),
+      `  One process, per tool call: model call (request sent → stream drained) ${fmt(
+        col((x) => x.base.modelPerCall ?? NaN),
+        "ms",
+        3,
+      )}, list_dir ${fmt(
+        col((x) => x.base.toolPerCall ?? NaN),
+        "ms",
+        3,
+      )}, the rest of the loop ${fmt(
+        col((x) => x.base.perCall - (x.base.modelPerCall ?? NaN) - (x.base.toolPerCall ?? NaN)),
+        "ms",
+        3,
+      )}.`,
     ];
     return { id: "agent", rows, rounds: rounds as unknown as Record<string, unknown>[], notes };
   },

@@ -12,7 +12,7 @@ import type { Logger } from "../../../lib/log.ts";
 import { encode } from "../../../lib/messages.ts";
 import { PlanError, titleOf } from "../../../lib/plan.ts";
 import type { RecordGuard } from "../../../lib/record-guard.ts";
-import { onlineCapabilities, onlineNodes, type Registry } from "../../../lib/registry.ts";
+import { nodesWithTools, onlineCapabilities, onlineNodes, onlineTools, type Registry } from "../../../lib/registry.ts";
 import { type Signer, signMessage, type Verdict } from "../../../lib/signing.ts";
 import type { SwarmNames } from "../../../lib/subjects.ts";
 import type { TaskMsg, TaskResult } from "../../../lib/task-messages.ts";
@@ -73,7 +73,8 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       await c.discovered;
       const reg = c.registry();
       try {
-        const { plan, summary } = await planRequest(msg, { capabilities: onlineCapabilities(reg), nodes: onlineNodes(reg) }, t, c.llm);
+        const online = { capabilities: onlineCapabilities(reg), nodes: onlineNodes(reg), tools: onlineTools(reg) };
+        const { plan, summary } = await planRequest(msg, online, t, c.llm);
         const base: RequestRecord = {
           v: 1,
           status: "running",
@@ -109,7 +110,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const t0 = rec.plan.tasks.find((x) => x.id === task);
       if (!t0) throw new Error(`request ${request} has no sub-task ${task}`);
       // Listen before publishing: a fast node's `completed` event must not come before we do.
-      const watch: Watched = { capability: t0.capability, pinned: false };
+      const watch: Watched = { capability: t0.capability, tools: t0.tools, pinned: false };
       const bell = createDoorbell();
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
         watch.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
@@ -139,8 +140,12 @@ export function requestActivities(c: ActivityContext): RequestActivities {
             timeout_ms: t0.timeout_ms ?? t.timeout,
             coordinator: c.me,
             deadline_at,
+            tools: t0.tools,
           };
-          const subject = c.names.taskQueue(t0.capability, t0.priority);
+          // A sub-task that needs tools goes to a node that has them (the plan was checked against the
+          // online tools; should that node be gone now, the capability queue, and the stuck check decides).
+          const target = t0.tools?.length ? nodesWithTools(c.registry(), t0.capability, t0.tools)[0] : undefined;
+          const subject = target ? c.names.taskDirect(target) : c.names.taskQueue(t0.capability, t0.priority);
           const payload = encode(msg);
           const ack = await c.js.publish(subject, payload, {
             msgID: `${request}.${task}`,
@@ -158,7 +163,8 @@ export function requestActivities(c: ActivityContext): RequestActivities {
             if (r) return ended(task, r, c.checkResult);
             watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
             const limits = {
-              onlineFor: (cap: string) => onlineCapabilities(c.registry()).get(cap) ?? 0,
+              onlineFor: (cap: string, tools?: string[]) =>
+                tools?.length ? nodesWithTools(c.registry(), cap, tools).length : (onlineCapabilities(c.registry()).get(cap) ?? 0),
               nodeTimeoutMs: c.cfg.swarm.nats.node_timeout,
               maxDeliver: t.max_deliver,
               ackWaitMs: t.ack_wait,
