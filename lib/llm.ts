@@ -3,7 +3,7 @@
 // without an LLM start without it.
 import type { NatsConnection } from "nats";
 import type { Config } from "./config.ts";
-import { abortedError, estimateUsage, type LlmProvider } from "./llm-types.ts";
+import { abortedError, type CompletionRequest, estimateUsage, type LlmProvider } from "./llm-types.ts";
 import type { Logger } from "./log.ts";
 import { LLM_SECONDS_BUCKETS, LLM_TOKENS_METRIC, type Metrics } from "./metrics.ts";
 import type { SwarmNames } from "./subjects.ts";
@@ -62,7 +62,7 @@ export async function nodeLlm(node: LlmHost): Promise<LlmProvider> {
     ...llm,
     async complete(req) {
       const settle = budget
-        ? await budget.take(estimateUsage(req.messages, "").prompt_tokens + (cfg.max_tokens ?? DEFAULT_REPLY_ESTIMATE), req.signal)
+        ? await budget.take(promptEstimate(req) + (cfg.max_tokens ?? DEFAULT_REPLY_ESTIMATE), req.signal)
         : undefined;
       const started = performance.now();
       const capability = req.capability ?? "(other)";
@@ -81,6 +81,12 @@ export async function nodeLlm(node: LlmHost): Promise<LlmProvider> {
       }
     },
   };
+}
+
+/** The prompt's tokens before the call: its messages and, for a tool loop, the tools' definitions the model is sent. */
+function promptEstimate(req: CompletionRequest): number {
+  const tools = req.tools?.length ? Math.ceil(JSON.stringify(req.tools).length / 4) : 0;
+  return estimateUsage(req.messages, "").prompt_tokens + tools;
 }
 
 function tokenBudgetOf(node: LlmHost): TokenBudget | undefined {

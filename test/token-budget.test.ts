@@ -30,7 +30,12 @@ test("three workers share swarm.llm.tokens_per_minute: no window gets more than 
     "8",
   ];
   // One sub-task at a time each: no two workers can hold all the work while the third waits.
-  const worker = { script: "worker.ts" as const, args: [...budget, "--swarm.max_concurrent", "1"], env: suite.llmEnv() };
+  // No tools: each call is one small prompt (a tool loop's system prompt alone would pass a window's share).
+  const worker = {
+    script: "worker.ts" as const,
+    args: [...budget, "--swarm.max_concurrent", "1", "--tools.files.enabled", "false"],
+    env: suite.llmEnv(),
+  };
   const swarm = await suite.start("budget1", [
     { script: "coordinator.ts", env: { PICOCLAW_LLM_PROVIDER: "echo" } },
     worker,
