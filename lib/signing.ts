@@ -10,7 +10,7 @@
 // The nonce check fails closed: when KV cannot say whether a nonce was used, the message is refused
 // as transient (a sub-task goes back to its queue). What this does not protect against: anything
 // inside the prompt itself (prompt injection), and a trusted key that is stolen. See docs/security.md.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { headers, type JsMsg, type KV, type MsgHdrs } from "nats";
 import { fromPublic, fromSeed } from "nkeys.js";
@@ -258,15 +258,18 @@ export function verifyRecord(key: string, record: Record<string, unknown>, trust
   }
 }
 
+/**
+ * What a result's signature covers: the whole record in canonical JSON (every field but the signature
+ * itself), so usage, errors, model, capability and truncation cannot be changed after signing either.
+ */
 function resultDigest(r: TaskResult): Uint8Array {
-  const body = createHash("sha256")
-    .update(r.text ?? r.error ?? "")
-    .digest("hex");
-  return new TextEncoder().encode(`${r.request}\n${r.task}\n${r.status}\n${r.node}\n${r.attempts}\n${body}`);
+  const { signer, signature: _signature, ...rest } = r;
+  return new TextEncoder().encode(`result\n${canonicalJson({ ...rest, signer })}`);
 }
 
 export function signResult(signer: Signer, r: TaskResult): TaskResult {
-  return { ...r, signer: signer.publicKey, signature: Buffer.from(signer.sign(resultDigest(r))).toString("base64") };
+  const signed = { ...r, signer: signer.publicKey };
+  return { ...signed, signature: Buffer.from(signer.sign(resultDigest(signed))).toString("base64") };
 }
 
 export function verifyResult(r: TaskResult, trusted: Set<string>): Verdict {

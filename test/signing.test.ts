@@ -67,7 +67,7 @@ describe("keygen", () => {
     expect(statSync(keys.coord!.file).mode & 0o777).toBe(0o600);
     const again = await runRole("picoclaw.ts", ["keygen", keys.coord!.file]);
     expect(again.code).toBe(2);
-    expect(again.output).toContain("refusing to overwrite");
+    expect(again.output).toContain(`picoclaw keygen: ${keys.coord!.file} exists already; keygen never overwrites a key`);
   });
 });
 
@@ -387,4 +387,57 @@ describe("sealed request records", () => {
     expect(bad.refused()).toEqual({ record: 4 });
     expect(bad.counts()).toEqual({ "$KV.picoclaw_x_tasks.request.r-2": 1, "$KV.picoclaw_x_tasks.request.r-1": 3 });
   });
+});
+
+describe("signed results", () => {
+  test("a signed result whose usage or model was changed after signing is rejected: the sub-task fails saying so, none of its figures counted", async () => {
+    const hid = "sig9";
+    swarm = await startSwarm(nats, hid, [
+      { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const names = swarmNames(hid);
+    const nc = await connect({ servers: nats.url });
+    try {
+      const client = ["submit", "--json", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })];
+      const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=4000]] tamper-check"], { home: tempHome() });
+      const request = (await waitFor("the request id", () => sub.lines.join("\n").match(/"request":"(r-[^"]+)"/)?.[1], 20_000))!;
+      // A result as the trusted worker signs it, then altered: what a holder of a worker credential could
+      // write before the real result. Stored first, it is the one the coordinator reads.
+      const { signResult } = await import("../lib/signing.ts");
+      const { fromSeed } = await import("nkeys.js");
+      const kp = fromSeed(new TextEncoder().encode((await Bun.file(keys.worker!.file).text()).trim()));
+      const signed = signResult(
+        { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) },
+        {
+          v: 1,
+          request,
+          task: "general",
+          status: "completed",
+          node: "claw-00000042",
+          capability: "general",
+          text: "tamper-check result",
+          errors: [],
+          attempts: 1,
+          started_at: Date.now(),
+          finished_at: Date.now(),
+          usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+          llm: "x",
+          model: "m",
+          truncated: false,
+        },
+      );
+      const altered = { ...signed, usage: { prompt_tokens: 1, completion_tokens: 999_998, total_tokens: 999_999 }, model: "forged" };
+      const kv = await nc.jetstream().views.kv(names.buckets.tasks);
+      await kv.create(`result.${request}.general`, encode(altered));
+      expect(await sub.exited(30_000)).toBe(1);
+      const out = sub.stdout.join("\n");
+      expect(out).toContain("result rejected: bad result signature");
+      expect(out).not.toContain("999999");
+      expect(out).not.toContain("forged");
+      await swarm.nodes[0]!.waitForLine(/Result rejected .*reason="?bad result signature/);
+    } finally {
+      await nc.close();
+    }
+  }, 60_000);
 });

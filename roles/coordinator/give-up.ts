@@ -88,3 +88,19 @@ export function failExhaustedSubTasks(
     },
   });
 }
+
+/**
+ * A result the coordinator does not believe (bad or untrusted signature): failed, saying why, and none
+ * of its figures (text, tokens, model, tool calls) counted, since they are exactly what may be forged.
+ */
+export function rejectedResult(r: TaskResult, reason: string): TaskResult {
+  return {
+    ...r,
+    status: "failed",
+    text: undefined,
+    error: `result rejected: ${reason}`,
+    usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+    model: undefined,
+    tool_calls: undefined,
+  };
+}

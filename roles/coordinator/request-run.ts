@@ -14,6 +14,7 @@ import { type Signer, signMessage, type Verdict } from "../../lib/signing.ts";
 import { type SwarmNames, taskKeys } from "../../lib/subjects.ts";
 import type { TaskEvent, TaskMsg, TaskResult } from "../../lib/task-messages.ts";
 import { readResultRecord } from "../../lib/task-records.ts";
+import { rejectedResult } from "./give-up.ts";
 import { taskInputs } from "./inputs.ts";
 import { type LastEvent, lastStoredEvent, stuck, type Watched } from "./stuck.ts";
 import type { SubTaskOutcome } from "./synthesis.ts";
@@ -256,7 +257,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     if (!verdict || verdict.ok) return result;
     ctx.log.warn("Result rejected", { task: result.task, request, node: result.node, reason: verdict.reason });
     ctx.records.refuse(taskKeys.result(request, result.task), "result", verdict.reason);
-    return { ...result, status: "failed", text: undefined, error: `result rejected: ${verdict.reason}` };
+    return rejectedResult(result, verdict.reason);
   };
 
   /** `carried`: the result from the node's event (already recorded); otherwise read from KV. */

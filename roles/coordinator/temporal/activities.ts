@@ -18,7 +18,7 @@ import type { SwarmNames } from "../../../lib/subjects.ts";
 import type { TaskMsg, TaskResult } from "../../../lib/task-messages.ts";
 import { type RequestRecord, readRequest, readResult, writeRequest } from "../../../lib/task-records.ts";
 import type { RequestEvents } from "../answer.ts";
-import { type GiveUpOptions, recordFailure } from "../give-up.ts";
+import { type GiveUpOptions, recordFailure, rejectedResult } from "../give-up.ts";
 import { taskInputs } from "../inputs.ts";
 import { planRequest, plansWithLlm } from "../planner.ts";
 import { lastStoredEvent, stuck, type Watched } from "../stuck.ts";
@@ -200,10 +200,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           const end = ends.find((e) => e.id === pt.id);
           const recorded = end?.status === "skipped" ? undefined : await readResult(c.kv, request, pt.id, c.records);
           const verdict = recorded && c.checkResult?.(recorded);
-          const result =
-            recorded && verdict && !verdict.ok
-              ? { ...recorded, status: "failed" as const, text: undefined, error: `result rejected: ${verdict.reason}` }
-              : recorded;
+          const result = recorded && verdict && !verdict.ok ? rejectedResult(recorded, verdict.reason) : recorded;
           return {
             id: pt.id,
             title: titleOf(pt),
