@@ -66,6 +66,9 @@ export class PlanError extends PicoclawError {
   }
 }
 
+/** Dependencies of one task: what a sub-task message and the stored plan carry. */
+export const MAX_DEPENDENCIES = 64;
+
 const taskId = z.string({ message: TASK_ID_RULE }).regex(TASK_ID_PATTERN, { message: TASK_ID_RULE });
 const duration = z.preprocess(
   (v) => (typeof v === "string" || typeof v === "number" ? (parseDuration(v) ?? v) : v),
@@ -77,7 +80,12 @@ const taskSchema = z
     id: taskId,
     capability: z.string({ message: CAP_RULE }).regex(ID_PATTERN, { message: CAP_RULE }),
     prompt: z.string({ message: "a non-empty text" }).min(1, { message: "a non-empty text" }),
-    depends_on: z.preprocess((v) => (typeof v === "string" ? [v] : v), z.array(taskId)).default([]),
+    // Repeats are one dependency; more than a sub-task message can carry is an error, not a broken record.
+    depends_on: z
+      .preprocess((v) => (typeof v === "string" ? [v] : v), z.array(taskId))
+      .transform((a) => [...new Set(a)])
+      .pipe(z.array(taskId).max(MAX_DEPENDENCIES, { message: `at most ${MAX_DEPENDENCIES} different tasks` }))
+      .default([]),
     priority: z
       .number({ message: "an integer from 0 to 3" })
       .int({ message: "an integer from 0 to 3" })

@@ -258,3 +258,37 @@ describe("plans that need tools", () => {
     );
   });
 });
+
+describe("what a chat may not put in a plan", () => {
+  test("an LLM plan cannot pin a sub-task to a node or raise its priority: both are dropped", async () => {
+    const reply = JSON.stringify({
+      tasks: [
+        { id: "a", capability: "general", prompt: "x", priority: 3, node: "claw-00000bad" },
+        { id: "b", capability: "general", prompt: "y", priority: 0 },
+      ],
+    });
+    const made = await llmPlan("anything", new Map([["general", 1]]), scripted([reply]), limits);
+    expect(made.plan.tasks.map((t) => ({ id: t.id, priority: t.priority, node: t.node }))).toEqual([
+      { id: "a", priority: 1, node: undefined },
+      { id: "b", priority: 0, node: undefined },
+    ]);
+  });
+
+  test("depends_on: repeats are one dependency; more than 64 different ones is a plan error naming the task", () => {
+    const many = Array.from({ length: 65 }, () => "a");
+    const plan = parsePlanText(
+      JSON.stringify({
+        tasks: [
+          { id: "a", capability: "general", prompt: "x" },
+          { id: "b", capability: "general", prompt: "y", depends_on: many },
+        ],
+      }),
+      "plan.json",
+    );
+    expect(plan.tasks[1]!.depends_on).toEqual(["a"]);
+    const distinct = Array.from({ length: 65 }, (_, i) => `t${i}`);
+    expect(() =>
+      parsePlanText(JSON.stringify({ tasks: [{ id: "b", capability: "general", prompt: "y", depends_on: distinct }] }), "plan.json"),
+    ).toThrow("invalid plan in plan.json: tasks[0].depends_on: at most 64 different tasks");
+  });
+});

@@ -167,6 +167,20 @@ function replyJson(text: string): unknown {
   }
 }
 
+/** Priorities an LLM plan may ask for: the default and below (a chat cannot jump other requests' queues). */
+const MAX_LLM_PRIORITY = 1;
+
+/**
+ * An LLM plan is written by a model reading the user's chat: it may not pin a sub-task to a node (a
+ * pinned sub-task waits for that node alone) nor raise priority above the default. Both are dropped.
+ */
+function fromChat(plan: Plan): Plan {
+  return {
+    ...plan,
+    tasks: plan.tasks.map(({ node: _node, ...t }) => ({ ...t, priority: Math.min(t.priority, MAX_LLM_PRIORITY) })),
+  };
+}
+
 /** Asks the LLM for a plan; validates it; retries once telling the model what was wrong. */
 export async function llmPlan(
   request: string,
@@ -193,7 +207,7 @@ export async function llmPlan(
     addUsage(usage, reply.usage);
     opts.onUsage?.(usage);
     try {
-      const plan = planFromValue(replyJson(reply.text), "the LLM reply");
+      const plan = fromChat(planFromValue(replyJson(reply.text), "the LLM reply"));
       validatePlan(plan, limits);
       return { plan, attempts: attempt, usage };
     } catch (err) {
