@@ -4,7 +4,8 @@
 // answers without a call. Nothing is recorded anywhere.
 // Usage: bun bench/helpers/agent-loop.ts <llm-base-url> <workspace> <warm-up loops> <measured loops> <prompt>
 // Prints one line: `result {"totals":[ms, ...],"calls":[n, ...],"model":[ms, ...],"tool":[ms, ...]}`, one entry per
-// measured loop: the whole loop, its tool calls, the time in model calls (request sent → stream drained) and in tools.
+// measured loop: the whole loop, its tool calls, the time in model calls (request sent → stream drained) and in tools;
+// `cpuMs`: this process's CPU time (user + system) over all measured loops.
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import { createSandbox } from "../../roles/worker/sandbox.ts";
@@ -71,7 +72,8 @@ async function loop(): Promise<{ calls: number; model: number; tool: number }> {
 }
 
 for (let i = 0; i < Number(warmRaw); i++) await loop();
-const out = { totals: [] as number[], calls: [] as number[], model: [] as number[], tool: [] as number[] };
+const out = { totals: [] as number[], calls: [] as number[], model: [] as number[], tool: [] as number[], cpuMs: 0 };
+const cpu0 = process.cpuUsage();
 for (let i = 0; i < Number(nRaw); i++) {
   const t0 = performance.now();
   const r = await loop();
@@ -80,5 +82,7 @@ for (let i = 0; i < Number(nRaw); i++) {
   out.model.push(r.model);
   out.tool.push(r.tool);
 }
+const cpu = process.cpuUsage(cpu0);
+out.cpuMs = (cpu.user + cpu.system) / 1000;
 console.log(`result ${JSON.stringify(out)}`);
 process.exit(0);

@@ -2,7 +2,7 @@
 // workspace) against an instant scripted LLM server: the time per tool call in the swarm (one worker
 // running the sub-task's tool loop, every step recorded) against the same loop in one process without
 // NATS (bench/helpers/agent-loop.ts), and the stored writes the swarm adds per tool call.
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "nats";
@@ -13,12 +13,16 @@ import { type ChatRequestBody, startLlmServer } from "../../test/helpers/llm-ser
 import { type Submitted, startBenchSwarm, swarmClient } from "../lib/swarm.ts";
 import { analyse, startTrace, type WireMsg } from "../lib/trace.ts";
 import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
-import { BENCH_DIR, envInt, fmt, pct, progress, spawnChild, stat, until } from "../lib/util.ts";
+import { BENCH_DIR, cpuMeter, envInt, fmt, pct, progress, spawnChild, stat, until } from "../lib/util.ts";
 
 /** Sub-tasks per figure and round (each of CALLS tool calls). */
 const N = envInt("AGENT_N", 10);
 const CALLS = envInt("AGENT_CALLS", 20);
 const WARMUP = 3;
+/** Idle window per swarm round: the processes' idle CPU rate, subtracted from the measured batches. */
+const IDLE_MS = 2_000;
+/** Agent sub-tasks traced on the wire per round (where a tool call's time goes). */
+const TRACED = 5;
 const MARKER = "<agent-bench:";
 const TOOL = { name: "list_dir", arguments: JSON.stringify({ path: "." }) };
 const prompt = (tag: string) => `${MARKER}${tag}> List the workspace ${CALLS} times, one call per turn, then say how often you did.`;
@@ -47,6 +51,8 @@ interface Side {
   /** One process only: p50 per loop ÷ CALLS of the time in model calls and in the tool. */
   modelPerCall?: number;
   toolPerCall?: number;
+  /** CPU ms per tool call: the helper process (one process), or per swarm process (agent − plain requests). */
+  cpuPerCall: Record<string, number>;
 }
 
 interface Round {
@@ -71,26 +77,28 @@ const GAPS = [
 type Gap = (typeof GAPS)[number][0];
 
 /**
- * Per tool call i of the traced loop: model call i's arrival, the KV create of turn step 2i+1, the
+ * Per tool call i of each traced loop: model call i's arrival, the KV create of turn step 2i+1, the
  * `tool` event, the KV create of result step 2i+2, model call i+1's arrival; median of each gap.
  */
-function loopGaps(msgs: WireMsg[], arrivals: Arrival[], names: SwarmNames, request: string, tag: string): Record<Gap, number> {
-  const at = arrivals.filter((a) => a.tag === tag);
-  const call = (i: number) => at.find((a) => a.tools === i)?.t ?? NaN;
-  const key = (n: number) => `$KV.${names.buckets.tasks}.${taskKeys.step(request, "t0", n)}`;
-  const step = (n: number) => msgs.find((m) => m.subject === key(n) && m.reply)?.t ?? NaN;
-  const events = names.taskEvents(request, "t0");
-  const tools = msgs.filter((m) => m.subject === events && m.kind === "tool");
+function loopGaps(msgs: WireMsg[], arrivals: Arrival[], names: SwarmNames, loops: { request: string; tag: string }[]): Record<Gap, number> {
   const xs: Record<Gap, number[]> = { turn: [], tool: [], result: [], next: [] };
-  for (let i = 0; i < CALLS; i++) {
-    const a = call(i);
-    const t = step(2 * i + 1);
-    const e = tools[i]?.t ?? NaN;
-    const r = step(2 * i + 2);
-    xs.turn.push(t - a);
-    xs.tool.push(e - t);
-    xs.result.push(r - e);
-    xs.next.push(call(i + 1) - r);
+  for (const { request, tag } of loops) {
+    const at = arrivals.filter((a) => a.tag === tag);
+    const call = (i: number) => at.find((a) => a.tools === i)?.t ?? NaN;
+    const key = (n: number) => `$KV.${names.buckets.tasks}.${taskKeys.step(request, "t0", n)}`;
+    const step = (n: number) => msgs.find((m) => m.subject === key(n) && m.reply)?.t ?? NaN;
+    const events = names.taskEvents(request, "t0");
+    const tools = msgs.filter((m) => m.subject === events && m.kind === "tool");
+    for (let i = 0; i < CALLS; i++) {
+      const a = call(i);
+      const t = step(2 * i + 1);
+      const e = tools[i]?.t ?? NaN;
+      const r = step(2 * i + 2);
+      xs.turn.push(t - a);
+      xs.tool.push(e - t);
+      xs.result.push(r - e);
+      xs.next.push(call(i + 1) - r);
+    }
   }
   const med = (v: number[]) => stat(v.filter(Number.isFinite)).median;
   return { turn: med(xs.turn), tool: med(xs.tool), result: med(xs.result), next: med(xs.next) };
@@ -111,8 +119,8 @@ function serverPerCall(arrivals: Arrival[], tag: string): number[] {
   return out;
 }
 
-function side(totals: number[], server: number[]): Side {
-  return { perCall: pct(totals, 50) / CALLS, total: pct(totals, 50), serverPerCall: pct(server, 50) };
+function side(totals: number[], server: number[], cpuPerCall: Record<string, number>): Side {
+  return { perCall: pct(totals, 50) / CALLS, total: pct(totals, 50), serverPerCall: pct(server, 50), cpuPerCall };
 }
 
 /** The last sequence number of each of the swarm's streams: every message ever stored in it. */
@@ -139,6 +147,12 @@ async function storedSeqs(nc: NatsConnection, names: SwarmNames): Promise<Record
   return out;
 }
 
+/** CPU ms per wall ms of each process. */
+const rate = (cpu: Record<string, number>, ms: number) => Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v / ms]));
+/** CPU ms of each process over `ms`, less what it spends idle in that time. */
+const busy = (cpu: Record<string, number>, idle: Record<string, number>, ms: number) =>
+  Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v - (idle[k] ?? 0) * ms]));
+
 const perRequest = (before: Record<string, number>, after: Record<string, number>, n: number) =>
   Object.fromEntries(Object.keys(after).map((k) => [k, (after[k]! - (before[k] ?? 0)) / n]));
 const counted = (w: Record<string, number>) =>
@@ -154,10 +168,16 @@ async function baselineRound(url: string, workspace: string, tag: string, arriva
     await c.stop();
   }
   const line = c.lines.find((l) => l.text.startsWith("result "))!.text;
-  const r = JSON.parse(line.slice("result ".length)) as { totals: number[]; calls: number[]; model: number[]; tool: number[] };
+  const r = JSON.parse(line.slice("result ".length)) as {
+    totals: number[];
+    calls: number[];
+    model: number[];
+    tool: number[];
+    cpuMs: number;
+  };
   if (r.calls.some((n) => n !== CALLS)) throw new Error(`baseline loops made ${r.calls.join(",")} tool calls, not ${CALLS} each`);
   return {
-    ...side(r.totals, serverPerCall(arrivals, tag).slice(WARMUP)),
+    ...side(r.totals, serverPerCall(arrivals, tag).slice(WARMUP), { "one process": r.cpuMs / (N * CALLS) }),
     modelPerCall: pct(r.model, 50) / CALLS,
     toolPerCall: pct(r.tool, 50) / CALLS,
   };
@@ -196,28 +216,42 @@ async function swarmRound(ctx: BenchContext, r: number, url: string, home: strin
       await one(prompt(`swarm-warm${r}`));
       await one(plainText(-1 - i));
     }
-    // Stored writes of a request whose sub-task calls no tool: what an agent request costs anyway.
+    // CPU of the swarm's processes while idle (heartbeats, lease renewals, timers), taken out of each batch.
+    const meter = () => cpuMeter({ worker: [s.workers[0]!.pid], coordinator: [s.coordinator.pid], "nats-server": [ctx.nats.proc.pid] });
+    let m = await meter();
+    let t0 = performance.now();
+    await Bun.sleep(IDLE_MS);
+    const idle = rate(await m(), performance.now() - t0);
+    // Stored writes (and CPU) of requests whose sub-task calls no tool: what an agent request costs anyway.
     const p0 = await storedSeqs(ctx.nc, s.names);
+    m = await meter();
+    t0 = performance.now();
     for (let i = 0; i < N; i++) await one(plainText(i));
+    const cpuPlain = busy(await m(), idle, performance.now() - t0);
     const p1 = await storedSeqs(ctx.nc, s.names);
     // Agent requests: timed by the worker (result started_at → finished_at), writes counted around them.
     const tag = `swarm${r}`;
     const agent: Submitted[] = [];
+    m = await meter();
+    t0 = performance.now();
     for (let i = 0; i < N; i++) agent.push(await one(prompt(tag)));
+    const cpuAgent = busy(await m(), idle, performance.now() - t0);
     await until("every agent sub-task's completed event", () => agent.every((x) => results.has(x.request)), 10_000);
     const a1 = await storedSeqs(ctx.nc, s.names);
     const own = agent.map((x) => results.get(x.request)!);
     const bad = own.filter((x) => x.tool_calls?.length !== CALLS);
     if (bad.length) throw new Error(`agent sub-tasks made ${bad.map((x) => x.tool_calls?.length ?? 0).join(",")} tool calls, not ${CALLS}`);
     const totals = own.map((x) => x.finished_at - x.started_at);
-    // One plain and one agent request traced on the wire: round trips and store latency per tool call.
+    // One plain and one agent request traced on the wire: messages per tool call, and where its time goes.
     const trace = startTrace(ctx.nc, ">");
     await ctx.nc.flush();
     const traced: Submitted[] = [];
     traced.push(await one(plainText(N)));
     await Bun.sleep(20);
-    traced.push(await one(prompt(`trace${r}`)));
-    await Bun.sleep(20);
+    for (let i = 0; i < TRACED; i++) {
+      traced.push(await one(prompt(`trace${r}-${i}`)));
+      await Bun.sleep(20);
+    }
     trace.stop();
     const [tp, ta] = analyse(
       trace.msgs,
@@ -226,9 +260,18 @@ async function swarmRound(ctx: BenchContext, r: number, url: string, home: strin
     );
     const kinds = [...new Set([...Object.keys(tp!.counts), ...Object.keys(ta!.counts)])];
     const tracePerCall = Object.fromEntries(kinds.map((k) => [k, ((ta!.counts[k] ?? 0) - (tp!.counts[k] ?? 0)) / CALLS]));
-    const gaps = loopGaps(trace.msgs, arrivals, s.names, traced[1]!.request, `trace${r}`);
+    const gaps = loopGaps(
+      trace.msgs,
+      arrivals,
+      s.names,
+      traced.slice(1).map((x, i) => ({ request: x.request, tag: `trace${r}-${i}` })),
+    );
     return {
-      side: side(totals, serverPerCall(arrivals, tag)),
+      side: side(
+        totals,
+        serverPerCall(arrivals, tag),
+        Object.fromEntries(Object.keys(cpuAgent).map((k) => [k, (cpuAgent[k]! - cpuPlain[k]!) / (N * CALLS)])),
+      ),
       writesPlain: perRequest(p0, p1, N),
       writesAgent: perRequest(p1, a1, N),
       tracePerCall,
@@ -279,6 +322,7 @@ export const agent: Scenario = {
       }
     } finally {
       await server.stop();
+      rmSync(home, { recursive: true, force: true });
     }
     const col = (f: (x: Round) => number) => stat(rounds.map(f));
     const added = col((x) => x.swarm.perCall - x.base.perCall);
@@ -317,7 +361,7 @@ export const agent: Scenario = {
           "ms",
           1,
         )})`,
-        ratio: `+${fmt(added, "ms", 3)} per tool call; ${fmt(
+        ratio: `adds ${fmt(added, "ms", 3)} per tool call; ${fmt(
           col((x) => x.swarm.perCall / x.base.perCall),
           "×",
           2,
@@ -338,7 +382,12 @@ export const agent: Scenario = {
         verdict: writes.median <= 1 ? "met" : "MISSED",
       },
     ];
-    const traceKinds = ["round trips", "KV writes", "core publishes", "stream writes (publish + PubAck)", "messages through the server"];
+    const traceKinds: [string, string][] = [
+      ["round trips", "round trips"],
+      ["KV writes", "KV writes"],
+      ["core publishes", "plain publishes to stored subjects (`tool` events)"],
+      ["messages through the server", "messages through the server"],
+    ];
     const notes = [
       `Agent loop: ${N} sub-tasks per round, each ${CALLS} model turns asking for one ${TOOL.name} call and a last turn that answers (${CALLS + 1} LLM calls).`,
       `  per tool call = whole loop ÷ ${CALLS}: one process from the helper's clock, swarm from the result's started_at → finished_at (the worker's clock, 1 ms resolution).`,
@@ -362,15 +411,15 @@ export const agent: Scenario = {
       )}.`,
       `  Wire trace of one agent request − one plain request, per tool call: ${traceKinds
         .map(
-          (k) =>
-            `${k} ${fmt(
+          ([k, label]) =>
+            `${label} ${fmt(
               col((x) => x.tracePerCall[k] ?? 0),
               "",
               2,
             )}`,
         )
         .join("; ")}.`,
-      `  Where one tool call's time goes in the swarm (one traced sub-task, median per tool call; the LLM server and the wire trace share the bench's clock; the trace slows it a little):`,
+      `  Where one tool call's time goes in the swarm (${TRACED} traced sub-tasks, median per tool call; the LLM server and the wire trace share the bench's clock; the trace slows it a little):`,
       ...GAPS.map(
         ([k, what]) =>
           `    ${fmt(
@@ -379,6 +428,20 @@ export const agent: Scenario = {
             3,
           )}  ${what}`,
       ),
+      `  CPU per tool call (/proc; swarm: agent requests − plain requests, ÷ tool calls; idle CPU taken out; the LLM server, in the bench, is left out of both): one process ${fmt(
+        col((x) => x.base.cpuPerCall["one process"] ?? NaN),
+        "ms",
+        3,
+      )}; swarm ${["worker", "coordinator", "nats-server"]
+        .map(
+          (k) =>
+            `${k} ${fmt(
+              col((x) => x.swarm.cpuPerCall[k] ?? NaN),
+              "ms",
+              3,
+            )}`,
+        )
+        .join(", ")}.`,
       `  One process, per tool call: model call (request sent → stream drained) ${fmt(
         col((x) => x.base.modelPerCall ?? NaN),
         "ms",
