@@ -5,7 +5,8 @@
 // replays what was missed. A plain subscription on the same subjects brings each event at once as
 // well, including one its publisher's server could not store (a host cut off from the stream's
 // quorum); each distinct event is handed over once, whichever way came first (with its headers: a
-// signature check needs them, and a copy without the signature is not the same event).
+// signature check needs them, and a copy without the signature is not the same event). Live progress
+// that no stream stores (a tool call's end) comes by a plain subscription only.
 import type { ConsumerMessages, MsgHdrs, NatsConnection, Subscription } from "nats";
 import { decode } from "./messages.ts";
 import { signatureOf } from "./signing.ts";
@@ -94,7 +95,20 @@ export async function followRequest(nc: NatsConnection, names: SwarmNames, reque
   };
   try {
     await follow(names.requestEvents(request), requestEventSchema, on.request);
-    if (on.task) await follow(names.taskEventsOf(request), taskEventSchema, on.task);
+    if (on.task) {
+      await follow(names.taskEventsOf(request), taskEventSchema, on.task);
+      // Progress that is never stored (tool calls as they end): heard while following, not replayed.
+      const live = on.task;
+      subs.push(
+        nc.subscribe(names.taskLiveOf(request), {
+          callback: (_e, m) => {
+            const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+            if (d.ok) live(d.value, m);
+            else on.bad?.(m.subject, d.reason);
+          },
+        }),
+      );
+    }
   } catch (err) {
     await stop(); // no half-made follower left behind when the caller tries again
     throw err;

@@ -25,6 +25,14 @@ export const turnStepSchema = z.object({
   content: z.string().max(512 * 1024),
   calls: z.array(toolCall).max(64),
   usage,
+  /**
+   * The calls' results, when every call was replay-safe: then the turn is recorded once, after its calls
+   * ran (one write), since running them again after a crash is harmless.
+   */
+  results: z
+    .array(z.lazy(() => toolStepSchema))
+    .max(64)
+    .optional(),
 });
 
 /** A tool call's result as the model saw it. `outcome` "interrupted": its worker died mid-call. */
@@ -55,8 +63,9 @@ export interface RecordedTurn {
 
 /**
  * Reads the recorded steps in order. A turn at step n has its calls' results at n+1 .. n+k (some may
- * be missing: its worker died mid-call); the next turn is at n+k+1. Reading stops at the first
- * missing turn. Throws when KV cannot be read (the attempt goes back to its queue).
+ * be missing: its worker died mid-call) and the next turn at n+k+1, or, recorded with its results,
+ * the next turn at n+1. Reading stops at the first missing turn. Throws when KV cannot be read (the
+ * attempt goes back to its queue).
  */
 export async function readSteps(kv: KV, request: string, task: string, guard: RecordGuard = plainRecords): Promise<RecordedTurn[]> {
   const out: RecordedTurn[] = [];
@@ -64,6 +73,12 @@ export async function readSteps(kv: KV, request: string, task: string, guard: Re
     const turn = await readStep(kv, request, task, n, guard);
     if (turn?.kind !== "turn") break;
     const results = new Map<string, ToolStep>();
+    if (turn.results) {
+      for (const r of turn.results) results.set(r.call_id, r);
+      out.push({ turn, results });
+      n += 1;
+      continue;
+    }
     const reads = turn.calls.map((_, i) => readStep(kv, request, task, n + 1 + i, guard));
     for (const r of await Promise.all(reads)) if (r?.kind === "tool") results.set(r.call_id, r);
     out.push({ turn, results });

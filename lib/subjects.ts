@@ -28,6 +28,12 @@ export interface SwarmNames {
   taskEvents(request: string, task: string): string;
   taskEventsOf(request: string): string;
   taskEventsAll: string;
+  /**
+   * What only shows progress and is never stored (no stream captures `live.>`): a tool call of a
+   * sub-task's loop as it ends. Followers of a request listen on `taskLiveOf` besides its stored events.
+   */
+  taskLive(request: string, task: string): string;
+  taskLiveOf(request: string): string;
   /** Everything of this swarm: for observers and isolation checks. */
   all: string;
   streams: { requests: string; tasks: string; events: string; nodes: string };
@@ -81,6 +87,8 @@ export function swarmNames(hid: string): SwarmNames {
     taskEvents: (req, task) => `${p}.event.task.${validateId("request id", req)}.${validateId("task id", task)}`,
     taskEventsOf: (req) => `${p}.event.task.${validateId("request id", req)}.*`,
     taskEventsAll: `${p}.event.task.*.*`,
+    taskLive: (req, task) => `${p}.live.task.${validateId("request id", req)}.${validateId("task id", task)}`,
+    taskLiveOf: (req) => `${p}.live.task.${validateId("request id", req)}.*`,
     all: `${p}.>`,
     streams: {
       requests: `PICOCLAW_${streamHid}_REQUESTS`,
@@ -132,6 +140,8 @@ export function consumerNextSubject(stream: string, durable: string): string {
 /** Task-record keys in the tasks KV bucket (keys may contain dots; ids may not). */
 export const taskKeys = {
   request: (req: string) => `request.${req}`,
+  /** Every request record: `picoclaw requests` lists them. */
+  requestAll: "request.*",
   result: (req: string, task: string) => `result.${req}.${task}`,
   errors: (req: string, task: string) => `errors.${req}.${task}`,
   /** Step `n` (1, 2, ...) of a sub-task's tool loop: a model turn or a tool result. */

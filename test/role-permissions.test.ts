@@ -282,6 +282,8 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     await waitFor("every connection to stay open after its refusals", () => conns.every((nc) => !nc.isClosed()), 2_000);
   }, 60_000);
   test("a worker user runs a tool loop: its steps are stored, and read back by the worker that resumes it after a kill", async () => {
+    // The first test's nodes of the same swarm may still run: this one needs its own workers alone.
+    await procs.killAll();
     const home = tempHome();
     const workspace = join(home, "ws");
     llm.script((b) => {

@@ -6,7 +6,7 @@
 import type { KV } from "nats";
 import type { ChatMessage, LlmProvider, LlmUsage, ToolCall } from "../../lib/llm-types.ts";
 import type { RecordGuard } from "../../lib/record-guard.ts";
-import { type RecordedTurn, readSteps, recordStep, type ToolStep } from "../../lib/steps.ts";
+import { type RecordedTurn, readSteps, recordStep, type ToolStep, type TurnStep } from "../../lib/steps.ts";
 import type { ToolCallSummary } from "../../lib/task-messages.ts";
 import { runTool, type ToolRegistry, type ToolRun } from "./tools/index.ts";
 
@@ -70,9 +70,9 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
     for (const [k, c] of r.turn.calls.entries()) {
       const s = results.get(c.id);
       messages.push({ role: "tool", tool_call_id: c.id, content: s?.content ?? INTERRUPTED });
-      calls.push(summaryOf(c, s, r.turn.n + 1 + k));
+      calls.push(summaryOf(c, s, s?.n ?? r.turn.n + 1 + k));
     }
-    next = r.turn.n + 1 + r.turn.calls.length;
+    next = r.turn.results ? r.turn.n + 1 : r.turn.n + 1 + r.turn.calls.length;
   }
   const definitions = () => o.tools.list().map((t) => ({ name: t.name, description: t.description, parameters: t.parameters }));
   for (let iteration = recorded.length; iteration < o.maxIterations; iteration++) {
@@ -91,25 +91,14 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
     const asked = c.toolCalls ?? [];
     if (asked.length === 0) return { text: c.text, usage, model, iterations: iteration + 1, toolCalls: calls, stoppedAtLimit: false };
     lastText = c.text;
-    const turn = {
-      v: 1 as const,
-      kind: "turn" as const,
-      n: next,
-      node: o.node,
-      at: Date.now(),
-      content: c.text,
-      calls: asked,
-      usage: c.usage,
-    };
-    await recordStep(o.kv, task.request, task.task, turn, o.guard);
     messages.push({ role: "assistant", content: c.text, tool_calls: asked });
-    const results = await runCalls(task, turn.n, asked, o);
+    const taken = await takeTurn(task, { n: next, content: c.text, calls: asked, usage: c.usage }, o);
     for (const [k, call] of asked.entries()) {
-      const s = results[k]!;
+      const s = taken.results[k]!;
       messages.push({ role: "tool", tool_call_id: call.id, content: s.content });
       calls.push(summaryOf(call, s, s.n));
     }
-    next = turn.n + 1 + asked.length;
+    next = taken.next;
   }
   const note = `[Stopped after ${o.maxIterations} tool iterations (agents.defaults.max_tool_iterations); this answer may be incomplete.]`;
   return {
@@ -122,12 +111,36 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
   };
 }
 
-/** Runs a turn's calls together (they are independent by the API's contract), each recorded as its own step. */
-async function runCalls(task: AgentTask, turnStep: number, asked: ToolCall[], o: AgentOptions): Promise<ToolStep[]> {
-  return Promise.all(asked.map((call, k) => runAndRecord(task, turnStep + 1 + k, call, o)));
+/**
+ * Runs a turn's calls together (they are independent by the API's contract) and records the turn. When
+ * every call is replay-safe, the turn is recorded once, with the results, after the calls ran (one
+ * write: a crash before it only means they run again). Otherwise the turn is recorded first, so a
+ * worker that dies mid-call leaves the call's intent behind, and then each result as its own step.
+ */
+async function takeTurn(
+  task: AgentTask,
+  t: Pick<TurnStep, "n" | "content" | "calls" | "usage">,
+  o: AgentOptions,
+): Promise<{ results: ToolStep[]; next: number }> {
+  const turn: TurnStep = { v: 1, kind: "turn", node: o.node, at: Date.now(), ...t };
+  if (t.calls.every((c) => o.tools.get(c.name)?.replaySafe === true)) {
+    const results = await Promise.all(t.calls.map((c) => runCall(c, t.n, o)));
+    await recordStep(o.kv, task.request, task.task, { ...turn, results }, o.guard);
+    return { results, next: t.n + 1 };
+  }
+  await recordStep(o.kv, task.request, task.task, turn, o.guard);
+  const results = await Promise.all(t.calls.map((c, k) => runAndRecord(task, t.n + 1 + k, c, o)));
+  return { results, next: t.n + 1 + t.calls.length };
 }
 
 async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: AgentOptions): Promise<ToolStep> {
+  const step = await runCall(call, n, o);
+  await recordStep(o.kv, task.request, task.task, step, o.guard);
+  return step;
+}
+
+/** One call, run to its end, as the step that records it (numbered `n`). */
+async function runCall(call: ToolCall, n: number, o: AgentOptions): Promise<ToolStep> {
   o.onStep(`${call.name} ${briefArgs(call.arguments)}`);
   const r: ToolRun = await runTool(o.tools, call.name, call.arguments, { signal: o.signal, maxBytes: o.maxOutputBytes });
   const step: ToolStep = {
@@ -146,7 +159,6 @@ async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: Agent
   o.onToolDone?.({ ...step, args: briefArgs(call.arguments) });
   // A stop mid-call is not a result: the call is left unrecorded, and the next attempt decides.
   if (o.signal.aborted) throw o.signal.reason ?? new Error("aborted");
-  await recordStep(o.kv, task.request, task.task, step, o.guard);
   return step;
 }
 

@@ -91,6 +91,15 @@ export function createRunner(o: RunnerOptions): Runner {
     }
   };
 
+  /** Progress nobody needs stored (a tool call's end): a core publish on a subject no stream captures. */
+  const publishLive = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent>) => {
+    try {
+      nc.publish(names.taskLive(task.request, task.task), encode(taskEvent(task, kind, attempt, extra)));
+    } catch (err) {
+      log.debug("Live event not sent", { task: task.task, kind, error: (err as Error).message });
+    }
+  };
+
   /**
    * The last attempt's `started` is stored before the work begins: JetStream will not deliver again, so
    * a coordinator that did not hear this node judges it from the stored events alone (a plain publish
@@ -217,7 +226,7 @@ export function createRunner(o: RunnerOptions): Runner {
         },
         onToolDone: (s) => {
           o.onToolDone?.(s.tool, s.outcome, s.duration_ms / 1000);
-          publishEvent(task, "tool", attempt, {
+          publishLive(task, "tool", attempt, {
             step: s.n,
             tool: s.tool,
             args: s.args,
