@@ -74,6 +74,7 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
     }
     next = r.turn.results ? r.turn.n + 1 : r.turn.n + 1 + r.turn.calls.length;
   }
+  const writes = laterWrites();
   const definitions = () => o.tools.list().map((t) => ({ name: t.name, description: t.description, parameters: t.parameters }));
   for (let iteration = recorded.length; iteration < o.maxIterations; iteration++) {
     o.onStep(iteration === 0 ? "thinking" : `thinking (iteration ${iteration + 1})`);
@@ -89,10 +90,13 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
     o.onTokens(usage.total_tokens);
     model = c.model;
     const asked = c.toolCalls ?? [];
-    if (asked.length === 0) return { text: c.text, usage, model, iterations: iteration + 1, toolCalls: calls, stoppedAtLimit: false };
+    if (asked.length === 0) {
+      await writes.flush();
+      return { text: c.text, usage, model, iterations: iteration + 1, toolCalls: calls, stoppedAtLimit: false };
+    }
     lastText = c.text;
     messages.push({ role: "assistant", content: c.text, tool_calls: asked });
-    const taken = await takeTurn(task, { n: next, content: c.text, calls: asked, usage: c.usage }, o);
+    const taken = await takeTurn(task, { n: next, content: c.text, calls: asked, usage: c.usage }, o, writes);
     for (const [k, call] of asked.entries()) {
       const s = taken.results[k]!;
       messages.push({ role: "tool", tool_call_id: call.id, content: s.content });
@@ -100,6 +104,7 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
     }
     next = taken.next;
   }
+  await writes.flush();
   const note = `[Stopped after ${o.maxIterations} tool iterations (agents.defaults.max_tool_iterations); this answer may be incomplete.]`;
   return {
     text: lastText ? `${lastText}\n\n${note}` : note,
@@ -114,23 +119,52 @@ export async function runAgent(task: AgentTask, start: ChatMessage[], o: AgentOp
 /**
  * Runs a turn's calls together (they are independent by the API's contract) and records the turn. When
  * every call is replay-safe, the turn is recorded once, with the results, after the calls ran (one
- * write: a crash before it only means they run again). Otherwise the turn is recorded first, so a
- * worker that dies mid-call leaves the call's intent behind, and then each result as its own step.
+ * write: a crash before it only means they run again), and the loop does not wait for that write.
+ * Otherwise every earlier write is waited for and the turn is recorded first, so a worker that dies
+ * mid-call leaves the call's intent behind (never after a gap a resume would stop at), then each result.
  */
 async function takeTurn(
   task: AgentTask,
   t: Pick<TurnStep, "n" | "content" | "calls" | "usage">,
   o: AgentOptions,
+  writes: LaterWrites,
 ): Promise<{ results: ToolStep[]; next: number }> {
   const turn: TurnStep = { v: 1, kind: "turn", node: o.node, at: Date.now(), ...t };
   if (t.calls.every((c) => o.tools.get(c.name)?.replaySafe === true)) {
     const results = await Promise.all(t.calls.map((c) => runCall(c, t.n, o)));
-    await recordStep(o.kv, task.request, task.task, { ...turn, results }, o.guard);
+    writes.later(() => recordStep(o.kv, task.request, task.task, { ...turn, results }, o.guard));
     return { results, next: t.n + 1 };
   }
+  await writes.flush();
   await recordStep(o.kv, task.request, task.task, turn, o.guard);
   const results = await Promise.all(t.calls.map((c, k) => runAndRecord(task, t.n + 1 + k, c, o)));
   return { results, next: t.n + 1 + t.calls.length };
+}
+
+interface LaterWrites {
+  /** Starts `write` after the ones before it; its failure surfaces at the next flush. */
+  later(write: () => Promise<void>): void;
+  /** Waits for every write so far; throws the first that failed. */
+  flush(): Promise<void>;
+}
+
+/** Step writes the loop need not wait for, kept in order (a step is created only after the one before). */
+function laterWrites(): LaterWrites {
+  let chain: Promise<void> = Promise.resolve();
+  let failed: unknown;
+  return {
+    later(write) {
+      chain = chain
+        .then(() => (failed === undefined ? write() : undefined))
+        .catch((err) => {
+          failed ??= err;
+        });
+    },
+    async flush() {
+      await chain;
+      if (failed !== undefined) throw failed;
+    },
+  };
 }
 
 async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: AgentOptions): Promise<ToolStep> {

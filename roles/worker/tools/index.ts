@@ -56,13 +56,24 @@ export interface ToolRegistry {
 
 export function createRegistry(tools: Iterable<Tool>, dynamic: () => Iterable<Tool> = () => []): ToolRegistry {
   const fixed = [...tools];
+  // Rebuilt only when the dynamic tools change (an MCP server went down or came back): a loop asks on every call.
+  let seen: Tool[] = [];
+  let sorted: Tool[] = [];
+  let byName = new Map<string, Tool>();
   const all = () => {
-    const byName = new Map<string, Tool>();
-    for (const t of [...fixed, ...dynamic()]) byName.set(t.name, t);
-    return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const now = [...dynamic()];
+    if (sorted.length === 0 || now.length !== seen.length || now.some((t, i) => t !== seen[i])) {
+      seen = now;
+      byName = new Map([...fixed, ...now].map((t) => [t.name, t]));
+      sorted = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    }
+    return sorted;
   };
   return {
-    get: (name) => all().find((t) => t.name === name),
+    get(name) {
+      all();
+      return byName.get(name);
+    },
     list: all,
     names: () => all().map((t) => t.name),
   };
