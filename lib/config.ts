@@ -3,7 +3,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import type { z } from "zod";
 import { type Config, configKeys, configSchema, SECRET_KEYS } from "./config-schema.ts";
+import { parseDuration } from "./duration.ts";
 import { ConfigError } from "./errors.ts";
 
 export type { Config } from "./config-schema.ts";
@@ -173,10 +175,13 @@ function redactValue(key: string, value: unknown): unknown {
   return value;
 }
 
-/** The effective config as plain data with every secret replaced by "***". */
+/** The effective config as plain data with every set secret replaced by "***" (each entry of a list; an empty list stays empty). */
 export function redactedConfig(config: Config): Config {
   const copy = structuredClone(config);
-  for (const key of SECRET_KEYS) if (getPath(copy, key) !== undefined) setPath(copy, key, "***");
+  for (const key of SECRET_KEYS) {
+    const value = getPath(copy, key);
+    if (value !== undefined) setPath(copy, key, Array.isArray(value) ? value.map(() => "***") : "***");
+  }
   copy.swarm.nats.urls = copy.swarm.nats.urls.map(redactUrl);
   // MCP servers' env and headers carry their tokens (GITHUB_TOKEN, Authorization): names shown, values not.
   for (const server of Object.values(copy.tools.mcp.servers)) {
@@ -186,12 +191,68 @@ export function redactedConfig(config: Config): Config {
   return copy;
 }
 
+/** The schema of one leaf key (with its default/optional wrappers), read by walking the one schema. */
+function leafSchema(key: string): z.ZodType | undefined {
+  let cur: unknown = configSchema;
+  for (const part of key.split(".")) {
+    const obj = unwrapToObject(cur);
+    cur = obj?.shape[part];
+    if (cur === undefined) return undefined;
+  }
+  return cur as z.ZodType;
+}
+
+function unwrapToObject(schema: unknown): { shape: Record<string, unknown> } | undefined {
+  let s = schema as { shape?: Record<string, unknown>; def?: { type?: string; innerType?: unknown; in?: unknown } } | undefined;
+  for (let i = 0; i < 6 && s; i++) {
+    if (s.def?.type === "object" && s.shape) return s as { shape: Record<string, unknown> };
+    s = (s.def?.innerType ?? (s.def?.type === "pipe" ? s.def.in : undefined)) as typeof s;
+  }
+  return undefined;
+}
+
+/**
+ * Keys whose values are durations (the schema's `duration()` leaves), found once: a leaf is a duration
+ * when it reads "100h" as that many milliseconds (integers refuse the unit, strings keep the text).
+ */
+export const DURATION_KEYS: ReadonlySet<string> = new Set(
+  KEYS.filter((key) => {
+    const parsed = leafSchema(key)?.safeParse("100h");
+    return parsed?.success === true && parsed.data === 360_000_000;
+  }),
+);
+
+const UNITS: [string, number][] = [
+  ["h", 3_600_000],
+  ["m", 60_000],
+  ["s", 1_000],
+];
+
+/** Milliseconds as a user writes them: the largest unit that is exact (10000 -> "10s", 1500 -> "1500ms"). */
+export function formatDurationExact(ms: number): string {
+  if (ms === 0) return "0s";
+  for (const [unit, size] of UNITS) {
+    const text = `${ms / size}${unit}`;
+    if (ms % size === 0 && parseDuration(text) === ms) return text;
+  }
+  return `${ms}ms`;
+}
+
+/** A value as `picoclaw config` and `--help` show it: durations as written (`"10s"`), the rest as JSON. */
+export function formatConfigValue(key: string, value: unknown): string {
+  if (value === undefined) return "(unset)";
+  if (DURATION_KEYS.has(key) && typeof value === "number") return JSON.stringify(formatDurationExact(value));
+  return JSON.stringify(value);
+}
+
+/** Every key's default from the schema (before `~` is expanded), for `--help`. */
+export function configDefaults(): Record<string, unknown> {
+  const defaults = configSchema.parse({});
+  return Object.fromEntries(KEYS.map((key) => [key, getPath(defaults, key)]));
+}
+
 /** Lines for `picoclaw config`: key = value  # source. */
 export function describeConfig(loaded: LoadedConfig): string {
   const red = redactedConfig(loaded.config);
-  return KEYS.map((key) => {
-    const value = getPath(red, key);
-    const shown = value === undefined ? "(unset)" : JSON.stringify(value);
-    return `${key} = ${shown}  # ${loaded.sources[key]}`;
-  }).join("\n");
+  return KEYS.map((key) => `${key} = ${formatConfigValue(key, getPath(red, key))}  # ${loaded.sources[key]}`).join("\n");
 }

@@ -3,8 +3,10 @@
 // Errors may live beside their concept (PlanError in plan.ts, LlmError in llm.ts) but extend this base.
 
 export type ErrorCode =
-  /** A config value, flag or argument is missing, malformed or out of range. */
+  /** A config value is missing, malformed or out of range. */
   | "E_CONFIG"
+  /** The command line asks for something this executable or command does not have (flag, command, argument). */
+  | "E_USAGE"
   /** An id (H-id, node id, capability, ...) that would change which subjects match. */
   | "E_INVALID_ID"
   /** A plan that cannot run (cycle, unknown dependency, capability nobody offers, limits). */
@@ -50,6 +52,21 @@ export class ConfigError extends PicoclawError {
   ) {
     const shown = got === undefined ? "" : ` (got ${JSON.stringify(got)})`;
     super("E_CONFIG", `invalid config ${key}${shown} from ${source}: ${allowed}`);
+  }
+}
+
+/**
+ * A usage mistake: a flag, command or argument this executable (or command) does not take. Printed as
+ * `<program>: <problem>` and the correct form (`usage: ...`); the entry script fills in program and form
+ * from the command it was running when the thrower leaves them out.
+ */
+export class UsageError extends PicoclawError {
+  override name = "UsageError";
+  constructor(
+    readonly problem: string,
+    readonly where: { program?: string; forms?: string[] } = {},
+  ) {
+    super("E_USAGE", problem);
   }
 }
 

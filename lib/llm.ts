@@ -61,9 +61,7 @@ export async function nodeLlm(node: LlmHost): Promise<LlmProvider> {
   return {
     ...llm,
     async complete(req) {
-      const settle = budget
-        ? await budget.take(promptEstimate(req) + (cfg.max_tokens ?? DEFAULT_REPLY_ESTIMATE), req.signal)
-        : undefined;
+      const settle = budget ? await budget.take(promptEstimate(req) + (cfg.max_tokens ?? DEFAULT_REPLY_ESTIMATE), req.signal) : undefined;
       const started = performance.now();
       const capability = req.capability ?? "(other)";
       try {

@@ -143,6 +143,8 @@ if (import.meta.main) {
       usage:
         "observe the swarm and redraw its dashboard every second (--once: one frame; --json: one snapshot; " +
         "without a terminal, a frame when the swarm changes)",
+      flags: ["once", "json"],
+      form: "[--once | --json] [--KEY VALUE ...]",
       run: (cli, loaded) => observeSwarm(loaded, showOptions(cli)),
     }),
   );

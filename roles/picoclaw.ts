@@ -3,11 +3,9 @@
 // of the role from --swarm.role / PICOCLAW_SWARM_ROLE / swarm.role (swarm mode must be on); with
 // --swarm.dashboard it shows the dashboard (this node's own view when swarm mode is on). The client
 // commands (submit, drain, shutdown, ping, keygen) live only here, not in the per-role executables.
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { type Cli, runEntry } from "../lib/cli.ts";
 import type { LoadedConfig } from "../lib/config.ts";
-import { ConfigError } from "../lib/errors.ts";
+import { ConfigError, UsageError } from "../lib/errors.ts";
 import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { runCoordinator } from "./coordinator.ts";
@@ -15,7 +13,7 @@ import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./das
 import { runGateway } from "./gateway.ts";
 import { runControlCommand } from "./picoclaw/control.ts";
 import { runHealthCheck } from "./picoclaw/health.ts";
-import { generateKeyFile } from "./picoclaw/keygen.ts";
+import { defaultKeyPath, generateKeyFile, publicKeyOf } from "./picoclaw/keygen.ts";
 import { runRequests } from "./picoclaw/requests.ts";
 import { runSubmit, submitOptions, timeoutOption } from "./picoclaw/submit.ts";
 import { runWatch } from "./picoclaw/watch.ts";
@@ -37,6 +35,9 @@ async function runRole(node: MemberNode): Promise<void> {
 async function run(cli: Cli, loaded: LoadedConfig): Promise<number> {
   const cfg = loaded.config;
   const dashboard = cli.is("swarm.dashboard");
+  for (const flag of ["once", "json"] as const) {
+    if (cli.is(flag) && !dashboard) throw new UsageError(`--${flag} goes with --swarm.dashboard (or: picoclaw dashboard --${flag})`);
+  }
   if (dashboard && !swarmEnabled(loaded)) return observeSwarm(loaded, showOptions(cli));
   if (!swarmEnabled(loaded)) {
     throw new ConfigError(
@@ -52,11 +53,12 @@ async function run(cli: Cli, loaded: LoadedConfig): Promise<number> {
 }
 
 /** The command's one argument: a node id (`drain claw-1a2b3c4d`) or a request id (`watch r-…`). */
-const nodeArgument = (cli: Cli, command: string, example = "claw-1a2b3c4d") => {
+const nodeArgument = (cli: Cli, what: string, example: string) => {
   const id = cli.positionals[0];
-  if (!id) throw new ConfigError(command, "command line", `an id: picoclaw ${command} ${example}`);
+  if (!id) throw new UsageError(`which ${what}? e.g. picoclaw ${cli.command} ${example}`);
   return id;
 };
+const NODE = ["node", "claw-1a2b3c4d"] as const;
 
 if (import.meta.main) {
   process.exit(
@@ -64,6 +66,9 @@ if (import.meta.main) {
       name: "picoclaw",
       usage: "run a swarm node of --swarm.role (coordinator | worker | specialist)",
       run,
+      flags: ["swarm.dashboard", "once", "json"],
+      form: "[--swarm.dashboard [--once | --json]] [--KEY VALUE ...]",
+      flagsWith: "--swarm.dashboard",
       commands: {
         submit: {
           usage: [
@@ -73,6 +78,8 @@ if (import.meta.main) {
             "                      --timeout D gives it its own deadline (default swarm.tasks.request_timeout, 30m);",
             "                      --json prints the event stream as JSON lines",
           ],
+          form: ["submit TEXT|- [--file PATH] [--plan PATH] [--capabilities a,b] [--timeout D] [--json]"],
+          flags: ["file", "plan", "capabilities", "timeout", "json"],
           run: async (cli, loaded) =>
             runSubmit(loaded.config, createLogger("warn"), await submitOptions(cli, loaded.config.swarm.tasks.max_prompt_bytes)),
         },
@@ -81,43 +88,82 @@ if (import.meta.main) {
             "  watch REQUEST-ID    re-attach to a request: print its stored answer, or follow it until it comes",
             "                      (--timeout, default swarm.tasks.request_timeout; --json prints the events)",
           ],
+          form: ["watch REQUEST-ID [--timeout D] [--json]"],
+          flags: ["timeout", "json"],
+          maxArgs: 1,
           run: (cli, loaded) =>
-            runWatch(loaded.config, createLogger("warn"), nodeArgument(cli, "watch", "r-1a2b3c4d5e"), cli.is("json"), timeoutOption(cli)),
+            runWatch(loaded.config, createLogger("warn"), nodeArgument(cli, "request", "r-1a2b3c4d5e"), cli.is("json"), timeoutOption(cli)),
         },
         requests: {
-          usage: ["  requests --failed   list the requests the swarm gave up on (dead letters; --json for JSON lines)"],
+          usage: [
+            "  requests            list recent requests with their status; --failed: only those that ended failed",
+            "                      (dead letters marked); --json for JSON lines",
+          ],
+          form: ["requests [--failed] [--json]"],
+          flags: ["failed", "json"],
+          maxArgs: 0,
           run: (cli, loaded) => runRequests(loaded.config, createLogger("warn"), { failed: cli.is("failed"), json: cli.is("json") }),
+        },
+        dashboard: {
+          usage: [
+            "  dashboard           observe the swarm without joining it, as picoclaw-dashboard (--once: one frame;",
+            "                      --json: one snapshot; with --swarm.http.listen also the web dashboard)",
+          ],
+          form: ["dashboard [--once | --json]"],
+          flags: ["once", "json"],
+          maxArgs: 0,
+          run: (cli, loaded) => observeSwarm(loaded, showOptions(cli)),
         },
         drain: {
           usage: [
             "  drain NODE          ask a node to stop taking sub-tasks, finish running ones (swarm.drain_grace),",
             "                      hand back the rest and leave (as SIGTERM does); for rolling upgrades",
           ],
-          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "drain", nodeArgument(cli, "drain")),
+          form: ["drain NODE"],
+          maxArgs: 1,
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "drain", nodeArgument(cli, ...NODE)),
         },
         shutdown: {
           usage: ["  shutdown NODE       the same without waiting: running sub-tasks are handed back at once"],
-          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "shutdown", nodeArgument(cli, "shutdown")),
+          form: ["shutdown NODE"],
+          maxArgs: 1,
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "shutdown", nodeArgument(cli, ...NODE)),
         },
         ping: {
           usage: ["  ping NODE           check that a node answers"],
-          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "ping", nodeArgument(cli, "ping")),
+          form: ["ping NODE"],
+          maxArgs: 1,
+          run: (cli, loaded) => runControlCommand(loaded.config, createLogger("warn"), "ping", nodeArgument(cli, ...NODE)),
         },
         gateway: {
           usage: [
             "  gateway             serve the OpenAI API on --swarm.http.listen: GET /v1/models, POST /v1/chat/completions",
             "                      (streaming or not); keys in swarm.gateway.api_keys (required beyond loopback)",
           ],
+          form: ["gateway --swarm.http.listen HOST:PORT"],
+          maxArgs: 0,
           run: (_cli, loaded) => runGateway(loaded),
         },
         health: {
           usage: ["  health              ask this machine's node for /healthz on --swarm.http.listen (exit 0 when healthy)"],
+          form: ["health --swarm.http.listen HOST:PORT"],
+          maxArgs: 0,
           run: (_cli, loaded) => runHealthCheck(loaded.config, loaded.sources["swarm.http.listen"] ?? "default"),
         },
         keygen: {
-          usage: ["  keygen [PATH]       create a signing key pair (seed to PATH, default ~/.picoclaw/signing.nk; prints the public key)"],
+          usage: [
+            "  keygen [PATH]       create a signing key pair: the seed to PATH (default ~/.picoclaw/signing.nk, never",
+            "                      overwritten), the public key printed; --public [PATH]: print an existing key's public key",
+          ],
+          form: ["keygen [PATH]", "keygen --public [PATH]"],
+          flags: ["public"],
+          maxArgs: 1,
           async run(cli) {
-            const path = cli.positionals[0] ?? join(homedir(), ".picoclaw", "signing.nk");
+            const path = cli.positionals[0] ?? defaultKeyPath();
+            if (cli.is("public")) {
+              console.log(publicKeyOf(path));
+              return 0;
+            }
             const pub = generateKeyFile(path);
             console.log(`wrote the seed to ${path} (readable by you only; keep it secret)\npublic key: ${pub}`);
             return 0;

@@ -5,9 +5,19 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseCli } from "../lib/cli.ts";
-import { type Config, type ConfigInputs, describeConfig, type LoadedConfig, loadConfig, redactedConfig } from "../lib/config.ts";
-import { configKeys } from "../lib/config-schema.ts";
-import { ConfigError } from "../lib/errors.ts";
+import {
+  type Config,
+  type ConfigInputs,
+  DURATION_KEYS,
+  describeConfig,
+  formatDurationExact,
+  type LoadedConfig,
+  loadConfig,
+  redactedConfig,
+} from "../lib/config.ts";
+import { CONFIG_HELP, configKeys } from "../lib/config-schema.ts";
+import { parseDuration } from "../lib/duration.ts";
+import { ConfigError, UsageError } from "../lib/errors.ts";
 import { GUIDE_CONFIG_FILE } from "./helpers/guide-config.ts";
 import { runRole, tempHome } from "./helpers/role-process.ts";
 
@@ -52,6 +62,16 @@ function configErrorOf(fn: () => unknown): ConfigError {
 }
 
 /** The error's message names the key, the source it came from, and what is allowed. */
+function usageErrorOf(fn: () => unknown): UsageError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof UsageError) return err;
+    throw new Error(`expected a UsageError, got ${String(err)}`);
+  }
+  throw new Error("expected a UsageError, nothing was thrown");
+}
+
 function expectConfigError(fn: () => unknown, want: { key: string; source: string; allowed: string }): ConfigError {
   const err = configErrorOf(fn);
   expect({ key: err.key, source: err.source }).toEqual({ key: want.key, source: want.source });
@@ -618,12 +638,9 @@ describe("invalid values are rejected with key, source and what is allowed", () 
     });
   });
 
-  test("an unknown CLI flag (parseCli)", () => {
-    expectConfigError(() => parseCli(["--swarm.enabled", "--swarm.rolee", "worker"]), {
-      key: "--swarm.rolee",
-      source: "command line",
-      allowed: "a known flag",
-    });
+  test("an unknown CLI flag (parseCli) is a usage error, not a config error, with the nearest known flag", () => {
+    const err = usageErrorOf(() => parseCli(["--swarm.enabled", "--swarm.rolee", "worker"]));
+    expect(err.message).toBe("unknown flag --swarm.rolee (did you mean --swarm.role?)");
   });
 
   test("a secret that fails validation is not echoed in the error", () => {
@@ -679,11 +696,78 @@ describe("secrets are redacted", () => {
     expect(text).toContain('swarm.nats.password = "***"  # env PICOCLAW_SWARM_NATS_PASSWORD');
   });
 
+  test("an empty secret list shows empty; a set one shows each entry redacted", () => {
+    expect(describeConfig(load())).toContain("swarm.gateway.api_keys = []  # default");
+    const set = load({ flags: { "swarm.gateway.api_keys": "key-SECRET-7a,key-SECRET-7b" } });
+    const text = describeConfig(set);
+    expect(text).toContain('swarm.gateway.api_keys = ["***","***"]  # flag --swarm.gateway.api_keys');
+    expect(text).not.toContain("SECRET-7");
+    expect(describeConfig(load())).toContain("llm.api_key = (unset)  # default");
+  });
+
   test("secrets from a config file are redacted too", () => {
     const path = yamlFile('swarm:\n  nats:\n    token: "file-SECRET-5"\n    urls: ["nats://u:file-SECRET-6@h:4222"]\n');
     const text = describeConfig(load({ configPath: path }));
     expect(text).not.toContain("file-SECRET-5");
     expect(text).not.toContain("file-SECRET-6");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// 6b. durations and help text, read from the one schema
+
+describe("durations as written, and a meaning for every key", () => {
+  test("the duration keys are the schema's duration() leaves", () => {
+    expect([...DURATION_KEYS].sort()).toEqual(
+      [
+        "swarm.lease_ttl",
+        "swarm.drain_grace",
+        "swarm.nats.heartbeat_interval",
+        "swarm.nats.node_timeout",
+        "swarm.nats.connect_timeout",
+        "swarm.tasks.ack_wait",
+        "swarm.tasks.request_timeout",
+        "swarm.tasks.timeout",
+        "swarm.tasks.retention",
+        "swarm.llm.token_window",
+        "swarm.security.max_skew",
+        "log.dashboard_interval",
+      ].sort(),
+    );
+  });
+
+  test("milliseconds print in the largest exact unit, and read back the same", () => {
+    const cases: [number, string][] = [
+      [10_000, "10s"],
+      [1_500, "1500ms"],
+      [90_000, "90s"],
+      [120_000, "2m"],
+      [1_800_000, "30m"],
+      [86_400_000, "24h"],
+      [0, "0s"],
+      [50, "50ms"],
+    ];
+    for (const [ms, text] of cases) {
+      expect({ ms, text: formatDurationExact(ms) }).toEqual({ ms, text });
+      expect(parseDuration(text)).toBe(ms);
+    }
+  });
+
+  test("describeConfig prints durations as written, configured or defaulted", () => {
+    const text = describeConfig(load({ flags: { "swarm.lease_ttl": "10s", "swarm.tasks.ack_wait": "1500ms" } }));
+    expect(text).toContain('swarm.lease_ttl = "10s"  # flag --swarm.lease_ttl');
+    expect(text).toContain('swarm.tasks.ack_wait = "1500ms"  # flag --swarm.tasks.ack_wait');
+    expect(text).toContain('swarm.tasks.retention = "24h"  # default');
+    expect(text).toContain('swarm.nats.node_timeout = "1m"  # default');
+    expect(text).toContain("swarm.max_concurrent = 5  # default"); // not a duration
+  });
+
+  test("every config key has a one-line meaning for --help, and no meaning names a key that does not exist", () => {
+    for (const key of configKeys()) {
+      const meaning = CONFIG_HELP[key];
+      expect({ key, ok: typeof meaning === "string" && meaning.length > 5 && !meaning.includes("\n") }).toEqual({ key, ok: true });
+    }
+    expect(Object.keys(CONFIG_HELP).filter((k) => !configKeys().includes(k))).toEqual([]);
   });
 });
 
@@ -769,15 +853,37 @@ describe("parseCli", () => {
     expect(parseCli(["--swarm.check-nats"]).is("swarm.check-nats")).toBe(true);
   });
 
-  test("unknown long flags are rejected, naming the flag", () => {
+  test("unknown long flags are usage errors naming the flag", () => {
     for (const argv of [["--swarm.bogus", "1"], ["--bogus"], ["--swarm.nats.urlz=nats://x:1"]]) {
-      const err = configErrorOf(() => parseCli(argv));
-      expect({ argv, key: err.key, source: err.source }).toEqual({ argv, key: argv[0]!.split("=")[0]!, source: "command line" });
+      const err = usageErrorOf(() => parseCli(argv));
+      expect({ argv, message: err.message }).toEqual({ argv, message: expect.stringContaining(`unknown flag ${argv[0]!.split("=")[0]!}`) });
     }
   });
 
-  test("short flags like -x are rejected", () => {
-    expectConfigError(() => parseCli(["-x"]), { key: "-x", source: "command line", allowed: "a known flag" });
+  test("short flags like -x are usage errors (-h is --help)", () => {
+    expect(usageErrorOf(() => parseCli(["-x"])).message).toContain("unknown flag -x");
+    expect(parseCli(["-h"]).is("help")).toBe(true);
+  });
+
+  test("a value flag without its value is a usage error; --public=PATH reads as --public PATH", () => {
+    expect(usageErrorOf(() => parseCli(["submit", "--timeout"])).message).toBe("--timeout needs a value: --timeout D");
+    expect(usageErrorOf(() => parseCli(["submit", "--plan", "--json"])).message).toBe("--plan needs a value: --plan PATH");
+    expect(usageErrorOf(() => parseCli(["--once=yes"])).message).toContain("--once takes no value");
+    const cli = parseCli(["keygen", "--public=/tmp/k.nk"]);
+    expect({ public: cli.is("public"), command: cli.command, positionals: cli.positionals }).toEqual({
+      public: true,
+      command: "keygen",
+      positionals: ["/tmp/k.nk"],
+    });
+    expect(parseCli(["submit", "--timeout", "10s", "hi"]).value("timeout")).toBe("10s");
+  });
+
+  test("the non-config flags given are listed, config flags are not", () => {
+    expect(parseCli(["--swarm.dashboard", "--once", "--swarm.hid", "h1", "--config", "/x.yaml"]).given).toEqual([
+      "config",
+      "swarm.dashboard",
+      "once",
+    ]);
   });
 
   test("flags that are not given are not reported (so env and file still apply)", () => {
@@ -811,7 +917,7 @@ describe("entry scripts (real processes)", () => {
     expect(r.stdout).toContain('swarm.capabilities = ["code","research"]  # env PICOCLAW_SWARM_CAPABILITIES');
     expect(r.stdout).toContain(`swarm.max_concurrent = 10  # config file ${file}`);
     expect(r.stdout).toContain('swarm.nats.token = "***"  # env PICOCLAW_SWARM_NATS_TOKEN');
-    expect(r.stdout).toContain("swarm.nats.heartbeat_interval = 10000  # default");
+    expect(r.stdout).toContain('swarm.nats.heartbeat_interval = "10s"  # default');
   });
 
   test("an invalid value (--swarm.max_concurrent 0) exits 2 naming key, source and range", async () => {

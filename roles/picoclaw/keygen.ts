@@ -1,16 +1,48 @@
-// `picoclaw keygen [PATH]`: a signing key pair for swarm.security.signing.
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
-import { createUser } from "nkeys.js";
-import { ConfigError } from "../../lib/errors.ts";
+// `picoclaw keygen [PATH]`: a signing key pair for swarm.security.signing; `keygen --public [PATH]`
+// prints the public key of an existing one.
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { createUser, fromSeed } from "nkeys.js";
+import { UsageError } from "../../lib/errors.ts";
 
-/** Writes a new seed to `path` (readable by its owner only) and returns the public key. */
+/** Where keygen writes when given no path. */
+export function defaultKeyPath(home = homedir()): string {
+  return join(home, ".picoclaw", "signing.nk");
+}
+
+/** Writes a new seed to `path` (readable by its owner only; never over an existing file) and returns the public key. */
 export function generateKeyFile(path: string): string {
-  if (existsSync(path))
-    throw new ConfigError("keygen", "command line", "a path where no key file exists yet (refusing to overwrite)", path);
   const kp = createUser();
   mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600 });
+  try {
+    // "wx": created here or not at all, so two keygens racing for one path cannot both win.
+    writeFileSync(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+      throw new UsageError(
+        `${path} exists already; keygen never overwrites a key (to see its public key: picoclaw keygen --public ${path})`,
+      );
+    }
+    throw err;
+  }
   chmodSync(path, 0o600);
   return kp.getPublicKey();
+}
+
+/** The public key of the seed in `path` (a file keygen wrote). */
+export function publicKeyOf(path: string): string {
+  let seed: string;
+  try {
+    seed = readFileSync(path, "utf8").trim();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new UsageError(`no key file at ${path} (create one with: picoclaw keygen ${path})`);
+    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return fromSeed(new TextEncoder().encode(seed)).getPublicKey();
+  } catch {
+    throw new UsageError(`${path} is not an nkey seed (keygen writes one line starting with S, e.g. SUAB...)`);
+  }
 }
