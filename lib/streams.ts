@@ -22,7 +22,7 @@ const MiB = 1024 * 1024;
 /** A stored heartbeat is dropped after this long: the node is forgotten by dashboards started later. */
 export const NODES_MAX_AGE_MS = 10 * 60_000;
 
-/** Limits per stream; see README "Streams and limits". */
+/** Limits per stream; see docs/requests.md "Streams and limits". */
 export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamConfig>[] {
   const t = cfg.swarm.tasks;
   const common = {

@@ -103,7 +103,7 @@ async function probes(httpPort: number): Promise<string> {
 }
 
 /**
- * README's `kubectl exec deploy/picoclaw-coordinator -- picoclaw submit ...`: the coordinator pod's
+ * docs/deploy.md's `kubectl exec deploy/picoclaw-coordinator -- picoclaw submit ...`: the coordinator pod's
  * whole environment, HTTP address included (the node in that pod already listens there).
  */
 function clientEnv(): Record<string, string> {
@@ -209,7 +209,7 @@ describe("k8s/nats.yaml's nats-server.conf as a three-server JetStream cluster",
       await waitFor(`${role} ready`, async () => (await probes(port)) === "healthz 200, readyz 200", 15_000);
     }
 
-    // README's `kubectl exec deploy/picoclaw-dashboard -- picoclaw --swarm.dashboard --once`.
+    // docs/deploy.md's `kubectl exec deploy/picoclaw-dashboard -- picoclaw --swarm.dashboard --once`.
     const frame = await runRole("picoclaw.ts", ["--swarm.dashboard", "--once"], {
       env: deploymentEnv("picoclaw-dashboard", ports.coordinator),
       timeoutMs: 30_000,

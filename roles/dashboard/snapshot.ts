@@ -1,5 +1,5 @@
 // The dashboard's data: one plain, JSON-serialisable picture of the swarm as one node sees it.
-// `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in README).
+// `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in docs/dashboard.md).
 import type { NodeInfo, NodeRole, NodeTokens, PeerStatus, RunningTask } from "../../lib/messages.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import type { Queued } from "../../lib/queue-gauge.ts";

@@ -34,7 +34,7 @@ export async function startNatsServer(o: NatsServerOptions = {}): Promise<NatsSe
   const storeDir = mkdtempSync(join(tmpdir(), "picoclaw-nats-"));
   const args = ["-a", "127.0.0.1", "-p", String(port)];
   if (o.jetstream !== false) args.push("-js", "-sd", storeDir);
-  // Each H-id's streams and buckets reserve about 2 GiB of file store (README "Streams and limits"), and a
+  // Each H-id's streams and buckets reserve about 2 GiB of file store (docs/requests.md "Streams and limits"), and a
   // suite makes a dozen or more H-ids on one server: beyond the default limit (75 % of the free disk) on a
   // small disk, start-up failed with "insufficient storage resources available". Nothing is written near it.
   const config = [
