@@ -4,7 +4,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { connect } from "nats";
 import { freePort } from "../lib/embedded-nats.ts";
+import { encode } from "../lib/messages.ts";
 import type { ChatRequestBody, Reply } from "./helpers/llm-server.ts";
 import { ROOT, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
@@ -319,6 +321,44 @@ describe("a node's tools at start-up", () => {
 });
 
 describe("the loop's bounds", () => {
+  test("a forged end of the request (an unsigned answer event) costs the loop a hand-back, never the work: it resumes and finishes", async () => {
+    const workspace = join(tempHome(), "ws");
+    script({
+      "<forged-end>": (b) => {
+        const seen = toolMessages(b).length;
+        if (seen < 4) return { tool_calls: [call("append_file", { path: "log.txt", content: `line ${seen + 1}\n` })] };
+        return `done after ${seen} calls`;
+      },
+    });
+    const swarm = await suite.start("ag12", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: ["--agents.defaults.workspace", workspace], env: suite.llmEnv() },
+    ]);
+    const submitted = submit(swarm, ["<forged-end> [[delay=300]] write four lines"], 90_000);
+    const worker = swarm.nodes[1]!;
+    const request = (await worker.waitForLine(/Task assigned .*request=(r-\S+)/, 20_000)).match(/request=(r-\S+)/)![1]!;
+    await waitFor("a line written", () => existsSync(join(workspace, "log.txt")), 20_000);
+    const nc = await connect({ servers: suite.nats.url });
+    try {
+      const forged = { v: 1, request, kind: "answer", at: Date.now(), coordinator: "claw-00000000", answer: "FORGED", status: "completed" };
+      nc.publish(`picoclaw.ag12.event.request.${request}`, encode(forged));
+      await nc.flush();
+    } finally {
+      await nc.close();
+    }
+    await worker.waitForLine(/Sub-task stopped: its request has ended/, 10_000);
+    // (The unsigned submit believes the forged answer: only signing protects clients; see docs/security.md.)
+    await submitted;
+    // The sub-task came back and ran to its end, each call once.
+    await worker.waitForLine(/Task completed task=general request=/, 30_000);
+    expect(readFileSync(join(workspace, "log.txt"), "utf8")).toBe("line 1\nline 2\nline 3\nline 4\n");
+    expect(
+      requestsFor("<forged-end>")
+        .at(-1)!
+        .body.messages!.filter((m) => m.role === "tool").length,
+    ).toBe(4);
+  });
+
   test("every iteration counts against max_tokens_per_request: a model that keeps calling tools is stopped by the request's limit", async () => {
     script({ "<greedy>": () => ({ tool_calls: [call("list_dir", { path: "." })] }) });
     const swarm = await suite.start("ag9", [

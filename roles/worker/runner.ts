@@ -10,7 +10,7 @@ import { decode, encode, type RunningTask } from "../../lib/messages.ts";
 import type { Counter } from "../../lib/metrics.ts";
 import { createRecordGuard } from "../../lib/record-guard.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
-import { type Signer, signResult, verifyTaskMessage } from "../../lib/signing.ts";
+import { type Signer, signResult, verifyAnswer, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
@@ -117,16 +117,22 @@ export function createRunner(o: RunnerOptions): Runner {
 
   /**
    * A tool loop may go on for many calls: it listens for its request's end (answer or failure) and
-   * stops then, instead of spending tokens nobody will read.
+   * stops then, instead of spending tokens nobody will read. With signing on, only an end signed by a
+   * trusted coordinator counts; either way the sub-task is handed back, not dropped: a request that
+   * really ended has had its message removed, and one that did not resumes from its steps.
    */
   const watchRequestEnd = (task: TaskMsg) => {
     const ctl = new AbortController();
     let sub: Subscription | undefined;
     try {
-      sub = nc.subscribe(names.requestEvents(task.request), {
+      const subject = names.requestEvents(task.request);
+      sub = nc.subscribe(subject, {
         callback: (_err, m) => {
+          if (ctl.signal.aborted || m.data.length > MAX_PIPELINE_MESSAGE_BYTES) return;
           const ev = decode(requestEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
-          if (ev.ok && (ev.value.kind === "answer" || ev.value.kind === "failed")) ctl.abort(new Error("the request has ended"));
+          if (!ev.ok || (ev.value.kind !== "answer" && ev.value.kind !== "failed")) return;
+          if (o.signer && !verifyAnswer(subject, m.data, m.headers, trustedCoordinators).ok) return;
+          ctl.abort(new Error("the request has ended"));
         },
       });
     } catch (err) {
@@ -275,8 +281,8 @@ export function createRunner(o: RunnerOptions): Runner {
     } catch (err) {
       if (ended?.signal.aborted && !abort.signal.aborted) {
         // Its request was answered or failed (a token limit, a deadline): nobody waits for this loop.
-        msg.term();
-        count(task, "expired");
+        msg.nak(backoffDelay(attempt, TASK_BACKOFF));
+        count(task, "handed_back");
         log.info("Sub-task stopped: its request has ended", { task: task.task, request: task.request, node });
         return;
       }
