@@ -260,7 +260,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
 };
 
 /** Exit status of a command: see EXIT_STATUS. */
-export const EXIT = { ok: 0, failed: 1, badInput: 2, noAnswer: 3, nats: 4 } as const;
+export const EXIT = { ok: 0, failed: 1, badInput: 2, noAnswer: 3, nats: 4, unknownRequest: 5 } as const;
 
 /** Who is reporting a usage error and the correct form to show: the executable, or one of its commands. */
 interface UsageContext {

@@ -57,10 +57,10 @@ describe("submit and watch through NATS outages", () => {
     const again = await runRole("picoclaw.ts", ["watch", request, ...swarm.common, "--timeout", "5s"]);
     expect(again.code).toBe(0);
     expect(again.stdout).toContain("worth the wait");
-    // An id nobody submitted: no answer within the timeout, exit 3, and how to follow it later.
+    // An id nobody submitted: said at once (exit 5), not waited for.
     const none = await runRole("picoclaw.ts", ["watch", "r-0000000000", ...swarm.common, "--timeout", "1s"]);
-    expect(none.code).toBe(3);
-    expect(none.output).toContain("picoclaw watch r-0000000000");
+    expect(none.code).toBe(5);
+    expect(none.output).toContain("has no request r-0000000000");
   });
 
   test("NATS restarted at random moments during 50 concurrent submits: every submit prints its answer", async () => {

@@ -296,7 +296,7 @@ const RUN_ELSEWHERE: Record<string, { file: string; has: string } | { notRun: st
   },
   'kubectl -n picoclaw exec deploy/picoclaw-coordinator -- picoclaw submit "Review this change: ..."': {
     file: "test/k8s-nats.test.ts",
-    has: "README's `kubectl exec deploy/picoclaw-coordinator -- picoclaw submit ...`",
+    has: "docs/deploy.md's `kubectl exec deploy/picoclaw-coordinator -- picoclaw submit ...`",
   },
   "kubectl -n picoclaw exec deploy/picoclaw-dashboard -- picoclaw --swarm.dashboard --once": {
     file: "test/k8s-nats.test.ts",

@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runRole, tempHome } from "./helpers/role-process.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
-import { submit } from "./helpers/swarm.ts";
+import { planFile, submit } from "./helpers/swarm.ts";
 
 const suite = swarmSuite();
 
@@ -42,7 +42,43 @@ describe("submit", () => {
     expect(r.output).toMatch(/request r-[0-9a-f]+ accepted by coordinator claw-[0-9a-f]{8}/);
     expect(r.output).toMatch(/planned by the heuristic planner: general task \[general\]/);
     expect(r.output).toMatch(/general task: running on claw-[0-9a-f]{8}/);
-    expect(r.output).toMatch(/general task: completed on claw-[0-9a-f]{8} in \d+m?s, \d+ tokens/);
+    expect(r.output).toMatch(/general task: completed on claw-[0-9a-f]{8} in \d+m?s \(run time on the node\), \d+ tokens/);
+  });
+
+  test("the live lines and the answer give each sub-task the same time (run time on the node) and tokens", async () => {
+    const swarm = await suite.start("s4", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", args: ["--swarm.max_concurrent", "2"], env: suite.llmEnv() },
+    ]);
+    const plan = planFile(
+      "tasks:\n" +
+        "  - { id: one, title: first part, capability: general, prompt: 'first [[delay=300]] [[tokens=7]]' }\n" +
+        "  - { id: two, title: second part, capability: general, prompt: 'second one, longer [[delay=600]] [[tokens=3]]' }\n",
+    );
+    const r = await runRole("picoclaw.ts", ["submit", ...swarm.common, "--plan", plan], { timeoutMs: 30_000 });
+    expect(r.code).toBe(0);
+    // `  first part: completed on claw-x in 312ms (run time on the node), 57 tokens` (stderr, not a terminal)
+    const live = new Map(
+      [...r.output.matchAll(/^ {2}(.+): completed on (claw-[0-9a-f]{8}) in (\S+) \(run time on the node\), (\d+) tokens$/gm)].map((m) => [
+        m[1]!,
+        { node: m[2]!, time: m[3]!, tokens: Number(m[4]) },
+      ]),
+    );
+    // `## first part — completed` / `node claw-x · capability general · 312ms (run time on the node) · attempt 1 · 57 tokens`
+    const answered = new Map(
+      [
+        ...r.stdout.matchAll(
+          /^## (.+) — completed\nnode (claw-[0-9a-f]{8}) · capability \S+ · (\S+) \(run time on the node\) · attempt \d+ · (\d+) tokens/gm,
+        ),
+      ].map((m) => [m[1]!, { node: m[2]!, time: m[3]!, tokens: Number(m[4]) }]),
+    );
+    expect([...live.keys()].sort()).toEqual(["first part", "second part"]);
+    expect(live).toEqual(answered);
+    // Real numbers, not zeros: each took its delay, and its tokens are the prompt's and the reply's.
+    for (const v of live.values()) {
+      expect(v.time).toMatch(/^\d{3}ms$|^\d+s$/);
+      expect(v.tokens).toBeGreaterThan(7);
+    }
   });
 
   test("bad submit arguments exit 2 naming what is wrong", async () => {

@@ -234,6 +234,8 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
       tell: (ev) => events.tell(req.request, ev),
     });
     const stored = await whileLeading("store the answer", () => storeLargeAnswer(node.link.nc, node.names, cfg, req.request, answer));
+    // A "running" record still on its way must land before the answered one, not over it.
+    await recorded;
     await answerRequest({ kv, leadership, events, whileLeading, records }, msg, req.request, base, stored);
     ctx.answered.inc({ status: answer.status ?? "completed" });
     log.info("Request answered", {

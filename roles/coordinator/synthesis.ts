@@ -89,7 +89,8 @@ export function structuredReport(s: SynthesisInput): string {
     }
     const r = o.result!;
     lines.push(
-      `node ${r.node} · capability ${r.capability} · ${formatDuration(r.finished_at - r.started_at)} · ` +
+      // The same time and tokens the live progress lines show for it (roles/picoclaw/progress.ts).
+      `node ${r.node} · capability ${r.capability} · ${formatDuration(r.finished_at - r.started_at)} (run time on the node) · ` +
         `attempt ${r.attempts} · ${r.usage.total_tokens} tokens${o.required ? "" : " · optional"}`,
     );
     if (r.tool_calls?.length) lines.push(toolCallsLine(r.tool_calls));

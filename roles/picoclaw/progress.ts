@@ -110,18 +110,21 @@ export async function followWithProgress(
     } else if (ev.kind === "retrying") l.state = "retrying";
     else if (ev.kind === "completed") {
       l.state = "completed";
-      l.endedAt = ev.at;
-      l.tokens = ev.tokens ?? l.tokens;
+      // The recorded result, as the answer reports it: its run time on the node and all its tokens.
+      if (ev.result) {
+        l.startedAt = ev.result.started_at;
+        l.endedAt = ev.result.finished_at;
+        l.tokens = ev.result.usage.total_tokens;
+      } else {
+        l.endedAt = ev.at;
+        l.tokens = ev.tokens ?? l.tokens;
+      }
     } else if (ev.kind === "failed") {
       l.state = "failed";
       l.endedAt = ev.at;
     }
     if (l.state !== before) {
-      const extra = ev.error
-        ? `: ${ev.error}`
-        : ev.kind === "completed"
-          ? ` in ${formatDuration(ev.elapsed_ms ?? 0)}, ${l.tokens} tokens`
-          : "";
+      const extra = ev.error ? `: ${ev.error}` : ev.kind === "completed" ? ` ${completedIn(ev)}` : "";
       say(`  ${l.title}: ${l.state} on ${ev.node}${extra}`);
     }
     draw();
@@ -149,4 +152,18 @@ export async function followWithProgress(
       await follower.stop();
     },
   };
+}
+
+/** Which time a sub-task's duration is: the same words as in the answer (roles/coordinator/synthesis.ts). */
+const RUN_TIME = "(run time on the node)";
+
+/**
+ * `in 14ms (run time on the node), 231 tokens`: the same time and tokens the answer reports for the
+ * sub-task (its recorded result: finished_at - started_at, usage.total_tokens). An event without the
+ * result (from an older node) has only its own elapsed time and the completion tokens.
+ */
+export function completedIn(ev: TaskEvent): string {
+  const r = ev.result;
+  if (r) return `in ${formatDuration(r.finished_at - r.started_at)} ${RUN_TIME}, ${r.usage.total_tokens} tokens`;
+  return `in ${formatDuration(ev.elapsed_ms ?? 0)} (on the node), ${ev.tokens ?? 0} completion tokens`;
 }

@@ -4,7 +4,7 @@
 // would hang the process when the server is away.
 import type { Logger } from "../../../lib/log.ts";
 import type { RequestMsg } from "../../../lib/task-messages.ts";
-import type { TemporalSettings } from "../../../lib/temporal.ts";
+import { describeTemporalError, PROMISE_HOOKS_WARNING, type TemporalSettings } from "../../../lib/temporal.ts";
 import type { RequestActivities } from "./types.ts";
 
 export interface TemporalRunner {
@@ -31,7 +31,7 @@ export async function startTemporal(
   try {
     const { NativeConnection, Runtime, Worker } = await import("@temporalio/worker");
     const { Client, Connection } = await import("@temporalio/client");
-    installRuntime(Runtime, log);
+    installRuntime(Runtime, log, s.address);
     const native = await deadline(NativeConnection.connect({ address: s.address }), CONNECT_TIMEOUT_MS, `no answer from ${s.address}`);
     const clientConnection = await deadline(
       Connection.connect({ address: s.address, connectTimeout: CONNECT_TIMEOUT_MS }),
@@ -40,11 +40,7 @@ export async function startTemporal(
     );
     const client = new Client({ connection: clientConnection, namespace: s.namespace });
     const { workflowBundle } = await import("./bundle.ts");
-    // Under Bun the SDK says once that it cannot collect workflow stack traces; nothing else is affected.
-    const warn = console.warn;
-    console.warn = (...args: unknown[]) => {
-      if (!String(args[0]).includes("promiseHooks")) warn(...args);
-    };
+    quietPromiseHooksWarning(log);
     const worker = await Worker.create({
       connection: native,
       namespace: s.namespace,
@@ -55,8 +51,6 @@ export async function startTemporal(
       maxConcurrentActivityTaskExecutions: o.maxActivities,
       // A stopping coordinator hands its activities over at once: another coordinator's worker retries them.
       shutdownGraceTime: 0,
-    }).finally(() => {
-      console.warn = warn;
     });
     const running = worker.run().catch((err: Error) => log.error("Temporal worker failed", { error: err.message.split("\n")[0] }));
 
@@ -102,7 +96,8 @@ export async function startTemporal(
             workflowExecutionTimeout: Math.max(60_000, deadlineAt - Date.now() + 10 * 60_000),
           });
         } catch (err) {
-          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+          if (!(err instanceof WorkflowExecutionAlreadyStartedError))
+            throw new Error(describeTemporalError(err, s.address), { cause: err });
         }
       },
       counts: () => counts,
@@ -115,7 +110,7 @@ export async function startTemporal(
       },
     };
   } catch (err) {
-    log.warn("Temporal connection failed (workflows disabled)", { address: s.address, error: (err as Error).message.split("\n")[0] });
+    log.warn("Temporal connection failed (workflows disabled)", { address: s.address, error: describeTemporalError(err, s.address) });
     return undefined;
   }
 }
@@ -126,12 +121,17 @@ async function workflowCounts(client: import("@temporalio/client").Client, s: Te
   return { running: running.count, completed: completed.count };
 }
 
-/** The SDK's runtime once per process: its logs through ours, and no signal handlers of its own (we stop it). */
-function installRuntime(Runtime: typeof import("@temporalio/worker").Runtime, log: Logger): void {
+/**
+ * The SDK's runtime once per process: its logs through ours (errors readable, naming the address), and no
+ * signal handlers of its own (we stop it).
+ */
+function installRuntime(Runtime: typeof import("@temporalio/worker").Runtime, log: Logger, address: string): void {
   const to = (level: string, message: string, meta?: Record<string, unknown>) => {
-    const fields = { error: meta?.error ? String(meta.error).split("\n")[0] : undefined };
+    const fields = { error: meta?.error ? describeTemporalError(meta.error, address) : undefined };
+    // While the server is away the core retries each poll and says so every few seconds: the probe
+    // below already says once that Temporal is unreachable (and again when it is back).
     if (level === "ERROR") log.error(`Temporal: ${message}`, fields);
-    else if (level === "WARN") log.warn(`Temporal: ${message}`, fields);
+    else if (level === "WARN" && !/^gRPC call \S+ retried/.test(message)) log.warn(`Temporal: ${message}`, fields);
     else log.debug(`Temporal: ${message}`, fields);
   };
   const logger = {
@@ -158,4 +158,40 @@ function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms)))]).finally(() =>
     clearTimeout(timer),
   );
+}
+
+let quieted = false;
+
+/**
+ * Under Bun the SDK's workflow threads print PROMISE_HOOKS_WARNING on stderr once each: Bun has no
+ * v8.promiseHooks, so Temporal cannot show a workflow's stack trace (`temporal workflow stack`); workflows
+ * run exactly the same. No SDK option turns the line off; it is taken out of stderr (a thread's output
+ * passes through this process's stderr) and said once in our log instead, at debug level.
+ */
+function quietPromiseHooksWarning(log: Logger): void {
+  if (quieted || typeof Bun === "undefined") return;
+  quieted = true;
+  log.debug("Temporal: workflow stack traces are not collected under Bun (no v8.promiseHooks); workflows are not affected");
+  const stderr = process.stderr;
+  const write = stderr.write.bind(stderr) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  const td = new TextDecoder();
+  stderr.write = ((chunk: unknown, ...rest: unknown[]) => {
+    const small = typeof chunk === "string" ? chunk.length < 1024 : chunk instanceof Uint8Array && chunk.length < 1024;
+    if (small) {
+      const text = typeof chunk === "string" ? chunk : td.decode(chunk as Uint8Array);
+      if (text.includes(PROMISE_HOOKS_WARNING)) {
+        const left = text.replace(`${PROMISE_HOOKS_WARNING}\n`, "").replace(PROMISE_HOOKS_WARNING, "");
+        if (left !== "") return write(left, ...rest);
+        const done = rest.find((r) => typeof r === "function") as (() => void) | undefined;
+        done?.();
+        return true;
+      }
+    }
+    return write(chunk, ...rest);
+  }) as typeof stderr.write;
+  // Without worker threads (the SDK's debug mode) the line comes from this thread's console.
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (args[0] !== PROMISE_HOOKS_WARNING) warn(...args);
+  };
 }
