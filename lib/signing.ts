@@ -101,6 +101,11 @@ export function signatureOf(h: MsgHdrs | undefined): string {
   return h?.get(H_SIG) ?? "";
 }
 
+/** The public key a message says it was signed with ("" when unsigned); not checked. */
+export function signerOf(h: MsgHdrs | undefined): string {
+  return h?.get(H_KEY) ?? "";
+}
+
 /** Trusted key, valid signature and (unless `maxSkewMs` is undefined) the time window; the nonce is returned for a replay check. */
 export function checkSignature(
   subject: string,

@@ -947,11 +947,15 @@ describe("docs/security.md: signing end to end", () => {
         code: 2,
         out: expect.stringContaining("swarm.security.trusted_coordinators"),
       });
-      // A client without signing checks nothing: it prints the answer.
+      // A client without signing checks nothing: it prints the answer, saying it did not check it.
       const unchecked = await runRole("picoclaw.ts", ["submit", "--swarm.hid", "prod", "--swarm.nats.urls", nats.url, "hello unchecked"], {
         home,
       });
-      expect({ code: unchecked.code, answered: unchecked.stdout.includes("# Swarm answer") }).toEqual({ code: 0, answered: true });
+      expect({
+        code: unchecked.code,
+        answered: unchecked.stdout.includes("# Swarm answer"),
+        warned: /this answer is signed by U[A-Z2-7]{55} but was NOT verified: set swarm.security.signing/.test(unchecked.output),
+      }).toEqual({ code: 0, answered: true, warned: true });
 
       // Drain: unsigned is refused by the node; signing without a key stops before sending; the admin's is obeyed.
       const unsigned = await runPicoclaw(

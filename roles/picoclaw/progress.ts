@@ -5,7 +5,7 @@ import type { NatsConnection } from "nats";
 import { fullAnswer } from "../../lib/answers.ts";
 import { formatDuration } from "../../lib/duration.ts";
 import { followRequest, type StoredEvent } from "../../lib/follow.ts";
-import { verifyAnswer } from "../../lib/signing.ts";
+import { signerOf, verifyAnswer } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import type { RequestEvent, TaskEvent } from "../../lib/task-messages.ts";
 
@@ -77,6 +77,13 @@ export async function followWithProgress(
         );
         return;
       }
+    }
+    if (!trusted && (ev.kind === "answer" || ev.kind === "failed") && signerOf(stored.headers)) {
+      // The swarm signs, this client does not check: say so rather than print it as if verified.
+      process.stderr.write(
+        `picoclaw: this answer is signed by ${signerOf(stored.headers)} but was NOT verified: ` +
+          "set swarm.security.signing and swarm.security.trusted_coordinators to check it\n",
+      );
     }
     if (json) console.log(JSON.stringify(ev));
     // `planned` alone when planning was instant: it implies `accepted`.
