@@ -1,17 +1,20 @@
 // `node.<id>.control`: a node answers ping, drain and shutdown requests. Replies say what it will do.
 // With swarm.security.signing, drain and shutdown must be signed by a key in trusted_admins (within
 // max_skew, nonce never used before); anything else is refused with a reply that says why, counted and
-// logged. Ping stays open: it tells no more than the node's heartbeats already do.
+// logged. Ping stays open: it tells no more than the node's heartbeats already do. With signing on every
+// reply is signed with the node's own key, so a client can tell the node's answer from a member's forgery.
 import type { KV, Msg, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
 import { type Control, controlSchema, decode, encode } from "./messages.ts";
-import { verifyControl } from "./signing.ts";
+import { type Signer, signMessage, verifyControl } from "./signing.ts";
 import type { SwarmNames } from "./subjects.ts";
 
 export interface ControlSecurity {
   trustedAdmins: ReadonlySet<string>;
   maxSkewMs: number;
+  /** This node's key: replies are signed with it. */
+  signer: Signer;
   /** The tasks bucket, where nonces are recorded (opened on first use). */
   kv: () => Promise<KV>;
 }
@@ -35,7 +38,9 @@ export function serveControl(o: ControlOptions): Subscription {
     });
   }
   const reply = (msg: Msg, ok: boolean, detail: string) => {
-    if (msg.reply) msg.respond(encode({ v: 1, ok, node: o.node, detail }));
+    if (!msg.reply) return;
+    const payload = encode({ v: 1, ok, node: o.node, detail });
+    msg.respond(payload, o.security ? { headers: signMessage(o.security.signer, msg.reply, payload) } : undefined);
   };
   const handle = async (msg: Msg) => {
     const d = decode(controlSchema, msg.data);

@@ -123,6 +123,7 @@ export const controlSchema = z.object({
 export type Control = z.infer<typeof controlSchema>;
 
 export const controlReplySchema = z.object({ v: z.literal(1), ok: z.boolean(), node: id, detail: z.string().max(1024) });
+export type ControlReply = z.infer<typeof controlReplySchema>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -32,6 +32,7 @@ import { type QueueGauge, queueGauge } from "./queue-gauge.ts";
 import type { RegistryEvent } from "./registry.ts";
 import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { untilStopSignal } from "./signals.ts";
+import { loadKey } from "./signing.ts";
 import { ensureStreams, openTasksKv } from "./streams.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
 import { VERSION } from "./version.ts";
@@ -228,6 +229,7 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
           ? {
               trustedAdmins: new Set(sec.trusted_admins),
               maxSkewMs: sec.max_skew,
+              signer: loadKey(cfg),
               // Opened on first use; a failure is not kept, so the next request tries again.
               kv: () => {
                 nonces ??= openTasksKv(link.nc, names, cfg).catch((err) => {

@@ -888,6 +888,9 @@ describe("docs/security.md: signing end to end", () => {
       expect(trusted("submit")).toContain(`trusted_coordinators: [${keys.coordinator!.real}]`);
       expect(trusted("coordinator")).toContain(`trusted_workers: [${keys.worker!.real}]`);
       for (const n of ["coordinator", "worker"]) expect(trusted(n)).toContain(`trusted_admins: [${keys.admin!.real}]`);
+      // The admin believes the nodes' replies only when signed by their keys.
+      expect(trusted("admin")).toContain(`trusted_coordinators: [${keys.coordinator!.real}]`);
+      expect(trusted("admin")).toContain(`trusted_workers: [${keys.worker!.real}]`);
 
       // 4. Run it.
       const coordinator = procs.track(
@@ -941,8 +944,12 @@ describe("docs/security.md: signing end to end", () => {
       expect(page).toMatch(
         /picoclaw: refused an answer on picoclaw\.prod\.event\.request\.r-\w+ \(signed by untrusted key U\w+…; it names coordinator claw-\w+\); still waiting for the real one/,
       );
-      // Signing on without trusted_coordinators (admin.yaml has none): stops at once, naming the key.
-      const noTrust = await runRole("picoclaw.ts", ["--config", join(dir, "admin.yaml"), "submit", "hello"], { home });
+      // Signing on without trusted_coordinators: stops at once, naming the key.
+      const noTrust = await runRole(
+        "picoclaw.ts",
+        ["--config", join(dir, "admin.yaml"), "--swarm.security.trusted_coordinators", "", "submit", "hello"],
+        { home },
+      );
       expect({ code: noTrust.code, out: noTrust.output }).toEqual({
         code: 2,
         out: expect.stringContaining("swarm.security.trusted_coordinators"),

@@ -194,7 +194,9 @@ describe("signed control requests", () => {
         `${worker}: refused: drain unsigned (signing is on: it must be signed by a key in swarm.security.trusted_admins)`,
       ),
     });
-    const stranger = await runRole("picoclaw.ts", ["shutdown", worker, ...swarm.common, ...signing("stranger", {})]);
+    // Clients with signing on believe only replies signed by a node key they trust.
+    const nodeKeys = { coordinators: [keys.coord!.pub], workers: [keys.worker!.pub] };
+    const stranger = await runRole("picoclaw.ts", ["shutdown", worker, ...swarm.common, ...signing("stranger", nodeKeys)]);
     expect({ code: stranger.code, out: stranger.output }).toEqual({
       code: 1,
       out: expect.stringContaining("refused: shutdown signed by untrusted key"),
@@ -215,9 +217,49 @@ describe("signed control requests", () => {
     expect(swarm.nodes[1]!.proc.exitCode).toBeNull();
 
     // A trusted admin's drain is obeyed.
-    const drain = await runRole("picoclaw.ts", ["drain", worker, ...swarm.common, ...signing("admin", {})]);
+    const drain = await runRole("picoclaw.ts", ["drain", worker, ...swarm.common, ...signing("admin", nodeKeys)]);
     expect({ code: drain.code, out: drain.output }).toEqual({ code: 0, out: expect.stringContaining(`${worker}: drain started`) });
     expect(await swarm.nodes[1]!.exited(20_000)).toBe(0);
+  }, 60_000);
+
+  test("a member forging the reply to drain or shutdown is refused: the client prints the node's own signed answer, never the forgery", async () => {
+    const hid = "sig10";
+    swarm = await startSwarm(nats, hid, [
+      {
+        script: "coordinator.ts",
+        args: signing("coord", { workers: [keys.worker!.pub], admins: [keys.admin!.pub] }),
+        env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub], admins: [keys.admin!.pub] }), env: llmEnv() },
+    ]);
+    const worker = swarm.ids[1]!;
+    // Any member may answer on a control subject: this one says "shutdown started" for the worker, at once.
+    const nc = await connect({ servers: nats.url });
+    const names = swarmNames(hid);
+    nc.subscribe(names.control(worker), {
+      callback: (_e, m) => m.respond(encode({ v: 1, ok: true, node: worker, detail: "shutdown started" })),
+    });
+    nc.subscribe(names.control(worker), {
+      callback: (_e, m) => m.respond(encode({ v: 1, ok: true, node: "claw-00000bad", detail: "shutdown started" })),
+    });
+    await nc.flush();
+    try {
+      const nodeKeys = { coordinators: [keys.coord!.pub], workers: [keys.worker!.pub] };
+      // A stranger's shutdown: the worker refuses it; the forged "started" must not win.
+      const r = await runRole("picoclaw.ts", ["shutdown", worker, ...swarm.common, ...signing("stranger", nodeKeys)]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toContain(`${worker}: refused: shutdown signed by untrusted key`);
+      expect(r.stdout).not.toContain("shutdown started");
+      expect(r.output).toContain(`picoclaw: refused a reply to the control request for ${worker}: unsigned`);
+      expect(r.output).toContain(`picoclaw: refused a reply to the control request for ${worker}: it names node claw-00000bad`);
+      expect(swarm.nodes[1]!.proc.exitCode).toBeNull();
+      // Without signing the client cannot tell two different answers apart, and says so instead of choosing.
+      const plain = await runRole("picoclaw.ts", ["ping", worker, ...swarm.common]);
+      expect(plain.code).toBe(1);
+      expect(plain.output).toContain(`different replies claim to be ${worker}`);
+    } finally {
+      await nc.close();
+    }
   }, 60_000);
 
   test("a replayed control request is refused; when KV cannot vouch for a nonce the check fails closed", async () => {
