@@ -7,6 +7,7 @@ import type { LoadedConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
 import { type SwarmNode, startNode } from "../lib/node.ts";
 import { untilStopSignal } from "../lib/signals.ts";
+import { trustedAnswerKeys } from "../lib/signing.ts";
 import { createLiveRequests, followSwarmRequests } from "./dashboard/live.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard/render.ts";
 import { buildSnapshot, type DashboardSnapshot } from "./dashboard/snapshot.ts";
@@ -31,7 +32,7 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
   if (!show.json && !show.once && cfg.swarm.http.listen) {
     // The web dashboard: the same snapshot plus every request as it runs, pushed to the page.
     const live = createLiveRequests();
-    followSwarmRequests(node.link.nc, node.names, node.bad, live);
+    followSwarmRequests(node.link.nc, node.names, node.bad, live, trustedAnswerKeys(cfg));
     node.serveHttp(webRoutes(node, live));
   }
   return showDashboard(node, show, signalled);

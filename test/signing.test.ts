@@ -342,6 +342,107 @@ describe("signed answers", () => {
   }, 60_000);
 });
 
+describe("the gateway with signing on", () => {
+  test("a forged answer and forged streamed pieces never reach an OpenAI client; the real answer does", async () => {
+    const hid = "sig11";
+    swarm = await startSwarm(nats, hid, [
+      { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const gw = spawnRole(
+      "picoclaw.ts",
+      ["gateway", "--swarm.http.listen", "127.0.0.1:0", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })],
+      { home: tempHome() },
+    );
+    const nc = await connect({ servers: nats.url });
+    try {
+      const base = /url=(\S+)/.exec(await gw.waitForLine(/Gateway ready url=\S+/, 20_000))![1]!;
+      const names = swarmNames(hid);
+      const res = await fetch(`${base}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "picoclaw-swarm",
+          stream: true,
+          messages: [{ role: "user", content: "[[delay=4000]] gateway-check" }],
+        }),
+      });
+      // The stream has begun (its headers name the request); the real answer is 4 s away. Forge now: an
+      // unsigned piece, an unsigned answer and one signed by a stranger, all before the real one.
+      const request = res.headers.get("x-picoclaw-request")!;
+      const js = nc.jetstream();
+      const subject = names.requestEvents(request);
+      const ev = (body: object) => encode({ v: 1, request, at: Date.now(), coordinator: "claw-00000000", ...body });
+      nc.publish(subject, ev({ kind: "answer_delta", seq: 0, delta: "FORGED PIECE " }));
+      await js.publish(subject, ev({ kind: "answer", answer: "FORGED ANSWER", status: "completed" }));
+      const signed = ev({ kind: "answer", answer: "FORGED SIGNED ANSWER", status: "completed" });
+      await js.publish(subject, signed, { headers: signMessage(testSigner(), subject, signed) });
+      const text = await res.text();
+      expect(res.status).toBe(200);
+      expect(text).toContain("gateway-check");
+      expect(text).not.toContain("FORGED");
+      expect(gw.output()).toMatch(/Answer refused .*kind=answer_delta .*reason=unsigned/);
+      expect(gw.output()).toMatch(/Answer refused .*kind=answer .*reason="?signed by untrusted key/);
+    } finally {
+      await nc.close();
+      gw.signal("SIGTERM");
+      await gw.exited(15_000).catch(() => gw.proc.kill("SIGKILL"));
+    }
+  }, 60_000);
+});
+
+describe("the web dashboard with signing on", () => {
+  test("shows only answers a trusted coordinator signed; a forged one is refused and counted", async () => {
+    const hid = "sig12";
+    swarm = await startSwarm(nats, hid, [
+      { script: "coordinator.ts", args: signing("coord", { workers: [keys.worker!.pub] }), env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const dash = spawnRole(
+      "dashboard.ts",
+      [...swarm.common, "--swarm.http.listen", "127.0.0.1:0", ...signing("worker", { coordinators: [keys.coord!.pub] })],
+      { home: tempHome() },
+    );
+    const nc = await connect({ servers: nats.url });
+    try {
+      const url = /HTTP listening url=(\S+)/.exec(await dash.waitForLine(/HTTP listening url=/, 20_000))![1]!;
+      const subject = swarmNames(hid).requestEvents("r-f0f0f0f0f0");
+      const forged = encode({
+        v: 1,
+        request: "r-f0f0f0f0f0",
+        kind: "answer",
+        at: Date.now(),
+        coordinator: "claw-00000000",
+        answer: "FORGED ON THE PAGE",
+        status: "completed",
+      });
+      const r = await submit(swarm, ["--capabilities", "general", "dashboard-check"]);
+      expect(r.code).toBe(0);
+      const state = async () => (await (await fetch(`${url}/api/state`)).json()) as { live: { answers: { answer: string }[] } };
+      // The real answer shows (so the page is following); then a forged one is published, and refused.
+      await waitFor(
+        "the real answer on /api/state",
+        async () => (await state()).live.answers.some((a) => a.answer.includes("dashboard-check")),
+        20_000,
+        100,
+      );
+      nc.publish(subject, forged);
+      await nc.flush();
+      await waitFor(
+        "the forged answer counted as refused",
+        async () => (await (await fetch(`${url}/metrics`)).text()).includes('picoclaw_refused_total{kind="answer"} 1'),
+        10_000,
+        100,
+      );
+      expect(JSON.stringify(await state())).not.toContain("FORGED");
+    } finally {
+      await nc.close();
+      dash.signal("SIGTERM");
+      await dash.exited(15_000).catch(() => dash.proc.kill("SIGKILL"));
+    }
+  }, 60_000);
+});
+
 describe("sealed request records", () => {
   test("a coordinator resuming a request never believes a forged record: it plans afresh and says so", async () => {
     const hid = "sig8";

@@ -19,7 +19,7 @@ export interface RequestEvents {
   publishAnswer(request: string, ev: RequestEventBody): Promise<unknown>;
 }
 
-/** With `signer` (signing on) the answer carries the coordinator's signature; submit and watch check it. */
+/** With `signer` (signing on) the answer and its streamed pieces carry the coordinator's signature; clients check it. */
 export function requestEvents(
   nc: NatsConnection,
   js: JetStreamClient,
@@ -31,7 +31,11 @@ export function requestEvents(
   return {
     tell(request, ev) {
       try {
-        nc.publish(names.requestEvents(request), event(request, ev));
+        const subject = names.requestEvents(request);
+        const payload = event(request, ev);
+        // The answer's pieces are signed like the answer: a gateway streams only what it can verify.
+        const headers = signer && ev.kind === "answer_delta" ? signMessage(signer, subject, payload) : undefined;
+        nc.publish(subject, payload, { headers });
       } catch {
         // connection closed: followers learn from the answer
       }

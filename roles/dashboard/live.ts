@@ -6,6 +6,7 @@ import type { NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "../../lib/bad-input.ts";
 import type { LlmUsage } from "../../lib/llm-types.ts";
 import { decode } from "../../lib/messages.ts";
+import { verifyAnswer } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
@@ -203,14 +204,29 @@ export function createLiveRequests(opts: Partial<LiveOptions> = {}): LiveRequest
   };
 }
 
-/** Subscribes `live` to every request and task event of the swarm; malformed ones are counted as bad input. */
-export function followSwarmRequests(nc: NatsConnection, names: SwarmNames, bad: BadInputCounter, live: LiveRequests): Subscription[] {
+/**
+ * Subscribes `live` to every request and task event of the swarm; malformed ones are counted as bad input.
+ * With `trusted` (signing on), an answer or rejection a trusted coordinator did not sign is refused
+ * (counted), so the page never shows a forged answer.
+ */
+export function followSwarmRequests(
+  nc: NatsConnection,
+  names: SwarmNames,
+  bad: BadInputCounter,
+  live: LiveRequests,
+  trusted?: ReadonlySet<string>,
+): Subscription[] {
   return [
     nc.subscribe(names.requestEventsAll, {
       callback: (_e, msg) => {
         const d = decode(requestEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-        if (d.ok) live.onRequest(d.value);
-        else bad.record(msg.subject, d.reason);
+        if (!d.ok) return bad.record(msg.subject, d.reason);
+        const kind = d.value.kind;
+        if (trusted && (kind === "answer" || kind === "failed" || kind === "answer_delta")) {
+          const verdict = verifyAnswer(msg.subject, msg.data, msg.headers, trusted);
+          if (!verdict.ok) return bad.refuse(msg.subject, "answer", `${kind}: ${verdict.reason}`);
+        }
+        live.onRequest(d.value);
       },
     }),
     nc.subscribe(names.taskEventsAll, {

@@ -11,6 +11,7 @@ import { LLM_SECONDS_BUCKETS } from "../../lib/metrics.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import { onlineCapabilities } from "../../lib/registry.ts";
 import { storeRequest } from "../../lib/requests.ts";
+import { trustedAnswerKeys, verifyAnswer } from "../../lib/signing.ts";
 import type { RequestEvent, RequestMsg } from "../../lib/task-messages.ts";
 import {
   ApiError,
@@ -37,6 +38,8 @@ export type ChatHandler = (req: Request, cors: Record<string, string>) => Promis
 
 export function chatCompletions(node: SwarmNode): ChatHandler {
   const { config: cfg, log, names, metrics } = node;
+  // Signing on: only answers (and streamed pieces) signed by a trusted coordinator reach a client.
+  const trusted = trustedAnswerKeys(cfg);
   const nc = node.link.nc;
   const maxText = cfg.swarm.tasks.max_prompt_bytes;
   // JSON escaping and the chat's other fields make a body bigger than its text.
@@ -145,7 +148,7 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
 
       const request = newRequestId();
       const msg: RequestMsg = { v: 1, request, text, capabilities: caps, submitted_at: Date.now(), timeout_ms: deadlineMs };
-      const follow = await followAnswer(node, request).catch((err) => {
+      const follow = await followAnswer(node, request, trusted).catch((err) => {
         throw unavailable(err);
       });
       open++;
@@ -341,8 +344,12 @@ interface AnswerFollower {
   stop(): Promise<void>;
 }
 
-/** Follows one request's events from the EVENTS stream (ordered consumer: a reconnect loses nothing). */
-async function followAnswer(node: SwarmNode, request: string): Promise<AnswerFollower> {
+/**
+ * Follows one request's events from the EVENTS stream (ordered consumer: a reconnect loses nothing). With
+ * `trusted` (signing on), an answer, rejection or streamed piece that a trusted coordinator did not sign
+ * is refused (logged, counted) and following goes on, so a forgery stored first does not win.
+ */
+async function followAnswer(node: SwarmNode, request: string, trusted?: ReadonlySet<string>): Promise<AnswerFollower> {
   let text: ((delta: string) => void) | undefined;
   let nextSeq = 0;
   let settle: (ev: RequestEvent) => void = () => {};
@@ -350,7 +357,16 @@ async function followAnswer(node: SwarmNode, request: string): Promise<AnswerFol
     settle = resolve;
   });
   const follower = await followRequest(node.link.nc, node.names, request, {
-    request(ev) {
+    request(ev, stored) {
+      const matters = ev.kind === "answer_delta" || ev.kind === "answer" || ev.kind === "failed";
+      if (trusted && matters) {
+        const verdict = verifyAnswer(stored.subject, stored.data, stored.headers, trusted);
+        if (!verdict.ok) {
+          node.bad.refuse(stored.subject, "answer", `${ev.kind}: ${verdict.reason}`);
+          node.log.warn("Answer refused", { request, kind: ev.kind, coordinator: ev.coordinator, reason: verdict.reason });
+          return;
+        }
+      }
       if (ev.kind === "answer_delta") {
         if (ev.seq === nextSeq && ev.delta !== undefined) {
           nextSeq++;
