@@ -4,7 +4,7 @@
 // key back, and `picoclaw config` prints durations as written and secrets redacted.
 
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { COMMAND_HOMES, FLAGS } from "../lib/cli.ts";
 import { configKeys } from "../lib/config-schema.ts";
@@ -210,6 +210,29 @@ describe("keygen", () => {
       const pub = /public key: (\S+)/.exec(made.stdout)?.[1];
       const shown = await runRole("picoclaw.ts", ["keygen", "--public"], { home });
       expect({ code: shown.code, stdout: shown.stdout }).toEqual({ code: 0, stdout: pub! });
+    },
+    PROCESSES_MS,
+  );
+
+  test(
+    "a symlink planted where the seed goes is refused, never followed: neither its target nor a dangling one's is written",
+    async () => {
+      const home = tempHome();
+      const target = join(home, "victim.txt");
+      writeFileSync(target, "precious\n");
+      const planted = join(home, "planted.nk");
+      symlinkSync(target, planted);
+      const dangling = join(home, "dangling.nk");
+      const nowhere = join(home, "created-through-link.txt");
+      symlinkSync(nowhere, dangling);
+      const [a, b] = await Promise.all([
+        usageError("picoclaw", ["keygen", planted], home),
+        usageError("picoclaw", ["keygen", dangling], home),
+      ]);
+      expect(a.join("\n")).toContain(`picoclaw keygen: ${planted} exists already`);
+      expect(b.join("\n")).toContain(`picoclaw keygen: ${dangling} exists already`);
+      expect(readFileSync(target, "utf8")).toBe("precious\n");
+      expect(existsSync(nowhere)).toBe(false);
     },
     PROCESSES_MS,
   );

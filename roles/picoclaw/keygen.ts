@@ -1,6 +1,6 @@
 // `picoclaw keygen [PATH]`: a signing key pair for swarm.security.signing; `keygen --public [PATH]`
 // prints the public key of an existing one.
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, constants, fchmodSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { createUser, fromSeed } from "nkeys.js";
@@ -15,18 +15,26 @@ export function defaultKeyPath(home = homedir()): string {
 export function generateKeyFile(path: string): string {
   const kp = createUser();
   mkdirSync(dirname(path), { recursive: true });
+  let fd: number;
   try {
-    // "wx": created here or not at all, so two keygens racing for one path cannot both win.
-    writeFileSync(path, `${new TextDecoder().decode(kp.getSeed())}\n`, { mode: 0o600, flag: "wx" });
+    // O_EXCL: created here or not at all, so two keygens racing for one path cannot both win, and a
+    // symlink planted at the path (even a dangling one) is refused rather than followed.
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+    if (["EEXIST", "ELOOP"].includes((err as NodeJS.ErrnoException).code ?? "")) {
       throw new UsageError(
         `${path} exists already; keygen never overwrites a key (to see its public key: picoclaw keygen --public ${path})`,
       );
     }
     throw err;
   }
-  chmodSync(path, 0o600);
+  try {
+    // On the descriptor, not the path: nothing swapped in after the create can be touched.
+    fchmodSync(fd, 0o600);
+    writeSync(fd, `${new TextDecoder().decode(kp.getSeed())}\n`);
+  } finally {
+    closeSync(fd);
+  }
   return kp.getPublicKey();
 }
 
