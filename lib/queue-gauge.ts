@@ -7,6 +7,12 @@ import type { SwarmNames } from "./subjects.ts";
 
 /** How often a read is considered fresh. */
 const QUEUE_REFRESH_MS = 1_000;
+/**
+ * Capabilities reported at most: consumer names come from whoever may create consumers, so a flood of
+ * made-up ones must not become as many metric series; the rest are summed under "(other)".
+ */
+export const MAX_QUEUE_LABELS = 100;
+
 /** Bound on one JetStream API call, so a one-shot dashboard never hangs on a slow server. */
 const QUEUE_API_TIMEOUT_MS = 2_000;
 
@@ -55,7 +61,7 @@ export function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): 
       next.byQueue.sort(
         (a, b) => b.queued - a.queued || a.capability.localeCompare(b.capability) || (b.priority ?? -1) - (a.priority ?? -1),
       );
-      queued = next;
+      queued = bounded(next);
     } catch (err) {
       if (isStreamNotFound(err)) queued = { total: 0, byCapability: {}, byQueue: [] };
       else log.debug("Queue depth not read; keeping the last value", { stream: names.streams.tasks, error: (err as Error)?.message });
@@ -78,4 +84,14 @@ export function queueGauge(nc: NatsConnection, names: SwarmNames, log: Logger): 
       if (!inFlight && Date.now() - readAt >= QUEUE_REFRESH_MS && !nc.isClosed()) void refresh();
     },
   };
+}
+
+/** At most MAX_QUEUE_LABELS capabilities (the busiest; the rest as "(other)") and as many queue rows. */
+function bounded(q: Queued): Queued {
+  const caps = Object.entries(q.byCapability);
+  if (caps.length <= MAX_QUEUE_LABELS) return { ...q, byQueue: q.byQueue.slice(0, MAX_QUEUE_LABELS) };
+  caps.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const byCapability = Object.fromEntries(caps.slice(0, MAX_QUEUE_LABELS - 1));
+  byCapability["(other)"] = caps.slice(MAX_QUEUE_LABELS - 1).reduce((n, [, v]) => n + v, 0);
+  return { total: q.total, byCapability, byQueue: q.byQueue.slice(0, MAX_QUEUE_LABELS) };
 }

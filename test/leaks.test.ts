@@ -2,7 +2,7 @@
 // per-node queues go with their node (or are swept after a crash), the registry is bounded under spoofed
 // heartbeats, streams and consumers follow changed config, and stored heartbeats show the dead as offline.
 import { describe, expect, test } from "bun:test";
-import { connect, type NatsConnection } from "nats";
+import { AckPolicy, connect, type NatsConnection } from "nats";
 import { encode, type NodeInfo } from "../lib/messages.ts";
 import { swarmNames } from "../lib/subjects.ts";
 import type { DashboardSnapshot } from "../roles/dashboard/snapshot.ts";
@@ -96,6 +96,44 @@ describe("nothing leaks", () => {
       const state = await (await nc.jetstreamManager()).streams.info(names.streams.nodes);
       expect(state.state.messages).toBeLessThanOrEqual(50);
       expect(peer.proc.exitCode).toBeNull();
+    } finally {
+      await nc.close();
+      await procs.killAll();
+    }
+  });
+
+  test("the queued-sub-tasks metric is bounded: 300 made-up queue consumers become at most 100 series, the rest as (other)", async () => {
+    const hid = "leak5";
+    const args = ["--swarm.hid", hid, "--swarm.nats.urls", suite.nats.url, ...FAST, "--swarm.http.listen", "127.0.0.1:0"];
+    const member = procs.track(spawnRole("worker.ts", args, { env: ECHO_ENV }));
+    const url = (await member.waitForLine(/HTTP listening url=/)).match(/url=(\S+)/)![1]!;
+    await member.waitForLine(/Node joined swarm .*self=true/);
+    const nc = await connect({ servers: suite.nats.url });
+    try {
+      const names = swarmNames(hid);
+      const jsm = await nc.jetstreamManager();
+      // Whoever may create consumers on TASKS can name them like capability queues.
+      for (let i = 0; i < 300; i++) {
+        await jsm.consumers.add(names.streams.tasks, {
+          durable_name: `q_junk${i}_0`,
+          filter_subject: names.taskQueue(`junk${i}`, 0),
+          ack_policy: AckPolicy.Explicit,
+        });
+      }
+      const series = async () =>
+        (await (await fetch(`${url}/metrics`)).text()).split("\n").filter((l) => l.startsWith("picoclaw_subtasks_queued{"));
+      const lines = await waitFor(
+        "the gauge to read the new consumers",
+        async () => {
+          const l = await series();
+          return l.some((x) => x.includes('capability="(other)"')) ? l : undefined;
+        },
+        15_000,
+        200,
+      );
+      expect(lines.length).toBeLessThanOrEqual(100);
+      const snap = await snapshot(hid);
+      expect(snap.queues.length).toBeLessThanOrEqual(100);
     } finally {
       await nc.close();
       await procs.killAll();
