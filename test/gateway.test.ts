@@ -6,7 +6,7 @@ import { connect } from "nats";
 import OpenAI, { APIError } from "openai";
 import { swarmNames } from "../lib/subjects.ts";
 import { FAST, type RoleProcess, reaper, runRole, spawnRole } from "./helpers/role-process.ts";
-import { swarmSuite } from "./helpers/suite.ts";
+import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 import type { Swarm } from "./helpers/swarm.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -295,4 +295,30 @@ describe("gateway", () => {
     expect(noListen.code).toBe(2);
     expect(noListen.output).toContain("invalid config swarm.http.listen from default: the HOST:PORT the gateway listens on");
   });
+  test("a streaming client that goes away mid-stream: the gateway lets go of the chat at once, not at the answer", () =>
+    stopAfter(async () => {
+      const swarm: Swarm = await suite.start("gw9", [
+        { script: "coordinator.ts", env: ECHO_ENV },
+        { script: "worker.ts", env: suite.llmEnv() },
+      ]);
+      const gw = await startGateway(swarm.common);
+      const root = gw.base.replace(/\/v1$/, "");
+      const ctl = new AbortController();
+      const res = await fetch(`${gw.base}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "picoclaw-swarm", stream: true, messages: [{ role: "user", content: "[[delay=8000]] gw-gone" }] }),
+        signal: ctl.signal,
+      });
+      const reader = res.body!.getReader();
+      await reader.read(); // the first chunk: the chat is under way
+      const openChats = async () => Number(/^picoclaw_gateway_open_chats (\d+)$/m.exec(await (await fetch(`${root}/metrics`)).text())?.[1]);
+      expect(await openChats()).toBe(1);
+      ctl.abort();
+      await waitFor("the gateway to let go of the chat", async () => (await openChats()) === 0, 5_000, 50);
+      await gw.proc.waitForLine(/Chat client went away; the request goes on in the swarm/, 5_000);
+      // Let go while the model was still answering: the LLM call for it has not ended.
+      const call = suite.llm.requests.find((r) => JSON.stringify(r.body.messages).includes("gw-gone"));
+      expect(call?.endedAt).toBeUndefined();
+    }));
 });

@@ -219,6 +219,9 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
     const h = { ...head, withUsage: body.stream_options?.include_usage === true };
     const enc = new TextEncoder();
     let closed = false;
+    // The client reading the stream went away (cancel), or its request was aborted: stop waiting either way.
+    const gone = new AbortController();
+    const stop = AbortSignal.any([signal, gone.signal]);
     const out = new ReadableStream<Uint8Array>({
       async start(ctl) {
         const send = (s: string) => {
@@ -234,7 +237,7 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
         let status = 200;
         let ev: RequestEvent | undefined;
         try {
-          ev = await follow.outcome(waitMs, signal);
+          ev = await follow.outcome(waitMs, stop);
           const c = completedFrom(ev, head, deadlineMs);
           // What the merge streamed is the answer's beginning; the rest (the sub-task status lines, or the
           // whole report when nothing streamed) follows in pieces.
@@ -244,7 +247,7 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
           if (h.withUsage) send(chunk(h, undefined, c.usage));
           send("data: [DONE]\n\n");
         } catch (err) {
-          if (signal.aborted) {
+          if (stop.aborted) {
             status = 499;
             return;
           }
@@ -264,7 +267,8 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
         }
       },
       cancel() {
-        closed = true; // the client went away; `signal` ends the wait
+        closed = true; // the client went away: its follower and keep-alive go now, not at the deadline
+        gone.abort();
       },
     });
     return new Response(out, {
