@@ -39,8 +39,25 @@ export function parseListen(listen: string, source: string): { hostname: string;
   return { hostname: m[1] ?? m[2]!, port };
 }
 
+/** Seconds a connection may stay silent (no request, or a request sent too slowly) before it is closed. */
+export const IDLE_TIMEOUT_S = 10;
+
+/** 127.0.0.0/8, ::1 and "localhost": where a keyless server may listen. */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** A Host header naming the loopback interface (any port). */
+function loopbackHost(host: string | null): boolean {
+  if (!host) return false;
+  const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.split(":")[0]!;
+  return isLoopback(name);
+}
+
 export function serveNodeHttp(listen: string, source: string, node: NodeHttp, log: Logger): HttpEndpoint {
   const { hostname, port } = parseListen(listen, source);
+  const loopback = isLoopback(hostname);
   const json = (status: number, body: unknown) =>
     new Response(`${JSON.stringify(body)}\n`, { status, headers: { "content-type": "application/json" } });
   const builtIn: Record<string, Handler> = {
@@ -61,10 +78,16 @@ export function serveNodeHttp(listen: string, source: string, node: NodeHttp, lo
     server = Bun.serve({
       hostname,
       port,
-      // Long-lived server-sent event streams (dashboard, gateway) must not be cut by the idle timeout.
-      idleTimeout: 0,
+      // A connection that sends nothing for this long is closed (slowloris); the long-lived routes (the
+      // dashboard's events, a gateway chat) lift it for their own request with server.timeout(req, 0).
+      idleTimeout: IDLE_TIMEOUT_S,
       fetch(req, srv) {
         const path = new URL(req.url).pathname;
+        // On loopback only a loopback Host is answered: a web page whose name was re-pointed at
+        // 127.0.0.1 (DNS rebinding) reaches the port but not the routes.
+        if (loopback && !loopbackHost(req.headers.get("host"))) {
+          return json(421, { error: `this server answers only Host names of the loopback interface, not ${req.headers.get("host")}` });
+        }
         const handler = routes[path] ?? routes[prefixes.find((p) => path.startsWith(p)) ?? ""];
         if (!handler) return json(404, { error: `no such path: ${path}`, paths: Object.keys(routes) });
         return handler(req, srv);

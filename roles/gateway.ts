@@ -6,7 +6,7 @@
 import { runEntry } from "../lib/cli.ts";
 import type { LoadedConfig } from "../lib/config.ts";
 import { ConfigError } from "../lib/errors.ts";
-import { parseListen } from "../lib/http.ts";
+import { isLoopback, parseListen } from "../lib/http.ts";
 import { createLogger } from "../lib/log.ts";
 import { isTransientNatsError } from "../lib/nats-connection.ts";
 import { startNode } from "../lib/node.ts";
@@ -66,10 +66,6 @@ function checkListen(loaded: LoadedConfig): void {
         "set PICOCLAW_SWARM_GATEWAY_API_KEYS or swarm.gateway.api_keys, or listen on 127.0.0.1",
     );
   }
-}
-
-function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 if (import.meta.main) {

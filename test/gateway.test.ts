@@ -321,4 +321,33 @@ describe("gateway", () => {
       const call = suite.llm.requests.find((r) => JSON.stringify(r.body.messages).includes("gw-gone"));
       expect(call?.endedAt).toBeUndefined();
     }));
+  test("keyless on loopback: no CORS for web pages, and a chat must be JSON (a form or text/plain POST is refused)", () =>
+    stopAfter(async () => {
+      const swarm: Swarm = await suite.start("gw10", [
+        { script: "coordinator.ts", env: ECHO_ENV },
+        { script: "worker.ts", env: ECHO_ENV },
+      ]);
+      const gw = await startGateway(swarm.common);
+      const pre = await fetch(`${gw.base}/chat/completions`, {
+        method: "OPTIONS",
+        headers: { origin: "http://evil.example", "access-control-request-method": "POST" },
+      });
+      expect(pre.headers.get("access-control-allow-origin")).toBeNull();
+      const simple = await fetch(`${gw.base}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "text/plain", origin: "http://evil.example" },
+        body: JSON.stringify({ model: "picoclaw-swarm", messages: [{ role: "user", content: "from a web page" }] }),
+      });
+      expect(simple.status).toBe(415);
+      expect(simple.headers.get("access-control-allow-origin")).toBeNull();
+      expect(((await simple.json()) as { error: { code: string } }).error.code).toBe("unsupported_media_type");
+    }));
+
+  test("with keys, CORS is on for chat UIs in a browser", () =>
+    stopAfter(async () => {
+      const swarm: Swarm = await suite.start("gw11", [{ script: "coordinator.ts", env: ECHO_ENV }]);
+      const gw = await startGateway(swarm.common, ["--swarm.gateway.api_keys", KEY], KEY);
+      const pre = await fetch(`${gw.base}/chat/completions`, { method: "OPTIONS", headers: { origin: "http://ui.example" } });
+      expect(pre.headers.get("access-control-allow-origin")).toBe("*");
+    }));
 });

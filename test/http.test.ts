@@ -1,7 +1,9 @@
 // HTTP on a node (`--swarm.http.listen`): /healthz and /readyz follow the NATS link and the join, and
 // /metrics moves with real work and passes `promtool check metrics` (Debian's prometheus package).
 import { describe, expect, test } from "bun:test";
-import { runRole } from "./helpers/role-process.ts";
+import { IDLE_TIMEOUT_S } from "../lib/http.ts";
+import { MAX_EVENT_CLIENTS } from "../roles/dashboard/web-routes.ts";
+import { runRole, spawnRole } from "./helpers/role-process.ts";
 import { swarmSuite } from "./helpers/suite.ts";
 import { submit } from "./helpers/swarm.ts";
 import { requireTool } from "./helpers/tools.ts";
@@ -148,3 +150,70 @@ describe("node HTTP", () => {
     expect(gone.output).toContain("no answer");
   });
 });
+
+describe("HTTP that a web page or a slow client cannot abuse", () => {
+  test("on loopback only a loopback Host is answered (DNS rebinding); a silent connection is closed (slowloris)", async () => {
+    const swarm = await suite.start("http5", [{ script: "worker.ts", args: HTTP, env: { PICOCLAW_LLM_PROVIDER: "echo" } }]);
+    const url = httpUrl(swarm.nodes[0]!.lines);
+    const port = Number(new URL(url).port);
+    const withHost = async (host: string) => {
+      const socket = await Bun.connect({
+        hostname: "127.0.0.1",
+        port,
+        socket: {
+          data(s, d) {
+            (s.data as { got: string }).got += new TextDecoder().decode(d);
+          },
+        },
+        data: { got: "" },
+      });
+      socket.write(`GET /metrics HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      const got = await waitFor(
+        `an answer for Host ${host}`,
+        () => /HTTP\/1\.1 (\d{3})/.exec((socket.data as { got: string }).got)?.[1],
+        5_000,
+      );
+      socket.end();
+      return Number(got);
+    };
+    expect(await withHost(`127.0.0.1:${port}`)).toBe(200);
+    expect(await withHost(`localhost:${port}`)).toBe(200);
+    expect(await withHost(`[::1]:${port}`)).toBe(200);
+    expect(await withHost(`attacker.example:${port}`)).toBe(421);
+
+    // Half a request, then nothing: the server closes the connection after its idle timeout.
+    let closed = false;
+    const slow = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data() {},
+        close() {
+          closed = true;
+        },
+      },
+    });
+    slow.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n`);
+    await waitFor("the silent connection to be closed", () => closed, (IDLE_TIMEOUT_S + 10) * 1000, 100);
+  }, 60_000);
+});
+
+test("the web dashboard serves at most 100 pages' event streams; the next is told to retry", async () => {
+  const swarm = await suite.start("http6", [{ script: "worker.ts", env: { PICOCLAW_LLM_PROVIDER: "echo" } }]);
+  const dash = spawnRole("dashboard.ts", [...swarm.common, ...HTTP]);
+  const ctl = new AbortController();
+  try {
+    const url = /HTTP listening url=(\S+)/.exec(await dash.waitForLine(/HTTP listening url=/, 15_000))![1]!;
+    const open = await Promise.all(Array.from({ length: MAX_EVENT_CLIENTS }, () => fetch(`${url}/events`, { signal: ctl.signal })));
+    expect(open.every((r) => r.status === 200)).toBe(true);
+    const extra = await fetch(`${url}/events`);
+    expect(extra.status).toBe(503);
+    expect(extra.headers.get("retry-after")).toBe("5");
+    // /api/state still answers.
+    expect((await fetch(`${url}/api/state`)).status).toBe(200);
+  } finally {
+    ctl.abort();
+    dash.signal("SIGTERM");
+    await dash.exited(15_000).catch(() => dash.proc.kill("SIGKILL"));
+  }
+}, 60_000);

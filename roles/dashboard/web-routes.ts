@@ -11,6 +11,10 @@ const PAGE: string = webPage();
 /** The page is re-sent at least this often (uptimes, elapsed times), and at most every CHANGE_MS on changes. */
 const REFRESH_MS = 1_000;
 const CHANGE_MS = 150;
+/** Open pages at most (each holds a connection and is sent every update). */
+export const MAX_EVENT_CLIENTS = 100;
+/** Frames a page may fall behind (it reads nothing) before it is dropped: a stalled reader costs no memory. */
+const MAX_BEHIND = 16;
 
 export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, Handler> {
   const clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
@@ -28,6 +32,11 @@ export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, H
     sentAt = Date.now();
     for (const c of clients) {
       try {
+        if ((c.desiredSize ?? 0) < -MAX_BEHIND) {
+          clients.delete(c);
+          c.close();
+          continue;
+        }
         c.enqueue(frame);
       } catch {
         clients.delete(c); // closed under us
@@ -44,18 +53,28 @@ export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, H
   return {
     "/": () => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-cache" } }),
     "/api/state": () => Response.json(state()),
-    "/events": (req) => {
+    "/events": (req, srv) => {
+      if (clients.size >= MAX_EVENT_CLIENTS) {
+        return Response.json(
+          { error: `${MAX_EVENT_CLIENTS} pages follow this dashboard already; close one, or use /api/state` },
+          { status: 503, headers: { "retry-after": "5" } },
+        );
+      }
+      srv.timeout(req, 0); // a page follows for as long as it is open
       let me: ReadableStreamDefaultController<Uint8Array> | undefined;
-      const body = new ReadableStream<Uint8Array>({
-        start(c) {
-          me = c;
-          clients.add(c);
-          c.enqueue(enc.encode(`retry: 1000\ndata: ${JSON.stringify(state())}\n\n`));
+      const body = new ReadableStream<Uint8Array>(
+        {
+          start(c) {
+            me = c;
+            clients.add(c);
+            c.enqueue(enc.encode(`retry: 1000\ndata: ${JSON.stringify(state())}\n\n`));
+          },
+          cancel() {
+            if (me) clients.delete(me);
+          },
         },
-        cancel() {
-          if (me) clients.delete(me);
-        },
-      });
+        new CountQueuingStrategy({ highWaterMark: 1 }),
+      );
       req.signal.addEventListener("abort", () => me && clients.delete(me));
       return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
     },

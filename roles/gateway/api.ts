@@ -1,6 +1,7 @@
 // The gateway's HTTP routes under /v1/: bearer keys, the model list, chat completions, and CORS so a
 // chat UI in a browser may call it directly. Every error is in OpenAI's shape.
 import { createHash, timingSafeEqual } from "node:crypto";
+import type { Server } from "bun";
 import type { Handler } from "../../lib/http.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import { onlineCapabilities } from "../../lib/registry.ts";
@@ -16,6 +17,9 @@ const CORS = {
 /** Routes for `serveHttp`: everything under /v1/. */
 export function openaiRoutes(node: SwarmNode): Record<string, Handler> {
   const keys = node.config.swarm.gateway.api_keys.map(digest);
+  // Without keys (loopback only) no web page may call the gateway: no CORS, so a browser keeps other
+  // origins' pages out; with keys, a page must hold one anyway.
+  const cors: Record<string, string> = keys.length > 0 ? CORS : {};
   const chat = chatCompletions(node);
   const created = Math.floor(node.startedAt / 1000);
 
@@ -25,15 +29,25 @@ export function openaiRoutes(node: SwarmNode): Record<string, Handler> {
     return [SWARM_MODEL, ...caps.map((c) => `${SWARM_MODEL}/${c}`)].map((id) => ({ id, object: "model", created, owned_by: "picoclaw" }));
   };
 
-  const route = async (req: Request): Promise<Response> => {
-    if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: CORS });
+  const route = async (req: Request, srv: Server<undefined>): Promise<Response> => {
+    if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: cors });
     authorize(req, keys);
     const path = new URL(req.url).pathname.replace(/\/+$/, "");
     if (path === "/v1/chat/completions") {
       if (req.method !== "POST") throw new ApiError(405, `use POST for ${path}`, "method_not_allowed");
-      return chat(req, CORS);
+      // JSON only: a form or text/plain POST is what a page may send cross-origin without asking first.
+      const type = (req.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+      if (type !== "application/json") {
+        throw new ApiError(
+          415,
+          `send the chat as JSON (content-type: application/json), not ${type || "no content type"}`,
+          "unsupported_media_type",
+        );
+      }
+      srv.timeout(req, 0); // an answer may take minutes: no idle cut while the chat waits for it
+      return chat(req, cors);
     }
-    if (path === "/v1/models" && req.method === "GET") return Response.json({ object: "list", data: await models() }, { headers: CORS });
+    if (path === "/v1/models" && req.method === "GET") return Response.json({ object: "list", data: await models() }, { headers: cors });
     if (path.startsWith("/v1/models/") && req.method === "GET") {
       const id = decodeURIComponent(path.slice("/v1/models/".length));
       const list = await models();
@@ -43,7 +57,7 @@ export function openaiRoutes(node: SwarmNode): Record<string, Handler> {
           id,
           list.slice(1).map((m) => m.id.slice(SWARM_MODEL.length + 1)),
         );
-      return Response.json(found, { headers: CORS });
+      return Response.json(found, { headers: cors });
     }
     throw new ApiError(
       404,
@@ -53,13 +67,13 @@ export function openaiRoutes(node: SwarmNode): Record<string, Handler> {
   };
 
   return {
-    "/v1/": async (req) => {
+    "/v1/": async (req, srv) => {
       try {
-        return await route(req);
+        return await route(req, srv);
       } catch (err) {
-        if (err instanceof ApiError) return err.response(CORS);
+        if (err instanceof ApiError) return err.response(cors);
         node.log.error("Gateway request failed", { error: (err as Error)?.message ?? String(err) });
-        return new ApiError(500, "internal error in the gateway", "internal_error").response(CORS);
+        return new ApiError(500, "internal error in the gateway", "internal_error").response(cors);
       }
     },
   };
