@@ -87,7 +87,12 @@ export interface LiveRequests {
   view(now?: number): LiveView;
   /** Grows with every change: the page is re-sent only when it moved. */
   version(): number;
+  /** What is held now: bounded whether or not a page looks (events come from the network). */
+  size(): { requests: number; tasks: number };
 }
+
+/** Sub-tasks kept per request at most (a plan has at most max_fanout × max_depth; forged events more). */
+const MAX_TASKS_PER_REQUEST = 1024;
 
 /** The pure part: events in, a view out. */
 export function createLiveRequests(opts: Partial<LiveOptions> = {}): LiveRequests {
@@ -96,22 +101,48 @@ export function createLiveRequests(opts: Partial<LiveOptions> = {}): LiveRequest
   const answers: RecentAnswer[] = [];
   let version = 0;
 
+  const byId = new WeakMap<LiveRequest, Map<string, LiveTask>>();
   const get = (request: string, at: number): LiveRequest => {
     let r = requests.get(request);
     if (!r) {
+      // Pruned as events come, not only when a page asks: nobody may be looking.
+      if (requests.size >= 2 * o.maxRequests) prune(Date.now());
       r = { request, state: "planning", first_seen: at, updated_at: at, tasks: [], tokens: 0 };
       requests.set(request, r);
+      byId.set(r, new Map());
     }
     r.updated_at = Math.max(r.updated_at, at);
     return r;
   };
   const taskOf = (r: LiveRequest, id: string, capability: string): LiveTask => {
-    let t = r.tasks.find((x) => x.id === id);
+    const index = byId.get(r)!;
+    let t = index.get(id);
     if (!t) {
       t = { id, title: id, capability, depends_on: [], state: "queued", tokens: 0 };
-      r.tasks.push(t);
+      // Past the cap a sub-task is followed but not kept (only forged events make that many).
+      if (r.tasks.length < MAX_TASKS_PER_REQUEST) {
+        r.tasks.push(t);
+        index.set(id, t);
+      }
     }
     return t;
+  };
+  /** Drops what is finished and old, silent too long, or past the cap (finished ones first); newest first. */
+  const prune = (now: number): LiveRequest[] => {
+    for (const [id, r] of requests) {
+      const finished = r.state === "answered" || r.state === "rejected";
+      if ((finished && now - r.updated_at > o.keepFinishedMs) || now - r.updated_at > o.forgetSilentMs) requests.delete(id);
+    }
+    let list = [...requests.values()].sort((a, b) => b.first_seen - a.first_seen);
+    if (list.length > o.maxRequests) {
+      const running = list.filter((r) => r.state !== "answered" && r.state !== "rejected");
+      const finished = list.filter((r) => r.state === "answered" || r.state === "rejected");
+      list = [...running, ...finished].slice(0, o.maxRequests).sort((a, b) => b.first_seen - a.first_seen);
+      const keep = new Set(list.map((r) => r.request));
+      for (const id of requests.keys()) if (!keep.has(id)) requests.delete(id);
+    }
+    for (const id of planning.keys()) if (!requests.has(id)) planning.delete(id);
+    return list;
   };
   /** The LLM planner's tokens per request. */
   const planning = new Map<string, number>();
@@ -185,22 +216,10 @@ export function createLiveRequests(opts: Partial<LiveOptions> = {}): LiveRequest
       version++;
     },
     view(now = Date.now()) {
-      for (const [id, r] of requests) {
-        const finished = r.state === "answered" || r.state === "rejected";
-        if ((finished && now - r.updated_at > o.keepFinishedMs) || now - r.updated_at > o.forgetSilentMs) requests.delete(id);
-      }
-      // Newest first; past the cap, finished ones go before running ones.
-      let list = [...requests.values()].sort((a, b) => b.first_seen - a.first_seen);
-      if (list.length > o.maxRequests) {
-        const running = list.filter((r) => r.state !== "answered" && r.state !== "rejected");
-        const finished = list.filter((r) => r.state === "answered" || r.state === "rejected");
-        list = [...running, ...finished].slice(0, o.maxRequests).sort((a, b) => b.first_seen - a.first_seen);
-        const keep = new Set(list.map((r) => r.request));
-        for (const id of requests.keys()) if (!keep.has(id)) requests.delete(id);
-      }
-      for (const id of planning.keys()) if (!requests.has(id)) planning.delete(id);
+      const list = prune(now);
       return { requests: structuredClone(list), answers: structuredClone(answers) };
     },
+    size: () => ({ requests: requests.size, tasks: [...requests.values()].reduce((n, r) => n + r.tasks.length, 0) }),
   };
 }
 
