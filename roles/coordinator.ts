@@ -4,14 +4,15 @@
 // answer exactly once. Every request ends: by its answer, by its deadline, or, when handling it keeps
 // failing, as a dead letter. A request whose leader died is redelivered to the next leader, which
 // resumes it from the recorded plan and results.
+import type { Msg } from "nats";
 import { runEntry } from "../lib/cli.ts";
 import { nodeLlm } from "../lib/llm.ts";
 import { createLogger } from "../lib/log.ts";
 import { decode } from "../lib/messages.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
-import { loadSigner, verifyResult } from "../lib/signing.ts";
+import { checkSignature, loadSigner, verifyResult } from "../lib/signing.ts";
 import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type TaskResult, taskEventSchema } from "../lib/task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type TaskEvent, type TaskResult, taskEventSchema } from "../lib/task-messages.ts";
 import { temporalSettings } from "../lib/temporal.ts";
 import { coordinatorRecords, requestEvents } from "./coordinator/answer.ts";
 import { failExhaustedSubTasks } from "./coordinator/give-up.ts";
@@ -40,6 +41,12 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   const checkResult = signer ? (r: TaskResult) => verifyResult(r, trustedResultKeys) : undefined;
   const records = coordinatorRecords(node, signer);
   const giveUp = { js, kv, names, node: me, signer };
+  // With signing on, a progress event's token count (which can stop a request at its token limit) is
+  // believed only when a trusted worker signed it; an unsigned one still shows the sub-task is alive.
+  const countable = (ev: TaskEvent, msg: Msg): TaskEvent =>
+    signer && ev.tokens !== undefined && !checkSignature(msg.subject, msg.data, msg.headers, trustedResultKeys, undefined).ok
+      ? { ...ev, tokens: undefined }
+      : ev;
   let requests: OpenRequests | undefined;
   let intake: Intake | undefined;
   // Ack wait = lease TTL: a dead leader's request reaches the next leader about when it takes over.
@@ -86,8 +93,9 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       callback: (_e, msg) => {
         const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
         if (!d.ok) return bad.record(msg.subject, d.reason);
-        waiters.onTaskEvent(d.value);
-        requests?.onTaskEvent(d.value);
+        const ev = countable(d.value, msg);
+        waiters.onTaskEvent(ev);
+        requests?.onTaskEvent(ev);
       },
     }),
     failExhaustedSubTasks({ ...node, ...giveUp, nc, maxDeliver: cfg.swarm.tasks.max_deliver, leading: leadership.holds }),

@@ -79,6 +79,41 @@ describe("every request ends", () => {
 });
 
 describe("stored state, not only advisories", () => {
+  test("a forged event claiming the last attempt, dated a minute ago, does not make the coordinator give the sub-task up", async () => {
+    const swarm = await suite.start("live9", [
+      { script: "coordinator.ts", args: ["--swarm.tasks.max_deliver", "2", "--swarm.tasks.ack_wait", "2s"], env: ECHO_ENV },
+      { script: "worker.ts", args: ["--swarm.tasks.max_deliver", "2", "--swarm.tasks.ack_wait", "2s"], env: suite.llmEnv() },
+    ]);
+    const submitted = submit(swarm, ["[[delay=9000]] forged-age"], 60_000);
+    const request = (await swarm.nodes[0]!.waitForLine(/Task assigned .*request=(r-\S+)/, 20_000)).match(/request=(r-\S+)/)![1]!;
+    const nc = await connect({ servers: suite.nats.url });
+    try {
+      const forged = {
+        v: 1,
+        request,
+        task: "general",
+        kind: "progress",
+        node: swarm.ids[1]!,
+        capability: "general",
+        at: Date.now() - 60_000,
+        attempt: 2,
+      };
+      const subject = swarmNames("live9").taskEvents(request, "general");
+      // Sent over and over for 5 s, so the forgery is the last event the reconcile pass has heard.
+      for (let i = 0; i < 50; i++) {
+        nc.publish(subject, new TextEncoder().encode(JSON.stringify(forged)));
+        await Bun.sleep(100);
+      }
+      await nc.flush();
+    } finally {
+      await nc.close();
+    }
+    const r = await submitted;
+    expect(r.code).toBe(0);
+    expect(r.answer!.answer!).toContain("forged-age");
+    expect(swarm.nodes[0]!.output()).not.toContain("gave up after 2 attempts");
+  });
+
   test("deliveries used up while no coordinator listened: the next leader fails the sub-task from the stored events", async () => {
     const hid = "live5";
     const args = [

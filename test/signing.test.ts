@@ -342,6 +342,46 @@ describe("signed answers", () => {
   }, 60_000);
 });
 
+describe("signed progress", () => {
+  test("a forged progress event with a huge token count does not stop a request at max_tokens_per_request", async () => {
+    const hid = "sig13";
+    swarm = await startSwarm(nats, hid, [
+      {
+        script: "coordinator.ts",
+        args: [...signing("coord", { workers: [keys.worker!.pub] }), "--swarm.tasks.max_tokens_per_request", "100000"],
+        env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      },
+      { script: "worker.ts", args: signing("worker", { coordinators: [keys.coord!.pub] }), env: llmEnv() },
+    ]);
+    const client = ["submit", "--json", ...swarm.common, ...signing("worker", { coordinators: [keys.coord!.pub] })];
+    const sub = spawnRole("picoclaw.ts", [...client, "--capabilities", "general", "[[delay=4000]] token-forgery"], { home: tempHome() });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const request = (await waitFor("the request id", () => sub.lines.join("\n").match(/"request":"(r-[^"]+)"/)?.[1], 20_000))!;
+      await swarm.nodes[0]!.waitForLine(new RegExp(`Task assigned task=general request=${request}`), 20_000);
+      // As the running node would say it, unsigned: a worker credential can publish task events.
+      const forged = {
+        v: 1,
+        request,
+        task: "general",
+        kind: "progress",
+        node: swarm.ids[1]!,
+        capability: "general",
+        at: Date.now(),
+        attempt: 1,
+        tokens: 999_999_999,
+      };
+      nc.publish(swarmNames(hid).taskEvents(request, "general"), encode(forged));
+      await nc.flush();
+      expect(await sub.exited(30_000)).toBe(0);
+      expect(sub.stdout.join("\n")).toContain("token-forgery");
+      expect(swarm.nodes[0]!.output()).not.toContain("Request stopped at its token limit");
+    } finally {
+      await nc.close();
+    }
+  }, 60_000);
+});
+
 describe("the gateway with signing on", () => {
   test("a forged answer and forged streamed pieces never reach an OpenAI client; the real answer does", async () => {
     const hid = "sig11";

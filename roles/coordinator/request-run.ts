@@ -390,12 +390,14 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     onTaskEvent(ev) {
       const x = tracked.get(ev.task);
       if (!x || over) return;
-      x.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
+      // Heard now: an event's own timestamp is whatever its publisher wrote, and must not age the sub-task.
+      x.last = { kind: ev.kind, attempt: ev.attempt, at: Date.now() };
       if (ev.kind === "started") {
         if (x.state === "queued") x.state = "running";
         x.node = ev.node;
         ctx.onAssigned(ev.task, ev.node);
-      } else if (ev.kind === "progress" && ev.tokens !== undefined && (ctx.maxTokens ?? 0) > 0 && !x.result) {
+      } else if (ev.kind === "progress" && ev.tokens !== undefined && ev.node === x.node && (ctx.maxTokens ?? 0) > 0 && !x.result) {
+        // Only the running node's count (with signing on, only a signed one reaches here: roles/coordinator.ts).
         inFlight.set(ev.task, ev.tokens);
         overBudget();
       } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {

@@ -63,7 +63,8 @@ export async function lastStoredEvent(
   try {
     const m = await jsm.streams.getMessage(names.streams.events, { last_by_subj: names.taskEvents(request, task) });
     const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
-    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: d.value.at } : undefined;
+    // When the stream stored it, not what it says of itself: a forged old timestamp cannot age it.
+    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: m.time.getTime() } : undefined;
   } catch {
     return undefined; // no event yet (or not readable now): nothing to conclude
   }

@@ -10,7 +10,7 @@ import { decode, encode, type RunningTask } from "../../lib/messages.ts";
 import type { Counter } from "../../lib/metrics.ts";
 import { createRecordGuard } from "../../lib/record-guard.ts";
 import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
-import { type Signer, signResult, verifyAnswer, verifyTaskMessage } from "../../lib/signing.ts";
+import { type Signer, signMessage, signResult, verifyAnswer, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import {
   MAX_PIPELINE_MESSAGE_BYTES,
@@ -83,9 +83,12 @@ export function createRunner(o: RunnerOptions): Runner {
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
     const ev = taskEvent(task, kind, attempt, extra);
     // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
-    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event.
+    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event. A token
+    // count is signed (signing on): the coordinator stops a request on it, and believes only signed ones.
     try {
-      nc.publish(names.taskEvents(task.request, task.task), encode(ev));
+      const subject = names.taskEvents(task.request, task.task);
+      const payload = encode(ev);
+      nc.publish(subject, payload, { headers: o.signer && ev.tokens !== undefined ? signMessage(o.signer, subject, payload) : undefined });
     } catch (err) {
       log.debug("Task event not sent", { task: task.task, kind, error: (err as Error).message });
     }

@@ -113,7 +113,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const watch: Watched = { capability: t0.capability, tools: t0.tools, pinned: false };
       const bell = createDoorbell();
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
-        watch.last = { kind: ev.kind, attempt: ev.attempt, at: ev.at };
+        watch.last = { kind: ev.kind, attempt: ev.attempt, at: Date.now() }; // heard now, whatever it claims
         if (ev.kind === "started") c.log.info("Task assigned", { task, request, node: ev.node, capability: ev.capability });
         if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") bell.ring();
       });
