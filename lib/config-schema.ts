@@ -91,6 +91,11 @@ const httpSchema = z.strictObject({
       message: "HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (port 0 picks a free one), or empty for no HTTP",
     })
     .default(""),
+  /**
+   * Keys for the web dashboard's pages (they show answers, request titles, node ids): a browser opens
+   * /?key=KEY once, API clients send a bearer key. Without keys the pages are served on loopback only.
+   */
+  dashboard_keys: list(z.string().min(8, { message: "keys of at least 8 characters, comma-separated" })).default([]),
 });
 
 const temporalSchema = z.strictObject({
@@ -314,7 +319,13 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 
 /** Keys whose values are never printed or logged. */
-export const SECRET_KEYS = ["swarm.nats.token", "swarm.nats.password", "llm.api_key", "swarm.gateway.api_keys"] as const;
+export const SECRET_KEYS = [
+  "swarm.nats.token",
+  "swarm.nats.password",
+  "llm.api_key",
+  "swarm.gateway.api_keys",
+  "swarm.http.dashboard_keys",
+] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
 export const BOOLEAN_KEYS = [
@@ -384,6 +395,7 @@ export const CONFIG_HELP: Record<string, string> = {
   "swarm.nats.tls.cert_file": "client certificate for mutual TLS",
   "swarm.nats.tls.key_file": "client certificate's key for mutual TLS",
   "swarm.http.listen": "HOST:PORT for /healthz, /readyz, /metrics, the web dashboard and the gateway; empty: no HTTP",
+  "swarm.http.dashboard_keys": "keys for the web dashboard's pages (secret; a browser opens /?key=KEY once); without keys they are served on loopback only",
   "swarm.temporal.enabled": "true with no address means localhost:7233; false turns Temporal off even with an address",
   "swarm.temporal.address": "Temporal frontend (localhost:7233) to run each request as a workflow; empty: no Temporal",
   "swarm.temporal.namespace": "Temporal namespace of the workflows",

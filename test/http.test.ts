@@ -217,3 +217,50 @@ test("the web dashboard serves at most 100 pages' event streams; the next is tol
     await dash.exited(15_000).catch(() => dash.proc.kill("SIGKILL"));
   }
 }, 60_000);
+
+describe("who sees the web dashboard", () => {
+  test("with keys: a key in the address once (then a cookie) or a bearer header; without one 401; probes and metrics stay open", async () => {
+    const swarm = await suite.start("http7", [{ script: "worker.ts", env: { PICOCLAW_LLM_PROVIDER: "echo" } }]);
+    const key = "dash-key-0123456789";
+    const dash = spawnRole("dashboard.ts", [...swarm.common, ...HTTP, "--swarm.http.dashboard_keys", key]);
+    try {
+      const url = /HTTP listening url=(\S+)/.exec(await dash.waitForLine(/HTTP listening url=/, 15_000))![1]!;
+      expect((await fetch(`${url}/api/state`)).status).toBe(401);
+      expect((await fetch(`${url}/`)).status).toBe(401);
+      expect((await fetch(`${url}/?key=wrong-key-000`)).status).toBe(401);
+      expect((await fetch(`${url}/api/state`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+      const opened = await fetch(`${url}/?key=${key}`, { redirect: "manual" });
+      expect(opened.status).toBe(303);
+      expect(opened.headers.get("location")).toBe("/");
+      const cookie = opened.headers.get("set-cookie")!.split(";")[0]!;
+      expect(cookie).not.toContain(key); // the key's digest, never the key
+      expect((await fetch(`${url}/`, { headers: { cookie } })).status).toBe(200);
+      const events = await fetch(`${url}/events`, { headers: { cookie } });
+      expect(events.status).toBe(200);
+      await events.body?.cancel();
+      for (const open of ["/healthz", "/metrics"]) expect((await fetch(`${url}${open}`)).status).toBe(200);
+    } finally {
+      dash.signal("SIGTERM");
+      await dash.exited(15_000).catch(() => dash.proc.kill("SIGKILL"));
+    }
+  }, 60_000);
+
+  test("beyond loopback without keys: the pages are refused naming the key (and a warning at start); probes and metrics answer", async () => {
+    const swarm = await suite.start("http8", [{ script: "worker.ts", env: { PICOCLAW_LLM_PROVIDER: "echo" } }]);
+    const dash = spawnRole("dashboard.ts", [...swarm.common, "--swarm.http.listen", "0.0.0.0:0"]);
+    try {
+      const port = new URL(/HTTP listening url=(\S+)/.exec(await dash.waitForLine(/HTTP listening url=/, 15_000))![1]!).port;
+      const local = `http://127.0.0.1:${port}`;
+      const page = await fetch(`${local}/api/state`);
+      expect(page.status).toBe(403);
+      expect(((await page.json()) as { error: string }).error).toContain(
+        "set keys (PICOCLAW_SWARM_HTTP_DASHBOARD_KEYS), or listen on 127.0.0.1",
+      );
+      expect(dash.output()).toContain("Web dashboard pages refused: the web dashboard listens beyond loopback");
+      for (const open of ["/healthz", "/metrics"]) expect((await fetch(`${local}${open}`)).status).toBe(200);
+    } finally {
+      dash.signal("SIGTERM");
+      await dash.exited(15_000).catch(() => dash.proc.kill("SIGKILL"));
+    }
+  }, 60_000);
+});

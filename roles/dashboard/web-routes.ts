@@ -1,8 +1,9 @@
 // The web dashboard (`--swarm.http.listen` on the dashboard): the page at /, its state as server-sent
 // events at /events (the whole state on connect, on every change, and every second), and once at
 // /api/state. One state is built per update and shared by every open page.
-import type { Handler } from "../../lib/http.ts";
+import { type Handler, isLoopback, parseListen } from "../../lib/http.ts";
 import type { SwarmNode } from "../../lib/node.ts";
+import { dashboardAccess } from "./access.ts";
 import type { LiveRequests, WebState } from "./live.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { webPage } from "./web/page.ts" with { type: "macro" };
@@ -50,10 +51,13 @@ export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, H
   ticker.unref?.();
   node.onPeerEvent(() => push());
 
+  const cfg = node.config.swarm.http;
+  const access = dashboardAccess(cfg.dashboard_keys, isLoopback(parseListen(cfg.listen, "swarm.http.listen").hostname), cfg.listen);
+  if (access.closed) node.log.warn(`Web dashboard pages refused: ${access.closed}; /healthz, /readyz and /metrics still answer`);
   return {
-    "/": () => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-cache" } }),
-    "/api/state": () => Response.json(state()),
-    "/events": (req, srv) => {
+    "/": access.guard(() => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-cache" } })),
+    "/api/state": access.guard(() => Response.json(state())),
+    "/events": access.guard((req, srv) => {
       if (clients.size >= MAX_EVENT_CLIENTS) {
         return Response.json(
           { error: `${MAX_EVENT_CLIENTS} pages follow this dashboard already; close one, or use /api/state` },
@@ -77,6 +81,6 @@ export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, H
       );
       req.signal.addEventListener("abort", () => me && clients.delete(me));
       return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
-    },
+    }),
   };
 }
