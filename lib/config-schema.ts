@@ -395,7 +395,8 @@ export const CONFIG_HELP: Record<string, string> = {
   "swarm.nats.tls.cert_file": "client certificate for mutual TLS",
   "swarm.nats.tls.key_file": "client certificate's key for mutual TLS",
   "swarm.http.listen": "HOST:PORT for /healthz, /readyz, /metrics, the web dashboard and the gateway; empty: no HTTP",
-  "swarm.http.dashboard_keys": "keys for the web dashboard's pages (secret; a browser opens /?key=KEY once); without keys they are served on loopback only",
+  "swarm.http.dashboard_keys":
+    "keys for the web dashboard's pages (secret; a browser opens /?key=KEY once); without keys they are served on loopback only",
   "swarm.temporal.enabled": "true with no address means localhost:7233; false turns Temporal off even with an address",
   "swarm.temporal.address": "Temporal frontend (localhost:7233) to run each request as a workflow; empty: no Temporal",
   "swarm.temporal.namespace": "Temporal namespace of the workflows",
