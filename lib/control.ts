@@ -1,13 +1,13 @@
 // `node.<id>.control`: a node answers ping, drain and shutdown requests. Replies say what it will do.
 // With swarm.security.signing, drain and shutdown must be signed by a key in trusted_admins (within
-// max_skew, nonce never used before); anything else is refused with a reply that says why, counted and
+// max_skew, nonce not seen by this node, signed after it started); anything else is refused with a reply that says why, counted and
 // logged. Ping stays open: it tells no more than the node's heartbeats already do. With signing on every
 // reply is signed with the node's own key, so a client can tell the node's answer from a member's forgery.
-import type { KV, Msg, NatsConnection, Subscription } from "nats";
+import type { Msg, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
 import { type Control, controlSchema, decode, encode } from "./messages.ts";
-import { type Signer, signMessage, verifyControl } from "./signing.ts";
+import { ControlReplayGuard, type Signer, signMessage, verifyControl } from "./signing.ts";
 import type { SwarmNames } from "./subjects.ts";
 
 export interface ControlSecurity {
@@ -15,8 +15,6 @@ export interface ControlSecurity {
   maxSkewMs: number;
   /** This node's key: replies are signed with it. */
   signer: Signer;
-  /** The tasks bucket, where nonces are recorded (opened on first use). */
-  kv: () => Promise<KV>;
 }
 
 export interface ControlOptions {
@@ -37,6 +35,7 @@ export function serveControl(o: ControlOptions): Subscription {
       node: o.node,
     });
   }
+  const replays = new ControlReplayGuard();
   const reply = (msg: Msg, ok: boolean, detail: string) => {
     if (!msg.reply) return;
     const payload = encode({ v: 1, ok, node: o.node, detail });
@@ -52,7 +51,7 @@ export function serveControl(o: ControlOptions): Subscription {
     if (action === "ping") return reply(msg, true, "pong");
     if (o.security) {
       const s = o.security;
-      const verdict = await verifyControl(msg.subject, msg.data, msg.headers, s.trustedAdmins, s.maxSkewMs, s.kv);
+      const verdict = verifyControl(msg.subject, msg.data, msg.headers, s.trustedAdmins, s.maxSkewMs, replays);
       if (!verdict.ok) {
         o.log.warn("Control request refused", { node: o.node, action, reason: verdict.reason });
         if (verdict.transient) return reply(msg, false, `refused for now (${verdict.reason}); try again`);

@@ -3,7 +3,7 @@
 // itself, so a peer that sees "Node joined swarm" can use it at once. Observers (dashboards) join
 // no swarm: no announcement, no heartbeat, no control subject.
 import { hostname } from "node:os";
-import type { JetStreamManager, KV } from "nats";
+import type { JetStreamManager } from "nats";
 import { type BadInputCounter, createBadInputCounter } from "./bad-input.ts";
 import type { Config } from "./config.ts";
 import { serveControl } from "./control.ts";
@@ -33,7 +33,7 @@ import type { RegistryEvent } from "./registry.ts";
 import { NATS_BACKOFF, withRetry } from "./retry.ts";
 import { untilStopSignal } from "./signals.ts";
 import { loadKey } from "./signing.ts";
-import { ensureStreams, openTasksKv } from "./streams.ts";
+import { ensureStreams } from "./streams.ts";
 import { type SwarmNames, swarmNames } from "./subjects.ts";
 import { VERSION } from "./version.ts";
 
@@ -146,7 +146,8 @@ export async function duringStartUp<T>(cfg: Config, log: Logger, what: string, s
 
 export async function startMember(cfg: Config, log: Logger): Promise<MemberNode> {
   const node = await startNode(cfg, log);
-  const jsm = await node.startUp("create the swarm's streams", () => ensureStreams(node.link.nc, node.names, cfg, log));
+  const role = cfg.swarm.role === "coordinator" ? "owner" : "member";
+  const jsm = await node.startUp("create the swarm's streams", () => ensureStreams(node.link.nc, node.names, cfg, log, role));
   return Object.assign(node, { jsm });
 }
 
@@ -216,7 +217,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
     requestStop = r;
   });
   const sec = cfg.swarm.security;
-  let nonces: Promise<KV> | undefined;
   const control = opts.observer
     ? undefined
     : serveControl({
@@ -230,14 +230,6 @@ export async function startNode(cfg: Config, log: Logger, opts: StartOptions = {
               trustedAdmins: new Set(sec.trusted_admins),
               maxSkewMs: sec.max_skew,
               signer: loadKey(cfg),
-              // Opened on first use; a failure is not kept, so the next request tries again.
-              kv: () => {
-                nonces ??= openTasksKv(link.nc, names, cfg).catch((err) => {
-                  nonces = undefined;
-                  throw err;
-                });
-                return nonces;
-              },
             }
           : undefined,
         onStop: (a) => requestStop(a),

@@ -1,18 +1,23 @@
 // Signing (swarm.security.signing): ed25519 nkeys over every message that causes or claims work.
-//   sub-tasks   coordinator -> node: headers over subject, nonce, time and payload; a node runs only
-//               sub-tasks signed by trusted_coordinators, within max_skew, whose nonce was never used.
+//   sub-tasks   coordinator -> node: headers over subject, nonce, time, the JetStream message id and
+//               payload; a node runs only sub-tasks signed by trusted_coordinators, within max_skew.
+//               Replays: a copy must keep the signed message id, so the TASKS stream drops it as a
+//               duplicate (its dedupe window is at least twice max_skew); after the window the time
+//               check refuses it. Nothing is written per sub-task, so no member can claim a nonce ahead.
 //   results     node -> coordinator: fields of the result record; trusted_workers.
 //   answers     coordinator -> submit/watch: headers, as for sub-tasks; trusted_coordinators (no time
 //               window: an answer stays valid in the EVENTS stream, and its subject names its request).
-//   control     admin -> node (drain, shutdown): headers, time window and nonce; trusted_admins.
+//   control     admin -> node (drain, shutdown): headers, time window and nonce; trusted_admins. The
+//               subject names the node, so a copy sent to another node fails; the node itself keeps
+//               the nonces it saw (in memory, for the time window) and refuses anything signed before
+//               it started, so a copy sent again after a restart fails too.
 //   records     request records in the tasks KV bucket, sealed by the coordinator that wrote them and
 //               checked on resume, so a coordinator never re-signs a plan it did not make.
-// The nonce check fails closed: when KV cannot say whether a nonce was used, the message is refused
-// as transient (a sub-task goes back to its queue). What this does not protect against: anything
+// What this does not protect against: anything
 // inside the prompt itself (prompt injection), and a trusted key that is stolen. See docs/security.md.
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { headers, type JsMsg, type KV, type MsgHdrs } from "nats";
+import { headers, type JsMsg, type MsgHdrs } from "nats";
 import { fromPublic, fromSeed } from "nkeys.js";
 import type { Config } from "./config.ts";
 import { ConfigError } from "./errors.ts";
@@ -73,23 +78,31 @@ export function loadSigner(cfg: Config, trusts: "trusted_workers" | "trusted_coo
   return signer;
 }
 
-function signedBytes(subject: string, nonce: string, time: string, payload: Uint8Array): Uint8Array {
-  const head = new TextEncoder().encode(`${subject}\n${nonce}\n${time}\n`);
+/** JetStream's dedupe header: signed on sub-tasks, so a copy that changes it no longer verifies. */
+const H_MSG_ID = "Nats-Msg-Id";
+
+function signedBytes(subject: string, nonce: string, time: string, payload: Uint8Array, msgId?: string): Uint8Array {
+  // "msgid:" cannot start a payload (JSON), so a signature with a message id never verifies without one.
+  const head = new TextEncoder().encode(`${subject}\n${nonce}\n${time}\n${msgId === undefined ? "" : `msgid:${msgId}\n`}`);
   const out = new Uint8Array(head.length + payload.length);
   out.set(head);
   out.set(payload, head.length);
   return out;
 }
 
-/** Headers that sign `payload` for `subject`, with a fresh nonce and the current time. */
-export function signMessage(signer: Signer, subject: string, payload: Uint8Array): MsgHdrs {
+/**
+ * Headers that sign `payload` for `subject`, with a fresh nonce and the current time; with `msgId`, also
+ * JetStream's message id (set here, and the same id must be passed to the publish).
+ */
+export function signMessage(signer: Signer, subject: string, payload: Uint8Array, msgId?: string): MsgHdrs {
   const h = headers();
   const nonce = randomBytes(12).toString("hex");
   const time = String(Date.now());
   h.set(H_KEY, signer.publicKey);
   h.set(H_NONCE, nonce);
   h.set(H_TIME, time);
-  h.set(H_SIG, Buffer.from(signer.sign(signedBytes(subject, nonce, time, payload))).toString("base64"));
+  if (msgId !== undefined) h.set(H_MSG_ID, msgId);
+  h.set(H_SIG, Buffer.from(signer.sign(signedBytes(subject, nonce, time, payload, msgId))).toString("base64"));
   return h;
 }
 
@@ -106,19 +119,25 @@ export function signerOf(h: MsgHdrs | undefined): string {
   return h?.get(H_KEY) ?? "";
 }
 
-/** Trusted key, valid signature and (unless `maxSkewMs` is undefined) the time window; the nonce is returned for a replay check. */
+/**
+ * Trusted key, valid signature and (unless `maxSkewMs` is undefined) the time window; the nonce and the
+ * signing time are returned for a replay check. `withMsgId`: the signature covers JetStream's message id.
+ */
 export function checkSignature(
   subject: string,
   data: Uint8Array,
   h: MsgHdrs | undefined,
   trusted: ReadonlySet<string>,
   maxSkewMs: number | undefined,
-): { ok: true; nonce: string } | { ok: false; reason: string } {
+  withMsgId = false,
+): { ok: true; nonce: string; time: number } | { ok: false; reason: string } {
   const key = h?.get(H_KEY);
   const nonce = h?.get(H_NONCE);
   const time = h?.get(H_TIME);
   const sig = h?.get(H_SIG);
   if (!key || !nonce || !time || !sig) return { ok: false, reason: "unsigned" };
+  const msgId = withMsgId ? h?.get(H_MSG_ID) : undefined;
+  if (withMsgId && !msgId) return { ok: false, reason: "no message id (a copy of a signed sub-task?)" };
   if (!trusted.has(key)) return { ok: false, reason: `signed by untrusted key ${key.slice(0, 8)}…` };
   if (!/^[0-9a-f]{24}$/.test(nonce)) return { ok: false, reason: "malformed nonce" };
   if (maxSkewMs !== undefined) {
@@ -126,73 +145,65 @@ export function checkSignature(
     if (!Number.isFinite(age) || Math.abs(age) > maxSkewMs) return { ok: false, reason: `outside the ${maxSkewMs}ms time window` };
   }
   try {
-    if (!fromPublic(key).verify(signedBytes(subject, nonce, time, data), Buffer.from(sig, "base64"))) {
+    if (!fromPublic(key).verify(signedBytes(subject, nonce, time, data, msgId), Buffer.from(sig, "base64"))) {
       return { ok: false, reason: "bad signature" };
     }
   } catch {
     return { ok: false, reason: "bad signature" };
   }
-  return { ok: true, nonce };
+  return { ok: true, nonce, time: Number(time) };
 }
 
 /**
- * Records `nonce` as used by `owner` (kept in KV so a replay to any node is caught). The same owner may
- * claim it again (a redelivery of the same stored message); another owner may not (a replay). Fails
- * closed: when KV cannot tell, the message is refused as transient.
+ * Checks a signed sub-task as delivered: trusted key, valid signature over its message id too, and the
+ * time window. A copy published again must keep that id, which the TASKS stream drops as a duplicate
+ * within its dedupe window (twice max_skew); a redelivery of the same stored message passes.
  */
-export async function claimNonce(kv: KV, nonce: string, owner: string): Promise<Verdict> {
-  const key = `nonce.${nonce}`;
-  let createError: unknown;
-  try {
-    await kv.create(key, new TextEncoder().encode(owner));
+export function verifyTaskMessage(msg: JsMsg, trusted: ReadonlySet<string>, maxSkewMs: number): Verdict {
+  const sig = checkSignature(msg.subject, msg.data, msg.headers, trusted, maxSkewMs, true);
+  return sig.ok ? { ok: true } : sig;
+}
+
+/**
+ * The control requests one node has accepted: a nonce is refused the second time, and so is anything
+ * signed before the node started (a copy of a request to its previous run). Kept for twice the time
+ * window, at most `cap` at once: when full, a request is refused for now rather than forgotten.
+ */
+export class ControlReplayGuard {
+  private readonly seen = new Map<string, number>();
+  constructor(
+    private readonly startedAt = Date.now(),
+    private readonly cap = 10_000,
+  ) {}
+
+  check(nonce: string, signedAt: number, maxSkewMs: number, now = Date.now()): Verdict {
+    if (signedAt < this.startedAt) return { ok: false, reason: "signed before this node started (a replay?)" };
+    for (const [n, until] of this.seen) {
+      if (until > now) break; // insertion order is expiry order (same window for all)
+      this.seen.delete(n);
+    }
+    if (this.seen.has(nonce)) return { ok: false, reason: "replay (nonce already used)" };
+    if (this.seen.size >= this.cap) return { ok: false, transient: true, reason: "too many control requests at once" };
+    this.seen.set(nonce, now + 2 * maxSkewMs);
     return { ok: true };
-  } catch (err) {
-    createError = err;
   }
-  let seen: Awaited<ReturnType<KV["get"]>>;
-  try {
-    seen = await kv.get(key);
-  } catch (err) {
-    return { ok: false, transient: true, reason: `replay check failed: ${(err as Error).message}` };
-  }
-  if (seen?.operation !== "PUT") {
-    // Not stored, yet the create failed: KV did not take it (not ready, refused, timed out).
-    return { ok: false, transient: true, reason: `replay check failed: ${(createError as Error)?.message ?? createError}` };
-  }
-  return seen.string() === owner ? { ok: true } : { ok: false, reason: "replay (nonce already used)" };
 }
 
 /**
- * Checks a signed JetStream message: trusted key, valid signature, time window, and a nonce not used
- * by another stored message (a redelivery of the same stored message is not a replay).
+ * A control request (drain, shutdown) on a core subject: signed by a trusted admin key over its subject
+ * (which names the node), within the time window, and never seen by this node before.
  */
-export async function verifyTaskMessage(msg: JsMsg, trusted: Set<string>, maxSkewMs: number, kv: KV): Promise<Verdict> {
-  const sig = checkSignature(msg.subject, msg.data, msg.headers, trusted, maxSkewMs);
-  if (!sig.ok) return sig;
-  return claimNonce(kv, sig.nonce, String(msg.info.streamSequence));
-}
-
-/**
- * A control request (drain, shutdown) on a core subject: signed by a trusted admin key, within the time
- * window, and never seen before (each request claims its nonce once, on whichever node).
- */
-export async function verifyControl(
+export function verifyControl(
   subject: string,
   data: Uint8Array,
   h: MsgHdrs | undefined,
   trusted: ReadonlySet<string>,
   maxSkewMs: number,
-  kv: () => Promise<KV>,
-): Promise<Verdict> {
+  guard: ControlReplayGuard,
+): Verdict {
   const sig = checkSignature(subject, data, h, trusted, maxSkewMs);
   if (!sig.ok) return sig;
-  let store: KV;
-  try {
-    store = await kv();
-  } catch (err) {
-    return { ok: false, transient: true, reason: `replay check failed: ${(err as Error).message}` };
-  }
-  return claimNonce(store, sig.nonce, `control.${randomBytes(8).toString("hex")}`);
+  return guard.check(sig.nonce, sig.time, maxSkewMs);
 }
 
 /**

@@ -1,5 +1,8 @@
 // JetStream streams, consumers and the tasks KV bucket of one swarm, with every limit set explicitly.
 // Idempotent: any node (and `submit`) may call these at start; the first one creates, later ones reuse.
+// The coordinator owns the streams: it creates them and brings their settings in line with its config.
+// Workers create a missing one only where the server lets them (docs/nats-server.conf does not: a
+// worker credential that may change TASKS could stop all work) and otherwise wait for a coordinator.
 import {
   AckPolicy,
   DeliverPolicy,
@@ -43,6 +46,9 @@ export function streamConfigs(names: SwarmNames, cfg: Config): Partial<StreamCon
     },
     {
       ...common,
+      // A copy of a signed sub-task must keep its signed message id: the stream drops it as a duplicate
+      // until the signature's time window (max_skew) has surely passed for it (lib/signing.ts).
+      duplicate_window: nanos(Math.min(Math.max(120_000, 2 * cfg.swarm.security.max_skew), t.retention)),
       name: names.streams.tasks,
       subjects: names.streamSubjects.tasks,
       retention: RetentionPolicy.Workqueue,
@@ -80,32 +86,85 @@ const STREAM_SETTINGS: { field: keyof StreamConfig; key: string }[] = [
   { field: "num_replicas", key: "swarm.nats.replicas" },
   { field: "max_age", key: "swarm.tasks.retention" },
   { field: "max_msg_size", key: "(built in)" },
-  { field: "duplicate_window", key: "(built in)" },
+  { field: "duplicate_window", key: "swarm.security.max_skew" },
   { field: "max_bytes", key: "(built in)" },
   { field: "max_msgs", key: "(built in)" },
   { field: "max_msgs_per_subject", key: "(built in)" },
 ];
 
 /**
- * Creates the swarm's streams, or brings existing ones in line with this node's config (replicas,
- * retention...): the settings follow the config at start-up. Settings a server cannot change (a stream's
- * storage or retention policy) stop start-up naming the stream and the setting.
+ * What a role does with the swarm's streams at start. "owner" (the coordinator): creates them and applies
+ * its settings. "member" (workers): creates one only where its NATS user may, else waits for a
+ * coordinator; never changes settings. "client" (submit, the gateway): as a member, but a stream it may
+ * not create is an error that says to start a coordinator first.
  */
-export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: Config, log?: Logger): Promise<JetStreamManager> {
+export type StreamRole = "owner" | "member" | "client";
+
+function isPermissionViolation(err: unknown): boolean {
+  return (err as { code?: string })?.code === "PERMISSIONS_VIOLATION";
+}
+
+/**
+ * For a node whose NATS user may not create `stream`: wait until a coordinator has (saying so once),
+ * then `open` it. Any other failure of `open` is the caller's.
+ */
+export async function openOrWait<T>(jsm: JetStreamManager, stream: string, open: () => Promise<T>, log?: Logger): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    if (!isPermissionViolation(err)) throw err;
+  }
+  log?.warn("Waiting for a coordinator to create a JetStream stream: this NATS user may not create it", { stream });
+  for (let delay = 500; ; delay = Math.min(delay * 2, 5_000)) {
+    if (await jsm.streams.info(stream).catch(() => undefined)) break;
+    await Bun.sleep(delay);
+  }
+  log?.info("JetStream stream found", { stream });
+  return open();
+}
+
+/** Creates one stream unless it is there; a permission error is thrown as is (the caller says what it means for it). */
+async function createStream(jsm: JetStreamManager, sc: Partial<StreamConfig>): Promise<void> {
+  try {
+    await jsm.streams.add(sc);
+  } catch (err) {
+    // Another node may have created it in between; only then is the error harmless.
+    if (await jsm.streams.info(sc.name!).catch(() => undefined)) return;
+    if (isPermissionViolation(err)) throw err;
+    throw new PicoclawError("E_NATS", `cannot create JetStream stream ${sc.name}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Creates the swarm's streams; an owner also brings existing ones in line with its config (replicas,
+ * retention...): the settings follow the coordinator's config at start-up. Settings a server cannot
+ * change (a stream's storage or retention policy) stop start-up naming the stream and the setting.
+ */
+export async function ensureStreams(
+  nc: NatsConnection,
+  names: SwarmNames,
+  cfg: Config,
+  log?: Logger,
+  role: StreamRole = "owner",
+): Promise<JetStreamManager> {
   const jsm = await nc.jetstreamManager();
   for (const sc of streamConfigs(names, cfg)) {
     const existing = await jsm.streams.info(sc.name!).catch(() => undefined);
     if (!existing) {
-      try {
-        await jsm.streams.add(sc);
-        continue;
-      } catch (err) {
-        // Another node may have created it in between; only then is the error harmless.
-        if (!(await jsm.streams.info(sc.name!).catch(() => undefined))) {
-          throw new PicoclawError("E_NATS", `cannot create JetStream stream ${sc.name}: ${(err as Error).message}`, { cause: err });
-        }
-        continue;
+      if (role === "member") await openOrWait(jsm, sc.name!, () => createStream(jsm, sc), log);
+      else {
+        await createStream(jsm, sc).catch((err) => {
+          if (!isPermissionViolation(err)) throw err;
+          const fix =
+            role === "owner" ? "the coordinator's NATS user must (docs/nats-server.conf)" : "start a coordinator first: it creates them";
+          throw new PicoclawError(
+            "E_NATS",
+            `JetStream stream ${sc.name} does not exist and this NATS user may not create it ($JS.API.STREAM.CREATE.${sc.name}): ${fix}`,
+            { cause: err },
+          );
+        });
       }
+      continue;
     }
     const have = existing.config;
     for (const field of ["storage", "retention"] as const) {
@@ -117,6 +176,7 @@ export async function ensureStreams(nc: NatsConnection, names: SwarmNames, cfg: 
         );
       }
     }
+    if (role !== "owner") continue; // the settings a server can change are the coordinator's to apply
     const changed = STREAM_SETTINGS.filter(({ field }) => sc[field] !== undefined && have[field] !== sc[field]);
     if (changed.length === 0) continue;
     try {

@@ -40,6 +40,8 @@ export interface SwarmNames {
   streamSubjects: { requests: string[]; tasks: string[]; events: string[]; nodes: string[] };
   /** `tokens`: the swarm's LLM token budget, one key per window (swarm.llm.tokens_per_minute). */
   buckets: { tasks: string; leader: string; context: string; answers: string; tokens: string };
+  /** The JetStream stream behind a KV bucket (what a NATS user needs rights on to create it). */
+  kvStream(bucket: string): string;
   consumers: {
     /** Shared by every node that can run `capability` tasks of `priority`. */
     queue(capability: string, priority: number): string;
@@ -111,6 +113,7 @@ export function swarmNames(hid: string): SwarmNames {
       answers: `picoclaw_${bucketHid}_answers`,
       tokens: `picoclaw_${bucketHid}_tokens`,
     },
+    kvStream: (bucket) => `KV_${bucket}`,
     maxDeliveriesAdvisory: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.PICOCLAW_${streamHid}_TASKS.*`,
     leaderKey: "coordinator",
     consumers: {

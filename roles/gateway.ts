@@ -25,8 +25,8 @@ export async function runGateway(loaded: LoadedConfig): Promise<number> {
   // 2. Watch the swarm (which coordinators and capabilities are online) without joining it.
   const node = await startNode(cfg, log, { observer: "gateway" });
   try {
-    // The streams exist once any node has started; a gateway that comes first makes them itself.
-    await withRetry(() => ensureStreams(node.link.nc, node.names, cfg), {
+    // The streams exist once any node has started; a gateway that comes first makes them where it may.
+    await withRetry(() => ensureStreams(node.link.nc, node.names, cfg, log, "client"), {
       backoff: NATS_BACKOFF,
       untilMs: cfg.swarm.nats.connect_timeout,
       retryable: isTransientNatsError,

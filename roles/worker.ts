@@ -7,7 +7,7 @@ import { createLogger } from "../lib/log.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
 import { onlineCapabilities } from "../lib/registry.ts";
 import { loadSigner } from "../lib/signing.ts";
-import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
+import { ensureConsumer, openOrWait, openTasksKv } from "../lib/streams.ts";
 import { PRIORITIES } from "../lib/subjects.ts";
 import { createRunner } from "./worker/runner.ts";
 import { type Queue, startScheduler } from "./worker/scheduler.ts";
@@ -27,7 +27,9 @@ export async function runWorker(node: MemberNode, capabilities: string[]): Promi
   // Tools first: a required MCP server that cannot start stops the node before it joins.
   const toolbox = await openToolbox(cfg, identity.node, log, node.metrics);
   const signer = loadSigner(cfg, "trusted_coordinators", log);
-  const kv = await node.startUp("open the tasks bucket", () => openTasksKv(node.link.nc, names, cfg));
+  const kv = await node.startUp("open the tasks bucket", () =>
+    openOrWait(node.jsm, names.kvStream(names.buckets.tasks), () => openTasksKv(node.link.nc, names, cfg), log),
+  );
 
   // Its own direct queue first, then each capability's queues, highest priority first.
   const queues: Queue[] = [{ durable: names.consumers.direct(identity.node), subject: names.taskDirect(identity.node) }];

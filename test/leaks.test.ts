@@ -140,7 +140,7 @@ describe("nothing leaks", () => {
     }
   });
 
-  test("streams and consumers follow changed config at start-up (ack wait, max deliveries, retention)", async () => {
+  test("consumers follow a worker's changed config at start-up (ack wait, max deliveries), streams the coordinator's (retention)", async () => {
     const hid = "leak3";
     const base = ["--swarm.hid", hid, "--swarm.nats.urls", suite.nats.url, ...FAST];
     const first = procs.track(spawnRole("worker.ts", base, { env: ECHO_ENV }));
@@ -150,13 +150,17 @@ describe("nothing leaks", () => {
     const second = procs.track(
       spawnRole(
         "worker.ts",
-        [...base, "--swarm.tasks.ack_wait", "12s", "--swarm.tasks.max_deliver", "7", "--swarm.tasks.retention", "2h"],
+        [...base, "--swarm.tasks.ack_wait", "12s", "--swarm.tasks.max_deliver", "7", "--swarm.tasks.retention", "4h"],
         { env: ECHO_ENV },
       ),
     );
     await second.waitForLine(/Node joined swarm .*self=true/);
     expect(second.output()).toContain("Consumer settings follow the config");
-    expect(second.output()).toContain("Stream settings follow the config");
+    // Stream settings are the coordinator's: a worker leaves them alone, a coordinator applies its own.
+    expect(second.output()).not.toContain("Stream settings follow the config");
+    const coordinator = procs.track(spawnRole("coordinator.ts", [...base, "--swarm.tasks.retention", "2h"], { env: ECHO_ENV }));
+    await coordinator.waitForLine(/Node joined swarm .*self=true/);
+    expect(coordinator.output()).toContain("Stream settings follow the config");
     const nc = await connect({ servers: suite.nats.url });
     try {
       const names = swarmNames(hid);

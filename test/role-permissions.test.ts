@@ -238,6 +238,14 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
         [coordinator, `${P}.request.submit`],
         [coordinator, `${KV}.errors.r-forged0001.a`],
       ],
+      "a worker creating or changing a stream or bucket, or recording a nonce (nobody writes nonces)": [
+        [worker, `$JS.API.STREAM.UPDATE.PICOCLAW_${HID}_TASKS`],
+        [worker, `$JS.API.STREAM.CREATE.PICOCLAW_${HID}_TASKS`],
+        [worker, `$JS.API.STREAM.UPDATE.PICOCLAW_${HID}_REQUESTS`],
+        [worker, `$JS.API.STREAM.CREATE.KV_picoclaw_${HID}_tasks`],
+        [worker, `${KV}.nonce.0123456789abcdef01234567`],
+        [coordinator, `${KV}.nonce.0123456789abcdef01234567`],
+      ],
     };
     const got: Record<string, string[]> = {};
     const want: Record<string, string[]> = {};
@@ -280,7 +288,42 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
       );
     expect(follow).toMatch(/Permissions Violation for Publish to "\$JS\.API\.(STREAM\.INFO|CONSUMER\.CREATE)\.PICOCLAW_alpha_EVENTS/);
     await waitFor("every connection to stay open after its refusals", () => conns.every((nc) => !nc.isClosed()), 2_000);
+
+    // What the review did as a worker: set TASKS' max_msg_size to 1. The server refuses; TASKS is unchanged.
+    const tasks = `PICOCLAW_${HID}_TASKS`;
+    const wjsm = await worker.jetstreamManager();
+    const before = (await wjsm.streams.info(tasks)).config;
+    const update = await wjsm.streams.update(tasks, { ...before, max_msg_size: 1 }).then(
+      () => "updated",
+      (err: Error) => err.message,
+    );
+    expect(update).toContain(refusal(`$JS.API.STREAM.UPDATE.${tasks}`));
+    expect((await wjsm.streams.info(tasks)).config.max_msg_size).toBe(before.max_msg_size);
   }, 60_000);
+
+  test("a worker started before any coordinator waits for the streams, naming them; then it runs work", async () => {
+    // H-id beta: nothing of it exists yet. Its worker may not create streams (only its coordinator may).
+    const home = tempHome();
+    const beta = (role: RoleUser, key: string) => [...asUser(server.url, "beta", role), ...signing(key), ...FAST];
+    const worker = procs.track(spawnRole("worker.ts", beta("worker", "worker"), { env: ECHO, home }));
+    await worker.waitForLine(
+      /Waiting for a coordinator to create a JetStream stream: this NATS user may not create it stream=PICOCLAW_beta_/,
+      20_000,
+    );
+    expect(worker.proc.exitCode).toBeNull();
+    // A submit before any coordinator stops with what to do, instead of waiting or creating.
+    const early = await runRole("picoclaw.ts", ["submit", ...beta("submitter", "worker"), "too-early"], { env: ECHO, timeoutMs: 30_000 });
+    expect(early.code).not.toBe(0);
+    expect(early.output).toMatch(
+      /JetStream stream PICOCLAW_beta_\w+ does not exist and this NATS user may not create it .*start a coordinator first/,
+    );
+    const coordinator = procs.track(spawnRole("coordinator.ts", beta("coordinator", "coord"), { env: ECHO, home }));
+    await coordinator.waitForLine(/Coordinator leading/, 20_000);
+    await worker.waitForLine(/Node joined swarm .*self=true/, 30_000);
+    const r = await runRole("picoclaw.ts", ["submit", ...beta("submitter", "worker"), "beta-after-wait"], { env: ECHO, timeoutMs: 40_000 });
+    expect({ code: r.code, out: r.output }).toEqual({ code: 0, out: expect.stringMatching(/\[echo\] .*beta-after-wait/) });
+    expect(worker.output()).not.toMatch(/permissions violation/i);
+  }, 90_000);
   test("a worker user runs a tool loop: its steps are stored, and read back by the worker that resumes it after a kill", async () => {
     // The first test's nodes of the same swarm may still run: this one needs its own workers alone.
     await procs.killAll();

@@ -1,17 +1,18 @@
 // Signed sub-tasks, results, answers, control requests and request records: only trusted coordinators'
 // sub-tasks run, replays and stale messages are refused, results from untrusted nodes are not believed,
 // drain/shutdown need a trusted admin key, submit and watch print only a trusted coordinator's answer,
-// a forged request record is never resumed, the nonce check fails closed, and `picoclaw keygen` makes the keys.
+// a forged request record is never resumed, no member can spoil a sub-task's nonce, and `picoclaw keygen` makes the keys.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { statSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { connect, headers, type Msg } from "nats";
-import { createUser } from "nkeys.js";
+import { connect, headers, type Msg, type MsgHdrs } from "nats";
+import { createUser, fromSeed } from "nkeys.js";
 import { createBadInputCounter } from "../lib/bad-input.ts";
 import { createLogger } from "../lib/log.ts";
 import { encode } from "../lib/messages.ts";
 import { createRecordGuard } from "../lib/record-guard.ts";
-import { claimNonce, type Signer, sealRecord, signMessage, verifyControl } from "../lib/signing.ts";
+import { ControlReplayGuard, type Signer, sealRecord, signMessage, verifyControl } from "../lib/signing.ts";
 import { swarmNames } from "../lib/subjects.ts";
 import { requestRecordSchema, type TaskMsg } from "../lib/task-messages.ts";
 import { type LlmServer, startLlmServer } from "./helpers/llm-server.ts";
@@ -60,6 +61,20 @@ function testSigner(): Signer {
   const kp = createUser();
   return { publicKey: kp.getPublicKey(), sign: (d) => kp.sign(d) };
 }
+/** Sub-task signature headers as lib/signing.ts makes them, at a chosen time. */
+function signedAt(kp: ReturnType<typeof fromSeed>, subject: string, payload: Uint8Array, msgId: string, time: number): MsgHdrs {
+  const nonce = randomBytes(12).toString("hex");
+  const head = new TextEncoder().encode(`${subject}\n${nonce}\n${time}\nmsgid:${msgId}\n`);
+  const bytes = new Uint8Array(head.length + payload.length);
+  bytes.set(head);
+  bytes.set(payload, head.length);
+  const h = headers();
+  h.set("Picoclaw-Key", kp.getPublicKey());
+  h.set("Picoclaw-Nonce", nonce);
+  h.set("Picoclaw-Time", String(time));
+  h.set("Picoclaw-Sig", Buffer.from(kp.sign(bytes)).toString("base64"));
+  return h;
+}
 const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" });
 
 describe("keygen", () => {
@@ -90,12 +105,10 @@ describe("signed sub-tasks", () => {
     try {
       // Capture a real signed sub-task (core subscribers see the JetStream publish, headers included).
       let captured: Msg | undefined;
-      let capturedAt = 0;
       const sub = nc.subscribe(names.taskQueue("general", 1), {
         callback: (_e, m) => {
           if (captured) return;
           captured = m;
-          capturedAt = Date.now();
         },
       });
       const ok = await submit(swarm, ["--capabilities", "general", "signed-work-1"]);
@@ -122,18 +135,71 @@ describe("signed sub-tasks", () => {
       await js.publish(names.taskQueue("general", 1), encode(forged));
       await worker.waitForLine(/Rejected sub-task task=t request=r-forged0001 .*reason=unsigned/);
 
-      // Replay: the same signed bytes published again as a new message (without the dedupe id, which
-      // JetStream would otherwise use to drop it).
+      // Replays: a copy without the signed dedupe id, or with another one, does not verify; with the
+      // same id the stream itself drops it as a duplicate (its dedupe window outlasts max_skew).
       const replayHeaders = headers();
       for (const [k, v] of captured!.headers!) if (k.startsWith("Picoclaw-")) replayHeaders.set(k, v[0]!);
       await js.publish(captured!.subject, captured!.data, { headers: replayHeaders });
-      await worker.waitForLine(/Rejected sub-task .*reason="replay \(nonce already used\)"/);
+      await worker.waitForLine(/Rejected sub-task .*reason="no message id \(a copy of a signed sub-task\?\)"/);
+      await js.publish(captured!.subject, captured!.data, { headers: replayHeaders, msgID: "another-id" });
+      await worker.waitForLine(/Rejected sub-task .*reason="bad signature"/);
+      const sameId = captured!.headers!.get("Nats-Msg-Id");
+      expect(sameId).toBeTruthy();
+      const dup = await js.publish(captured!.subject, captured!.data, { headers: replayHeaders, msgID: sameId });
+      expect(dup.duplicate).toBe(true);
 
-      // Stale: once the time window has passed, the captured message is refused for its age.
-      await Bun.sleep(Math.max(0, capturedAt + SKEW_MS + 200 - Date.now())); // the message's age is what is tested
-      await js.publish(captured!.subject, captured!.data, { headers: replayHeaders });
+      // Stale: signed by the trusted coordinator's key, but longer ago than the worker's window.
+      const coordKey = fromSeed(new TextEncoder().encode(readFileSync(keys.coord!.file, "utf8").trim()));
+      const stale = signedAt(coordKey, captured!.subject, captured!.data, "stale-1", Date.now() - SKEW_MS - 5_000);
+      await js.publish(captured!.subject, captured!.data, { headers: stale, msgID: "stale-1" });
       await worker.waitForLine(new RegExp(`Rejected sub-task .*reason="outside the ${SKEW_MS}ms time window"`));
       expect(llm.requests.length).toBe(before); // none of them ran
+    } finally {
+      await nc.close();
+    }
+  });
+
+  test("no member can spoil a sub-task by recording its nonce first: the worker still runs it", async () => {
+    // The worker is paused (SIGSTOP) while the sub-task is queued, so the nonce is recorded before it looks.
+    const hid = "sig8";
+    swarm = await startSwarm(nats, hid, [
+      {
+        script: "coordinator.ts",
+        args: [...signing("coord", { workers: [keys.worker!.pub] }), "--swarm.nats.node_timeout", "60s"],
+        env: { PICOCLAW_LLM_PROVIDER: "echo" },
+      },
+      {
+        script: "worker.ts",
+        args: [...signing("worker", { coordinators: [keys.coord!.pub] }), "--swarm.capabilities", "review"],
+        env: llmEnv(),
+      },
+    ]);
+    const names = swarmNames(hid);
+    const worker = swarm.nodes[1]!;
+    const nc = await connect({ servers: nats.url });
+    try {
+      let nonce: string | undefined;
+      const sub = nc.subscribe(names.taskQueue("review", 1), {
+        callback: (_e, m) => {
+          nonce ??= m.headers?.get("Picoclaw-Nonce");
+        },
+      });
+      worker.proc.kill("SIGSTOP");
+      const run = submit(swarm, ["--capabilities", "review", "preclaimed-work"], 60_000);
+      try {
+        await waitFor("the signed sub-task's nonce", () => nonce, 20_000);
+        // What a worker credential could do before: mark the nonce used before its real recipient sees it.
+        const kv = await nc.jetstream().views.kv(names.buckets.tasks, { history: 1 });
+        await kv.put(`nonce.${nonce}`, "forged-claim");
+      } finally {
+        sub.unsubscribe();
+        worker.proc.kill("SIGCONT");
+      }
+      const r = await run;
+      expect(r.code).toBe(0);
+      expect(r.answer?.status).toBe("completed");
+      expect(worker.output()).not.toContain("Rejected sub-task");
+      expect(llm.requests.some((q) => q.body.messages?.at(-1)?.content.includes("preclaimed-work"))).toBe(true);
     } finally {
       await nc.close();
     }
@@ -262,36 +328,33 @@ describe("signed control requests", () => {
     }
   }, 60_000);
 
-  test("a replayed control request is refused; when KV cannot vouch for a nonce the check fails closed", async () => {
-    const nc = await connect({ servers: nats.url });
-    try {
-      const kv = await nc.jetstream().views.kv("picoclaw_sig6_tasks", { history: 1 });
-      const admin = testSigner();
-      const subject = swarmNames("sig6").control("claw-00000001");
-      const payload = encode({ v: 1, action: "shutdown" });
-      const h = signMessage(admin, subject, payload);
-      const trusted = new Set([admin.publicKey]);
-      expect(await verifyControl(subject, payload, h, trusted, 60_000, async () => kv)).toEqual({ ok: true });
-      expect(await verifyControl(subject, payload, h, trusted, 60_000, async () => kv)).toEqual({
-        ok: false,
-        reason: "replay (nonce already used)",
-      });
-      // The same nonce claimed again by the same stored message (a redelivery) passes; by another, it is a replay.
-      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-7")).toEqual({ ok: true });
-      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-7")).toEqual({ ok: true });
-      expect(await claimNonce(kv, "0123456789abcdef01234567", "seq-8")).toEqual({ ok: false, reason: "replay (nonce already used)" });
-      // KV unreachable: refused as transient (a sub-task goes back to its queue), never accepted.
-      const fresh = signMessage(admin, subject, payload);
-      const noKv = await verifyControl(subject, payload, fresh, trusted, 60_000, async () => {
-        throw new Error("connection closed");
-      });
-      expect(noKv).toEqual({ ok: false, transient: true, reason: "replay check failed: connection closed" });
-      await nc.close();
-      const closed = await claimNonce(kv, "fedcba9876543210fedcba98", "seq-9");
-      expect(closed).toMatchObject({ ok: false, transient: true });
-    } finally {
-      if (!nc.isClosed()) await nc.close();
-    }
+  test("a control request is accepted once by its node, and never when signed before the node started", () => {
+    const admin = testSigner();
+    const subject = swarmNames("sig6").control("claw-00000001");
+    const payload = encode({ v: 1, action: "shutdown" });
+    const trusted = new Set([admin.publicKey]);
+    const before = signMessage(admin, subject, payload);
+    const guard = new ControlReplayGuard(Date.now() + 1);
+    expect(verifyControl(subject, payload, before, trusted, 60_000, guard)).toEqual({
+      ok: false,
+      reason: "signed before this node started (a replay?)",
+    });
+    const started = new ControlReplayGuard(0);
+    const h = signMessage(admin, subject, payload);
+    expect(verifyControl(subject, payload, h, trusted, 60_000, started)).toEqual({ ok: true });
+    expect(verifyControl(subject, payload, h, trusted, 60_000, started)).toEqual({ ok: false, reason: "replay (nonce already used)" });
+    // Another node's subject: the signature covers the node it was sent to.
+    expect(verifyControl(swarmNames("sig6").control("claw-00000002"), payload, h, trusted, 60_000, started)).toEqual({
+      ok: false,
+      reason: "bad signature",
+    });
+    // Full: refused for now, never forgotten while its window lasts.
+    const small = new ControlReplayGuard(0, 1);
+    expect(verifyControl(subject, payload, signMessage(admin, subject, payload), trusted, 60_000, small)).toEqual({ ok: true });
+    expect(verifyControl(subject, payload, signMessage(admin, subject, payload), trusted, 60_000, small)).toMatchObject({
+      ok: false,
+      transient: true,
+    });
   });
 });
 

@@ -170,11 +170,12 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         // The message id makes a second publish within the stream's dedupe window a no-op, so a publish
         // whose reply was lost in a blip is simply sent again.
         const payload = encode(msg);
+        const msgID = `${request}.${t.id}${routed ? `.${routed}` : viaQueue ? ".rerouted" : ""}`;
         const ack = await ctx.whileLeading("queue a sub-task", () => {
           ctx.fence();
           return ctx.js.publish(subject, payload, {
-            msgID: `${request}.${t.id}${routed ? `.${routed}` : viaQueue ? ".rerouted" : ""}`,
-            headers: ctx.signer ? signMessage(ctx.signer, subject, payload) : undefined,
+            msgID,
+            headers: ctx.signer ? signMessage(ctx.signer, subject, payload, msgID) : undefined,
           });
         });
         x.seq = ack.seq;

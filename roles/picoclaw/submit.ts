@@ -50,7 +50,7 @@ export async function runSubmit(cfg: Config, log: Logger, o: SubmitOptions): Pro
     // Both steps talk to JetStream, which may be restarting: they are retried until the wait is over.
     progress = await withRetry(
       async () => {
-        await ensureStreams(nc, names, cfg);
+        await ensureStreams(nc, names, cfg, undefined, "client");
         return followWithProgress(nc, names, request, o.json, trusted);
       },
       {

@@ -148,18 +148,7 @@ export function createRunner(o: RunnerOptions): Runner {
     const task = acceptWorkItem(msg, taskSchema, o.bad);
     if (!task) return;
     if (o.signer) {
-      const verdict = await verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew, kv);
-      if (!verdict.ok && verdict.transient) {
-        // Fail closed, but not for good: the replay check could not be made (KV unreachable); try later.
-        log.warn("Sub-task not checked; it goes back to its queue", {
-          task: task.task,
-          request: task.request,
-          node,
-          reason: verdict.reason,
-        });
-        msg.nak(backoffDelay(msg.info.deliveryCount, TASK_BACKOFF));
-        return;
-      }
+      const verdict = verifyTaskMessage(msg, trustedCoordinators, cfg.swarm.security.max_skew);
       if (!verdict.ok) {
         o.bad.refuse(msg.subject, "subtask", verdict.reason);
         log.warn("Rejected sub-task", { task: task.task, request: task.request, node, reason: verdict.reason });

@@ -147,9 +147,10 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           const target = t0.tools?.length ? nodesWithTools(c.registry(), t0.capability, t0.tools)[0] : undefined;
           const subject = target ? c.names.taskDirect(target) : c.names.taskQueue(t0.capability, t0.priority);
           const payload = encode(msg);
+          const msgID = `${request}.${task}`;
           const ack = await c.js.publish(subject, payload, {
-            msgID: `${request}.${task}`,
-            headers: c.signer ? signMessage(c.signer, subject, payload) : undefined,
+            msgID,
+            headers: c.signer ? signMessage(c.signer, subject, payload, msgID) : undefined,
           });
           seq = ack.seq;
         }
