@@ -324,6 +324,67 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     expect({ code: r.code, out: r.output }).toEqual({ code: 0, out: expect.stringMatching(/\[echo\] .*beta-after-wait/) });
     expect(worker.output()).not.toMatch(/permissions violation/i);
   }, 90_000);
+  test("the gateway and the web dashboard as their own users: a chat answered (plain and streamed), the dashboard shows it; nothing else allowed", async () => {
+    const home = tempHome();
+    const start = (script: string, role: RoleUser, key: string, extra: string[] = []) =>
+      procs.track(spawnRole(script, [...as(role, key), ...FAST, ...extra], { env: ECHO, home }));
+    const coordinator = start("coordinator.ts", "coordinator", "coord");
+    const worker = start("worker.ts", "worker", "worker");
+    for (const p of [coordinator, worker]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
+    await coordinator.waitForLine(new RegExp(`Node joined swarm node=${selfId(worker)}\\b`), 10_000);
+    const listen = ["--swarm.http.listen", "127.0.0.1:0"];
+    const web = procs.track(spawnRole("dashboard.ts", [...as("web", "worker"), ...FAST, ...listen], { home }));
+    const webUrl = /HTTP listening url=(\S+)/.exec(await web.waitForLine(/HTTP listening url=/, 20_000))![1]!;
+    const gateway = procs.track(spawnRole("picoclaw.ts", ["gateway", ...as("gateway", "worker"), ...FAST, ...listen], { home }));
+    const base = /url=(\S+)/.exec(await gateway.waitForLine(/Gateway ready url=\S+/, 20_000))![1]!;
+    const chat = (content: string, stream: boolean) =>
+      fetch(`${base}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "picoclaw-swarm/general", stream, messages: [{ role: "user", content }] }),
+      });
+    const plain = await chat("gateway-user-marker-1", false);
+    expect(plain.status).toBe(200);
+    const body = (await plain.json()) as { choices: { message: { content: string } }[] };
+    expect(body.choices[0]!.message.content).toContain("gateway-user-marker-1");
+    const streamed = await chat("gateway-user-marker-2", true);
+    expect(streamed.status).toBe(200);
+    const sse = await streamed.text();
+    expect(sse).toContain("gateway-user-marker-2");
+    expect(sse).toContain("data: [DONE]");
+    // The web dashboard heard both requests' events and shows their answers.
+    await waitFor(
+      "both answers on the web dashboard's /api/state",
+      async () => {
+        const state = JSON.stringify(await (await fetch(`${webUrl}/api/state`)).json());
+        return state.includes("gateway-user-marker-1") && state.includes("gateway-user-marker-2");
+      },
+      20_000,
+    );
+    for (const p of [gateway, web]) expect(p.output()).not.toMatch(/permissions.violation/i);
+
+    // Neither may do what is not theirs.
+    const [gw, wb] = await Promise.all([client("gateway"), client("web")]);
+    const P = `picoclaw.${HID}`;
+    const KV = `$KV.picoclaw_${HID}_tasks`;
+    const cases: [NatsConnection, string][] = [
+      [gw, `${P}.task.queue.general.1`],
+      [gw, `${P}.event.request.r-forged0001`],
+      [gw, `${P}.event.task.r-forged0001.a`],
+      [gw, `${KV}.result.r-forged0001.a`],
+      [gw, `${P}.node.claw-00000001.control`],
+      [gw, `$JS.API.STREAM.UPDATE.PICOCLAW_${HID}_TASKS`],
+      [wb, `${P}.request.submit`],
+      [wb, `${P}.task.queue.general.1`],
+      [wb, `${P}.event.request.r-forged0001`],
+      [wb, `${P}.node.claw-00000001.control`],
+      [wb, `${KV}.result.r-forged0001.a`],
+    ];
+    expect(await Promise.all(cases.map(([nc, subject]) => publishAs(nc, subject)))).toEqual(
+      cases.map(([, subject]) => expect.stringContaining(refusal(subject))),
+    );
+  }, 90_000);
+
   test("a worker user runs a tool loop: its steps are stored, and read back by the worker that resumes it after a kill", async () => {
     // The first test's nodes of the same swarm may still run: this one needs its own workers alone.
     await procs.killAll();
