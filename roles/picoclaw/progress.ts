@@ -47,6 +47,8 @@ export async function followWithProgress(
   const tty = process.stderr.isTTY === true && !json;
   const lines = new Map<string, Line>();
   let drawn = 0;
+  /** Set once the rows are drawn for the last time: the answer is printed below them, never over. */
+  let frozen = false;
   let accepted = false;
   let settle: (ev: RequestEvent) => void = () => {};
   const done = new Promise<RequestEvent>((resolve) => {
@@ -54,7 +56,7 @@ export async function followWithProgress(
   });
 
   const draw = () => {
-    if (!tty) return;
+    if (!tty || frozen) return;
     const now = Date.now();
     const text = [...lines.values()].map((l) => {
       const elapsed = l.startedAt ? formatDuration((l.endedAt ?? now) - l.startedAt) : "-";
@@ -139,6 +141,16 @@ export async function followWithProgress(
 
   const follower = await followRequest(nc, names, request, { request: onRequest, task: onTask });
   const ticker = tty ? setInterval(draw, 500) : undefined;
+  /** The last draw, before the command prints anything else (it goes to the same terminal). */
+  const freeze = async (ended: boolean) => {
+    clearInterval(ticker);
+    if (frozen) return;
+    // Task events come from their own consumer: let rows still open catch up (watch of a done request).
+    const open = () => [...lines.values()].some((l) => l.state !== "completed" && l.state !== "failed");
+    for (let waited = 0; tty && ended && open() && waited < FINAL_ROWS_WAIT_MS; waited += 50) await Bun.sleep(50);
+    draw();
+    frozen = true;
+  };
   return {
     accepted: () => accepted,
     say,
@@ -151,15 +163,18 @@ export async function followWithProgress(
         }),
       ]);
       clearTimeout(timer);
+      await freeze(ev !== undefined);
       return ev?.answer_ref ? { ...ev, answer: await fullAnswer(nc, names, ev) } : ev;
     },
     async stop() {
-      clearInterval(ticker);
-      draw();
+      await freeze(false);
       await follower.stop();
     },
   };
 }
+
+/** How long the final rows wait for sub-task events still on their way once the request has ended. */
+const FINAL_ROWS_WAIT_MS = 1_000;
 
 /** Which time a sub-task's duration is: the same words as in the answer (roles/coordinator/synthesis.ts). */
 const RUN_TIME = "(run time on the node)";
