@@ -84,7 +84,8 @@ describe("submit", () => {
   test("bad submit arguments exit 2 naming what is wrong", async () => {
     const none = await runRole("picoclaw.ts", ["submit", "--swarm.nats.urls", suite.nats.url]);
     expect(none.code).toBe(2);
-    expect(none.output).toContain("a request text, '-' for stdin, --file PATH or --plan PATH");
+    expect(none.output).toContain("picoclaw submit: no request: give its text, '-' to read it from stdin, --file PATH or --plan PATH");
+    expect(none.output).toContain("usage: picoclaw submit TEXT|-");
     const badPlan = join(tempHome(), "bad.yaml");
     writeFileSync(badPlan, "tasks:\n  - { id: 'a.b', capability: code, prompt: x }\n");
     const plan = await runRole("picoclaw.ts", ["submit", "--plan", badPlan, "--swarm.nats.urls", suite.nats.url]);

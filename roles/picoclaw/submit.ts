@@ -5,7 +5,7 @@ import { RequestStrategy } from "nats";
 import { type Cli, EXIT } from "../../lib/cli.ts";
 import type { Config } from "../../lib/config.ts";
 import { formatDuration, parseDuration } from "../../lib/duration.ts";
-import { ConfigError } from "../../lib/errors.ts";
+import { ConfigError, UsageError } from "../../lib/errors.ts";
 import { isValidId, newRequestId } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decode, encode, nodeInfoSchema } from "../../lib/messages.ts";
@@ -160,7 +160,7 @@ export async function submitOptions(cli: Cli, maxPromptBytes: number): Promise<S
     plan = parsePlanText(raw, planPath);
     if (!text) text = `Plan ${planPath}`;
   }
-  if (!text) throw new ConfigError("submit", "command line", "a request text, '-' for stdin, --file PATH or --plan PATH");
+  if (!text) throw new UsageError("no request: give its text, '-' to read it from stdin, --file PATH or --plan PATH");
   const size = new TextEncoder().encode(text).length;
   if (size > maxPromptBytes) {
     throw new ConfigError(
