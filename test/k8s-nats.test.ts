@@ -1,7 +1,7 @@
 // k8s/nats.yaml's nats-server.conf, run for real: three servers on this machine with the ConfigMap's
 // text (only ports, listen addresses, the store and the pid file moved to temporary places; routes to
-// 127.0.0.1 instead of nats-N.nats-headless), each with its POD_NAME and the Secret's token. Then the
-// coordinator and worker Deployments' own environment (replicas 3, token, heartbeats, echo LLM) runs
+// 127.0.0.1 instead of nats-N.nats-headless), each with its POD_NAME and the role passwords of the Secrets.
+// Then the coordinator and worker Deployments' own environment (replicas 3, their NATS users, echo LLM) runs
 // the all-in-one entry against it, a request is answered, one server is killed (what the
 // PodDisruptionBudget's maxUnavailable: 1 allows) and the next request is answered too.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { connect } from "nats";
 import { freePort } from "../lib/embedded-nats.ts";
+import { swarmNames } from "../lib/subjects.ts";
 import { byKind, containerEnv, loadManifests, picoclawDeployments, podNameOf, statefulSet } from "./helpers/k8s.ts";
 import { type RoleProcess, runRole, spawnRole, tempHome } from "./helpers/role-process.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -20,7 +21,17 @@ const CONF = byKind<{ data?: Record<string, string> }>(manifests, "ConfigMap").f
   "nats-server.conf"
 ]!;
 const NATS_ENV = containerEnv(manifests, statefulSet(manifests, "nats").spec!.template.spec!.containers[0]!, "nats-0");
-const TOKEN = NATS_ENV.NATS_TOKEN!;
+/** The coordinator pod's NATS user: what this test itself connects as. */
+const COORDINATOR_ENV = (() => {
+  const d = picoclawDeployments(manifests).find((x) => x.metadata.name === "picoclaw-coordinator")!;
+  return containerEnv(manifests, d.spec!.template.spec!.containers[0]!, podNameOf("picoclaw-coordinator"));
+})();
+const AS_COORDINATOR = { user: COORDINATOR_ENV.PICOCLAW_SWARM_NATS_USER!, pass: COORDINATOR_ENV.PICOCLAW_SWARM_NATS_PASSWORD! };
+/** The swarm's streams (a coordinator user may look each up; it may not list all streams). */
+const STREAMS = (() => {
+  const n = swarmNames(COORDINATOR_ENV.PICOCLAW_SWARM_HID!);
+  return [...Object.values(n.streams), n.kvStream(n.buckets.tasks), n.kvStream(n.buckets.leader)];
+})();
 
 interface Server {
   name: string;
@@ -36,6 +47,8 @@ const nodes: RoleProcess[] = [];
 let urls = "";
 const ports = { coordinator: 0, worker: 0 };
 let firstRequest: string | undefined;
+/** Inboxes of the H-id the users may read (docs/nats-server.conf: never _INBOX.>). */
+const INBOX = `_INBOX_${COORDINATOR_ENV.PICOCLAW_SWARM_HID}`;
 
 /**
  * The manifests deploy nats-server 2.15.1, so the cluster runs on a 2.10+ server whichever the suite's
@@ -116,12 +129,11 @@ async function submit(text: string) {
 
 /** True once every stream answers its info request with a cluster leader other than `lost`. */
 async function streamsLed(lost: string): Promise<boolean> {
-  const nc = await connect({ servers: urls.split(","), token: TOKEN, timeout: 2_000 });
+  const nc = await connect({ servers: urls.split(","), ...AS_COORDINATOR, inboxPrefix: INBOX, timeout: 2_000 });
   try {
     const jsm = await nc.jetstreamManager({ timeout: 2_000 });
-    const names = (await jsm.streams.list().next()).map((s) => s.config.name);
-    const leaders = await Promise.all(names.map(async (n) => (await jsm.streams.info(n)).cluster?.leader));
-    return names.length > 0 && leaders.every((l) => l !== undefined && l !== "" && l !== lost);
+    const leaders = await Promise.all(STREAMS.map(async (n) => (await jsm.streams.info(n)).cluster?.leader));
+    return leaders.every((l) => l !== undefined && l !== "" && l !== lost);
   } finally {
     await nc.close();
   }
@@ -144,7 +156,7 @@ beforeAll(async () => {
     const conf = join(s.dir, "nats-server.conf");
     writeFileSync(conf, localConf(i));
     s.proc = Bun.spawn([natsBin, "-c", conf], {
-      env: { ...process.env, POD_NAME: s.name, NATS_TOKEN: TOKEN },
+      env: { ...process.env, ...NATS_ENV, POD_NAME: s.name },
       stdout: "ignore",
       stderr: Bun.file(join(s.dir, "nats-server.log")),
     });
@@ -188,12 +200,15 @@ describe("k8s/nats.yaml's nats-server.conf as a three-server JetStream cluster",
     }
   });
 
-  test("clients need the Secret's token", async () => {
-    const wrong = await connect({ servers: urls.split(","), token: "not-the-token", reconnect: false }).then(
-      (nc) => nc.close().then(() => "connected"),
-      (err: Error) => err.message,
-    );
-    expect(wrong).toMatch(/Authorization Violation/i);
+  test("clients need a user of the Secrets: no token, no wrong password", async () => {
+    const attempt = (o: { token?: string; user?: string; pass?: string }) =>
+      connect({ servers: urls.split(","), ...o, reconnect: false }).then(
+        (nc) => nc.close().then(() => "connected"),
+        (err: Error) => err.message,
+      );
+    expect(await attempt({ token: "any-token" })).toMatch(/Authorization Violation/i);
+    expect(await attempt({ user: AS_COORDINATOR.user, pass: "not-the-password" })).toMatch(/Authorization Violation/i);
+    expect(await attempt(AS_COORDINATOR)).toBe("connected");
   });
 
   test("the coordinator and worker Deployments' environment runs a swarm on it: ready, answering, streams R3", async () => {
@@ -222,11 +237,27 @@ describe("k8s/nats.yaml's nats-server.conf as a three-server JetStream cluster",
     expect(firstRequest).toBeDefined();
 
     // The swarm's streams are replicated on all three servers.
-    const nc = await connect({ servers: urls.split(","), token: TOKEN });
-    const streams = await (await nc.jetstreamManager()).streams.list().next();
-    await nc.close();
-    expect(streams.length).toBeGreaterThan(0);
+    const nc = await connect({ servers: urls.split(","), ...AS_COORDINATOR, inboxPrefix: INBOX });
+    const jsm = await nc.jetstreamManager();
+    const streams = await Promise.all(STREAMS.map((n) => jsm.streams.info(n)));
     expect(streams.map((s) => [s.config.name, s.config.num_replicas]).filter(([, r]) => r !== 3)).toEqual([]);
+    // The worker pods' user may not change a stream (nor could it stop all work with max_msg_size 1).
+    const workerEnv = deploymentEnv("picoclaw-worker", ports.worker);
+    const wc = await connect({
+      servers: urls.split(","),
+      user: workerEnv.PICOCLAW_SWARM_NATS_USER!,
+      pass: workerEnv.PICOCLAW_SWARM_NATS_PASSWORD!,
+      inboxPrefix: INBOX,
+    });
+    const tasks = swarmNames(COORDINATOR_ENV.PICOCLAW_SWARM_HID!).streams.tasks;
+    const refused = await (await wc.jetstreamManager()).streams
+      .update(tasks, { ...streams.find((s) => s.config.name === tasks)!.config, max_msg_size: 1 })
+      .then(
+        () => "updated",
+        (err: Error) => err.message,
+      );
+    await Promise.all([nc.close(), wc.close()]);
+    expect(refused).toContain(`Permissions Violation for Publish to "$JS.API.STREAM.UPDATE.${tasks}"`);
   }, 120_000);
 
   // On Debian's 2.9.10, after the loss `picoclaw watch` printed the stored answer but then did not exit

@@ -4,7 +4,7 @@
 // config it is meant to be, and what must agree does (grace period and drain_grace, probes and the HTTP
 // port, selectors and labels, Services and ports).
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment";
@@ -34,6 +34,7 @@ import {
   podNameOf,
   statefulSet,
 } from "./helpers/k8s.ts";
+import { type Permissions, permissionsIn } from "./helpers/nats-conf.ts";
 import { ROOT } from "./helpers/role-process.ts";
 
 const manifests = loadManifests();
@@ -316,7 +317,13 @@ function valueAt(config: Config, key: string): unknown {
   return cur;
 }
 
-const NATS_TOKEN_ENV = "NATS_TOKEN";
+/** Each Deployment's NATS user (k8s/nats.yaml): the web dashboard's pod is `web`, specialists are workers. */
+const NATS_USER: Record<string, "coordinator" | "worker" | "web"> = {
+  "picoclaw-coordinator": "coordinator",
+  "picoclaw-worker": "worker",
+  "picoclaw-specialist-security": "worker",
+  "picoclaw-dashboard": "web",
+};
 
 describe("(c) every picoclaw container's environment loads as the intended config", () => {
   test("the picoclaw Deployments are exactly the intended ones", () => {
@@ -327,9 +334,8 @@ describe("(c) every picoclaw container's environment loads as the intended confi
     ).toEqual(Object.keys(INTENDED).sort());
   });
 
-  test("loadConfig accepts each; role, capabilities, node id = pod name, replicas 3, the NATS Service, the token", () => {
-    const natsToken = containerEnv(manifests, statefulSet(manifests, "nats").spec!.template.spec!.containers[0]!, "nats-0")[NATS_TOKEN_ENV];
-    expect(natsToken).toBeTruthy();
+  test("loadConfig accepts each; role, capabilities, node id = pod name, replicas 3, the NATS Service, its own NATS user", () => {
+    const natsEnv = containerEnv(manifests, statefulSet(manifests, "nats").spec!.template.spec!.containers[0]!, "nats-0");
     for (const { deployment, container, podName, loaded } of loadAll()) {
       const want = INTENDED[deployment.metadata.name]!;
       const { swarm } = loaded.config;
@@ -348,8 +354,15 @@ describe("(c) every picoclaw container's environment loads as the intended confi
       expect(loaded.sources["swarm.node_id"]).toBe("env PICOCLAW_SWARM_NODE_ID");
       expect(swarm.nats.replicas).toBe(3);
       expect(swarm.nats.urls).toEqual(["nats://nats:4222"]);
-      // Clients present the very token the NATS servers require.
-      expect(swarm.nats.token).toBe(natsToken!);
+      // Each pod presents its role's user, with the password the NATS servers hold for that user.
+      const user = NATS_USER[deployment.metadata.name]!;
+      expect({ user: swarm.nats.user, token: swarm.nats.token, hid: swarm.hid }).toEqual({
+        user: `main-${user}`,
+        token: undefined,
+        hid: "main",
+      });
+      expect(swarm.nats.password).toBe(natsEnv[`NATS_${user.toUpperCase()}_PASSWORD`]!);
+      expect(swarm.nats.password).toBeTruthy();
       expect(loaded.config.log.level).toBe("info");
     }
   });
@@ -490,7 +503,30 @@ describe("(d) what must agree does", () => {
     expect(replicas).toBe(3);
     expect(routes).toEqual(Array.from({ length: replicas }, (_, i) => `${sts.metadata.name}-${i}.${headless.metadata.name}`));
     expect(conf).toContain("server_name: $POD_NAME");
-    expect(conf).toContain(`token: $${NATS_TOKEN_ENV}`);
+    for (const user of ["coordinator", "worker", "web"]) {
+      expect(conf).toContain(`{ user: main-${user}, password: $NATS_${user.toUpperCase()}_PASSWORD, permissions: $${user.toUpperCase()} }`);
+    }
+    expect(conf).not.toContain("token:");
+  });
+
+  test("NATS users: each role's lists are docs/nats-server.conf's for that role (alpha -> main); the coordinator's also submits", () => {
+    const conf = byKind<{ data?: Record<string, string> }>(manifests, "ConfigMap").find((c) => c.metadata.name === "nats-config")!.data![
+      "nats-server.conf"
+    ]!;
+    const docs = readFileSync(join(ROOT, "docs", "nats-server.conf"), "utf8");
+    const shipped = (name: string): Permissions => {
+      const p = permissionsIn(docs, name);
+      const main = (xs: string[]) => xs.map((x) => x.replaceAll("alpha", "main"));
+      return { publish: main(p.publish), subscribe: main(p.subscribe), responses: p.responses };
+    };
+    const union = (a: Permissions, b: Permissions): Permissions => ({
+      publish: [...new Set([...a.publish, ...b.publish])],
+      subscribe: [...new Set([...a.subscribe, ...b.subscribe])],
+      responses: a.responses || b.responses,
+    });
+    expect(permissionsIn(conf, "COORDINATOR")).toEqual(union(shipped("ALPHA_COORDINATOR"), shipped("ALPHA_SUBMITTER")));
+    expect(permissionsIn(conf, "WORKER")).toEqual(shipped("ALPHA_WORKER"));
+    expect(permissionsIn(conf, "WEB")).toEqual(shipped("ALPHA_WEB"));
   });
 
   test("hardened pods: non-root, read-only root, no capabilities, RuntimeDefault seccomp, resources set", () => {

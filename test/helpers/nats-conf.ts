@@ -40,3 +40,26 @@ export function asUser(url: string, hid: string, role: RoleUser): string[] {
     hid,
   ];
 }
+
+/** One permissions variable of a nats-server config (`NAME = { publish = { allow = [...] } ... }`). */
+export interface Permissions {
+  publish: string[];
+  subscribe: string[];
+  responses: boolean;
+}
+
+/** Reads variable `name`'s allow lists from config text (quoted subjects only, as our files write them). */
+export function permissionsIn(conf: string, name: string): Permissions {
+  const start = conf.search(new RegExp(`^\\s*${name} = \\{`, "m"));
+  if (start < 0) throw new Error(`no ${name} = { ... } in the config`);
+  let depth = 0;
+  let end = conf.indexOf("{", start);
+  for (; end < conf.length; end++) {
+    if (conf[end] === "{") depth++;
+    else if (conf[end] === "}" && --depth === 0) break;
+  }
+  const block = conf.slice(start, end + 1).replace(/#.*$/gm, "");
+  const allow = (kind: string) =>
+    [...(new RegExp(`${kind} = \\{\\s*allow = \\[([^\\]]*)\\]`).exec(block)?.[1] ?? "").matchAll(/"([^"]+)"/g)].map((m) => m[1]!);
+  return { publish: allow("publish"), subscribe: allow("subscribe"), responses: /allow_responses = true/.test(block) };
+}
