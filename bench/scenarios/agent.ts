@@ -67,41 +67,33 @@ interface Round {
   gaps: Record<Gap, number>;
 }
 
-/** The legs of one tool call in the worker's loop, as the bench sees them (LLM server and wire on one clock). */
+/**
+ * The legs of one tool call in the worker's loop, as the bench sees them (LLM server and wire on one
+ * clock). `list_dir` is replay-safe: its turn is recorded once, with its result, after the call ran, and
+ * the loop does not wait for that write's PubAck before it asks the model again (lib/steps.ts).
+ */
 const GAPS = [
-  ["turn", "model call arrives → its turn step's KV create reaches the server (response streamed and parsed)"],
-  ["tool", "→ the `tool` event (turn's PubAck awaited, list_dir run)"],
-  ["result", "→ the tool result step's KV create"],
-  ["next", "→ the next model call arrives (result's PubAck awaited, request built and sent)"],
+  ["turn", "model call arrives → its turn step's KV create reaches the server (response streamed and parsed, list_dir run)"],
+  ["next", "→ the next model call arrives (request built and sent; the step's PubAck not awaited)"],
 ] as const;
 type Gap = (typeof GAPS)[number][0];
 
-/**
- * Per tool call i of each traced loop: model call i's arrival, the KV create of turn step 2i+1, the
- * `tool` event, the KV create of result step 2i+2, model call i+1's arrival; median of each gap.
- */
+/** Per tool call i of each traced loop: model call i's arrival, the KV create of step i+1, model call i+1's arrival. */
 function loopGaps(msgs: WireMsg[], arrivals: Arrival[], names: SwarmNames, loops: { request: string; tag: string }[]): Record<Gap, number> {
-  const xs: Record<Gap, number[]> = { turn: [], tool: [], result: [], next: [] };
+  const xs: Record<Gap, number[]> = { turn: [], next: [] };
   for (const { request, tag } of loops) {
     const at = arrivals.filter((a) => a.tag === tag);
     const call = (i: number) => at.find((a) => a.tools === i)?.t ?? NaN;
     const key = (n: number) => `$KV.${names.buckets.tasks}.${taskKeys.step(request, "t0", n)}`;
     const step = (n: number) => msgs.find((m) => m.subject === key(n) && m.reply)?.t ?? NaN;
-    const events = names.taskEvents(request, "t0");
-    const tools = msgs.filter((m) => m.subject === events && m.kind === "tool");
     for (let i = 0; i < CALLS; i++) {
-      const a = call(i);
-      const t = step(2 * i + 1);
-      const e = tools[i]?.t ?? NaN;
-      const r = step(2 * i + 2);
-      xs.turn.push(t - a);
-      xs.tool.push(e - t);
-      xs.result.push(r - e);
-      xs.next.push(call(i + 1) - r);
+      const t = step(i + 1);
+      xs.turn.push(t - call(i));
+      xs.next.push(call(i + 1) - t);
     }
   }
   const med = (v: number[]) => stat(v.filter(Number.isFinite)).median;
-  return { turn: med(xs.turn), tool: med(xs.tool), result: med(xs.result), next: med(xs.next) };
+  return { turn: med(xs.turn), next: med(xs.next) };
 }
 
 /** Per loop of `tag`: (arrival of the call after the last tool result − arrival of the first call) ÷ CALLS. */
