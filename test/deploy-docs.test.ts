@@ -807,6 +807,11 @@ describe("docs/deploy.md: the code-review example and troubleshooting", () => {
     expect(exported.argv[0]).toBe("export");
     const llmEnv = Object.fromEntries(exported.argv.slice(1).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]));
     expect(Object.keys(llmEnv)).toEqual(["PICOCLAW_LLM_BASE_URL", "PICOCLAW_LLM_MODEL"]);
+    // README.md's "Tools" shows the same lines (one of the four specialists).
+    for (const line of [FOR_REAL_LINES[1]!, 'picoclaw submit "Review the last commit"']) expect(docCommands("README.md")).toContain(line);
+    expect(docCommands("README.md")).toContain(
+      "export PICOCLAW_LLM_BASE_URL=http://localhost:11434/v1 PICOCLAW_LLM_MODEL=qwen2.5-coder:7b",
+    );
     const specialists = FOR_REAL_LINES.map((line) =>
       procs.track(picoclaw(documented("docs/deploy.md", line, [["/srv/repo", repo]]), { env: { ...env(), ...llmEnv }, home })),
     );
