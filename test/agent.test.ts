@@ -376,6 +376,51 @@ describe("the loop's bounds", () => {
     expect(calls).toBeLessThan(400);
   });
 
+  test("every iteration waits its turn in swarm.llm.tokens_per_minute: a loop of four model calls spreads over the budget windows", async () => {
+    // A share far below one call: each call needs a window of its own (an empty window takes any call).
+    script({
+      "<budgeted>": (b) => (toolMessages(b).length < 3 ? { tool_calls: [call("list_dir", { path: "." })] } : "listed three times"),
+    });
+    const budget = ["--swarm.llm.tokens_per_minute", "1", "--swarm.llm.token_window", "1s", "--log.level", "debug"];
+    const swarm = await suite.start("ag12", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      { script: "worker.ts", args: budget, env: suite.llmEnv() },
+    ]);
+    const worker = swarm.nodes[1]!;
+    const waitsBefore = worker.countLines(/Waiting for the swarm's token budget/);
+    const r = await submit(swarm, ["--capabilities", "general", "<budgeted> list the workspace three times"], 60_000);
+    expect({ code: r.code, status: r.answer?.status }).toEqual({ code: 0, status: "completed" });
+    const arrivals = requestsFor("<budgeted>").map((q) => q.at);
+    expect(arrivals).toHaveLength(4);
+    // A call that found its window taken waited for the next one: the four calls (milliseconds apart
+    // without the budget) spread over the windows. At least three: a call charged in a window's last
+    // milliseconds can reach the server in the next one.
+    expect(new Set(arrivals.map((at) => Math.floor(at / 1_000))).size).toBeGreaterThanOrEqual(3);
+    expect(worker.countLines(/Waiting for the swarm's token budget/) - waitsBefore).toBeGreaterThanOrEqual(1);
+    expect(Math.max(...arrivals) - Math.min(...arrivals)).toBeGreaterThan(1_000);
+  }, 90_000);
+
+  test("the sub-task's timeout bounds the whole loop: a model that keeps calling tools is stopped at it", async () => {
+    script({ "<endless>": () => ({ tool_calls: [call("list_dir", { path: "." })] }) });
+    const swarm = await suite.start("ag13", [
+      { script: "coordinator.ts", env: ECHO_ENV },
+      {
+        script: "worker.ts",
+        args: ["--agents.defaults.max_tool_iterations", "1000", "--swarm.tasks.max_deliver", "1"],
+        env: suite.llmEnv(),
+      },
+    ]);
+    const plan = planFile("tasks:\n  - { id: loop, capability: general, timeout: 3s, prompt: '<endless> [[delay=200]] keep listing' }\n");
+    const started = Date.now();
+    const r = await submit(swarm, ["--plan", plan], 60_000);
+    expect(r.answer?.status).toBe("failed");
+    expect(r.answer!.answer!).toContain("**Failed:** timed out after 3000ms");
+    const calls = requestsFor("<endless>").length;
+    expect(calls).toBeGreaterThan(2); // it did loop
+    expect(calls).toBeLessThan(1000 / 2); // stopped by the time, not by the iteration limit
+    expect(Date.now() - started).toBeLessThan(30_000);
+  }, 90_000);
+
   test("a worker stopped mid-loop hands the sub-task back; the next worker resumes from the recorded steps, not from the start", async () => {
     const workspace = join(tempHome(), "ws");
     script({
