@@ -136,7 +136,7 @@ describe("README.md", () => {
       "npm run demo   # brings up a local swarm on embedded NATS, runs the guide's code review, shows the dashboard",
     );
     expect(readme).toContain(
-      "npm test       # the whole test suite (real nats-server, Temporal, Docker, Chromium, role processes), ~25 minutes on 2 cores",
+      "npm test       # the whole test suite (real nats-server, Temporal, Docker, Chromium, role processes), ~35 minutes on 2 cores",
     );
   });
 });
