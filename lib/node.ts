@@ -320,9 +320,15 @@ export async function serveMember(
   then?: (node: MemberNode, signalled: Promise<string>) => Promise<number>,
 ): Promise<number> {
   const signalled = untilStopSignal(log);
-  const node = await startMember(cfg, log);
+  // A signal while start-up waits (for NATS, or for a coordinator to create the streams) ends it.
+  const stopped = signalled.then(() => undefined);
+  const node = await Promise.race([startMember(cfg, log), stopped]);
+  if (!node) return 0;
   node.serveHttp(); // /healthz answers from here on; /readyz once the role has set up and joined
-  await setUp(node);
+  if ((await Promise.race([setUp(node).then(() => true), stopped])) === undefined) {
+    await node.stop(0);
+    return 0;
+  }
   if (then) return then(node, signalled);
   const why = await Promise.race([signalled, node.stopRequested]);
   await node.stop(why === "shutdown" ? 0 : cfg.swarm.drain_grace);

@@ -106,7 +106,7 @@ export function signMessage(signer: Signer, subject: string, payload: Uint8Array
   return h;
 }
 
-/** A refusal is `transient` when the check itself could not be made (KV unreachable): try again later. */
+/** A refusal is `transient` when the check itself could not be made now (too many control requests at once): try again later. */
 export type Verdict = { ok: true } | { ok: false; reason: string; transient?: boolean };
 
 /** A message's signature header ("" when unsigned): tells a signed event from an unsigned copy of it. */
@@ -161,7 +161,21 @@ export function checkSignature(
  */
 export function verifyTaskMessage(msg: JsMsg, trusted: ReadonlySet<string>, maxSkewMs: number): Verdict {
   const sig = checkSignature(msg.subject, msg.data, msg.headers, trusted, maxSkewMs, true);
-  return sig.ok ? { ok: true } : sig;
+  if (!sig.ok) return sig;
+  // nats.js trims header values, the server does not: `Nats-Msg-Id: <id> ` would be a new id to the
+  // stream's dedupe yet verify here. The id must be on the wire exactly as signed, once.
+  const raw = rawHeaderLines(msg)?.filter((l) => /^nats-msg-id:/i.test(l));
+  if (raw === undefined) return { ok: false, reason: "message id could not be checked" };
+  if (raw.length !== 1 || !/^Nats-Msg-Id: ?[^\s]+$/.test(raw[0]!)) return { ok: false, reason: "message id not as signed" };
+  return { ok: true };
+}
+
+/** A delivered message's header lines as they came over the wire (nats.js keeps them; its parsed view trims). */
+function rawHeaderLines(msg: JsMsg): string[] | undefined {
+  const inner = (msg as unknown as { msg?: { _rdata?: Uint8Array; _msg?: { hdr?: number } } }).msg;
+  const end = inner?._msg?.hdr;
+  if (!inner?._rdata || end === undefined || end < 0) return undefined;
+  return new TextDecoder().decode(inner._rdata.subarray(0, end)).split("\r\n");
 }
 
 /**

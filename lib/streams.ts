@@ -116,7 +116,11 @@ export async function openOrWait<T>(jsm: JetStreamManager, stream: string, open:
   }
   log?.warn("Waiting for a coordinator to create a JetStream stream: this NATS user may not create it", { stream });
   for (let delay = 500; ; delay = Math.min(delay * 2, 5_000)) {
-    if (await jsm.streams.info(stream).catch(() => undefined)) break;
+    const found = await jsm.streams.info(stream).catch((err) => {
+      if (isPermissionViolation(err)) throw err; // it may not even look: no coordinator will change that
+      return undefined;
+    });
+    if (found) break;
     await Bun.sleep(delay);
   }
   log?.info("JetStream stream found", { stream });

@@ -311,6 +311,11 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
       20_000,
     );
     expect(worker.proc.exitCode).toBeNull();
+    // A stop signal ends the wait: a second waiting worker, SIGTERMed, exits at once and cleanly.
+    const other = procs.track(spawnRole("worker.ts", beta("worker", "worker"), { env: ECHO, home }));
+    await other.waitForLine(/Waiting for a coordinator to create a JetStream stream/, 20_000);
+    other.signal("SIGTERM");
+    expect(await other.exited(10_000)).toBe(0);
     // A submit before any coordinator stops with what to do, instead of waiting or creating.
     const early = await runRole("picoclaw.ts", ["submit", ...beta("submitter", "worker"), "too-early"], { env: ECHO, timeoutMs: 30_000 });
     expect(early.code).not.toBe(0);

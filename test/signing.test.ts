@@ -75,6 +75,34 @@ function signedAt(kp: ReturnType<typeof fromSeed>, subject: string, payload: Uin
   h.set("Picoclaw-Sig", Buffer.from(kp.sign(bytes)).toString("base64"));
   return h;
 }
+/** Publishes with header lines written exactly as given, over a plain NATS protocol connection. */
+async function rawPublish(url: string, subject: string, headerLines: string[], payload: Uint8Array): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const head = new TextEncoder().encode(`NATS/1.0\r\n${headerLines.join("\r\n")}\r\n\r\n`);
+  let got = "";
+  let done: () => void = () => {};
+  const pong = new Promise<void>((r) => {
+    done = r;
+  });
+  const socket = await Bun.connect({
+    hostname,
+    port: Number(port),
+    socket: {
+      data(_s, chunk) {
+        got += chunk.toString();
+        if (got.includes("PONG")) done();
+      },
+    },
+  });
+  const body = new Uint8Array(head.length + payload.length);
+  body.set(head);
+  body.set(payload, head.length);
+  socket.write(`CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nHPUB ${subject} ${head.length} ${body.length}\r\n`);
+  socket.write(body);
+  socket.write("\r\nPING\r\n");
+  await Promise.race([pong, Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PONG from ${url}: ${got}`)))]);
+  socket.end();
+}
 const llmEnv = () => ({ PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" });
 
 describe("keygen", () => {
@@ -147,6 +175,16 @@ describe("signed sub-tasks", () => {
       expect(sameId).toBeTruthy();
       const dup = await js.publish(captured!.subject, captured!.data, { headers: replayHeaders, msgID: sameId });
       expect(dup.duplicate).toBe(true);
+      // The same id with a trailing space, written on the wire by hand (nats.js trims values, the server
+      // does not): a new id to the stream, so it is stored; the worker refuses it.
+      const before2 = (await nc.jetstreamManager().then((m) => m.streams.info(names.streams.tasks))).state.last_seq;
+      const lines = [
+        ...[...captured!.headers!].filter(([k]) => k.startsWith("Picoclaw-")).map(([k, v]) => `${k}: ${v[0]}`),
+        `Nats-Msg-Id: ${sameId} `,
+      ];
+      await rawPublish(nats.url, captured!.subject, lines, captured!.data);
+      await worker.waitForLine(/Rejected sub-task .*reason="message id not as signed"/);
+      expect((await nc.jetstreamManager().then((m) => m.streams.info(names.streams.tasks))).state.last_seq).toBe(before2 + 1);
 
       // Stale: signed by the trusted coordinator's key, but longer ago than the worker's window.
       const coordKey = fromSeed(new TextEncoder().encode(readFileSync(keys.coord!.file, "utf8").trim()));
