@@ -1,8 +1,9 @@
 // `node.<id>.control`: a node answers ping, drain and shutdown requests. Replies say what it will do.
 // With swarm.security.signing, drain and shutdown must be signed by a key in trusted_admins (within
-// max_skew, nonce not seen by this node, signed after it started); anything else is refused with a reply that says why, counted and
-// logged. Ping stays open: it tells no more than the node's heartbeats already do. With signing on every
-// reply is signed with the node's own key, so a client can tell the node's answer from a member's forgery.
+// max_skew, nonce not seen by this node, signed after it started); anything else is refused with a
+// reply that says why, counted and logged. Ping stays open: it tells no more than the node's heartbeats
+// already do. With signing on every reply is signed with the node's own key, so a client can tell the
+// node's answer from a member's forgery.
 import type { Msg, NatsConnection, Subscription } from "nats";
 import type { BadInputCounter } from "./bad-input.ts";
 import type { Logger } from "./log.ts";
