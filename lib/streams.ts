@@ -268,12 +268,35 @@ export async function ensureConsumer(
   return false;
 }
 
-export function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<KV> {
-  return nc.jetstream().views.kv(names.buckets.tasks, {
+export async function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Config): Promise<KV> {
+  const kv = await nc.jetstream().views.kv(names.buckets.tasks, {
     history: 1,
     replicas: cfg.swarm.nats.replicas,
     ttl: cfg.swarm.tasks.retention,
     maxBucketSize: 512 * MiB,
     storage: StorageType.File,
   });
+  return withReadRetries(kv);
+}
+
+/** Tries of a KV read that timed out (each waits out the JetStream time-out, 5 s). */
+const READ_TRIES = 3;
+
+/**
+ * A direct get goes to one replica of the bucket, picked at random from every server's (a queue group
+ * across the cluster). One cut off from the network keeps its share until its route is dropped, 10 s or
+ * more later, and reads sent its way time out; asked again, another replica most likely answers.
+ */
+function withReadRetries(kv: KV): KV {
+  const get = kv.get.bind(kv);
+  kv.get = async (key, opts) => {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await get(key, opts);
+      } catch (err) {
+        if (tries >= READ_TRIES || (err as { code?: string }).code !== "TIMEOUT") throw err;
+      }
+    }
+  };
+  return kv;
 }

@@ -160,6 +160,29 @@ describe("runner", () => {
     await settled();
   });
 
+  test("delivered again while it runs (a consumer leader moved): the run in hand finishes it, no delivery is spent", async () => {
+    const exhausted: string[] = [];
+    const advisories = nc.subscribe(names.maxDeliveriesAdvisory, { callback: (_e, m) => exhausted.push(m.string()) });
+    const { task, msg } = await queued("slow [[delay=3000]] [[reply=done once]]");
+    const first = runner.run(msg);
+    await waitFor("it is running", () => runner.running().some((r) => r.request === task.request));
+    // What a new consumer leader does with a message whose progress acks went to the old one: deliver it
+    // again (sent on the ack subject by hand: the runner's handle must not learn of it). Here the second
+    // delivery is also the last (max_deliver 2).
+    nc.publish(msg.reply!, "-NAK");
+    const again = await pull();
+    expect(again.info.deliveryCount).toBe(2);
+    await runner.run(again);
+    // A pull, as the worker's next one: a delivery spent here (a nak) would now reach JetStream's limit.
+    expect(await pullAvailable(nc, { stream: names.streams.tasks, durable: DURABLE, max: 1, waitMs: 2_000, timeoutMs: 4_000 })).toEqual([]);
+    await first;
+    expect(await readResult(kv, task.request, task.task)).toMatchObject({ status: "completed", text: "done once", attempts: 1 });
+    await settled();
+    await nc.flush();
+    advisories.unsubscribe();
+    expect(exhausted, "max-deliveries advisories (the coordinator fails such a sub-task)").toEqual([]);
+  });
+
   test("stop(0) while a sub-task runs hands it back at once for another node", async () => {
     const { task, msg } = await queued("slow [[delay=8000]]");
     const run = runner.run(msg);

@@ -64,6 +64,8 @@ export function createRunner(o: RunnerOptions): Runner {
   const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
   const records = createRecordGuard({ bucket: names.buckets.tasks, bad: o.bad });
   const running = new Map<string, RunningTask & { abort: AbortController }>();
+  /** Sub-tasks taken but not yet in `running` (their stored result is being looked up). */
+  const claimed = new Set<string>();
   const toolNames = () => o.tools?.names() ?? [];
   let done = 0;
   let failed = 0;
@@ -158,8 +160,11 @@ export function createRunner(o: RunnerOptions): Runner {
       }
     }
     const key = `${task.request}/${task.task}`;
-    if (running.has(key)) {
-      msg.nak(1_000); // the same sub-task delivered twice to this node at once
+    if (running.has(key) || claimed.has(key)) {
+      // Delivered again while this node runs it (a consumer leader that moved lost the progress acks).
+      // The run in hand keeps the message alive and acks it by its stream sequence; a nak here would
+      // spend a delivery, and on the last one make JetStream give the sub-task up while it still runs.
+      msg.working();
       return;
     }
     const attempt = msg.info.deliveryCount;
@@ -171,7 +176,10 @@ export function createRunner(o: RunnerOptions): Runner {
       return;
     }
     // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
-    if (attempt > 1 && (await readResult(kv, task.request, task.task, records)) !== undefined) {
+    claimed.add(key); // until it is in `running`: a second delivery arriving meanwhile is the same run
+    const recorded = attempt > 1 ? await readResult(kv, task.request, task.task, records) : undefined; // never throws
+    claimed.delete(key);
+    if (recorded !== undefined) {
       log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
       msg.ack();
       return;
