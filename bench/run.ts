@@ -1,5 +1,5 @@
 // `bun run bench`: the swarm's own cost, as ratios against baselines measured in the same run.
-// Starts its own nats-server (and a Redis for the BullMQ rows when redis-server is installed), runs
+// Starts its own nats-server (and a Redis for the BullMQ rows of the scenarios that have them), runs
 // every scenario BENCH_ROUNDS (default 3) times alternating baseline and swarm, prints one table of
 // median [min–max] and writes every raw figure to bench/results/bench-<time>.json.
 // BENCH_SCENARIOS=latency,throughput,fanout,footprint,nodes,temporal,agent picks scenarios; see bench/README.md.
@@ -65,10 +65,14 @@ async function main() {
   // Every scenario round makes its own swarm (H-id), whose streams reserve their max_bytes: the helper's
   // server reserves 1T of file store, as the default (75 % of the free disk) runs out after a few dozen.
   const nats = await startNatsServer();
-  const redisOrSkip = await startRedis();
-  const redis = "skip" in redisOrSkip ? undefined : redisOrSkip;
-  const redisSkipReason = "skip" in redisOrSkip ? redisOrSkip.skip : undefined;
-  if (redisSkipReason) progress(`BullMQ baselines skipped: ${redisSkipReason}\n`);
+  // A baseline that cannot run is an error: a ratio without it would not say what it claims.
+  const redis = scenarios.some((s) => s.needs?.includes("redis"))
+    ? await startRedis().catch(async (err: Error) => {
+        await nats.stop();
+        console.error(`bench: ${err.message}`);
+        process.exit(1);
+      })
+    : undefined;
   const nc = await connect({ servers: nats.url, name: "bench" });
   const natsVersion = nc.info?.version ?? "?";
   let seq = 0;
@@ -76,7 +80,6 @@ async function main() {
     nats,
     nc,
     redis,
-    redisSkipReason,
     rounds: ROUNDS,
     cfg: loadConfig({ flags: {}, env: {}, home: tempHome() }).config,
     hid: (tag) => `bench-${tag}-${++seq}`,
@@ -109,7 +112,7 @@ async function main() {
   }
 
   const seconds = (performance.now() - started) / 1000;
-  const env = `nats-server ${natsVersion}, ${redis ? `redis ${redis.version}` : "no redis"}, bun ${Bun.version}, ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
+  const env = `nats-server ${natsVersion}, ${redis ? `redis ${redis.version}` : "no redis (no scenario picked needs it)"}, bun ${Bun.version}, ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
   console.log(`\nPicoClaw Swarm benchmark — ${at.toISOString()} — ${ROUNDS} rounds, median [min–max] — ${seconds.toFixed(0)}s`);
   console.log(env);
   console.log("");

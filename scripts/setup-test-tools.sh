@@ -16,20 +16,6 @@ case ":$PATH:" in *":$PICOCLAW_TOOLS_DIR/bin:"*) ;; *) export PATH="$PICOCLAW_TO
 missing_tools=()
 need() { missing_tools+=("$1"); }
 
-apt_install() { # packages... ; quiet, non-interactive, without starting services (policy-rc.d)
-  command -v apt-get >/dev/null 2>&1 || return 1
-  local policy=/usr/sbin/policy-rc.d made_policy=""
-  if [ ! -e "$policy" ] && as_root true 2>/dev/null; then
-    # prometheus' package would start a Prometheus server; only its promtool is wanted here.
-    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && made_policy=1
-  fi
-  local ok=0
-  { as_root apt-get update -qq >/dev/null 2>&1 || true; } &&
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || ok=1
-  [ -n "$made_policy" ] && as_root rm -f "$policy"
-  return $ok
-}
-
 # pip, to install wheels into the tools directory (never into the system Python).
 pip_cmd() {
   if python3 -m pip --version >/dev/null 2>&1; then echo "python3 -m pip"; return 0; fi

@@ -13,6 +13,20 @@ as_root() {
   fi
 }
 
+apt_install() { # packages... ; quiet, non-interactive, without starting services (policy-rc.d)
+  command -v apt-get >/dev/null 2>&1 || return 1
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ] && as_root true 2>/dev/null; then
+    # Packages such as prometheus (for promtool) or redis-server would start a system service: not wanted.
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && made_policy=1
+  fi
+  local ok=0
+  { as_root apt-get update -qq >/dev/null 2>&1 || true; } &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || ok=1
+  [ -n "$made_policy" ] && as_root rm -f "$policy"
+  return $ok
+}
+
 # Bun: from the npm registry (the 'bun' package ships the native binary for this platform).
 if ! command -v bun >/dev/null 2>&1; then
   for dir in "$HOME/.picoclaw/tools/node_modules/.bin" "$HOME/.bun/bin"; do

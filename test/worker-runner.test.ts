@@ -169,7 +169,7 @@ describe("runner", () => {
     // What a new consumer leader does with a message whose progress acks went to the old one: deliver it
     // again (sent on the ack subject by hand: the runner's handle must not learn of it). Here the second
     // delivery is also the last (max_deliver 2).
-    nc.publish(msg.reply!, "-NAK");
+    nc.publish((msg as JsMsg & { reply: string }).reply, "-NAK");
     const again = await pull();
     expect(again.info.deliveryCount).toBe(2);
     await runner.run(again);

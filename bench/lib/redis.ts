@@ -12,11 +12,13 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-/** Starts redis-server, or returns the reason it cannot (not installed, or BENCH_REDIS=0). */
-export async function startRedis(): Promise<RedisServer | { skip: string }> {
-  if (process.env.BENCH_REDIS === "0") return { skip: "BENCH_REDIS=0" };
+/** Starts redis-server; throws saying how to get it when it is not installed or does not start. */
+export async function startRedis(): Promise<RedisServer> {
   const bin = Bun.which("redis-server");
-  if (!bin) return { skip: "redis-server is not installed (apt-get install redis-server)" };
+  if (!bin)
+    throw new Error(
+      "the BullMQ baselines need redis-server, which is not installed: run the bench with `npm run bench` (it installs it from the OS packages) or `sudo apt-get install redis-server`",
+    );
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "picoclaw-bench-redis-"));
   const version =
@@ -47,7 +49,7 @@ export async function startRedis(): Promise<RedisServer | { skip: string }> {
   } finally {
     clearInterval(poll);
   }
-  if (child.proc.exitCode !== null) return { skip: `redis-server did not start: ${child.output().slice(-500)}` };
+  if (child.proc.exitCode !== null) throw new Error(`redis-server did not start: ${child.output().slice(-500)}`);
   return {
     port,
     pid: child.pid,

@@ -8,9 +8,8 @@ export interface BenchContext {
   nats: NatsServer;
   /** The bench's own connection (client side of every baseline and submitter of swarm requests). */
   nc: NatsConnection;
-  /** Absent when redis-server is not installed: BullMQ rows are skipped. */
+  /** Started when a picked scenario needs it (`needs: ["redis"]`); the bench stops when it cannot be. */
   redis?: RedisServer;
-  redisSkipReason?: string;
   cfg: Config;
   rounds: number;
   /** A fresh H-id for each swarm, so no run sees another one's streams or consumers. */
@@ -28,6 +27,12 @@ export interface Row {
   verdict?: "met" | "MISSED" | "skipped" | "";
 }
 
+/** The Redis of a scenario that declared `needs: ["redis"]`. */
+export function redisOf(ctx: BenchContext): RedisServer {
+  if (!ctx.redis) throw new Error("this scenario needs redis-server, and the bench did not start one");
+  return ctx.redis;
+}
+
 export interface ScenarioResult {
   id: string;
   rows: Row[];
@@ -41,5 +46,7 @@ export interface ScenarioResult {
 export interface Scenario {
   id: string;
   title: string;
+  /** Baseline servers it compares against: a missing one is an error, never a skipped row. */
+  needs?: "redis"[];
   run(ctx: BenchContext): Promise<ScenarioResult>;
 }

@@ -4,7 +4,7 @@ import { bullLatency } from "../lib/bull.ts";
 import { oneHop, twoHops } from "../lib/nats-baselines.ts";
 import { type Submitted, startBenchSwarm, swarmClient } from "../lib/swarm.ts";
 import { analyse, asks, type RequestTrace, STEPS, startTrace, summarise } from "../lib/trace.ts";
-import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
+import { type BenchContext, type Row, redisOf, type Scenario, type ScenarioResult } from "../lib/types.ts";
 import { envInt, fmt, pct, progress, stat } from "../lib/util.ts";
 
 const N = envInt("LATENCY_N", 500);
@@ -14,7 +14,7 @@ const WARMUP = 20;
 interface Round {
   hop1: { p50: number; p99: number; rate: number };
   hop2: { p50: number; p99: number };
-  bull?: { p50: number; p99: number };
+  bull: { p50: number; p99: number };
   request: { p50: number; p99: number; over500ms: number };
   dispatch: { p50: number; p99: number };
 }
@@ -85,6 +85,7 @@ function medianTrace(traces: RequestTrace[]): RequestTrace | undefined {
 export const latency: Scenario = {
   id: "latency",
   title: "1-2: sub-task dispatch and request latency",
+  needs: ["redis"],
   async run(ctx): Promise<ScenarioResult> {
     const rounds: Round[] = [];
     const traces: RequestTrace[] = [];
@@ -92,7 +93,7 @@ export const latency: Scenario = {
       progress(`  latency round ${r + 1}/${ctx.rounds}: baselines`);
       const hop1 = await oneHop(ctx.nc, ctx.nats.url, `lat${r}`, N, 50, 5_000);
       const hop2 = await twoHops(ctx.nc, ctx.nats.url, `lat${r}`, N, 50);
-      const bull = ctx.redis ? await bullLatency(ctx.redis, `bench-lat-${r}`, N, WARMUP) : undefined;
+      const bull = await bullLatency(redisOf(ctx), `bench-lat-${r}`, N, WARMUP);
       progress(", swarm\n");
       const sw = await swarmRound(ctx, r);
       traces.push(...sw.traces);
@@ -126,14 +127,12 @@ export const latency: Scenario = {
         figure: `p50 ${ms((x) => x.hop2.p50, 3)}  p99 ${ms((x) => x.hop2.p99, 3)}`,
         ratio: `${ratio((x) => x.hop2.p50 / x.hop1.p50)} of 1 hop`,
       },
-      ctx.redis
-        ? {
-            group: "baseline",
-            name: "BullMQ add → completed (QueueEvents), 1 worker",
-            figure: `p50 ${ms((x) => x.bull!.p50)}  p99 ${ms((x) => x.bull!.p99)}`,
-            ratio: `${ratio((x) => x.bull!.p50 / x.hop1.p50)} of 1 hop`,
-          }
-        : { group: "baseline", name: "BullMQ add → completed", figure: `skipped: ${ctx.redisSkipReason}`, ratio: "", verdict: "skipped" },
+      {
+        group: "baseline",
+        name: "BullMQ add → completed (QueueEvents), 1 worker",
+        figure: `p50 ${ms((x) => x.bull.p50)}  p99 ${ms((x) => x.bull.p99)}`,
+        ratio: `${ratio((x) => x.bull.p50 / x.hop1.p50)} of 1 hop`,
+      },
       {
         group: "1 dispatch",
         name: "sub-task queued → result at coordinator (1 worker)",
@@ -153,14 +152,12 @@ export const latency: Scenario = {
     ];
     const sum = summarise(traces);
     const c = (k: string) => sum.counts[k] ?? 0;
-    if (ctx.redis) {
-      rows.push({
-        group: "2 request",
-        name: "  same, ÷ BullMQ add → completed",
-        figure: "",
-        ratio: `p50 ${ratio((x) => x.request.p50 / x.bull!.p50)}  p99 ${ratio((x) => x.request.p99 / x.bull!.p99)} of BullMQ`,
-      });
-    }
+    rows.push({
+      group: "2 request",
+      name: "  same, ÷ BullMQ add → completed",
+      figure: "",
+      ratio: `p50 ${ratio((x) => x.request.p50 / x.bull.p50)}  p99 ${ratio((x) => x.request.p99 / x.bull.p99)} of BullMQ`,
+    });
     rows.push({
       group: "2 request",
       name: "  wire cost of that request (full trace)",

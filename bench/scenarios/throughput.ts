@@ -3,7 +3,7 @@
 import { bullThroughput } from "../lib/bull.ts";
 import { jetstreamThroughput } from "../lib/nats-baselines.ts";
 import { noopPlan, startBenchSwarm, swarmClient } from "../lib/swarm.ts";
-import type { BenchContext, Row, Scenario, ScenarioResult } from "../lib/types.ts";
+import { type BenchContext, type Row, redisOf, type Scenario, type ScenarioResult } from "../lib/types.ts";
 import { cpuMeter, envInt, envList, fmt, perItem, progress, stat } from "../lib/util.ts";
 
 const WORKERS = envList("WORKERS", [1, 2, 4]);
@@ -17,11 +17,11 @@ const PER_REQUEST = 16;
 type Cpu = Record<string, number>;
 interface Round {
   js: Record<number, number>;
-  bull?: Record<number, number>;
+  bull: Record<number, number>;
   requests: Record<number, number>;
   subtasks: Record<number, number>;
   /** CPU ms per item by process group, per worker count. */
-  cpu: { js: Record<number, Cpu>; bull?: Record<number, Cpu>; requests: Record<number, Cpu>; subtasks: Record<number, Cpu> };
+  cpu: { js: Record<number, Cpu>; bull: Record<number, Cpu>; requests: Record<number, Cpu>; subtasks: Record<number, Cpu> };
 }
 
 async function swarmRound(ctx: BenchContext, r: number) {
@@ -72,6 +72,7 @@ async function swarmRound(ctx: BenchContext, r: number) {
 export const throughput: Scenario = {
   id: "throughput",
   title: "3: no-op throughput with 1/2/4 workers",
+  needs: ["redis"],
   async run(ctx): Promise<ScenarioResult> {
     const rounds: Round[] = [];
     for (let r = 0; r < ctx.rounds; r++) {
@@ -84,18 +85,14 @@ export const throughput: Scenario = {
         js[w] = x.rate;
         jsCpu[w] = x.cpuPerItem;
       }
-      let bull: Record<number, number> | undefined;
-      let bullCpu: Record<number, Cpu> | undefined;
-      if (ctx.redis) {
-        progress(", BullMQ");
-        bull = {};
-        bullCpu = {};
-        for (const w of WORKERS) {
-          progress(` ${w}w`);
-          const x = await bullThroughput(ctx.redis, `bench-tput-${r}-${w}`, w, SLOTS, BULL_N);
-          bull[w] = x.rate;
-          bullCpu[w] = x.cpuPerItem;
-        }
+      const bull: Record<number, number> = {};
+      const bullCpu: Record<number, Cpu> = {};
+      progress(", BullMQ");
+      for (const w of WORKERS) {
+        progress(` ${w}w`);
+        const x = await bullThroughput(redisOf(ctx), `bench-tput-${r}-${w}`, w, SLOTS, BULL_N);
+        bull[w] = x.rate;
+        bullCpu[w] = x.cpuPerItem;
       }
       progress(", swarm");
       const sw = await swarmRound(ctx, r);
@@ -108,24 +105,15 @@ export const throughput: Scenario = {
     const rows: Row[] = [];
     for (const w of WORKERS) {
       rows.push({ group: "baseline", name: `JetStream work queue → ack, ${w} worker(s)`, figure: rate((x) => x.js[w]!), ratio: "1.00×" });
-      if (ctx.redis)
-        rows.push({
-          group: "baseline",
-          name: `BullMQ add → completed, ${w} worker(s)`,
-          figure: rate((x) => x.bull![w]!),
-          ratio: `${times((x) => x.bull![w]! / x.js[w]!)} of JetStream`,
-        });
-      else
-        rows.push({
-          group: "baseline",
-          name: `BullMQ, ${w} worker(s)`,
-          figure: `skipped: ${ctx.redisSkipReason}`,
-          ratio: "",
-          verdict: "skipped",
-        });
+      rows.push({
+        group: "baseline",
+        name: `BullMQ add → completed, ${w} worker(s)`,
+        figure: rate((x) => x.bull[w]!),
+        ratio: `${times((x) => x.bull[w]! / x.js[w]!)} of JetStream`,
+      });
     }
     for (const w of WORKERS) {
-      const bull = ctx.redis ? `, ${times((x) => x.subtasks[w]! / x.bull![w]!)} of BullMQ` : "";
+      const bull = `, ${times((x) => x.subtasks[w]! / x.bull[w]!)} of BullMQ`;
       rows.push({
         group: "3 throughput",
         name: `no-op sub-tasks (${PER_REQUEST} per request), ${w} worker(s)`,
@@ -134,15 +122,14 @@ export const throughput: Scenario = {
       });
     }
     for (const w of WORKERS) {
-      const vsBull = ctx.redis ? col((x) => x.requests[w]! / x.bull![w]!) : undefined;
-      const judged = w === 4 && vsBull;
+      const vsBull = col((x) => x.requests[w]! / x.bull[w]!);
       rows.push({
         group: "3 throughput",
         name: `no-op requests (1 sub-task each), ${w} worker(s)`,
         figure: rate((x) => x.requests[w]!),
-        ratio: `${times((x) => x.requests[w]! / x.js[w]!)} of JetStream${vsBull ? `, ${fmt(vsBull, "×", 2)} of BullMQ` : ""}`,
+        ratio: `${times((x) => x.requests[w]! / x.js[w]!)} of JetStream, ${fmt(vsBull, "×", 2)} of BullMQ`,
         target: w === 4 ? "≥ 2× BullMQ, 4 workers (issue; §12: ≥ 1×)" : undefined,
-        verdict: judged ? (vsBull.median >= 2 ? "met" : "MISSED") : w === 4 && !ctx.redis ? "skipped" : undefined,
+        verdict: w === 4 ? (vsBull.median >= 2 ? "met" : "MISSED") : undefined,
       });
     }
     // Where the CPU goes: on a 2-core box throughput is bounded by 2000 ms of CPU per second / CPU per item.
@@ -155,7 +142,7 @@ export const throughput: Scenario = {
       "CPU ms per item (median over rounds; /proc/<pid>/stat, 10 ms ticks), by process:",
       ...WORKERS.flatMap((w) => [
         cpuLine(`JetStream message, ${w}w`, (x) => x.cpu.js[w]),
-        ...(ctx.redis ? [cpuLine(`BullMQ job, ${w}w`, (x) => x.cpu.bull?.[w])] : []),
+        cpuLine(`BullMQ job, ${w}w`, (x) => x.cpu.bull[w]),
         cpuLine(`swarm sub-task (16/request), ${w}w`, (x) => x.cpu.subtasks[w]),
         cpuLine(`swarm request (1 sub-task), ${w}w`, (x) => x.cpu.requests[w]),
       ]),
