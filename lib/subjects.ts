@@ -29,11 +29,13 @@ export interface SwarmNames {
   taskEventsOf(request: string): string;
   taskEventsAll: string;
   /**
-   * What only shows progress and is never stored (no stream captures `live.>`): a tool call of a
-   * sub-task's loop as it ends. Followers of a request listen on `taskLiveOf` besides its stored events.
+   * What only shows progress and is never stored (no stream captures `live.>`): a running sub-task's
+   * `progress` and each tool call of its loop as it ends. Followers of a request listen on `taskLiveOf`
+   * besides its stored events; the coordinator and the dashboards on `taskLiveAll`.
    */
   taskLive(request: string, task: string): string;
   taskLiveOf(request: string): string;
+  taskLiveAll: string;
   /** Everything of this swarm: for observers and isolation checks. */
   all: string;
   streams: { requests: string; tasks: string; events: string; nodes: string };
@@ -91,6 +93,7 @@ export function swarmNames(hid: string): SwarmNames {
     taskEventsAll: `${p}.event.task.*.*`,
     taskLive: (req, task) => `${p}.live.task.${validateId("request id", req)}.${validateId("task id", task)}`,
     taskLiveOf: (req) => `${p}.live.task.${validateId("request id", req)}.*`,
+    taskLiveAll: `${p}.live.task.*.*`,
     all: `${p}.>`,
     streams: {
       requests: `PICOCLAW_${streamHid}_REQUESTS`,

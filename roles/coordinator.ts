@@ -88,16 +88,17 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
 
   // 2. Follow the sub-tasks of the requests we run (and those workflow activities wait for); fail those
   // that used up their deliveries; move work pinned to nodes that are gone; sweep their direct queues.
+  const onTaskEvent = (_e: unknown, msg: Msg) => {
+    const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
+    if (!d.ok) return bad.record(msg.subject, d.reason);
+    const ev = countable(d.value, msg);
+    waiters.onTaskEvent(ev);
+    requests?.onTaskEvent(ev);
+  };
   const subs = [
-    nc.subscribe(names.taskEventsAll, {
-      callback: (_e, msg) => {
-        const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-        if (!d.ok) return bad.record(msg.subject, d.reason);
-        const ev = countable(d.value, msg);
-        waiters.onTaskEvent(ev);
-        requests?.onTaskEvent(ev);
-      },
-    }),
+    nc.subscribe(names.taskEventsAll, { callback: onTaskEvent }),
+    nc.subscribe(names.taskLiveAll, { callback: onTaskEvent }), // progress: never stored
+
     failExhaustedSubTasks({ ...node, ...giveUp, nc, maxDeliver: cfg.swarm.tasks.max_deliver, leading: leadership.holds }),
   ];
   node.onPeerEvent((e) => {

@@ -98,10 +98,11 @@ describe("stored state, not only advisories", () => {
         at: Date.now() - 60_000,
         attempt: 2,
       };
-      const subject = swarmNames("live9").taskEvents(request, "general");
+      // Where progress flows (live) and where the stream would store it (the reconcile reads that).
+      const subjects = [swarmNames("live9").taskLive(request, "general"), swarmNames("live9").taskEvents(request, "general")];
       // Sent over and over for 5 s, so the forgery is the last event the reconcile pass has heard.
       for (let i = 0; i < 50; i++) {
-        nc.publish(subject, new TextEncoder().encode(JSON.stringify(forged)));
+        for (const subject of subjects) nc.publish(subject, new TextEncoder().encode(JSON.stringify(forged)));
         await Bun.sleep(100);
       }
       await nc.flush();

@@ -1,6 +1,8 @@
 // Requests become answers: the guide's code-review swarm, capability routing, concurrency limits,
 // priorities and DAG inputs — real nats-server, real role processes, a real OpenAI-style HTTP server.
 import { describe, expect, test } from "bun:test";
+import { connect } from "nats";
+import { swarmNames } from "../lib/subjects.ts";
 import { ECHO_ENV, swarmSuite } from "./helpers/suite.ts";
 import { maxOverlap, planFile, runIntervals, submit } from "./helpers/swarm.ts";
 
@@ -49,6 +51,35 @@ describe("task pipeline", () => {
     // The guide's log lines on the coordinator.
     expect(swarm.nodes[0]!.countLines(/INFO {2}Task assigned task=\S+ .*node=claw-\S+ capability=/)).toBe(4);
     expect(swarm.nodes[1]!.countLines(/INFO {2}Task completed task=code .*node=.* duration_ms=\d+/)).toBe(1);
+  });
+
+  test("progress (signs of life, token counts) reaches submit live and is never stored; the sub-task's outcome is", async () => {
+    const swarm = await suite.start("p7", [
+      { script: "coordinator.ts", env: echoEnv },
+      { script: "worker.ts", env: llmEnv() },
+    ]);
+    const r = await submit(swarm, ["[[delay=2500 tokens=10]] a streamed call"]);
+    expect(r.code).toBe(0);
+    const heard = r.events.filter((e) => e.kind === "progress");
+    expect(heard.length, "progress events submit printed").toBeGreaterThan(0);
+    expect(heard.some((e) => ((e as { tokens?: number }).tokens ?? 0) > 0)).toBe(true);
+    // What the EVENTS stream kept of the sub-task: everything it has under the request's task subjects.
+    const names = swarmNames("p7");
+    const nc = await connect({ servers: suite.nats.url });
+    try {
+      const consumer = await nc.jetstream().consumers.get(names.streams.events, { filterSubjects: names.taskEventsOf(r.answer!.request) });
+      const pending = (await consumer.info()).num_pending;
+      const stored: string[] = [];
+      const batch = await consumer.fetch({ max_messages: pending, expires: 5_000 });
+      for await (const m of batch) {
+        stored.push((m.json() as { kind: string }).kind);
+        if (stored.length >= pending) break;
+      }
+      expect(stored).toContain("completed");
+      expect(stored).not.toContain("progress");
+    } finally {
+      await nc.close();
+    }
   });
 
   test("a worker with max_concurrent 2 given 10 sub-tasks never runs more than 2 at once", async () => {

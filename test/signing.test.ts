@@ -472,6 +472,8 @@ describe("signed progress", () => {
         attempt: 1,
         tokens: 999_999_999,
       };
+      // On the subject real progress uses (live), and on the stored one.
+      nc.publish(swarmNames(hid).taskLive(request, "general"), encode(forged));
       nc.publish(swarmNames(hid).taskEvents(request, "general"), encode(forged));
       await nc.flush();
       expect(await sub.exited(30_000)).toBe(0);

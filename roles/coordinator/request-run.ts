@@ -99,6 +99,7 @@ export interface RequestRun {
 const RECONCILE_MS = 2_000;
 
 export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?: { queued?: Record<string, number> }): RequestRun {
+  const listeningSince = Date.now(); // the coordinator hears task events (live and stored) from here on
   const tracked = new Map<string, Tracked>(
     plan.tasks.map((t) => [
       t.id,
@@ -304,7 +305,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         ctx.nodesWithTools?.(x.task.capability, x.task.tools, offline).length
       )
         await queue([x], true);
-      x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id);
+      x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id, listeningSince);
       x.watch.pinned = x.task.node !== undefined && !x.rerouted;
       x.watch.last = x.last;
       const why = stuck(x.watch, ctx, now);

@@ -53,18 +53,23 @@ export function stuck(w: Watched, l: StuckLimits, now: number): { error: string;
   return undefined;
 }
 
-/** The last event stored for a sub-task (after a resume or a failover we have not heard it ourselves). */
+/**
+ * The last event stored for a sub-task (after a resume or a failover we have not heard it ourselves).
+ * Progress is never stored, so a node may have shown signs of life since: silence counts from
+ * `listeningSince` (when the caller began to hear live events) at the earliest.
+ */
 export async function lastStoredEvent(
   jsm: JetStreamManager,
   names: SwarmNames,
   request: string,
   task: string,
+  listeningSince: number,
 ): Promise<LastEvent | undefined> {
   try {
     const m = await jsm.streams.getMessage(names.streams.events, { last_by_subj: names.taskEvents(request, task) });
     const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
     // When the stream stored it, not what it says of itself: a forged old timestamp cannot age it.
-    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: m.time.getTime() } : undefined;
+    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: Math.max(m.time.getTime(), listeningSince) } : undefined;
   } catch {
     return undefined; // no event yet (or not readable now): nothing to conclude
   }

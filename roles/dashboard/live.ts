@@ -248,13 +248,15 @@ export function followSwarmRequests(
         live.onRequest(d.value);
       },
     }),
-    nc.subscribe(names.taskEventsAll, {
-      callback: (_e, msg) => {
-        const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
-        if (d.ok) live.onTask(d.value);
-        else bad.record(msg.subject, d.reason);
-      },
-    }),
+    ...[names.taskEventsAll, names.taskLiveAll].map((subject) =>
+      nc.subscribe(subject, {
+        callback: (_e, msg) => {
+          const d = decode(taskEventSchema, msg.data, MAX_PIPELINE_MESSAGE_BYTES);
+          if (d.ok) live.onTask(d.value);
+          else bad.record(msg.subject, d.reason);
+        },
+      }),
+    ),
   ];
 }
 

@@ -85,10 +85,12 @@ export function createRunner(o: RunnerOptions): Runner {
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
     const ev = taskEvent(task, kind, attempt, extra);
     // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
-    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event. A token
-    // count is signed (signing on): the coordinator stops a request on it, and believes only signed ones.
+    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event. Progress
+    // only shows the sub-task alive: live, never stored (one write per half second of a streaming call
+    // otherwise). A token count is signed (signing on): the coordinator stops a request on it, and
+    // believes only signed ones.
     try {
-      const subject = names.taskEvents(task.request, task.task);
+      const subject = kind === "progress" ? names.taskLive(task.request, task.task) : names.taskEvents(task.request, task.task);
       const payload = encode(ev);
       nc.publish(subject, payload, { headers: o.signer && ev.tokens !== undefined ? signMessage(o.signer, subject, payload) : undefined });
     } catch (err) {

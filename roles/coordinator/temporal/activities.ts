@@ -111,6 +111,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       if (!t0) throw new Error(`request ${request} has no sub-task ${task}`);
       // Listen before publishing: a fast node's `completed` event must not come before we do.
       const watch: Watched = { capability: t0.capability, tools: t0.tools, pinned: false };
+      const listeningSince = Date.now();
       const bell = createDoorbell();
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
         watch.last = { kind: ev.kind, attempt: ev.attempt, at: Date.now() }; // heard now, whatever it claims
@@ -162,7 +163,7 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           for (;;) {
             const r = await readResult(c.kv, request, task, c.records);
             if (r) return ended(task, r, c.checkResult);
-            watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task);
+            watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task, listeningSince);
             const limits = {
               onlineFor: (cap: string, tools?: string[]) =>
                 tools?.length ? nodesWithTools(c.registry(), cap, tools).length : (onlineCapabilities(c.registry()).get(cap) ?? 0),
