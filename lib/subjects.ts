@@ -24,14 +24,18 @@ export interface SwarmNames {
   /** Every priority of one capability (the executor's doorbell). */
   taskQueueAnyPriority(capability: string): string;
   taskDirect(node: string): string;
-  /** Events of one sub-task; sub-task ids are unique within their request. */
+  /**
+   * Stored events of one sub-task (sub-task ids are unique within their request): the last attempt's
+   * `started` and the coordinator's `failed` when it gives one up. Everything else is live.
+   */
   taskEvents(request: string, task: string): string;
   taskEventsOf(request: string): string;
   taskEventsAll: string;
   /**
-   * What only shows progress and is never stored (no stream captures `live.>`): a running sub-task's
-   * `progress` and each tool call of its loop as it ends. Followers of a request listen on `taskLiveOf`
-   * besides its stored events; the coordinator and the dashboards on `taskLiveAll`.
+   * What a node says of a sub-task as it runs, never stored (no stream captures `live.>`): `started`,
+   * `progress`, each tool call as it ends, `retrying`, and its outcome (`completed` with the result that
+   * is stored once, in KV). Followers of a request listen on `taskLiveOf` besides its stored events;
+   * the coordinator and the dashboards on `taskLiveAll`.
    */
   taskLive(request: string, task: string): string;
   taskLiveOf(request: string): string;

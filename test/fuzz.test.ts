@@ -259,19 +259,22 @@ describe("fuzz", () => {
         } else if ((ev.kind === "accepted" || ev.kind === "planned") && !realRequests.includes(id)) realRequests.push(id);
       },
     });
-    const taskEvents = nc.subscribe(`${P}.event.task.*.*`, {
-      callback: (_e, m) => {
-        const [req, task] = m.subject.split(".").slice(-2) as [string, string];
-        if (!fuzzTasks.has(`${req}/${task}`)) return;
-        try {
-          const ev = JSON.parse(td.decode(m.data)) as { kind?: string; node?: string } | null;
-          if (ev && ev.node !== "claw-fuzzer" && ["completed", "failed", "duplicate"].includes(ev.kind ?? ""))
-            fuzzTaskOutcome.set(`${req}/${task}`, ev.kind!);
-        } catch {
-          // not one of the nodes' events
-        }
-      },
-    });
+    // A node reports an outcome live; the coordinator's `failed` for a sub-task it gives up is stored.
+    const taskEvents = [`${P}.live.task.*.*`, `${P}.event.task.*.*`].map((subject) =>
+      nc.subscribe(subject, {
+        callback: (_e, m) => {
+          const [req, task] = m.subject.split(".").slice(-2) as [string, string];
+          if (!fuzzTasks.has(`${req}/${task}`)) return;
+          try {
+            const ev = JSON.parse(td.decode(m.data)) as { kind?: string; node?: string } | null;
+            if (ev && ev.node !== "claw-fuzzer" && ["completed", "failed", "duplicate"].includes(ev.kind ?? ""))
+              fuzzTaskOutcome.set(`${req}/${task}`, ev.kind!);
+          } catch {
+            // not one of the nodes' events
+          }
+        },
+      }),
+    );
     // Replies to bad control requests: a node may refuse them, never accept one.
     const controlReplies: string[] = [];
     const controlInbox = nc.subscribe("_INBOX.fuzz.control.>", {
@@ -700,7 +703,7 @@ describe("fuzz", () => {
       const missing = [...fuzzTasks].filter(([k]) => !fuzzTaskOutcome.has(k));
       throw new Error(`${err.message}: ${JSON.stringify(missing)}`);
     });
-    taskEvents.unsubscribe();
+    for (const s of taskEvents) s.unsubscribe();
 
     // Bad queries were never answered; bad control requests were only ever refused.
     expect(membershipReplies).toEqual([]);

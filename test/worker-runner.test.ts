@@ -40,12 +40,14 @@ beforeAll(async () => {
   const jsm = await ensureStreams(nc, names, cfg);
   await ensureConsumer(jsm, names.streams.tasks, DURABLE, names.taskQueue("code", 1), { ackWait: 30_000, maxDeliver: 2 });
   kv = await openTasksKv(nc, names, cfg);
-  nc.subscribe(names.taskEventsAll, {
-    callback: (_e, m) => {
-      const d = decode(taskEventSchema, m.data, 1 << 20);
-      if (d.ok) events.push(d.value);
-    },
-  });
+  for (const subject of [names.taskLiveAll, names.taskEventsAll]) {
+    nc.subscribe(subject, {
+      callback: (_e, m) => {
+        const d = decode(taskEventSchema, m.data, 1 << 20);
+        if (d.ok) events.push(d.value);
+      },
+    });
+  }
   runner = createRunner({
     nc,
     kv,

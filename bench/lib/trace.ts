@@ -22,7 +22,7 @@ export function startTrace(nc: NatsConnection, subject = ">"): { msgs: WireMsg[]
   const sub = nc.subscribe(subject, {
     callback: (_e, m: Msg) => {
       const w: WireMsg = { t: performance.now(), subject: m.subject, reply: m.reply ?? "", size: m.data.length };
-      if (m.subject.includes(".event.") && m.data.length < 4096 && m.data.length > 0) {
+      if ((m.subject.includes(".event.") || m.subject.includes(".live.")) && m.data.length < 4096 && m.data.length > 0) {
         try {
           w.kind = (JSON.parse(dec.decode(m.data)) as { kind?: string }).kind;
         } catch {
@@ -42,9 +42,9 @@ export const STEPS = [
   ["recordWritten", "request record put in KV (status running)"],
   ["taskQueued", "sub-task published to task.queue.general.1"],
   ["taskDelivered", "worker pulled it (delivery from TASKS)"],
-  ["started", "worker's `started` event"],
+  ["started", "worker's `started` event (live)"],
   ["resultCreated", "worker's KV create of the result"],
-  ["completed", "worker's `completed` event, with the result (reaches the coordinator)"],
+  ["completed", "worker's `completed` event, with the result (live; reaches the coordinator)"],
   ["answerRecorded", "request record put in KV (status answered)"],
   ["leaseConfirmed", "KV get of the leader lease (confirm)"],
   ["answered", "answer event published"],
@@ -89,7 +89,9 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
     s.taskDelivered = first(
       (m) => m.subject.startsWith(`${names.prefix}.task.`) && m.reply.startsWith(`$JS.ACK.${names.streams.tasks}.`),
     )?.t;
-    const taskEvents = own.filter((m) => m.subject.startsWith(`${names.prefix}.event.task.${req}.`));
+    const taskEvents = own.filter(
+      (m) => m.subject.startsWith(`${names.prefix}.event.task.${req}.`) || m.subject.startsWith(`${names.prefix}.live.task.${req}.`),
+    );
     s.started = taskEvents.find((m) => m.kind === "started")?.t;
     s.resultCreated = first((m) => m.subject.startsWith(`${tasksKv}result.${req}.`))?.t;
     s.completed = taskEvents.find((m) => m.kind === "completed")?.t;
@@ -112,6 +114,7 @@ export function analyse(msgs: WireMsg[], names: SwarmNames, requests: { request:
       if (asks(m)) add("round trips");
       if (m.reply.startsWith("$JS.ACK.")) add("pulled deliveries");
       else if (streamSubjects.some((p) => m.subject.startsWith(p))) add(m.reply ? "stream writes (publish + PubAck)" : "core publishes");
+      else if (m.subject.startsWith(`${names.prefix}.live.`)) add("live publishes (never stored)");
       else if (m.subject.startsWith("$KV.")) add("KV writes");
       else if (m.subject.startsWith("$JS.API.DIRECT.GET.")) add("KV reads");
       else if (m.subject.startsWith("$JS.API.CONSUMER.MSG.NEXT.")) add("pull requests");

@@ -197,7 +197,7 @@ async function swarmRound(ctx: BenchContext, r: number, url: string, home: strin
   const client = swarmClient(ctx.nc, s.names);
   // Each sub-task's recorded result comes with its `completed` event: the worker's own start and end.
   const results = new Map<string, TaskResult>();
-  const events = ctx.nc.subscribe(s.names.taskEventsAll, {
+  const events = ctx.nc.subscribe(s.names.taskLiveAll, {
     callback: (_e, m) => {
       const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
       if (d.ok && d.value.kind === "completed" && d.value.result) results.set(d.value.request, d.value.result);

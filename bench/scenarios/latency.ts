@@ -34,7 +34,7 @@ async function swarmRound(ctx: BenchContext, r: number) {
     // which carries the recorded result to the coordinator (the bench sees it when the coordinator
     // does: both subscribe to it). Only those subjects are copied to the bench.
     const queued = startTrace(ctx.nc, s.names.taskQueue("general", 1));
-    const events = startTrace(ctx.nc, s.names.taskEventsAll);
+    const events = startTrace(ctx.nc, s.names.taskLiveAll);
     await ctx.nc.flush();
     const dispatch: number[] = [];
     for (let i = 0; i < N; i++) {

@@ -63,9 +63,9 @@ export function createRunner(o: RunnerOptions): Runner {
   const trustedCoordinators = new Set(cfg.swarm.security.trusted_coordinators);
   const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
   const records = createRecordGuard({ bucket: names.buckets.tasks, bad: o.bad });
-  const running = new Map<string, RunningTask & { abort: AbortController }>();
-  /** Sub-tasks taken but not yet in `running` (their stored result is being looked up). */
-  const claimed = new Set<string>();
+  const running = new Map<string, RunningTask & { abort: AbortController; seq: number }>();
+  /** Sub-tasks taken but not yet in `running` (their stored result is being looked up): stream sequence. */
+  const claimed = new Map<string, number>();
   const toolNames = () => o.tools?.names() ?? [];
   let done = 0;
   let failed = 0;
@@ -82,28 +82,21 @@ export function createRunner(o: RunnerOptions): Runner {
     attempt,
     ...extra,
   });
+  /**
+   * What a sub-task does, as it happens, to whoever listens (the coordinator, followers, dashboards): a
+   * core publish on a subject no stream captures. Nothing here needs storing: the outcome is the result
+   * record (stored once, in KV, and read from there by a coordinator that missed the event), and the
+   * rest only shows progress. A token count is signed (signing on): the coordinator stops a request on
+   * it, and believes only signed ones.
+   */
   const publishEvent = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent> = {}) => {
     const ev = taskEvent(task, kind, attempt, extra);
-    // The EVENTS stream stores it whoever publishes it; nobody waits for the store's ack (a lost event
-    // is caught by the coordinator's reconcile), so a plain publish spares a reply per event. Progress
-    // only shows the sub-task alive: live, never stored (one write per half second of a streaming call
-    // otherwise). A token count is signed (signing on): the coordinator stops a request on it, and
-    // believes only signed ones.
     try {
-      const subject = kind === "progress" ? names.taskLive(task.request, task.task) : names.taskEvents(task.request, task.task);
+      const subject = names.taskLive(task.request, task.task);
       const payload = encode(ev);
       nc.publish(subject, payload, { headers: o.signer && ev.tokens !== undefined ? signMessage(o.signer, subject, payload) : undefined });
     } catch (err) {
       log.debug("Task event not sent", { task: task.task, kind, error: (err as Error).message });
-    }
-  };
-
-  /** Progress nobody needs stored (a tool call's end): a core publish on a subject no stream captures. */
-  const publishLive = (task: TaskMsg, kind: TaskEvent["kind"], attempt: number, extra: Partial<TaskEvent>) => {
-    try {
-      nc.publish(names.taskLive(task.request, task.task), encode(taskEvent(task, kind, attempt, extra)));
-    } catch (err) {
-      log.debug("Live event not sent", { task: task.task, kind, error: (err as Error).message });
     }
   };
 
@@ -162,11 +155,16 @@ export function createRunner(o: RunnerOptions): Runner {
       }
     }
     const key = `${task.request}/${task.task}`;
-    if (running.has(key) || claimed.has(key)) {
-      // Delivered again while this node runs it (a consumer leader that moved lost the progress acks).
-      // The run in hand keeps the message alive and acks it by its stream sequence; a nak here would
-      // spend a delivery, and on the last one make JetStream give the sub-task up while it still runs.
+    const inHand = running.get(key)?.seq ?? claimed.get(key);
+    if (inHand === msg.info.streamSequence) {
+      // The same message delivered again while this node runs it (a consumer leader that moved lost the
+      // progress acks). The run in hand keeps it alive and acks it by its stream sequence; a nak here
+      // would spend a delivery, and on the last one make JetStream give the sub-task up while it runs.
       msg.working();
+      return;
+    }
+    if (inHand !== undefined) {
+      msg.nak(1_000); // another copy of the same sub-task: looked at again once this run has a result
       return;
     }
     const attempt = msg.info.deliveryCount;
@@ -178,7 +176,7 @@ export function createRunner(o: RunnerOptions): Runner {
       return;
     }
     // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
-    claimed.add(key); // until it is in `running`: a second delivery arriving meanwhile is the same run
+    claimed.set(key, msg.info.streamSequence); // until it is in `running`
     const recorded = attempt > 1 ? await readResult(kv, task.request, task.task, records) : undefined; // never throws
     claimed.delete(key);
     if (recorded !== undefined) {
@@ -190,7 +188,10 @@ export function createRunner(o: RunnerOptions): Runner {
     const abort = new AbortController();
     // A tool loop starts by asking the model: said from the first heartbeat on.
     const step = toolNames().length ? "thinking" : undefined;
-    running.set(key, { request: task.request, task: task.task, capability: task.capability, started_at: started, step, abort });
+    running.set(key, {
+      ...{ request: task.request, task: task.task, capability: task.capability, started_at: started, step, abort },
+      seq: msg.info.streamSequence,
+    });
     o.onChange();
     if (attempt >= t.max_deliver) await storeStarted(task, attempt);
     else publishEvent(task, "started", attempt);
@@ -234,7 +235,7 @@ export function createRunner(o: RunnerOptions): Runner {
         },
         onToolDone: (s) => {
           o.onToolDone?.(s.tool, s.outcome, s.duration_ms / 1000);
-          publishLive(task, "tool", attempt, {
+          publishEvent(task, "tool", attempt, {
             step: s.n,
             tool: s.tool,
             args: s.args,
