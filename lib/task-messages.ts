@@ -171,6 +171,17 @@ export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer_d
 export const MAX_ANSWER_DELTA_CHARS = 16 * 1024;
 
 /** On `event.request.<request>`: the request's progress and, at the end, its answer. */
+/** One sub-task's end, as the answer reports it. */
+export const taskEndSchema = z.object({
+  id,
+  status: z.enum(["completed", "failed", "skipped", "unfinished"]),
+  node: id.optional(),
+  tokens: z.number().int().nonnegative().optional(),
+  started_at: z.number().int().nonnegative().optional(),
+  finished_at: z.number().int().nonnegative().optional(),
+});
+export type TaskEnd = z.infer<typeof taskEndSchema>;
+
 export const requestEventSchema = z.object({
   v: z.literal(1),
   request: id,
@@ -197,6 +208,11 @@ export const requestEventSchema = z.object({
   /** ...and the same by node, capability and model. */
   usage_by: z.array(usageRowSchema).max(512).optional(),
   duration_ms: z.number().int().nonnegative().optional(),
+  /**
+   * kind "answer": how each sub-task ended. Task events are live only, so a follower that attaches
+   * after the fact (`watch`) learns each sub-task's end from here.
+   */
+  tasks: z.array(taskEndSchema).max(512).optional(),
 });
 export type RequestEvent = z.infer<typeof requestEventSchema>;
 /** A request event as its coordinator composes it (the envelope fields are added when it is sent). */

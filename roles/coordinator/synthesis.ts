@@ -6,6 +6,7 @@ import {
   MAX_ANSWER_DELTA_CHARS,
   type PlanSummary,
   type RequestEventBody,
+  type TaskEnd,
   type TaskResult,
   type ToolCallSummary,
   type UsageRow,
@@ -154,6 +155,15 @@ function toolCallsLine(calls: ToolCallSummary[]): string {
   return `Tool calls: ${calls.length} · ${shown.join(" · ")}${more}`;
 }
 
+function taskEnd(x: SubTaskOutcome): TaskEnd {
+  const r = x.result;
+  if (!r) return { id: x.id, status: x.skipped ? "skipped" : "unfinished" };
+  return {
+    ...{ id: x.id, status: r.status === "completed" ? "completed" : "failed", node: r.node },
+    ...{ tokens: r.usage.total_tokens, started_at: r.started_at, finished_at: r.finished_at },
+  };
+}
+
 /** Results given to the LLM merge, all together at most this much (each a fair share of it). */
 const MAX_SYNTHESIS_INPUT_BYTES = 256 * 1024;
 
@@ -188,6 +198,7 @@ export async function answerFor(s: SynthesisInput, llm: LlmProvider, startedAt: 
     usage: sumUsage(rows),
     usage_by: rows,
     duration_ms: Date.now() - startedAt,
+    tasks: s.outcomes.map(taskEnd),
     error:
       s.stopped ??
       (ctx.expired

@@ -7,7 +7,7 @@ import { formatDuration } from "../../lib/duration.ts";
 import { followRequest, type StoredEvent } from "../../lib/follow.ts";
 import { signerOf, verifyAnswer } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
-import type { RequestEvent, TaskEvent } from "../../lib/task-messages.ts";
+import type { RequestEvent, TaskEnd, TaskEvent } from "../../lib/task-messages.ts";
 
 interface Line {
   title: string;
@@ -99,7 +99,23 @@ export async function followWithProgress(
       for (const t of ev.plan.tasks) if (!lines.has(t.id)) lines.set(t.id, { title: t.title, state: "queued", tokens: 0 });
       if (tty) process.stderr.write(`request ${request}: ${ev.plan.tasks.length} sub-task(s), ${ev.plan.planner} plan\n`);
       draw();
-    } else if (ev.kind === "answer" || ev.kind === "failed") settle(ev);
+    } else if (ev.kind === "answer" || ev.kind === "failed") {
+      for (const end of ev.tasks ?? []) ended(end);
+      settle(ev);
+    }
+  };
+
+  /** A row the answer says has ended, where no task event said so (they are live: `watch` after the fact). */
+  const ended = (end: TaskEnd) => {
+    const l = lines.get(end.id);
+    if (!l || l.state === "completed" || l.state === "failed") return;
+    l.state = end.status;
+    l.node = end.node ?? l.node;
+    l.startedAt = end.started_at ?? l.startedAt;
+    l.endedAt = end.finished_at ?? l.endedAt;
+    l.tokens = end.tokens ?? l.tokens;
+    say(`  ${l.title}: ${l.state}${end.node ? ` on ${end.node}` : ""}`);
+    draw();
   };
 
   const onTask = (ev: TaskEvent) => {
