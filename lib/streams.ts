@@ -276,23 +276,29 @@ export async function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Co
     maxBucketSize: 512 * MiB,
     storage: StorageType.File,
   });
-  return withReadRetries(kv);
+  // Reads through a handle of their own with a shorter time-out, bound with the bucket's read path
+  // (direct get: the roles' NATS users may read it only that way).
+  const allow_direct = (await kv.status()).streamInfo.config.allow_direct ?? false;
+  const reads = await nc
+    .jetstream({ timeout: READ_TIMEOUT_MS, checkAPI: false })
+    .views.kv(names.buckets.tasks, { bindOnly: true, allow_direct });
+  return withReadRetries(kv, reads);
 }
 
-/** Tries of a KV read that timed out (each waits out the JetStream time-out, 5 s). */
-const READ_TRIES = 3;
+/** A KV read's time-out (a direct get answers in a millisecond or two), and how often it is tried. */
+const READ_TIMEOUT_MS = 2_000;
+const READ_TRIES = 4;
 
 /**
  * A direct get goes to one replica of the bucket, picked at random from every server's (a queue group
  * across the cluster). One cut off from the network keeps its share until its route is dropped, 10 s or
  * more later, and reads sent its way time out; asked again, another replica most likely answers.
  */
-function withReadRetries(kv: KV): KV {
-  const get = kv.get.bind(kv);
+function withReadRetries(kv: KV, reads: KV): KV {
   kv.get = async (key, opts) => {
     for (let tries = 1; ; tries++) {
       try {
-        return await get(key, opts);
+        return await reads.get(key, opts);
       } catch (err) {
         if (tries >= READ_TRIES || (err as { code?: string }).code !== "TIMEOUT") throw err;
       }

@@ -177,7 +177,10 @@ export function createRunner(o: RunnerOptions): Runner {
     }
     // Only a redelivery can find its result already recorded (a re-queue reuses the dedupe id).
     claimed.set(key, msg.info.streamSequence); // until it is in `running`
+    // Kept alive while it is looked up too: a slow read (a replica cut off) must not cost deliveries.
+    const lookingUp = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
     const recorded = attempt > 1 ? await readResult(kv, task.request, task.task, records) : undefined; // never throws
+    clearInterval(lookingUp);
     claimed.delete(key);
     if (recorded !== undefined) {
       log.debug("Sub-task already has a result; redelivery ignored", { task: task.task, request: task.request });
