@@ -276,13 +276,18 @@ export async function openTasksKv(nc: NatsConnection, names: SwarmNames, cfg: Co
     maxBucketSize: 512 * MiB,
     storage: StorageType.File,
   });
-  // Reads through a handle of their own with a shorter time-out, bound with the bucket's read path
-  // (direct get: the roles' NATS users may read it only that way).
-  const allow_direct = (await kv.status()).streamInfo.config.allow_direct ?? false;
-  const reads = await nc
-    .jetstream({ timeout: READ_TIMEOUT_MS, checkAPI: false })
-    .views.kv(names.buckets.tasks, { bindOnly: true, allow_direct });
-  return withReadRetries(kv, reads);
+  return withReadRetries(kv, await withTimeout(nc, kv, READ_TIMEOUT_MS));
+}
+
+/**
+ * Another handle on `kv` whose requests give up after `timeoutMs` instead of the JetStream default 5 s,
+ * bound with the bucket's own read path (direct get where the server has it: the roles' NATS users may
+ * read only that way).
+ */
+export async function withTimeout(nc: NatsConnection, kv: KV, timeoutMs: number): Promise<KV> {
+  const status = await kv.status();
+  const allow_direct = status.streamInfo.config.allow_direct ?? false;
+  return nc.jetstream({ timeout: timeoutMs, checkAPI: false }).views.kv(status.bucket, { bindOnly: true, allow_direct });
 }
 
 /** A KV read's time-out (a direct get answers in a millisecond or two), and how often it is tried. */

@@ -170,7 +170,6 @@ export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer_d
 /** An `answer_delta` carries at most this much text (the coordinator sends more often than that). */
 export const MAX_ANSWER_DELTA_CHARS = 16 * 1024;
 
-/** On `event.request.<request>`: the request's progress and, at the end, its answer. */
 /** One sub-task's end, as the answer reports it. */
 export const taskEndSchema = z.object({
   id,
@@ -182,6 +181,7 @@ export const taskEndSchema = z.object({
 });
 export type TaskEnd = z.infer<typeof taskEndSchema>;
 
+/** On `event.request.<request>`: the request's progress and, at the end, its answer. */
 export const requestEventSchema = z.object({
   v: z.literal(1),
   request: id,

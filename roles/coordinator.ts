@@ -97,8 +97,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   };
   const subs = [
     nc.subscribe(names.taskEventsAll, { callback: onTaskEvent }),
-    nc.subscribe(names.taskLiveAll, { callback: onTaskEvent }), // progress: never stored
-
+    nc.subscribe(names.taskLiveAll, { callback: onTaskEvent }), // what nodes say as sub-tasks run: never stored
     failExhaustedSubTasks({ ...node, ...giveUp, nc, maxDeliver: cfg.swarm.tasks.max_deliver, leading: leadership.holds }),
   ];
   node.onPeerEvent((e) => {

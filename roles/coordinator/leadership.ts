@@ -8,6 +8,7 @@ import { PicoclawError } from "../../lib/errors.ts";
 import { ID_PATTERN } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { decode, encode } from "../../lib/messages.ts";
+import { withTimeout } from "../../lib/streams.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 
 /** The lease record: who holds it. */
@@ -55,12 +56,7 @@ export async function startLeadership(o: LeadershipOptions): Promise<Leadership>
   const bucket = await o.nc.jetstream().views.kv(o.names.buckets.leader, { history: 1, ttl: o.ttlMs, replicas: o.replicas });
   // Renewals get a short time-out: one lost with a restarting server is asked about and tried again
   // within a second or two, long before the lease goes stale, instead of waiting out the default 5 s.
-  // Bound with the bucket's own read path (direct get where the server has it: the role's NATS user may
-  // read the lease only that way).
-  const allow_direct = (await bucket.status()).streamInfo.config.allow_direct ?? false;
-  const kv: KV = await o.nc
-    .jetstream({ timeout: renewalTimeoutMs(o.ttlMs) })
-    .views.kv(o.names.buckets.leader, { bindOnly: true, allow_direct });
+  const kv: KV = await withTimeout(o.nc, bucket, renewalTimeoutMs(o.ttlMs));
   const key = o.names.leaderKey;
   let rev = 0;
   let renewedAt = 0; // monotonic clock (performance.now)
