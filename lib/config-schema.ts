@@ -177,6 +177,10 @@ const securitySchema = z.strictObject({
   trusted_admins: list(z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" })).default(
     [],
   ),
+  /** Public keys whose approvals and denials of tool calls a worker accepts (and trusted_admins'). */
+  trusted_approvers: list(
+    z.string().regex(/^[A-Z2-7]{56}$/, { message: "nkey public keys (56 characters, from picoclaw keygen)" }),
+  ).default([]),
   /** Signed messages older or newer than this are refused (replay window). */
   max_skew: duration(1_000).default(120_000),
 });
@@ -281,6 +285,16 @@ const toolsSchema = z.strictObject({
   isolation: z.strictObject({ enabled: bool.default(false) }).prefault({}),
   /** A tool result is cut at this many bytes before the model sees it (the cut is said). */
   max_output_bytes: int(1_024, 256 * 1024).default(32 * 1024),
+  /** Calls a person must approve first (none by default): tool names or globs (`exec`, `mcp_github_*`). */
+  approval: z
+    .strictObject({
+      required: list(
+        z.string().regex(/^[A-Za-z0-9_*-]{1,64}$/, { message: "tool names or globs like exec, write_file, mcp_github_*" }),
+      ).default([]),
+      /** A call nobody decided by then is denied ("approval timed out"). */
+      timeout: duration(1_000).default(60 * 60_000),
+    })
+    .prefault({}),
 });
 
 /** PicoClaw's `agents.defaults`: where a node's tools work and how long one sub-task's tool loop may go. */
@@ -420,6 +434,7 @@ export const CONFIG_HELP: Record<string, string> = {
   "swarm.security.trusted_coordinators": "public keys whose sub-tasks, answers and request records are trusted",
   "swarm.security.trusted_workers": "public keys whose results a coordinator accepts",
   "swarm.security.trusted_admins": "public keys whose drain and shutdown a node obeys",
+  "swarm.security.trusted_approvers": "public keys whose approvals and denials of tool calls workers accept (signing on)",
   "swarm.security.max_skew": "signed messages older or newer than this are refused (replay window)",
   "llm.provider": "auto (OpenAI-compatible when a base URL or key is set, else echo) | openai | echo",
   "llm.base_url": "OpenAI-compatible endpoint, e.g. http://localhost:11434/v1",
@@ -442,6 +457,8 @@ export const CONFIG_HELP: Record<string, string> = {
   "tools.mcp.servers": "MCP servers by name: { command, args, env, cwd } or { url, headers } (JSON in a flag)",
   "tools.isolation.enabled": "run exec and stdio MCP servers inside bubblewrap (no network, workspace writable)",
   "tools.max_output_bytes": "a tool result is cut at this many bytes before the model sees it",
+  "tools.approval.required": "tool calls a person must approve first: names or globs (exec, write_file, mcp_github_*); none by default",
+  "tools.approval.timeout": "a call nobody approved or denied by then is denied (approval timed out)",
   "agents.defaults.workspace": "the node's workspace; empty: ~/.picoclaw/workspace/<node id>",
   "agents.defaults.restrict_to_workspace": "keep the file tools inside the workspace (and the allow_*_paths)",
   "agents.defaults.max_tool_iterations": "most model turns of one sub-task's tool loop",

@@ -7,6 +7,7 @@ import { z } from "zod";
 import { encode } from "./messages.ts";
 import { plainRecords, type RecordGuard } from "./record-guard.ts";
 import { taskKeys } from "./subjects.ts";
+import { approvalNoteSchema } from "./task-messages.ts";
 
 const toolCall = z.object({ id: z.string().max(200), name: z.string().max(200), arguments: z.string().max(256 * 1024) });
 const usage = z.object({
@@ -48,6 +49,8 @@ export const toolStepSchema = z.object({
   is_error: z.boolean(),
   outcome: z.string().max(40),
   duration_ms: z.number().int().nonnegative(),
+  /** The call needed approval: how it was decided. */
+  approval: approvalNoteSchema.optional(),
 });
 
 export const stepSchema = z.discriminatedUnion("kind", [turnStepSchema, toolStepSchema]);

@@ -156,6 +156,13 @@ export const taskKeys = {
   errors: (req: string, task: string) => `errors.${req}.${task}`,
   /** Step `n` (1, 2, ...) of a sub-task's tool loop: a model turn or a tool result. */
   step: (req: string, task: string, n: number) => `step.${req}.${task}.${n}`,
+  /** A tool call waiting for a person (created once by the worker that asked). */
+  approval: (id: string) => `approval.${id}`,
+  /** Every pending call: `picoclaw approvals` lists them. */
+  approvalAll: "approval.*",
+  /** The one decision on call `id` (created once: the server refuses a second). */
+  decision: (id: string) => `decision.${id}`,
+  decisionAll: "decision.*",
   /** How often handling a request failed (not counting hand-overs between coordinators). */
   failures: (req: string) => `failures.${req}`,
   /** A request given up after repeated failures: `picoclaw requests --failed` lists these. */

@@ -53,6 +53,16 @@ export const taskInputSchema = z.object({
 });
 export type TaskInput = z.infer<typeof taskInputSchema>;
 
+/** How a call that needed approval was decided (the audit trail of answers and steps). */
+export const approvalNoteSchema = z.object({
+  id,
+  outcome: z.enum(["approved", "denied", "timed_out"]),
+  by: z.string().max(200).optional(),
+  at: z.number().int().nonnegative().optional(),
+  note: z.string().max(2_000).optional(),
+});
+export type ApprovalNote = z.infer<typeof approvalNoteSchema>;
+
 /** One tool call of a sub-task's loop, as answers and dashboards list it. */
 export const toolCallSummarySchema = z.object({
   step: z.number().int().positive(),
@@ -62,8 +72,24 @@ export const toolCallSummarySchema = z.object({
   outcome: z.string().max(40),
   duration_ms: z.number().int().nonnegative(),
   node: z.string().max(64),
+  approval: approvalNoteSchema.optional(),
 });
 export type ToolCallSummary = z.infer<typeof toolCallSummarySchema>;
+
+/** A call's arguments in a few words for progress lines: the first string value, quoted and cut. */
+export function briefArgs(raw: string): string {
+  try {
+    const v: unknown = JSON.parse(raw);
+    const first = v && typeof v === "object" ? Object.values(v).find((x) => typeof x === "string") : undefined;
+    if (typeof first === "string") {
+      const one = first.replace(/\s+/g, " ").trim();
+      return JSON.stringify(one.length > 60 ? `${one.slice(0, 57)}...` : one);
+    }
+  } catch {
+    // Not JSON: shown cut as it is.
+  }
+  return raw.length > 60 ? `${raw.slice(0, 57)}...` : raw;
+}
 
 /** Tool names as plans and heartbeats carry them (`exec`, `mcp_github_search`). */
 export const toolNameSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
@@ -85,6 +111,8 @@ export const taskSchema = z.object({
   deadline_at: z.number().int().nonnegative().optional(),
   /** Tools the sub-task needs: it is routed only to a node that has them all. */
   tools: z.array(toolNameSchema).max(64).optional(),
+  /** Sent again after a decision on one of its calls: its loop resumes from the recorded steps. */
+  resume: z.boolean().optional(),
 });
 export type TaskMsg = z.infer<typeof taskSchema>;
 
@@ -118,7 +146,17 @@ export const taskResultSchema = z.object({
 });
 export type TaskResult = z.infer<typeof taskResultSchema>;
 
-export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate", "tool"] as const;
+export const TASK_EVENT_KINDS = ["started", "progress", "completed", "failed", "retrying", "duplicate", "tool", "approval"] as const;
+
+/** kind "approval": a call of the sub-task waits for a person; the sub-task is parked (no worker holds it). */
+export const pendingNoticeSchema = z.object({
+  id,
+  tool: z.string().max(200),
+  args: z.string().max(200),
+  reason: z.string().max(2_000).optional(),
+  expires_at: z.number().int().nonnegative(),
+});
+export type PendingNotice = z.infer<typeof pendingNoticeSchema>;
 
 /** On `event.task.<request>.<task>`: what a node is doing with a sub-task. */
 export const taskEventSchema = z.object({
@@ -144,6 +182,8 @@ export const taskEventSchema = z.object({
    * was created, so the coordinator need not read it back (it still reads KV when reconciling).
    */
   result: taskResultSchema.optional(),
+  /** kind "approval": the calls waiting (one event lists every call of the turn that waits). */
+  approvals: z.array(pendingNoticeSchema).max(64).optional(),
 });
 export type TaskEvent = z.infer<typeof taskEventSchema>;
 
@@ -165,7 +205,7 @@ export const planSummarySchema = z.object({
 });
 export type PlanSummary = z.infer<typeof planSummarySchema>;
 
-export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer_delta", "answer", "failed"] as const;
+export const REQUEST_EVENT_KINDS = ["accepted", "planned", "assigned", "answer_delta", "answer", "failed", "decision"] as const;
 
 /** An `answer_delta` carries at most this much text (the coordinator sends more often than that). */
 export const MAX_ANSWER_DELTA_CHARS = 16 * 1024;
@@ -213,6 +253,8 @@ export const requestEventSchema = z.object({
    * after the fact (`watch`) learns each sub-task's end from here.
    */
   tasks: z.array(taskEndSchema).max(512).optional(),
+  /** kind "decision": a pending tool call of sub-task `task` was decided (who, when, what, note). */
+  decision: approvalNoteSchema.extend({ tool: z.string().max(200) }).optional(),
 });
 export type RequestEvent = z.infer<typeof requestEventSchema>;
 /** A request event as its coordinator composes it (the envelope fields are added when it is sent). */

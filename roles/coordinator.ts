@@ -10,11 +10,13 @@ import { nodeLlm } from "../lib/llm.ts";
 import { createLogger } from "../lib/log.ts";
 import { decode } from "../lib/messages.ts";
 import { type MemberNode, serveMember } from "../lib/node.ts";
+import { createRecordGuard } from "../lib/record-guard.ts";
 import { checkSignature, loadSigner, verifyResult } from "../lib/signing.ts";
 import { ensureConsumer, openTasksKv } from "../lib/streams.ts";
 import { MAX_PIPELINE_MESSAGE_BYTES, type TaskEvent, type TaskResult, taskEventSchema } from "../lib/task-messages.ts";
 import { temporalSettings } from "../lib/temporal.ts";
 import { coordinatorRecords, requestEvents } from "./coordinator/answer.ts";
+import { coordinatorApprovals } from "./coordinator/approvals.ts";
 import { failExhaustedSubTasks } from "./coordinator/give-up.ts";
 import { type Intake, takeRequests } from "./coordinator/intake.ts";
 import { startLeadership } from "./coordinator/leadership.ts";
@@ -84,7 +86,23 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
         }),
       })
     : undefined;
-  requests = openRequests({ node, kv, llm, events, records, leadership, whileLeading, giveUp, signer, checkResult, temporal, answered });
+  // Tool calls waiting for a person: each decision sends its parked sub-task again (only a trusted
+  // approver's or admin's counts with signing on).
+  const sec = cfg.swarm.security;
+  const approvals = coordinatorApprovals({
+    ...{ nc, kv, names, log, metrics: node.metrics, events },
+    decisions: createRecordGuard({
+      bucket: names.buckets.tasks,
+      bad,
+      trusted: signer ? new Set([...sec.trusted_approvers, ...sec.trusted_admins]) : undefined,
+    }),
+    onDecision: (d) => requests?.onDecision(d),
+    pending: () => requests?.parked() ?? 0,
+  });
+  requests = openRequests({
+    ...{ node, kv, llm, events, records, leadership, whileLeading, giveUp, signer, checkResult, temporal, answered },
+    approvals,
+  });
 
   // 2. Follow the sub-tasks of the requests we run (and those workflow activities wait for); fail those
   // that used up their deliveries; move work pinned to nodes that are gone; sweep their direct queues.
@@ -132,6 +150,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       requests.abandonAll("coordinator stopping");
       await requests.settled();
       for (const s of subs) s.unsubscribe();
+      approvals.stop();
       stopSweeping();
       await leadership.stop();
     },

@@ -11,6 +11,7 @@ import { type MemberNode, serveMember } from "../lib/node.ts";
 import { runCoordinator } from "./coordinator.ts";
 import { dashboardLogger, observeSwarm, showDashboard, showOptions } from "./dashboard.ts";
 import { runGateway } from "./gateway.ts";
+import { runApprovals, runDecision } from "./picoclaw/approvals.ts";
 import { runControlCommand } from "./picoclaw/control.ts";
 import { runHealthCheck } from "./picoclaw/health.ts";
 import { defaultKeyPath, generateKeyFile, publicKeyOf } from "./picoclaw/keygen.ts";
@@ -103,6 +104,32 @@ if (import.meta.main) {
           flags: ["failed", "json"],
           maxArgs: 0,
           run: (cli, loaded) => runRequests(loaded.config, createLogger("warn"), { failed: cli.is("failed"), json: cli.is("json") }),
+        },
+        approvals: {
+          usage: [
+            "  approvals           list the tool calls waiting for a person (tools.approval.required), oldest first;",
+            "                      --json: one JSON object per line (id, request, task, node, tool, arguments, ...)",
+          ],
+          form: ["approvals [--json]"],
+          flags: ["json"],
+          maxArgs: 0,
+          run: (cli, loaded) => runApprovals(loaded.config, createLogger("warn"), cli.is("json")),
+        },
+        approve: {
+          usage: ["  approve ID          let a waiting tool call run (--note TEXT is kept with the decision); the first decision counts"],
+          form: ["approve ID [--note TEXT]"],
+          flags: ["note"],
+          maxArgs: 1,
+          run: (cli, loaded) =>
+            runDecision(loaded.config, createLogger("warn"), "approved", nodeArgument(cli, "call", "ap-3f9a0c1b2d"), cli.value("note")),
+        },
+        deny: {
+          usage: ["  deny ID             refuse a waiting tool call: the model gets `denied: REASON` (--reason TEXT) and goes on"],
+          form: ["deny ID [--reason TEXT]"],
+          flags: ["reason"],
+          maxArgs: 1,
+          run: (cli, loaded) =>
+            runDecision(loaded.config, createLogger("warn"), "denied", nodeArgument(cli, "call", "ap-3f9a0c1b2d"), cli.value("reason")),
         },
         dashboard: {
           usage: [

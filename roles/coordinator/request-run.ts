@@ -5,6 +5,7 @@
 // Resuming (a new leader) starts from the stored results and re-queues only what is neither recorded
 // nor still queued.
 import type { JetStreamClient, JetStreamManager, KV } from "nats";
+import type { Decision } from "../../lib/approvals.ts";
 import type { Logger } from "../../lib/log.ts";
 import { encode } from "../../lib/messages.ts";
 import { isTransientNatsError } from "../../lib/nats-connection.ts";
@@ -20,7 +21,17 @@ import { type LastEvent, lastStoredEvent, stuck, type Watched } from "./stuck.ts
 import type { SubTaskOutcome } from "./synthesis.ts";
 import type { WhileLeading } from "./while-leading.ts";
 
-type TaskState = "waiting" | "queued" | "running" | "completed" | "failed" | "skipped";
+type TaskState = "waiting" | "queued" | "running" | "parked" | "completed" | "failed" | "skipped";
+
+/** A sub-task whose calls wait for a person: no message is queued for it until they are decided. */
+interface Parked {
+  ids: string[];
+  tools: string[];
+  /** The node that asked: it gets the sub-task back when it is still online (its workspace is there). */
+  node: string;
+  expiresAt: number;
+  timer?: Timer;
+}
 interface Tracked {
   task: PlanTask;
   state: TaskState;
@@ -40,6 +51,9 @@ interface Tracked {
   checking?: boolean;
   /** What the reconcile pass keeps about it between checks. */
   watch: Watched;
+  parked?: Parked;
+  /** Sent again after a decision (`cause`), to `node`; no node yet: waiting for one with its tools. */
+  resumed?: { cause: string; tools: string[]; prefer: string; node?: string; from: string[] };
 }
 
 export interface RunContext {
@@ -82,6 +96,12 @@ export interface RunContext {
   maxTokens?: number;
   /** Tokens the request used before its sub-tasks (the LLM planner). */
   spentTokens?: number;
+  /** Parked sub-tasks: their calls' decisions, and what a decision or a timeout does besides resuming (metrics, events). */
+  approvals?: {
+    read(id: string): Promise<Decision | undefined>;
+    decided(task: string, d: Decision, asked: { tool: string }): void;
+    expired(task: string, ids: string[]): void;
+  };
 }
 
 export interface RequestRun {
@@ -94,6 +114,10 @@ export interface RequestRun {
   abandon(reason: Error): void;
   /** Why the run ended before every sub-task did (its token limit), once it has. */
   stopped(): string | undefined;
+  /** A decision on a pending call: its parked sub-task is sent again. */
+  onDecision(d: Decision): void;
+  /** Sub-tasks parked now (waiting for a decision). */
+  parked(): number;
 }
 
 const RECONCILE_MS = 2_000;
@@ -124,6 +148,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     over = true;
     clearInterval(reconcile);
     clearTimeout(deadline);
+    for (const x of tracked.values()) clearTimeout(x.parked?.timer);
   };
   const outcomesNow = () =>
     plan.tasks.map((t) => {
@@ -142,8 +167,12 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     });
   };
 
-  /** Publishes sub-tasks (all at once: a fan-out of 64 must not wait 64 round trips) and records where they are. */
-  const queue = async (xs: Tracked[], viaQueue = false) => {
+  /**
+   * Publishes sub-tasks (all at once: a fan-out of 64 must not wait 64 round trips) and records where
+   * they are. `viaQueue`: re-routed from a node that is gone; `resume`: sent again after a decision.
+   */
+  const queue = async (xs: Tracked[], how: { viaQueue?: boolean; resume?: { node: string; cause: string } } = {}) => {
+    const { viaQueue = false, resume } = how;
     if (xs.length === 0) return;
     const seqs: Record<string, number> = {};
     await Promise.all(
@@ -162,8 +191,9 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
           coordinator: ctx.coordinator,
           deadline_at: ctx.deadlineAt,
           tools: t.tools,
+          resume: resume ? true : undefined,
         };
-        const routed = routeByTools(x);
+        const routed = resume ? resume.node : routeByTools(x);
         if (routed === "none") return; // no node has its tools now: the reconcile pass routes it later
         const pinned = routed !== undefined || (t.node !== undefined && !viaQueue && !offline.has(t.node));
         const target = routed ?? t.node;
@@ -171,7 +201,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         // The message id makes a second publish within the stream's dedupe window a no-op, so a publish
         // whose reply was lost in a blip is simply sent again.
         const payload = encode(msg);
-        const msgID = `${request}.${t.id}${routed ? `.${routed}` : viaQueue ? ".rerouted" : ""}`;
+        const msgID = `${request}.${t.id}${resume ? `.${resume.cause}` : ""}${routed ? `.${routed}` : viaQueue ? ".rerouted" : ""}`;
         const ack = await ctx.whileLeading("queue a sub-task", () => {
           ctx.fence();
           return ctx.js.publish(subject, payload, {
@@ -297,22 +327,90 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     try {
       const recorded = await stored(x);
       if (recorded) return apply(x, recorded);
+      // Decided while no node had its tools: sent once one is online (until the deadline).
+      if (x.resumed && x.resumed.node === undefined) return resumeParked(x, x.resumed.cause);
       // Waiting for a node with its tools: sent as soon as one is online.
       if (
+        !x.resumed &&
         x.task.tools?.length &&
         x.target === undefined &&
         x.state === "queued" &&
         ctx.nodesWithTools?.(x.task.capability, x.task.tools, offline).length
       )
-        await queue([x], true);
+        await queue([x], { viaQueue: true });
       x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id, listeningSince);
-      x.watch.pinned = x.task.node !== undefined && !x.rerouted;
+      if (x.last?.kind === "approval") {
+        // The stored parking a resume already answered is history; a newer one parks it again.
+        const answered = x.resumed?.from ?? [];
+        if (!x.last.approvals?.every((a) => answered.includes(a.id))) return enterParked(x, x.last);
+        x.last = undefined;
+      }
+      x.watch.pinned = (x.task.node !== undefined && !x.rerouted) || x.resumed !== undefined;
       x.watch.last = x.last;
       const why = stuck(x.watch, ctx, now);
       if (why) return giveUp(x, why.error, why.attempts);
     } finally {
       x.checking = false;
     }
+  };
+
+  /**
+   * A node parked the sub-task (its calls wait for a person) and acked its message: nothing is queued
+   * and nothing is stuck until the calls are decided, or time out (then it is sent again and the node
+   * answers the model "approval timed out"). A decision made before we heard of the parking counts.
+   */
+  const enterParked = async (x: Tracked, ev: LastEvent) => {
+    const calls = ev.approvals ?? [];
+    if (terminal(x) || calls.length === 0) return;
+    clearTimeout(x.parked?.timer);
+    x.state = "parked";
+    x.seq = undefined;
+    x.resumed = undefined;
+    const parked: Parked = {
+      ids: calls.map((c) => c.id),
+      tools: [...new Set(calls.map((c) => c.tool))],
+      node: ev.node ?? x.node ?? "",
+      expiresAt: Math.min(...calls.map((c) => c.expires_at)),
+    };
+    x.parked = parked;
+    ctx.log.info("Task parked: waiting for approval", { task: x.task.id, request, node: parked.node, approvals: parked.ids.join(",") });
+    parked.timer = setTimeout(
+      () => {
+        if (x.parked !== parked || over) return;
+        ctx.approvals?.expired(x.task.id, parked.ids);
+        guard(() => resumeParked(x, `${parked.ids[0]}.expired`));
+      },
+      Math.max(0, parked.expiresAt - Date.now()) + 250,
+    );
+    for (const id of parked.ids) {
+      const d = await ctx.approvals?.read(id);
+      if (d && x.parked === parked && x.state === "parked") {
+        ctx.approvals?.decided(x.task.id, d, { tool: d.tool });
+        return resumeParked(x, d.id);
+      }
+    }
+  };
+
+  /** Sends a parked sub-task again: to the node that asked when it is online with the tools, else another that has them. */
+  const resumeParked = async (x: Tracked, cause: string) => {
+    if (terminal(x) || over) return;
+    const {
+      tools,
+      node: prefer,
+      ids,
+    } = x.parked ?? { tools: x.resumed?.tools ?? [], node: x.resumed?.prefer ?? "", ids: x.resumed?.from ?? [] };
+    clearTimeout(x.parked?.timer);
+    x.parked = undefined;
+    x.state = "queued";
+    x.last = undefined; // its next attempt starts afresh (a new message)
+    const nodes = ctx.nodesWithTools?.(x.task.capability, tools, offline) ?? [];
+    const node = nodes.includes(prefer) ? prefer : nodes[0];
+    x.resumed = { cause, tools, prefer, node, from: ids };
+    if (!node) {
+      ctx.log.info("Decided call waits for a node with its tools", { task: x.task.id, request, tools: tools.join(",") });
+      return;
+    }
+    await queue([x], { resume: { node, cause } });
   };
 
   /** Ends the run now: what has not ended is skipped with `reason`, and its queued message removed. */
@@ -367,7 +465,13 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
           const r = await stored(x);
           if (r) return Object.assign(x, { result: r, state: r.status });
           const seq = resume.queued?.[t.id];
-          if (seq !== undefined && (await stillQueued(seq))) Object.assign(x, { state: "queued", seq });
+          if (seq !== undefined && (await stillQueued(seq))) return Object.assign(x, { state: "queued", seq });
+          // Parked by a node (its message acked): it stays parked, and is sent again if decided meanwhile.
+          const last = await lastStoredEvent(ctx.jsm, ctx.names, request, t.id, listeningSince);
+          if (last?.kind === "approval" && seq !== undefined) {
+            x.last = last;
+            await enterParked(x, last);
+          }
         }),
       );
     }
@@ -404,6 +508,8 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         overBudget();
       } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {
         guard(() => settle(ev.task, ev.kind === "duplicate" ? undefined : ev.result));
+      } else if (ev.kind === "approval" && !x.result) {
+        guard(() => enterParked(x, { ...x.last!, node: ev.node, approvals: ev.approvals }));
       }
     },
     onNodeOffline(node) {
@@ -418,8 +524,22 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
         moved.push(x);
       }
-      guard(() => queue(moved, true));
+      guard(() => queue(moved, { viaQueue: true }));
+      // Sent back to the node that asked for approval, which is gone now: another one with its tools resumes it.
+      for (const x of tracked.values()) {
+        if (x.state === "queued" && x.resumed?.node === node) {
+          if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+          guard(() => resumeParked(x, `${x.resumed!.cause}.moved`));
+        }
+      }
     },
+    onDecision(d) {
+      const x = tracked.get(d.task);
+      if (!x || over || x.state !== "parked" || !x.parked?.ids.includes(d.id)) return;
+      ctx.approvals?.decided(d.task, d, { tool: d.tool });
+      guard(() => resumeParked(x, d.id));
+    },
+    parked: () => [...tracked.values()].filter((x) => x.state === "parked").length,
     stopped: () => stopped,
     abandon(reason) {
       if (over) return;

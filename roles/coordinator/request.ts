@@ -4,6 +4,7 @@
 // failed and kept as a dead letter, so every request ends.
 import type { JsMsg, KV } from "nats";
 import { storeLargeAnswer } from "../../lib/answers.ts";
+import type { Decision } from "../../lib/approvals.ts";
 import { acceptWorkItem } from "../../lib/bad-input.ts";
 import type { LlmProvider } from "../../lib/llm-types.ts";
 import type { Counter } from "../../lib/metrics.ts";
@@ -16,6 +17,7 @@ import type { Signer, Verdict } from "../../lib/signing.ts";
 import { type RequestMsg, requestSchema, type TaskEvent, type TaskResult } from "../../lib/task-messages.ts";
 import { countFailure, type RequestRecord, readRequest, writeDeadLetter, writeRequest } from "../../lib/task-records.ts";
 import { answerRequest, type RequestEvents } from "./answer.ts";
+import type { CoordinatorApprovals } from "./approvals.ts";
 import { type GiveUpOptions, recordFailure } from "./give-up.ts";
 import { type Leadership, StaleLeaderError } from "./leadership.ts";
 import { planRequest, plansWithLlm } from "./planner.ts";
@@ -44,6 +46,8 @@ export interface RequestContext {
   temporal?: TemporalRunner;
   /** picoclaw_requests_total, by status. */
   answered: Counter;
+  /** Decisions of parked sub-tasks' calls, and their audit trail. */
+  approvals?: Omit<CoordinatorApprovals, "stop">;
 }
 
 export interface OpenRequests {
@@ -56,6 +60,10 @@ export interface OpenRequests {
   onTaskEvent(ev: TaskEvent): void;
   /** What was pinned to a node that is gone goes to its capability's queue. */
   onNodeOffline(node: string): void;
+  /** A decision on a pending call: the parked sub-task of a request we run is sent again. */
+  onDecision(d: Decision): void;
+  /** Sub-tasks parked now, waiting for decisions. */
+  parked(): number;
   /** Hands every unfinished request back (nak): the next leader resumes it from its record. */
   abandonAll(reason: string): void;
   /** Resolves when every request being handled has been acked or nakked. */
@@ -88,6 +96,10 @@ export function openRequests(ctx: RequestContext): OpenRequests {
     onNodeOffline: (node) => {
       for (const run of runs()) run.onNodeOffline(node);
     },
+    onDecision(d) {
+      if (ctx.leadership.holds()) open.get(d.request)?.run?.onDecision(d);
+    },
+    parked: () => runs().reduce((n, r) => n + r.parked(), 0),
     abandonAll: (reason) => {
       for (const run of runs()) run.abandon(new StaleLeaderError(reason));
     },
@@ -208,6 +220,11 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
           log.info("Task assigned", { task, request: req.request, node: n, capability: plan.tasks.find((x) => x.id === task)?.capability }),
         maxTokens: t.max_tokens_per_request,
         spentTokens: summary.usage?.total_tokens,
+        approvals: ctx.approvals && {
+          read: ctx.approvals.read,
+          decided: (task, d) => ctx.approvals?.decided(req.request, task, d),
+          expired: (task, ids) => ctx.approvals?.expired(req.request, task, ids),
+        },
       },
       req.request,
       plan,

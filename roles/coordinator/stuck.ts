@@ -13,6 +13,9 @@ export interface LastEvent {
   kind: TaskEvent["kind"];
   attempt: number;
   at: number;
+  /** kind "approval": the node that parked the sub-task and the calls it waits on. */
+  node?: string;
+  approvals?: TaskEvent["approvals"];
 }
 
 /** What is known of one open sub-task; `noNodeSince` is kept here between checks. */
@@ -69,7 +72,9 @@ export async function lastStoredEvent(
     const m = await jsm.streams.getMessage(names.streams.events, { last_by_subj: names.taskEvents(request, task) });
     const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
     // When the stream stored it, not what it says of itself: a forged old timestamp cannot age it.
-    return d.ok ? { kind: d.value.kind, attempt: d.value.attempt, at: Math.max(m.time.getTime(), listeningSince) } : undefined;
+    if (!d.ok) return undefined;
+    const { kind, attempt, node, approvals } = d.value;
+    return { kind, attempt, at: Math.max(m.time.getTime(), listeningSince), node, approvals };
   } catch {
     return undefined; // no event yet (or not readable now): nothing to conclude
   }

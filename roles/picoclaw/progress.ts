@@ -102,6 +102,21 @@ export async function followWithProgress(
     } else if (ev.kind === "answer" || ev.kind === "failed") {
       for (const end of ev.tasks ?? []) ended(end);
       settle(ev);
+    } else if (ev.kind === "decision" && ev.decision) {
+      const d = ev.decision;
+      const who = d.by ? ` by ${d.by}` : "";
+      process.stderr.write(`  ${d.id}: ${d.outcome.replace("_", " ")}${who}${d.note ? ` (${d.note})` : ""}\n`);
+    }
+  };
+
+  /** A call waits for a person: always said (also on a terminal and with --json), with the commands that decide it. */
+  const waiting = (l: Line, ev: TaskEvent) => {
+    l.state = "approval";
+    for (const a of ev.approvals ?? []) {
+      process.stderr.write(
+        `  ${l.title}: waiting for approval of ${a.tool} ${a.args} on ${ev.node} (${a.id}, times out ${new Date(a.expires_at).toISOString()})\n` +
+          `    approve: picoclaw approve ${a.id} [--note TEXT]   deny: picoclaw deny ${a.id} --reason TEXT\n`,
+      );
     }
   };
 
@@ -133,6 +148,7 @@ export async function followWithProgress(
       // `code review: exec "bun test" on claw-x, 1.2s, ok`: each tool call as it ends.
       say(`  ${l.title}: ${ev.tool} ${ev.args ?? ""} on ${ev.node}, ${formatDuration(ev.elapsed_ms ?? 0)}, ${ev.outcome ?? "ok"}`);
     } else if (ev.kind === "retrying") l.state = "retrying";
+    else if (ev.kind === "approval") waiting(l, ev);
     else if (ev.kind === "completed") {
       l.state = "completed";
       // The recorded result, as the answer reports it: its run time on the node and all its tokens.

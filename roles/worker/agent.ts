@@ -7,7 +7,8 @@ import type { KV } from "nats";
 import type { ChatMessage, LlmProvider, LlmUsage, ToolCall } from "../../lib/llm-types.ts";
 import type { RecordGuard } from "../../lib/record-guard.ts";
 import { type RecordedTurn, readSteps, recordStep, type ToolStep, type TurnStep } from "../../lib/steps.ts";
-import type { ToolCallSummary } from "../../lib/task-messages.ts";
+import { type ApprovalNote, briefArgs, type ToolCallSummary } from "../../lib/task-messages.ts";
+import { type ApprovalGate, ParkedError } from "./approval-gate.ts";
 import { runTool, type ToolRegistry, type ToolRun } from "./tools/index.ts";
 
 export interface AgentTask {
@@ -37,6 +38,8 @@ export interface AgentOptions {
   resume: boolean;
   /** Each tool call's end (metrics, progress events), with its arguments in a few words. */
   onToolDone?(step: ToolStep & { args: string }): void;
+  /** tools.approval.required: calls it names wait for a person (the loop throws ParkedError meanwhile). */
+  approvals?: ApprovalGate;
 }
 
 export interface AgentAnswer {
@@ -130,15 +133,28 @@ async function takeTurn(
   writes: LaterWrites,
 ): Promise<{ results: ToolStep[]; next: number }> {
   const turn: TurnStep = { v: 1, kind: "turn", node: o.node, at: Date.now(), ...t };
-  if (t.calls.every((c) => o.tools.get(c.name)?.replaySafe === true)) {
+  if (t.calls.every((c) => o.tools.get(c.name)?.replaySafe === true && !o.approvals?.needs(c.name))) {
     const results = await Promise.all(t.calls.map((c) => runCall(c, t.n, o)));
     writes.later(() => recordStep(o.kv, task.request, task.task, { ...turn, results }, o.guard));
     return { results, next: t.n + 1 };
   }
   await writes.flush();
   await recordStep(o.kv, task.request, task.task, turn, o.guard);
-  const results = await Promise.all(t.calls.map((c, k) => runAndRecord(task, t.n + 1 + k, c, o)));
+  const results = await allCalls(t.calls.map((c, k) => () => runAndRecord(task, t.n + 1 + k, c, o, t.content)));
   return { results, next: t.n + 1 + t.calls.length };
+}
+
+/**
+ * Runs a turn's calls together to their ends. Calls that wait for approval do not stop the others:
+ * once every other call has its result recorded, the loop parks (ParkedError with every waiting call).
+ */
+async function allCalls<T>(calls: (() => Promise<T>)[]): Promise<T[]> {
+  const settled = await Promise.allSettled(calls.map((c) => c()));
+  const failed = settled.find((r) => r.status === "rejected" && !(r.reason instanceof ParkedError));
+  if (failed?.status === "rejected") throw failed.reason;
+  const parked = settled.flatMap((r) => (r.status === "rejected" ? (r.reason as ParkedError).pending : []));
+  if (parked.length) throw new ParkedError(parked);
+  return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 interface LaterWrites {
@@ -167,14 +183,30 @@ function laterWrites(): LaterWrites {
   };
 }
 
-async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: AgentOptions): Promise<ToolStep> {
-  const step = await runCall(call, n, o);
+/** Runs one call and records its result; a call that needs approval passes the gate first. */
+async function runAndRecord(task: AgentTask, n: number, call: ToolCall, o: AgentOptions, reason = ""): Promise<ToolStep> {
+  let approval: ApprovalNote | undefined;
+  if (o.approvals?.needs(call.name)) {
+    const v = await o.approvals.check(task, call, n, reason);
+    if (v.kind === "park") throw new ParkedError([v.pending]);
+    if (v.kind === "refuse") {
+      const step: ToolStep = {
+        ...{ v: 1, kind: "tool", n, node: o.node, at: Date.now(), call_id: call.id, tool: call.name },
+        ...{ content: v.content, is_error: true, outcome: v.outcome, duration_ms: 0, approval: v.approval },
+      };
+      await recordStep(o.kv, task.request, task.task, step, o.guard);
+      o.onToolDone?.({ ...step, args: briefArgs(call.arguments) });
+      return step;
+    }
+    approval = v.approval;
+  }
+  const step = await runCall(call, n, o, approval);
   await recordStep(o.kv, task.request, task.task, step, o.guard);
   return step;
 }
 
 /** One call, run to its end, as the step that records it (numbered `n`). */
-async function runCall(call: ToolCall, n: number, o: AgentOptions): Promise<ToolStep> {
+async function runCall(call: ToolCall, n: number, o: AgentOptions, approval?: ApprovalNote): Promise<ToolStep> {
   o.onStep(`${call.name} ${briefArgs(call.arguments)}`);
   const r: ToolRun = await runTool(o.tools, call.name, call.arguments, { signal: o.signal, maxBytes: o.maxOutputBytes });
   const step: ToolStep = {
@@ -189,6 +221,7 @@ async function runCall(call: ToolCall, n: number, o: AgentOptions): Promise<Tool
     is_error: r.isError,
     outcome: r.outcome,
     duration_ms: r.duration_ms,
+    approval,
   };
   o.onToolDone?.({ ...step, args: briefArgs(call.arguments) });
   // A stop mid-call is not a result: the call is left unrecorded, and the next attempt decides.
@@ -203,10 +236,11 @@ async function runCall(call: ToolCall, n: number, o: AgentOptions): Promise<Tool
 async function finishTurn(task: AgentTask, r: RecordedTurn, o: AgentOptions): Promise<Map<string, ToolStep>> {
   const results = new Map(r.results);
   const missing = r.turn.calls.map((c, k) => ({ c, n: r.turn.n + 1 + k })).filter(({ c }) => !results.has(c.id));
-  await Promise.all(
-    missing.map(async ({ c, n }) => {
-      if (o.tools.get(c.name)?.replaySafe) {
-        results.set(c.id, await runAndRecord(task, n, c, o));
+  await allCalls(
+    missing.map(({ c, n }) => async () => {
+      // Never run: a call waiting for approval (or decided meanwhile) passes the gate now.
+      if (o.tools.get(c.name)?.replaySafe || o.approvals?.needs(c.name)) {
+        results.set(c.id, await runAndRecord(task, n, c, o, r.turn.content));
         return;
       }
       const step: ToolStep = {
@@ -237,22 +271,8 @@ function summaryOf(call: ToolCall, s: ToolStep | undefined, n: number): ToolCall
     outcome: s?.outcome ?? "interrupted",
     duration_ms: s?.duration_ms ?? 0,
     node: s?.node ?? "",
+    approval: s?.approval,
   };
-}
-
-/** A call's arguments in a few words for progress lines: the first string value, quoted and cut. */
-export function briefArgs(raw: string): string {
-  try {
-    const v: unknown = JSON.parse(raw);
-    const first = v && typeof v === "object" ? Object.values(v).find((x) => typeof x === "string") : undefined;
-    if (typeof first === "string") {
-      const one = first.replace(/\s+/g, " ").trim();
-      return JSON.stringify(one.length > 60 ? `${one.slice(0, 57)}...` : one);
-    }
-  } catch {
-    // Not JSON: shown cut as it is.
-  }
-  return raw.length > 60 ? `${raw.slice(0, 57)}...` : raw;
 }
 
 function addUsage(to: LlmUsage, u: LlmUsage): void {

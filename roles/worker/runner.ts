@@ -13,6 +13,7 @@ import { backoffDelay, TASK_BACKOFF } from "../../lib/retry.ts";
 import { type Signer, signMessage, signResult, verifyAnswer, verifyTaskMessage } from "../../lib/signing.ts";
 import type { SwarmNames } from "../../lib/subjects.ts";
 import {
+  briefArgs,
   MAX_PIPELINE_MESSAGE_BYTES,
   requestEventSchema,
   type TaskEvent,
@@ -22,6 +23,7 @@ import {
 } from "../../lib/task-messages.ts";
 import { appendAttemptError, attemptErrors, readResult, recordResultOnce } from "../../lib/task-records.ts";
 import { type AgentAnswer, runAgent } from "./agent.ts";
+import { approvalGate, ParkedError } from "./approval-gate.ts";
 import { type ResolvedInput, resolveInputs } from "./inputs.ts";
 import type { ToolRegistry } from "./tools/index.ts";
 
@@ -63,6 +65,16 @@ export function createRunner(o: RunnerOptions): Runner {
   const trustedCoordinators = new Set(cfg.swarm.security.trusted_coordinators);
   const sign = (r: TaskResult) => (o.signer ? signResult(o.signer, r) : r);
   const records = createRecordGuard({ bucket: names.buckets.tasks, bad: o.bad });
+  const sec = cfg.swarm.security;
+  const approvals = approvalGate({
+    ...{ kv, node, required: cfg.tools.approval.required, timeoutMs: cfg.tools.approval.timeout, records },
+    // With signing on, a decision counts only when a trusted approver (or admin) sealed it.
+    decisions: createRecordGuard({
+      bucket: names.buckets.tasks,
+      bad: o.bad,
+      trusted: o.signer ? new Set([...sec.trusted_approvers, ...sec.trusted_admins]) : undefined,
+    }),
+  });
   const running = new Map<string, RunningTask & { abort: AbortController; seq: number }>();
   /** Sub-tasks taken but not yet in `running` (their stored result is being looked up): stream sequence. */
   const claimed = new Map<string, number>();
@@ -224,7 +236,8 @@ export function createRunner(o: RunnerOptions): Runner {
         node,
         maxIterations: cfg.agents.defaults.max_tool_iterations,
         maxOutputBytes: cfg.tools.max_output_bytes,
-        resume: attempt > 1,
+        resume: attempt > 1 || task.resume === true,
+        approvals,
         signal: AbortSignal.any([abort.signal, timeout, ...(ended ? [ended.signal] : [])]),
         onTokens: (tokens) => {
           const now = Date.now();
@@ -285,6 +298,10 @@ export function createRunner(o: RunnerOptions): Runner {
         tool_calls: completion.toolCalls.length || undefined,
       });
     } catch (err) {
+      if (err instanceof ParkedError) {
+        await park(msg, task, attempt, err);
+        return;
+      }
       if (ended?.signal.aborted && !abort.signal.aborted) {
         // Its request was answered or failed (a token limit, a deadline): nobody waits for this loop.
         msg.nak(backoffDelay(attempt, TASK_BACKOFF));
@@ -305,6 +322,39 @@ export function createRunner(o: RunnerOptions): Runner {
       running.delete(key);
       o.onChange();
     }
+  }
+
+  /**
+   * Calls wait for a person: the sub-task is parked. The stored `approval` event tells the coordinator
+   * (which sends it again once the calls are decided, or when they time out) and every follower; then
+   * the message is acked, so waiting holds no slot here and spends no delivery. Not stored: handed back.
+   */
+  async function park(msg: JsMsg, task: TaskMsg, attempt: number, parked: ParkedError): Promise<void> {
+    const approvals = parked.pending.map((p) => ({
+      ...{ id: p.id, tool: p.tool, args: briefArgs(p.arguments), expires_at: p.expires_at },
+      reason: p.reason?.slice(0, 2_000),
+    }));
+    const ev = encode(taskEvent(task, "approval", attempt, { approvals }));
+    for (let tries = 1; ; tries++) {
+      try {
+        await nc.request(names.taskEvents(task.request, task.task), ev, { timeout: Math.max(500, Math.min(5_000, t.ack_wait / 2)) });
+        break;
+      } catch (err) {
+        if (tries < 3) continue;
+        log.warn("Sub-task handed back: its wait for approval could not be stored", { task: task.task, error: (err as Error).message });
+        msg.nak(backoffDelay(attempt, TASK_BACKOFF));
+        count(task, "handed_back");
+        return;
+      }
+    }
+    msg.ack();
+    count(task, "parked");
+    log.info("Sub-task parked: a tool call waits for approval", {
+      task: task.task,
+      request: task.request,
+      node,
+      approvals: approvals.map((a) => `${a.id}:${a.tool}`).join(","),
+    });
   }
 
   /** A transient failure comes back later (nak with backoff); the last attempt or a permanent one fails it. */

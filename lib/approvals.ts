@@ -1,0 +1,132 @@
+// Approvals: a tool call that tools.approval.required names waits for a person. The worker stores the
+// call as pending (`approval.<id>` in the tasks bucket, created once) and parks its sub-task; a decision
+// is a record of its own, `decision.<id>`, also created once: the server's create is the compare-and-set,
+// so the first decision from any surface counts and a second is refused with the first one's outcome.
+// Two keys, not one record updated: NATS permissions can then let workers ask and only approvers decide.
+import { createHash } from "node:crypto";
+import type { KV } from "nats";
+import { z } from "zod";
+import { ID_PATTERN } from "./ids.ts";
+import { encode } from "./messages.ts";
+import { plainRecords, type RecordGuard } from "./record-guard.ts";
+import { taskKeys } from "./subjects.ts";
+
+const id = z.string().regex(ID_PATTERN);
+const epochMs = z.number().int().nonnegative();
+
+/** A call waiting for a decision, as its worker stored it. */
+export const pendingCallSchema = z.looseObject({
+  v: z.literal(1),
+  id,
+  request: id,
+  task: id,
+  node: id,
+  capability: id,
+  /** The step number its result takes in the sub-task's loop. */
+  step: z.number().int().positive(),
+  call_id: z.string().max(200),
+  tool: z.string().max(200),
+  arguments: z.string().max(64 * 1024),
+  /** What the model said with the call (its reason, when it gave one). */
+  reason: z.string().max(2_000).optional(),
+  created_at: epochMs,
+  expires_at: epochMs,
+  /** An approved call that began to run (set once: a worker dying mid-call leaves it interrupted, not run twice). */
+  started: z.object({ node: id, at: epochMs }).optional(),
+});
+export type PendingCall = z.infer<typeof pendingCallSchema>;
+
+export const DECISION_OUTCOMES = ["approved", "denied"] as const;
+
+/** The one decision on a pending call. */
+export const decisionSchema = z.looseObject({
+  v: z.literal(1),
+  id,
+  request: id,
+  task: id,
+  tool: z.string().max(200),
+  outcome: z.enum(DECISION_OUTCOMES),
+  /** Who decided: the signing key's public key with signing on, else user@host. */
+  by: z.string().max(200),
+  at: epochMs,
+  /** approve --note, or deny --reason. */
+  note: z.string().max(2_000).optional(),
+  /** When the call was asked for (time to decision). */
+  asked_at: epochMs,
+});
+export type Decision = z.infer<typeof decisionSchema>;
+
+/** A call's approval id: the same for every attempt that reaches the same step (`ap-3f9a0c1b2d`). */
+export function approvalId(request: string, task: string, step: number): string {
+  return `ap-${createHash("sha256").update(`${request}/${task}/${step}`).digest("hex").slice(0, 10)}`;
+}
+
+/** Whether `tool` is named by one of `patterns` (`*` matches any run of characters). */
+export function needsApproval(patterns: readonly string[], tool: string): boolean {
+  return patterns.some((p) => new RegExp(`^${p.split("*").map(escape).join(".*")}$`).test(tool));
+}
+const escape = (s: string) => s.replace(/[.+?^${}()|[\]\\-]/g, "\\$&");
+
+export async function readPending(kv: KV, approval: string, guard: RecordGuard = plainRecords): Promise<PendingCall | undefined> {
+  const key = taskKeys.approval(approval);
+  const r = guard.read(key, await kv.get(key), pendingCallSchema, { kind: "record" });
+  return r.state === "ok" ? r.value : undefined;
+}
+
+/** The decision on `approval`, checked (with signing on, sealed by a trusted approver); undefined while there is none. */
+export async function readDecision(kv: KV, approval: string, guard: RecordGuard = plainRecords): Promise<Decision | undefined> {
+  const key = taskKeys.decision(approval);
+  const r = guard.read(key, await kv.get(key), decisionSchema, { kind: "record", sealed: true });
+  return r.state === "ok" ? r.value : undefined;
+}
+
+/** Stores the call as pending, once (asking again for the same step keeps the first record). */
+export async function storePending(kv: KV, call: PendingCall, guard: RecordGuard = plainRecords): Promise<PendingCall> {
+  const key = taskKeys.approval(call.id);
+  try {
+    await kv.create(key, encode(guard.seal(key, call)));
+    return call;
+  } catch (err) {
+    const first = await readPending(kv, call.id, guard);
+    if (first) return first;
+    throw err;
+  }
+}
+
+/**
+ * Marks an approved call as started, once: false when another run started it already (that run may
+ * have taken effect; the call is then reported interrupted, never run twice).
+ */
+export async function markStarted(kv: KV, call: PendingCall, node: string, guard: RecordGuard = plainRecords): Promise<boolean> {
+  const key = taskKeys.approval(call.id);
+  const entry = await kv.get(key);
+  const r = guard.read(key, entry, pendingCallSchema, { kind: "record" });
+  if (!entry || r.state !== "ok" || r.value.started) return false;
+  const { seal: _old, ...plain } = r.value as PendingCall & { seal?: unknown };
+  try {
+    await kv.update(key, encode(guard.seal(key, { ...plain, started: { node, at: Date.now() } })), entry.revision);
+    return true;
+  } catch {
+    return false; // someone else's update came first
+  }
+}
+
+export type DecideResult = { ok: true; decision: Decision } | { ok: false; first: Decision | undefined };
+
+/** Records `d` as the decision, unless there is one: then the first one is returned. */
+export async function decide(kv: KV, d: Decision, seal: <T extends object>(key: string, r: T) => T = (_k, r) => r): Promise<DecideResult> {
+  const key = taskKeys.decision(d.id);
+  try {
+    await kv.create(key, encode(seal(key, d)));
+    return { ok: true, decision: d };
+  } catch (err) {
+    const entry = await kv.get(key);
+    if (entry?.operation !== "PUT") throw err;
+    return { ok: false, first: plainRecords.read(key, entry, decisionSchema).state === "ok" ? (entry.json() as Decision) : undefined };
+  }
+}
+
+/** What the model gets for a call that was not approved. */
+export function deniedContent(why: string): string {
+  return `denied: ${why}`;
+}

@@ -1,0 +1,115 @@
+// `picoclaw approvals`, `approve ID [--note TEXT]` and `deny ID [--reason TEXT]`: the tool calls waiting
+// for a person, and the decision on one. A decision is created once in the tasks bucket (the server
+// refuses a second create), so the first one from any surface counts; a second is refused here with
+// the first one's outcome and who made it. With signing on it is sealed with swarm.security.key_file,
+// and workers accept it only from a key in trusted_approvers (or trusted_admins).
+import { hostname, userInfo } from "node:os";
+import type { KV } from "nats";
+import { type Decision, decide, type PendingCall, readDecision, readPending } from "../../lib/approvals.ts";
+import type { Config } from "../../lib/config.ts";
+import { formatDuration } from "../../lib/duration.ts";
+import { validateId } from "../../lib/ids.ts";
+import type { Logger } from "../../lib/log.ts";
+import { loadKey, sealRecord } from "../../lib/signing.ts";
+import { openTasksKv } from "../../lib/streams.ts";
+import { taskKeys } from "../../lib/subjects.ts";
+import { briefArgs } from "../../lib/task-messages.ts";
+import { readRequest } from "../../lib/task-records.ts";
+import { openClient } from "./client.ts";
+
+/** At most this many pending calls are read to list them. */
+const MAX_LISTED = 1_000;
+
+/** Why a pending call can no longer be decided (its request ended, its time ran out), or undefined. */
+async function closed(kv: KV, call: PendingCall, now: number): Promise<string | undefined> {
+  if (now >= call.expires_at) return `its approval timed out at ${new Date(call.expires_at).toISOString()} (tools.approval.timeout)`;
+  const record = await readRequest(kv, call.request).catch(() => undefined);
+  if (record?.status === "answered") return `its request ${call.request} has ended, which withdrew the call`;
+  return undefined;
+}
+
+/** The calls still waiting: not decided, not timed out, their request not ended. Oldest first. */
+export async function pendingCalls(kv: KV): Promise<PendingCall[]> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys(taskKeys.approvalAll)) if (keys.push(k) >= MAX_LISTED) break;
+  const now = Date.now();
+  const calls = await Promise.all(
+    keys.map(async (key) => {
+      const call = await readPending(kv, key.slice("approval.".length));
+      if (!call || (await readDecision(kv, call.id)) || (await closed(kv, call, now))) return undefined;
+      return call;
+    }),
+  );
+  return calls.filter((c): c is PendingCall => c !== undefined).sort((a, b) => a.created_at - b.created_at);
+}
+
+export async function runApprovals(cfg: Config, log: Logger, json: boolean): Promise<number> {
+  const client = await openClient(cfg, log, "picoclaw-approvals");
+  try {
+    const calls = await pendingCalls(await openTasksKv(client.link.nc, client.names, cfg));
+    if (json) {
+      for (const c of calls) {
+        const { id, request, task, node, capability, tool, arguments: args, reason, created_at, expires_at } = c;
+        console.log(JSON.stringify({ id, request, task, node, capability, tool, arguments: args, reason, created_at, expires_at }));
+      }
+      return 0;
+    }
+    if (calls.length === 0) {
+      console.log(`no tool calls waiting for approval in swarm ${client.identity.hid}`);
+      return 0;
+    }
+    const now = Date.now();
+    for (const c of calls) {
+      console.log(
+        `${c.id}  ${c.request}/${c.task}  ${c.node}  ${c.tool} ${briefArgs(c.arguments)}  waiting ${formatDuration(now - c.created_at)}, times out in ${formatDuration(c.expires_at - now)}`,
+      );
+      if (c.reason) console.log(`    the model said: ${c.reason.replace(/\s+/g, " ").slice(0, 200)}`);
+    }
+    console.log("approve: picoclaw approve ID [--note TEXT] · deny: picoclaw deny ID [--reason TEXT]");
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+/** `approve` / `deny`: exit 0 when this decision counted, 1 when it was refused (decided already, withdrawn, unknown). */
+export async function runDecision(cfg: Config, log: Logger, outcome: Decision["outcome"], id: string, note?: string): Promise<number> {
+  validateId("approval id", id);
+  // With signing on the decision is sealed: a missing key stops here, before anything is written.
+  const signer = cfg.swarm.security.signing ? loadKey(cfg) : undefined;
+  const client = await openClient(cfg, log, `picoclaw-${outcome === "approved" ? "approve" : "deny"}`);
+  try {
+    const kv = await openTasksKv(client.link.nc, client.names, cfg);
+    const call = await readPending(kv, id);
+    if (!call) {
+      console.error(`picoclaw: no tool call ${id} is waiting for approval in swarm ${client.identity.hid} (picoclaw approvals lists them)`);
+      return 1;
+    }
+    const first = await readDecision(kv, id);
+    if (first) return refused(first);
+    const why = await closed(kv, call, Date.now());
+    if (why) {
+      console.error(`picoclaw: ${id} can no longer be decided: ${why}`);
+      return 1;
+    }
+    const decision: Decision = {
+      ...{ v: 1, id, request: call.request, task: call.task, tool: call.tool, outcome },
+      by: signer?.publicKey ?? `${userInfo().username}@${hostname()}`,
+      at: Date.now(),
+      note: note?.trim() || undefined,
+      asked_at: call.created_at,
+    };
+    const r = await decide(kv, decision, signer ? (key, rec) => sealRecord(signer, key, rec) : undefined);
+    if (!r.ok) return r.first ? refused(r.first) : (console.error(`picoclaw: ${id} was decided already`), 1);
+    console.log(`${outcome} ${id}: ${call.tool} ${briefArgs(call.arguments)} of ${call.request}/${call.task} (by ${decision.by})`);
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+function refused(first: Decision): number {
+  const note = first.note ? ` (${first.note})` : "";
+  console.error(`picoclaw: refused: ${first.id} was already ${first.outcome} by ${first.by} at ${new Date(first.at).toISOString()}${note}`);
+  return 1;
+}
