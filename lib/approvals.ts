@@ -63,9 +63,9 @@ export function approvalId(request: string, task: string, step: number): string 
 
 /** Whether `tool` is named by one of `patterns` (`*` matches any run of characters). */
 export function needsApproval(patterns: readonly string[], tool: string): boolean {
-  return patterns.some((p) => new RegExp(`^${p.split("*").map(escape).join(".*")}$`).test(tool));
+  return patterns.some((p) => new RegExp(`^${p.split("*").map(escapeRegExp).join(".*")}$`).test(tool));
 }
-const escape = (s: string) => s.replace(/[.+?^${}()|[\]\\-]/g, "\\$&");
+const escapeRegExp = (s: string) => s.replace(/[.+?^${}()|[\]\\-]/g, "\\$&");
 
 export async function readPending(kv: KV, approval: string, guard: RecordGuard = plainRecords): Promise<PendingCall | undefined> {
   const key = taskKeys.approval(approval);

@@ -100,7 +100,11 @@ export async function runDecision(cfg: Config, log: Logger, outcome: Decision["o
       asked_at: call.created_at,
     };
     const r = await decide(kv, decision, signer ? (key, rec) => sealRecord(signer, key, rec) : undefined);
-    if (!r.ok) return r.first ? refused(r.first) : (console.error(`picoclaw: ${id} was decided already`), 1);
+    if (!r.ok) {
+      if (r.first) return refused(r.first);
+      console.error(`picoclaw: ${id} was decided already (its decision record is not readable)`);
+      return 1;
+    }
     console.log(`${outcome} ${id}: ${call.tool} ${briefArgs(call.arguments)} of ${call.request}/${call.task} (by ${decision.by})`);
     return 0;
   } finally {
