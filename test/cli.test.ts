@@ -59,7 +59,7 @@ describe("usage mistakes are usage errors: the program, what is wrong, the corre
       );
       expectUsage(
         coordinator,
-        "picoclaw-coordinator: --json is a flag of picoclaw submit, watch, requests and dashboard (or picoclaw-dashboard), not of picoclaw-coordinator",
+        "picoclaw-coordinator: --json is a flag of picoclaw submit, watch, requests, approvals and dashboard (or picoclaw-dashboard), not of picoclaw-coordinator",
         "picoclaw-coordinator [--KEY VALUE ...]",
       );
       expectUsage(
@@ -130,7 +130,9 @@ describe("usage mistakes are usage errors: the program, what is wrong, the corre
       );
       expectUsage(drain, "picoclaw drain: which node? e.g. picoclaw drain claw-1a2b3c4d", "picoclaw drain NODE");
       expectUsage(config, 'picoclaw config: unexpected argument "extra"', "picoclaw config [--config PATH] [--KEY VALUE ...]");
-      expect(frob[0]).toStartWith('picoclaw: unknown command "frob": picoclaw takes config, submit, watch, requests, dashboard,');
+      expect(frob[0]).toStartWith(
+        'picoclaw: unknown command "frob": picoclaw takes config, submit, watch, requests, approvals, approve, deny, dashboard,',
+      );
       expectUsage(typo, "picoclaw: unknown flag --swarm.enabeld (did you mean --swarm.enabled?)", /^usage: picoclaw \[--swarm.dashboard/);
       expectUsage(once, "picoclaw: --once goes with --swarm.dashboard (or: picoclaw dashboard --once)", /^usage: picoclaw /);
       expectUsage(timeout, "picoclaw watch: --timeout needs a value: --timeout D", "picoclaw watch REQUEST-ID [--timeout D] [--json]");

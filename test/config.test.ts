@@ -728,6 +728,7 @@ describe("durations as written, and a meaning for every key", () => {
         "swarm.tasks.ack_wait",
         "swarm.tasks.request_timeout",
         "swarm.tasks.timeout",
+        "tools.approval.timeout",
         "swarm.tasks.retention",
         "swarm.llm.token_window",
         "swarm.security.max_skew",

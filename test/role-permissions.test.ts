@@ -5,6 +5,7 @@
 // what each role must not do: a worker publishing a request, an answer or a request record, a submitter
 // publishing a result or a sub-task, an observer publishing anything, anyone but admin sending control.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { encode } from "../lib/messages.ts";
@@ -28,7 +29,7 @@ const keys: Record<string, { file: string; pub: string }> = {};
 
 beforeAll(async () => {
   [server, llm] = await Promise.all([startNatsServer({ config: shippedConfigForTests() }), startLlmServer()]);
-  for (const name of ["coord", "worker", "admin"]) {
+  for (const name of ["coord", "worker", "admin", "approver"]) {
     const file = join(dir, `${name}.nk`);
     const r = await runRole("picoclaw.ts", ["keygen", file]);
     const pub = /public key: (U[A-Z2-7]{55})/.exec(r.stdout)?.[1];
@@ -53,6 +54,8 @@ const signing = (key: string) => [
   keys.worker!.pub,
   "--swarm.security.trusted_admins",
   keys.admin!.pub,
+  "--swarm.security.trusted_approvers",
+  keys.approver!.pub,
 ];
 const as = (role: RoleUser, key?: string) => [...asUser(server.url, HID, role), ...(key ? signing(key) : [])];
 
@@ -430,6 +433,85 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
       // Each line at most once: a call whose result was recorded is not run again by the second worker.
       const text = await Bun.file(join(workspace, "log.txt")).text();
       for (let i = 1; i <= 6; i++) expect(text.split(`line ${i}\n`).length - 1).toBeLessThanOrEqual(1);
+    } finally {
+      llm.script(undefined);
+    }
+  });
+
+  test("approvals as their own users: the server refuses a worker's decision; an unsealed one is ignored (the call times out); the approver's signed approve lets it run", async () => {
+    await procs.killAll();
+    const home = tempHome();
+    const workspace = join(home, "ws");
+    llm.script((b) => {
+      const user = String(b.messages?.find((m) => m.role === "user")?.content ?? "");
+      const file = /<perm-approve (\w+)>/.exec(user)?.[1];
+      if (!file) return undefined;
+      const seen = (b.messages ?? []).filter((m) => m.role === "tool");
+      if (seen.length === 0)
+        return { tool_calls: [{ name: "write_file", arguments: JSON.stringify({ path: `${file}.txt`, content: file }) }] };
+      return `tool said: ${seen[0]!.content}`;
+    });
+    try {
+      const fast = [
+        ...FAST,
+        "--agents.defaults.workspace",
+        workspace,
+        "--tools.approval.required",
+        "write_file",
+        "--tools.approval.timeout",
+        "6s",
+      ];
+      const llmEnv = { PICOCLAW_LLM_BASE_URL: llm.url, PICOCLAW_LLM_MODEL: "m" };
+      const coord = procs.track(spawnRole("coordinator.ts", [...as("coordinator", "coord"), ...FAST], { env: ECHO, home }));
+      const worker = procs.track(spawnRole("worker.ts", [...as("worker", "worker"), ...fast], { env: llmEnv, home }));
+      for (const p of [coord, worker]) await p.waitForLine(/Node joined swarm .*self=true/, 20_000);
+      await coord.waitForLine(new RegExp(`Node joined swarm node=${selfId(worker)}\\b`), 10_000);
+      const ask = (file: string) => {
+        const p = procs.track(
+          spawnRole(
+            "picoclaw.ts",
+            ["submit", ...as("submitter"), ...signing("worker"), "--capabilities", "general", `<perm-approve ${file}> write`],
+            {
+              env: ECHO,
+            },
+          ),
+        );
+        return p.waitForLine(/waiting for approval of write_file/, 30_000).then((l) => ({ p, id: /\((ap-[0-9a-f]{10}),/.exec(l)![1]! }));
+      };
+
+      // 1. The worker user may ask, never decide: the server refuses its decision. An approver user's
+      // decision without a seal (signing is on) is ignored by coordinator and worker: the call times out.
+      const forged = await ask("forged");
+      const asWorker = await client("worker");
+      const decision = {
+        v: 1,
+        id: forged.id,
+        request: "r-x",
+        task: "general",
+        tool: "write_file",
+        outcome: "approved",
+        by: "me",
+        at: 1,
+        asked_at: 1,
+      };
+      expect(await publishAs(asWorker, `$KV.picoclaw_alpha_tasks.decision.${forged.id}`, decision)).toMatch(/permissions violation/i);
+      const asApprover = await client("approver");
+      const kv = await asApprover.jetstream().views.kv("picoclaw_alpha_tasks", { bindOnly: true });
+      await kv.create(`decision.${forged.id}`, encode(decision));
+      expect(await forged.p.exited(30_000)).toBe(0);
+      expect(forged.p.output()).toContain("denied: approval timed out");
+      expect(existsSync(join(workspace, "forged.txt"))).toBe(false);
+
+      // 2. The approver user with a trusted approver key: its sealed approval counts.
+      const real = await ask("real");
+      const listed = await runRole("picoclaw.ts", ["approvals", "--json", ...as("approver")], { timeoutMs: 20_000 });
+      expect(listed.stdout).toContain(real.id);
+      const ok = await runRole("picoclaw.ts", ["approve", real.id, ...as("approver", "approver")], { timeoutMs: 20_000 });
+      expect({ code: ok.code, out: ok.output }).toEqual({ code: 0, out: expect.stringContaining(`approved ${real.id}`) });
+      expect(await real.p.exited(30_000)).toBe(0);
+      expect(real.p.output()).toContain("tool said: wrote 4 bytes to real.txt");
+      expect(readFileSync(join(workspace, "real.txt"), "utf8")).toBe("real");
+      for (const p of [coord, worker]) expect(p.output()).not.toMatch(/permissions violation/i);
     } finally {
       llm.script(undefined);
     }

@@ -77,6 +77,14 @@ export async function runDecision(cfg: Config, log: Logger, outcome: Decision["o
   validateId("approval id", id);
   // With signing on the decision is sealed: a missing key stops here, before anything is written.
   const signer = cfg.swarm.security.signing ? loadKey(cfg) : undefined;
+  // A decision workers would not trust still takes the call's one decision: refused here when the config says so.
+  const trusted = [...cfg.swarm.security.trusted_approvers, ...cfg.swarm.security.trusted_admins];
+  if (signer && trusted.length > 0 && !trusted.includes(signer.publicKey)) {
+    console.error(
+      `picoclaw: not decided: this key (${signer.publicKey}) is not in swarm.security.trusted_approvers or trusted_admins, so workers would ignore the decision`,
+    );
+    return 1;
+  }
   const client = await openClient(cfg, log, `picoclaw-${outcome === "approved" ? "approve" : "deny"}`);
   try {
     const kv = await openTasksKv(client.link.nc, client.names, cfg);

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ROOT } from "./role-process.ts";
 
-export type RoleUser = "coordinator" | "worker" | "submitter" | "observer" | "admin" | "gateway" | "web";
+export type RoleUser = "coordinator" | "worker" | "submitter" | "observer" | "admin" | "gateway" | "web" | "approver";
 
 /** The password the test copy gives `hid`-`role`. */
 export function passwordOf(hid: string, role: RoleUser): string {
