@@ -68,24 +68,6 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   );
   const whileLeading = retryWhileLeading(leadership, log, 3 * cfg.swarm.lease_ttl);
 
-  // Temporal mode (swarm.temporal.address reachable): requests run as workflows, which this coordinator's
-  // worker runs alongside every other coordinator's; without it, or while it is away, the JetStream path.
-  // Loaded only when configured: nodes without Temporal never load its SDK.
-  const waiters = subTaskWaiters();
-  const settings = temporalSettings(cfg);
-  const temporal = settings
-    ? await (await import("./coordinator/temporal/runner.ts")).startTemporal(settings, {
-        identity: me,
-        log,
-        maxActivities: Math.max(100, cfg.swarm.max_concurrent * OPEN_PER_SLOT),
-        activities: (await import("./coordinator/temporal/activities.ts")).requestActivities({
-          ...{ nc, js, jsm: node.jsm, kv, names, cfg, log, llm, me, events, giveUp, waiters, signer, checkResult, records },
-          registry: () => node.membership.registry,
-          discovered: node.membership.discovered,
-          onAnswered: (status) => answered.inc({ status }),
-        }),
-      })
-    : undefined;
   // Tool calls waiting for a person: each decision sends its parked sub-task again (only a trusted
   // approver's or admin's counts with signing on).
   const sec = cfg.swarm.security;
@@ -99,6 +81,24 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
     onDecision: (d) => requests?.onDecision(d),
     pending: () => requests?.parked() ?? 0,
   });
+  // Temporal mode (swarm.temporal.address reachable): requests run as workflows, which this coordinator's
+  // worker runs alongside every other coordinator's; without it, or while it is away, the JetStream path.
+  // Loaded only when configured: nodes without Temporal never load its SDK.
+  const waiters = subTaskWaiters();
+  const settings = temporalSettings(cfg);
+  const temporal = settings
+    ? await (await import("./coordinator/temporal/runner.ts")).startTemporal(settings, {
+        identity: me,
+        log,
+        maxActivities: Math.max(100, cfg.swarm.max_concurrent * OPEN_PER_SLOT),
+        activities: (await import("./coordinator/temporal/activities.ts")).requestActivities({
+          ...{ nc, js, jsm: node.jsm, kv, names, cfg, log, llm, me, events, giveUp, waiters, signer, checkResult, records, approvals },
+          registry: () => node.membership.registry,
+          discovered: node.membership.discovered,
+          onAnswered: (status) => answered.inc({ status }),
+        }),
+      })
+    : undefined;
   requests = openRequests({
     ...{ node, kv, llm, events, records, leadership, whileLeading, giveUp, signer, checkResult, temporal, answered },
     approvals,

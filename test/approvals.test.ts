@@ -111,6 +111,8 @@ test("a call that needs approval parks its sub-task; approve lets it run, the lo
   expect(r.code).toBe(0);
   expect(r.answer!.answer!).toContain("tool said: wrote 10 bytes to notes.md");
   expect(readFileSync(join(workspace, "notes.md"), "utf8")).toBe("v1.2 notes");
+  // The answer's list of tool calls says who approved the call.
+  expect(r.answer!.answer!).toMatch(new RegExp(`write_file "notes.md" \\(\\d+ms, ok, approved by \\S+ \\(${id}\\)\\)`));
   // The audit trail: the decision in the request's events, who and what.
   const decision = r.events.find((e) => e.kind === "decision") as SwarmEvent & { decision?: Record<string, string> };
   expect(decision?.decision).toMatchObject({ id, outcome: "approved", tool: "write_file", note: "release is go" });
@@ -141,7 +143,7 @@ test("denied: the model gets `denied: <reason>` as the call's result and goes on
   const r = await finished(submit);
   expect(r.code).toBe(0);
   expect(r.answer!.answer!).toContain("tool said: denied: not on a Friday");
-  expect(r.answer!.answer!).toMatch(/write_file "prod.conf" \(0ms, denied\)/);
+  expect(r.answer!.answer!).toMatch(new RegExp(`write_file "prod.conf" \\(0ms, denied, denied by \\S+ \\(${id}\\)\\)`));
   expect(existsSync(join(workspace, "prod.conf"))).toBe(false);
 });
 

@@ -258,6 +258,19 @@ function bashCommands(file: string): string[] {
  */
 const RUN_ELSEWHERE: Record<string, { file: string; has: string } | { notRun: string }> = {
   "npm test": { notRun: "it is the test suite itself (scripts/test.sh runs every test file)" },
+  "picoclaw --swarm.role worker --tools.exec.enabled --tools.approval.required exec,write_file,edit_file,append_file": {
+    file: "test/approvals.test.ts",
+    has: 'const APPROVE_WRITES = ["--tools.approval.required", "write_file,exec"]',
+  },
+  "picoclaw approvals": { file: "test/approvals.test.ts", has: 'cli(swarm, ["approvals"])' },
+  'picoclaw approve ap-3f9a0c1b2d --note "release branch"': {
+    file: "test/approvals.test.ts",
+    has: 'cli(swarm, ["approve", id, "--note", "release is go"])',
+  },
+  'picoclaw deny ap-3f9a0c1b2d --reason "not on prod"': {
+    file: "test/approvals.test.ts",
+    has: 'cli(swarm, ["deny", id, "--reason", "not on a Friday"])',
+  },
   'alias picoclaw="bun run $PWD/roles/picoclaw.ts"': { file: "test/helpers/role-process.ts", has: '["bun", join(ROOT, "roles", script)' },
   "bun run roles/picoclaw.ts --swarm.enabled --swarm.role coordinator --swarm.nats.embedded": {
     file: "test/deploy-docs.test.ts",

@@ -120,6 +120,41 @@ describe("Temporal mode", () => {
     }
   });
 
+  test("a call waiting for approval: the workflow's sub-task activity waits (no worker held), picoclaw approve resumes it, the workflow finishes", async () => {
+    suite.llm.script((b) => {
+      if (!String(b.messages?.find((m) => m.role === "user")?.content ?? "").includes("<tw-approve>")) return undefined;
+      const seen = (b.messages ?? []).filter((m) => m.role === "tool");
+      return seen.length === 0
+        ? { tool_calls: [{ name: "exec", arguments: JSON.stringify({ command: "expr 40 + 2" }) }] }
+        : `exec said ${seen[0]!.content}`;
+    });
+    try {
+      const swarm = await suite.start("tw7", [
+        { script: "coordinator.ts", args: withTemporal("pc-tw7"), env: ECHO_ENV },
+        { script: "worker.ts", args: ["--tools.exec.enabled", "--tools.approval.required", "exec"], env: suite.llmEnv() },
+      ]);
+      await swarm.nodes[0]!.waitForLine(/Temporal connected: requests run as workflows .*task_queue=pc-tw7/);
+      const client = procs.track(
+        spawnRole("picoclaw.ts", ["submit", "--json", "--capabilities", "general", ...swarm.common, "<tw-approve> add"], {}),
+      );
+      const line = await client.waitForLine(/waiting for approval of exec/, 30_000);
+      const id = /\((ap-[0-9a-f]{10}),/.exec(line)![1]!;
+      await swarm.nodes[1]!.waitForLine(/Sub-task parked: a tool call waits for approval/, 10_000);
+      const request = /"request":"(r-[0-9a-f]+)"/.exec(client.stdout.join("\n"))![1]!;
+      // The wait is the workflow's: its sub-task activity is still running (pending) meanwhile.
+      const described = await temporal.cli(["workflow", "describe", "--workflow-id", request]);
+      expect(described.out).toMatch(/runSubTask/);
+      const ok = await runRole("picoclaw.ts", ["approve", id, ...swarm.common]);
+      expect(ok.code).toBe(0);
+      expect(await client.exited(60_000)).toBe(0);
+      expect(client.output()).toContain("exec said 42");
+      expect(swarm.nodes[0]!.output()).toContain(`Tool call approved request=${request}`);
+      expect(await activities(request)).toEqual(["plan", "runSubTask", "answer"]);
+    } finally {
+      suite.llm.script(undefined);
+    }
+  });
+
   test("the coordinator running a workflow is killed mid-request: another coordinator's worker finishes it, no sub-task paid twice", async () => {
     const args = [...withTemporal("pc-tw2"), "--swarm.lease_ttl", "2s"];
     const swarm = await suite.start("tw2", [

@@ -148,9 +148,14 @@ export async function synthesize(
   }
 }
 
-/** `Tool calls: 3 · write_file "a.txt" (2ms, ok) · exec "git diff" (40ms, ok)`: at most 20 shown. */
+/**
+ * `Tool calls: 3 · write_file "a.txt" (2ms, ok) · exec "git diff" (40ms, ok, approved by alice@ops (ap-3f9a0c1b2d))`:
+ * at most 20 shown; a call that needed approval says how it was decided.
+ */
 function toolCallsLine(calls: ToolCallSummary[]): string {
-  const shown = calls.slice(0, 20).map((c) => `${c.tool} ${c.args} (${formatDuration(c.duration_ms)}, ${c.outcome})`);
+  const decided = (c: ToolCallSummary) =>
+    c.approval ? `, ${c.approval.outcome.replace("_", " ")}${c.approval.by ? ` by ${c.approval.by}` : ""} (${c.approval.id})` : "";
+  const shown = calls.slice(0, 20).map((c) => `${c.tool} ${c.args} (${formatDuration(c.duration_ms)}, ${c.outcome}${decided(c)})`);
   const more = calls.length > 20 ? ` · ${calls.length - 20} more` : "";
   return `Tool calls: ${calls.length} · ${shown.join(" · ")}${more}`;
 }

@@ -15,9 +15,10 @@ import type { RecordGuard } from "../../../lib/record-guard.ts";
 import { nodesWithTools, onlineCapabilities, onlineNodes, onlineTools, type Registry } from "../../../lib/registry.ts";
 import { type Signer, signMessage, type Verdict } from "../../../lib/signing.ts";
 import type { SwarmNames } from "../../../lib/subjects.ts";
-import type { TaskMsg, TaskResult } from "../../../lib/task-messages.ts";
+import type { TaskEvent, TaskMsg, TaskResult } from "../../../lib/task-messages.ts";
 import { type RequestRecord, readRequest, readResult, writeRequest } from "../../../lib/task-records.ts";
 import type { RequestEvents } from "../answer.ts";
+import type { CoordinatorApprovals } from "../approvals.ts";
 import { type GiveUpOptions, recordFailure, rejectedResult } from "../give-up.ts";
 import { taskInputs } from "../inputs.ts";
 import { planRequest, plansWithLlm } from "../planner.ts";
@@ -48,6 +49,29 @@ export interface ActivityContext {
   records?: RecordGuard;
   /** A request ended (answered, failed or rejected) on this coordinator. */
   onAnswered(status: string): void;
+  /** Decisions on the calls of parked sub-tasks, and their audit trail (events, metrics). */
+  approvals?: Omit<CoordinatorApprovals, "stop">;
+}
+
+/** A sub-task a node parked (its calls wait for a person), and what decided it once something did. */
+interface Parked {
+  ids: string[];
+  tools: string[];
+  node: string;
+  expiresAt: number;
+  /** The decision's id, or `<id>.expired`: set once, then the sub-task is sent again as soon as a node can take it. */
+  cause?: string;
+}
+
+function parkedFrom(ev: { node?: string; approvals?: TaskEvent["approvals"] }): Parked | undefined {
+  const calls = ev.approvals ?? [];
+  if (calls.length === 0) return undefined;
+  return {
+    ids: calls.map((a) => a.id),
+    tools: [...new Set(calls.map((a) => a.tool))],
+    node: ev.node ?? "",
+    expiresAt: Math.min(...calls.map((a) => a.expires_at)),
+  };
 }
 
 /** How often a waiting sub-task activity looks at the stored state, and heartbeats to Temporal. */
@@ -113,16 +137,21 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const watch: Watched = { capability: t0.capability, tools: t0.tools, pinned: false };
       const listeningSince = Date.now();
       const bell = createDoorbell();
+      /** Parked by a node: no message is queued, nothing is stuck, until its calls are decided or time out. */
+      let parked: Parked | undefined;
+      const answered = new Set<string>(); // approval ids a resume already answered
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
         watch.last = { kind: ev.kind, attempt: ev.attempt, at: Date.now() }; // heard now, whatever it claims
         if (ev.kind === "started") c.log.info("Task assigned", { task, request, node: ev.node, capability: ev.capability });
-        if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") bell.ring();
+        if (ev.kind === "approval") parked = parkedFrom(ev) ?? parked;
+        if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate" || ev.kind === "approval") bell.ring();
       });
       try {
         // A retry (this coordinator or another): the copy queued by the last attempt may still be there.
         const previous = (ctx.info.heartbeatDetails as { seq?: number } | undefined)?.seq;
         let seq: number | undefined = previous !== undefined && (await stillQueued(c, previous)) ? previous : undefined;
-        if (seq === undefined) {
+        /** Queues the sub-task; `resume`: again after a decision, to that node, to go on from its steps. */
+        const publish = async (resume?: { node: string; cause: string }): Promise<number> => {
           const deps = await Promise.all(
             t0.depends_on.map(async (id) => ({
               task: rec.plan.tasks.find((x) => x.id === id)!,
@@ -142,19 +171,21 @@ export function requestActivities(c: ActivityContext): RequestActivities {
             coordinator: c.me,
             deadline_at,
             tools: t0.tools,
+            resume: resume ? true : undefined,
           };
           // A sub-task that needs tools goes to a node that has them (the plan was checked against the
           // online tools; should that node be gone now, the capability queue, and the stuck check decides).
-          const target = t0.tools?.length ? nodesWithTools(c.registry(), t0.capability, t0.tools)[0] : undefined;
+          const target = resume?.node ?? (t0.tools?.length ? nodesWithTools(c.registry(), t0.capability, t0.tools)[0] : undefined);
           const subject = target ? c.names.taskDirect(target) : c.names.taskQueue(t0.capability, t0.priority);
           const payload = encode(msg);
-          const msgID = `${request}.${task}`;
+          const msgID = `${request}.${task}${resume ? `.${resume.cause}` : ""}`;
           const ack = await c.js.publish(subject, payload, {
             msgID,
             headers: c.signer ? signMessage(c.signer, subject, payload, msgID) : undefined,
           });
-          seq = ack.seq;
-        }
+          return ack.seq;
+        };
+        seq ??= await publish();
         ctx.heartbeat({ seq });
 
         // Wait for the result: the node's `completed`/`failed` event brings it at once; the stored state is
@@ -164,6 +195,24 @@ export function requestActivities(c: ActivityContext): RequestActivities {
             const r = await readResult(c.kv, request, task, c.records);
             if (r) return ended(task, r, c.checkResult);
             watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task, listeningSince);
+            if (watch.last?.kind === "approval") {
+              // Stored parking (heard by another coordinator before a failover, or missed live).
+              if (!watch.last.approvals?.every((a) => answered.has(a.id))) parked ??= parkedFrom(watch.last);
+              watch.last = undefined;
+            }
+            if (parked) {
+              const node = await decidedFor(c, { request, task, capability: t0.capability }, parked);
+              if (node === undefined) {
+                await Promise.race([bell.wait(CHECK_EVERY_MS), ctx.cancelled]);
+                ctx.heartbeat({ seq, parked: parked.ids });
+                continue;
+              }
+              for (const id of parked.ids) answered.add(id);
+              seq = await publish({ node, cause: parked.cause! });
+              parked = undefined;
+              ctx.heartbeat({ seq });
+              continue;
+            }
             const limits = {
               onlineFor: (cap: string, tools?: string[]) =>
                 tools?.length ? nodesWithTools(c.registry(), cap, tools).length : (onlineCapabilities(c.registry()).get(cap) ?? 0),
@@ -275,4 +324,32 @@ async function stillQueued(c: ActivityContext, seq: number): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * The node to send a parked sub-task to once its calls are decided (or timed out): the one that asked
+ * when it is online with the tools, else another that has them; undefined while undecided or no such
+ * node is online (the request's deadline ends the wait). The decision is counted once.
+ */
+async function decidedFor(
+  c: ActivityContext,
+  at: { request: string; task: string; capability: string },
+  p: Parked,
+): Promise<string | undefined> {
+  if (!p.cause) {
+    for (const id of p.ids) {
+      const d = await c.approvals?.read(id);
+      if (!d) continue;
+      c.approvals?.decided(at.request, at.task, d);
+      p.cause = d.id;
+      break;
+    }
+  }
+  if (!p.cause && Date.now() >= p.expiresAt) {
+    c.approvals?.expired(at.request, at.task, p.ids);
+    p.cause = `${p.ids[0]}.expired`;
+  }
+  if (!p.cause) return undefined;
+  const nodes = nodesWithTools(c.registry(), at.capability, p.tools);
+  return nodes.includes(p.node) ? p.node : nodes[0];
 }
