@@ -321,6 +321,44 @@ describe("gateway", () => {
       const call = suite.llm.requests.find((r) => JSON.stringify(r.body.messages).includes("gw-gone"));
       expect(call?.endedAt).toBeUndefined();
     }));
+  test("a streamed chat whose tool call waits for approval says so, with the command; approved, the answer follows", () =>
+    stopAfter(async () => {
+      suite.llm.script((b) => {
+        if (!JSON.stringify(b.messages).includes("gw-approve")) return undefined;
+        const seen = (b.messages ?? []).filter((m) => m.role === "tool");
+        return seen.length === 0
+          ? { tool_calls: [{ name: "write_file", arguments: JSON.stringify({ path: "gw.txt", content: "from the gateway" }) }] }
+          : `file tool said: ${seen[0]!.content}`;
+      });
+      try {
+        const swarm: Swarm = await suite.start("gw12", [
+          { script: "coordinator.ts", env: ECHO_ENV },
+          { script: "worker.ts", args: ["--tools.approval.required", "write_file"], env: suite.llmEnv() },
+        ]);
+        const gw = await startGateway(swarm.common);
+        const stream = await gw.client.chat.completions.create({
+          model: "picoclaw-swarm",
+          messages: [{ role: "user", content: "gw-approve: write the file" }],
+          stream: true,
+        });
+        let content = "";
+        let approved = false;
+        for await (const c of stream) {
+          content += c.choices[0]?.delta?.content ?? "";
+          const id = /waiting for approval: write_file "gw.txt" on \S+ \((ap-[0-9a-f]{10})\); approve with `picoclaw approve \1`/.exec(content)?.[1];
+          if (id && !approved) {
+            approved = true;
+            expect((await runRole("picoclaw.ts", ["approve", id, ...swarm.common])).code).toBe(0);
+          }
+        }
+        expect(approved).toBe(true);
+        expect(content).toMatch(/> ap-[0-9a-f]{10}: approved by \S+/);
+        expect(content).toContain("file tool said: wrote 16 bytes to gw.txt");
+      } finally {
+        suite.llm.script(undefined);
+      }
+    }));
+
   test("keyless on loopback: no CORS for web pages, and a chat must be JSON (a form or text/plain POST is refused)", () =>
     stopAfter(async () => {
       const swarm: Swarm = await suite.start("gw10", [

@@ -7,12 +7,13 @@ import { fullAnswer } from "../../lib/answers.ts";
 import { formatDuration } from "../../lib/duration.ts";
 import { followRequest } from "../../lib/follow.ts";
 import { newRequestId } from "../../lib/ids.ts";
+import { decode } from "../../lib/messages.ts";
 import { LLM_SECONDS_BUCKETS } from "../../lib/metrics.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import { onlineCapabilities } from "../../lib/registry.ts";
 import { storeRequest } from "../../lib/requests.ts";
 import { trustedAnswerKeys, verifyAnswer } from "../../lib/signing.ts";
-import type { RequestEvent, RequestMsg } from "../../lib/task-messages.ts";
+import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, type RequestMsg, taskEventSchema } from "../../lib/task-messages.ts";
 import {
   ApiError,
   type ChatRequest,
@@ -234,6 +235,11 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
           sent += delta;
           send(chunk(h, { delta: { content: delta }, finish_reason: null }));
         });
+        // A call waiting for a person, and its decision: said in the chat, so whoever waits knows why.
+        follow.onWait((line) => {
+          sent += line;
+          send(chunk(h, { delta: { content: line }, finish_reason: null }));
+        });
         let status = 200;
         let ev: RequestEvent | undefined;
         try {
@@ -343,6 +349,8 @@ async function readBody(req: Request, limit: number): Promise<string> {
 interface AnswerFollower {
   /** Each next piece of the merge's text, in order (gaps end it: the answer carries the whole text). */
   onText(fn: (delta: string) => void): void;
+  /** A line for each tool call that waits for approval, and for each decision on one. */
+  onWait(fn: (line: string) => void): void;
   /** The final event; undefined when `waitMs` passed or the client went away first. */
   outcome(waitMs: number, signal: AbortSignal): Promise<RequestEvent | undefined>;
   stop(): Promise<void>;
@@ -355,6 +363,7 @@ interface AnswerFollower {
  */
 async function followAnswer(node: SwarmNode, request: string, trusted?: ReadonlySet<string>): Promise<AnswerFollower> {
   let text: ((delta: string) => void) | undefined;
+  let wait: ((line: string) => void) | undefined;
   let nextSeq = 0;
   let settle: (ev: RequestEvent) => void = () => {};
   const done = new Promise<RequestEvent>((resolve) => {
@@ -377,12 +386,28 @@ async function followAnswer(node: SwarmNode, request: string, trusted?: Readonly
           text?.(ev.delta);
         } else nextSeq = Number.POSITIVE_INFINITY;
       } else if (ev.kind === "answer" || ev.kind === "failed") settle(ev);
+      else if (ev.kind === "decision" && ev.decision) {
+        const d = ev.decision;
+        wait?.(`> ${d.id}: ${d.outcome.replace("_", " ")}${d.by ? ` by ${d.by}` : ""}${d.note ? ` (${d.note})` : ""}\n\n`);
+      }
     },
     bad: (subject, reason) => node.bad.record(subject, reason),
+  });
+  // Calls that wait for a person: heard as their sub-tasks park (a plain subscription, no consumer per chat).
+  const parked = node.link.nc.subscribe(node.names.taskEventsOf(request), {
+    callback: (_e, m) => {
+      const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
+      if (!d.ok || d.value.kind !== "approval") return;
+      for (const a of d.value.approvals ?? [])
+        wait?.(`> waiting for approval: ${a.tool} ${a.args} on ${d.value.node} (${a.id}); approve with \`picoclaw approve ${a.id}\`\n\n`);
+    },
   });
   return {
     onText(fn) {
       text = fn;
+    },
+    onWait(fn) {
+      wait = fn;
     },
     async outcome(waitMs, signal) {
       let timer: Timer | undefined;
@@ -409,6 +434,9 @@ async function followAnswer(node: SwarmNode, request: string, trusted?: Readonly
         );
       }
     },
-    stop: () => follower.stop(),
+    stop: () => {
+      parked.unsubscribe();
+      return follower.stop();
+    },
   };
 }
