@@ -10,6 +10,7 @@ import { ID_PATTERN } from "./ids.ts";
 import { encode } from "./messages.ts";
 import { plainRecords, type RecordGuard } from "./record-guard.ts";
 import { taskKeys } from "./subjects.ts";
+import { readRequest } from "./task-records.ts";
 
 const id = z.string().regex(ID_PATTERN);
 const epochMs = z.number().int().nonnegative();
@@ -129,4 +130,62 @@ export async function decide(kv: KV, d: Decision, seal: <T extends object>(key: 
 /** What the model gets for a call that was not approved. */
 export function deniedContent(why: string): string {
   return `denied: ${why}`;
+}
+
+/** Why a pending call can no longer be decided (its time ran out, its request ended), or undefined. */
+export async function whyClosed(kv: KV, call: PendingCall, now = Date.now()): Promise<string | undefined> {
+  if (now >= call.expires_at) return `its approval timed out at ${new Date(call.expires_at).toISOString()} (tools.approval.timeout)`;
+  const record = await readRequest(kv, call.request).catch(() => undefined);
+  if (record?.status === "answered") return `its request ${call.request} has ended, which withdrew the call`;
+  return undefined;
+}
+
+/** At most this many pending calls are read to list them. */
+const MAX_LISTED = 1_000;
+
+/** The calls still waiting: not decided, not timed out, their request not ended. Oldest first. */
+export async function pendingCalls(kv: KV): Promise<PendingCall[]> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys(taskKeys.approvalAll)) if (keys.push(k) >= MAX_LISTED) break;
+  const now = Date.now();
+  const calls = await Promise.all(
+    keys.map(async (key) => {
+      const call = await readPending(kv, key.slice("approval.".length));
+      if (!call || (await readDecision(kv, call.id)) || (await whyClosed(kv, call, now))) return undefined;
+      return call;
+    }),
+  );
+  return calls.filter((c): c is PendingCall => c !== undefined).sort((a, b) => a.created_at - b.created_at);
+}
+
+export type DecideOutcome =
+  | { kind: "decided"; decision: Decision; call: PendingCall }
+  /** Decided before: the first decision (`first` undefined when its record is unreadable). */
+  | { kind: "refused"; first?: Decision }
+  | { kind: "unknown" }
+  | { kind: "closed"; why: string };
+
+/**
+ * One decision on call `id` from any surface (CLI, web dashboard): refused when the call is unknown,
+ * decided already, timed out or withdrawn; else created once (`seal`: with signing on).
+ */
+export async function decideCall(
+  kv: KV,
+  d: { id: string; outcome: Decision["outcome"]; by: string; note?: string },
+  seal?: <T extends object>(key: string, r: T) => T,
+): Promise<DecideOutcome> {
+  const call = await readPending(kv, d.id);
+  if (!call) return { kind: "unknown" };
+  const first = await readDecision(kv, d.id);
+  if (first) return { kind: "refused", first };
+  const why = await whyClosed(kv, call);
+  if (why) return { kind: "closed", why };
+  const decision: Decision = {
+    ...{ v: 1, id: d.id, request: call.request, task: call.task, tool: call.tool, outcome: d.outcome, by: d.by },
+    at: Date.now(),
+    note: d.note?.trim() || undefined,
+    asked_at: call.created_at,
+  };
+  const r = await decide(kv, decision, seal);
+  return r.ok ? { kind: "decided", decision, call } : { kind: "refused", first: r.first };
 }

@@ -96,6 +96,11 @@ const httpSchema = z.strictObject({
    * /?key=KEY once, API clients send a bearer key. Without keys the pages are served on loopback only.
    */
   dashboard_keys: list(z.string().min(8, { message: "keys of at least 8 characters, comma-separated" })).default([]),
+  /**
+   * The token the web dashboard's Approve and Deny buttons must send (typed into the page); unset, the
+   * page shows pending tool calls read-only and says why.
+   */
+  approval_token: z.string().min(16, { message: "a token of at least 16 characters" }).optional(),
 });
 
 const temporalSchema = z.strictObject({
@@ -339,6 +344,7 @@ export const SECRET_KEYS = [
   "llm.api_key",
   "swarm.gateway.api_keys",
   "swarm.http.dashboard_keys",
+  "swarm.http.approval_token",
 ] as const;
 
 /** Boolean keys: on the command line they may stand alone (`--swarm.enabled`). */
@@ -411,6 +417,8 @@ export const CONFIG_HELP: Record<string, string> = {
   "swarm.http.listen": "HOST:PORT for /healthz, /readyz, /metrics, the web dashboard and the gateway; empty: no HTTP",
   "swarm.http.dashboard_keys":
     "keys for the web dashboard's pages (secret; a browser opens /?key=KEY once); without keys they are served on loopback only",
+  "swarm.http.approval_token":
+    "the token the web dashboard's Approve and Deny buttons need (secret, 16+ characters); unset: pending calls are shown read-only",
   "swarm.temporal.enabled": "true with no address means localhost:7233; false turns Temporal off even with an address",
   "swarm.temporal.address": "Temporal frontend (localhost:7233) to run each request as a workflow; empty: no Temporal",
   "swarm.temporal.namespace": "Temporal namespace of the workflows",

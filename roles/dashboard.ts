@@ -8,6 +8,7 @@ import { createLogger } from "../lib/log.ts";
 import { type SwarmNode, startNode } from "../lib/node.ts";
 import { untilStopSignal } from "../lib/signals.ts";
 import { trustedAnswerKeys } from "../lib/signing.ts";
+import { type ApprovalsWatch, watchApprovals } from "./dashboard/approvals.ts";
 import { createLiveRequests, followSwarmRequests } from "./dashboard/live.ts";
 import { frameForTerminal, renderDashboard } from "./dashboard/render.ts";
 import { buildSnapshot, type DashboardSnapshot } from "./dashboard/snapshot.ts";
@@ -29,13 +30,14 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
   const log = dashboardLogger(cfg.log.level, show);
   const signalled = show.json || show.once ? undefined : untilStopSignal(log); // before start-up, so Ctrl-C is always clean
   const node = await startNode(cfg, log, { observer: true, queryWindowMs: show.json || show.once ? 1_500 : 1_000 });
+  const approvals = await watchApprovals(node.link.nc, node.names, cfg, log);
   if (!show.json && !show.once && cfg.swarm.http.listen) {
     // The web dashboard: the same snapshot plus every request as it runs, pushed to the page.
     const live = createLiveRequests();
     followSwarmRequests(node.link.nc, node.names, node.bad, live, trustedAnswerKeys(cfg));
-    node.serveHttp(webRoutes(node, live));
+    node.serveHttp(webRoutes(node, live, approvals));
   }
-  return showDashboard(node, show, signalled);
+  return showDashboard(node, show, signalled, approvals);
 }
 
 /**
@@ -43,17 +45,25 @@ export async function observeSwarm(loaded: LoadedConfig, show: ShowOptions): Pro
  * One-shot: collect the swarm for one query window, print, stop the node, exit 0. Live: refresh every
  * second until SIGINT/SIGTERM.
  */
-export async function showDashboard(node: SwarmNode, show: ShowOptions, signalled?: Promise<string>): Promise<number> {
+export async function showDashboard(
+  node: SwarmNode,
+  show: ShowOptions,
+  signalled?: Promise<string>,
+  watched?: ApprovalsWatch,
+): Promise<number> {
   const { queue } = node;
-  const snapshot = () => {
+  const approvals = watched ?? (await watchApprovals(node.link.nc, node.names, node.config, node.log));
+  const snapshot = (): DashboardSnapshot => {
     queue.refreshIfStale();
-    return buildSnapshot(node, queue.value());
+    return { ...buildSnapshot(node, queue.value()), approvals: approvals?.list() };
   };
   if (show.json || show.once) {
     await node.membership.discovered;
+    await Promise.race([approvals?.ready, Bun.sleep(3_000)]); // the calls stored so far, read at most this long
     // The queue depth comes from JetStream, asynchronously: read it now so it matches the node list.
     await queue.refresh();
     console.log(show.json ? JSON.stringify(snapshot(), null, 2) : renderDashboard(snapshot()));
+    approvals?.stop();
     await node.stop();
     return 0;
   }
@@ -73,6 +83,7 @@ export async function showDashboard(node: SwarmNode, show: ShowOptions, signalle
   const timer = setInterval(draw, REFRESH_MS);
   await Promise.race([signalled ?? untilStopSignal(node.log), node.stopRequested]);
   clearInterval(timer);
+  approvals?.stop();
   if (tty) process.stdout.write("\x1b[?25h\n");
   await node.stop();
   return 0;
@@ -97,6 +108,7 @@ export function noticeable(s: DashboardSnapshot): string {
     n.bad_messages.total,
   ];
   return JSON.stringify([
+    (s.approvals ?? []).map((a) => a.id),
     s.hid,
     node(s.this_node),
     s.connections.nats.connected,

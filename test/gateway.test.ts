@@ -345,7 +345,9 @@ describe("gateway", () => {
         let approved = false;
         for await (const c of stream) {
           content += c.choices[0]?.delta?.content ?? "";
-          const id = /waiting for approval: write_file "gw.txt" on \S+ \((ap-[0-9a-f]{10})\); approve with `picoclaw approve \1`/.exec(content)?.[1];
+          const id = /waiting for approval: write_file "gw.txt" on \S+ \((ap-[0-9a-f]{10})\); approve with `picoclaw approve \1`/.exec(
+            content,
+          )?.[1];
           if (id && !approved) {
             approved = true;
             expect((await runRole("picoclaw.ts", ["approve", id, ...swarm.common])).code).toBe(0);

@@ -113,3 +113,104 @@ test("the web page shows the nodes, a killed node going offline, and a request's
   if (process.env.UPDATE_SCREENSHOTS === "1") copyFileSync(shot, join(ROOT, "docs", "img", "web-dashboard.png"));
   await page.close();
 }, 120_000);
+
+test("pending tool calls: both dashboards list them; Approve and Deny work only with the approval token, a dashboard without one is read-only and says why", async () => {
+  suite.llm.script((b) => {
+    const user = String(b.messages?.find((m) => m.role === "user")?.content ?? "");
+    const file = /<web-approve (\w+)>/.exec(user)?.[1];
+    if (!file) return undefined;
+    const seen = (b.messages ?? []).filter((m) => m.role === "tool");
+    if (seen.length === 0)
+      return {
+        content: `writing ${file}`,
+        tool_calls: [{ name: "write_file", arguments: JSON.stringify({ path: `${file}.txt`, content: file }) }],
+      };
+    return `tool said: ${seen[0]!.content}`;
+  });
+  try {
+    const swarm: Swarm = await suite.start("web2", [
+      { script: "coordinator.ts", env: { PICOCLAW_LLM_PROVIDER: "echo" } },
+      { script: "worker.ts", args: ["--tools.approval.required", "write_file"], env: suite.llmEnv() },
+    ]);
+    const token = "approve-0123456789abcdef";
+    const dashboardAt = async (args: string[]) => {
+      const d = procs.track(spawnRole("dashboard.ts", [...swarm.common, "--swarm.http.listen", "127.0.0.1:0", ...args]));
+      return { proc: d, url: /HTTP listening url=(\S+)/.exec(await d.waitForLine(/HTTP listening url=/, 15_000))![1]! };
+    };
+    const deciding = await dashboardAt(["--swarm.http.approval_token", token]);
+    const readOnly = await dashboardAt([]);
+    await readOnly.proc.waitForLine(/Web dashboard shows tool calls waiting for approval read-only: swarm.http.approval_token is not set/);
+    const ask = (file: string) => {
+      const p = procs.track(
+        spawnRole("picoclaw.ts", ["submit", "--capabilities", "general", ...swarm.common, `<web-approve ${file}> write`]),
+      );
+      return p.waitForLine(/waiting for approval of write_file/, 30_000).then((l) => ({ p, id: /\((ap-[0-9a-f]{10}),/.exec(l)![1]! }));
+    };
+    const yes = await ask("yes");
+    const no = await ask("no");
+
+    // The read-only page lists both, without buttons, and says why.
+    const ro = await browser.newPage();
+    await ro.goto(readOnly.url);
+    await ro.waitForSelector(`[data-approval="${no.id}"]`, { timeout: 15_000 });
+    await expect(ro.locator("#approval-read-only").innerText()).resolves.toContain("swarm.http.approval_token is not set");
+    await expect(ro.locator("#approvals button").count()).resolves.toBe(0);
+    // Its route refuses a decision even with the right token.
+    const refused = await fetch(`${readOnly.url.replace(/\/$/, "")}/api/approvals/decide`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-picoclaw-approval-token": token },
+      body: JSON.stringify({ id: yes.id, outcome: "approved" }),
+    });
+    expect(refused.status).toBe(403);
+
+    // The terminal dashboard (one frame) lists them too.
+    const frame = await runRoleOnce(swarm);
+    expect(frame).toContain("【Waiting for Approval】");
+    expect(frame).toContain(`${yes.id}  write_file "yes.txt"`);
+
+    const page = await browser.newPage();
+    await page.goto(deciding.url);
+    const row = page.locator(`[data-approval="${yes.id}"]`);
+    await row.waitFor({ timeout: 15_000 });
+    await expect(row.innerText()).resolves.toContain("the model said: writing yes");
+    // Without the token (or with a wrong one) a click decides nothing.
+    await row.locator('button[data-decide="approved"]').click();
+    await expect(page.locator("#approval-result").innerText()).resolves.toBe("Enter the approval token first.");
+    await page.fill("#approval-token", "not-the-token-at-all");
+    await row.locator('button[data-decide="approved"]').click();
+    await page.waitForFunction(
+      `document.querySelector("#approval-result").textContent.includes("wrong or missing approval token")`,
+      undefined,
+      {
+        timeout: 10_000,
+      },
+    );
+    // With it: approve one, deny the other with a reason.
+    await page.fill("#approval-token", token);
+    await page.fill("#approval-by", "dana");
+    await row.locator('button[data-decide="approved"]').click();
+    await page.waitForFunction(
+      `document.querySelector("#approval-result").textContent.includes("${yes.id}: approved by dana via dashboard")`,
+    );
+    const noRow = page.locator(`[data-approval="${no.id}"]`);
+    await noRow.locator(".note").fill("not this file");
+    await noRow.locator('button[data-decide="denied"]').click();
+    await page.waitForFunction(`document.querySelector("#approval-result").textContent.includes("${no.id}: denied by dana")`);
+
+    expect(await yes.p.exited(30_000)).toBe(0);
+    expect(yes.p.output()).toContain("tool said: wrote 3 bytes to yes.txt");
+    expect(await no.p.exited(30_000)).toBe(0);
+    expect(no.p.output()).toContain("tool said: denied: not this file");
+    // Decided calls leave both pages.
+    for (const p of [page, ro]) await p.waitForSelector(`[data-approval="${yes.id}"]`, { state: "detached", timeout: 10_000 });
+  } finally {
+    suite.llm.script(undefined);
+  }
+});
+
+/** `picoclaw dashboard --once` beside `swarm`: one frame of the terminal dashboard. */
+async function runRoleOnce(swarm: Swarm): Promise<string> {
+  const p = procs.track(spawnRole("picoclaw.ts", ["dashboard", "--once", ...swarm.common]));
+  await p.exited(30_000);
+  return p.output();
+}

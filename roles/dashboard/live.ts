@@ -16,6 +16,7 @@ import {
   taskEventSchema,
   type UsageRow,
 } from "../../lib/task-messages.ts";
+import type { PendingRow } from "./approvals.ts";
 import type { DashboardSnapshot } from "./snapshot.ts";
 
 export type LiveTaskState = "queued" | "running" | "retrying" | "completed" | "failed" | "skipped";
@@ -264,4 +265,6 @@ export function followSwarmRequests(
 export interface WebState {
   snapshot: DashboardSnapshot;
   live: LiveView;
+  /** Tool calls waiting for a person; `decide`: the page may approve and deny (else `read_only` says why). */
+  approvals: { calls: PendingRow[]; decide: boolean; read_only?: string };
 }

@@ -176,6 +176,16 @@ export function renderDashboard(s: DashboardSnapshot, opts: RenderOptions = {}):
   if (s.nodes.length === 0) lines.push("  (no nodes yet — waiting for heartbeats)");
   for (const n of s.nodes) lines.push(nodeLine(n, color), ...taskLines(n, s.generated_at));
 
+  if (s.approvals?.length) {
+    lines.push("", "【Waiting for Approval】");
+    const now = Date.parse(s.generated_at);
+    for (const a of s.approvals) {
+      lines.push(
+        `  ${a.id}  ${a.tool} ${a.args} on ${a.node} (${a.request}/${a.task}), waiting ${formatDuration(now - a.asked_at)}: picoclaw approve ${a.id}`,
+      );
+    }
+  }
+
   lines.push("", `  Swarm H-id: ${s.hid}   updated ${clock(s.generated_at)}`);
   return lines.join("\n");
 }

@@ -1,9 +1,11 @@
 // The dashboard's data: one plain, JSON-serialisable picture of the swarm as one node sees it.
 // `picoclaw --swarm.dashboard --json` prints exactly this (shape documented in docs/dashboard.md).
+
 import type { NodeInfo, NodeRole, NodeTokens, PeerStatus, RunningTask } from "../../lib/messages.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import type { Queued } from "../../lib/queue-gauge.ts";
 import { temporalSettings } from "../../lib/temporal.ts";
+import type { PendingRow } from "./approvals.ts";
 
 export interface SnapshotNode {
   node: string;
@@ -84,6 +86,8 @@ export interface DashboardSnapshot {
   queues: { capability: string; priority: number | null; queued: number }[];
   /** Every node of the swarm this node knows, itself included when it is a swarm member, sorted by id. */
   nodes: SnapshotNode[];
+  /** Tool calls waiting for a person (tools.approval.required), oldest first; absent when the tasks bucket is not readable. */
+  approvals?: PendingRow[];
   bad_messages: { total: number; by_subject: Record<string, number>; refused: Record<string, number> };
 }
 

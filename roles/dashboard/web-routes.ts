@@ -4,6 +4,8 @@
 import { type Handler, isLoopback, parseListen } from "../../lib/http.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import { dashboardAccess } from "./access.ts";
+import type { ApprovalsWatch } from "./approvals.ts";
+import { approvalRoute } from "./decide.ts";
 import type { LiveRequests, WebState } from "./live.ts";
 import { buildSnapshot } from "./snapshot.ts";
 import { webPage } from "./web/page.ts" with { type: "macro" };
@@ -17,12 +19,18 @@ export const MAX_EVENT_CLIENTS = 100;
 /** Frames a page may fall behind (it reads nothing) before it is dropped: a stalled reader costs no memory. */
 const MAX_BEHIND = 16;
 
-export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, Handler> {
+export function webRoutes(node: SwarmNode, live: LiveRequests, approvals?: ApprovalsWatch): Record<string, Handler> {
   const clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
   const enc = new TextEncoder();
+  const decide = approvalRoute(node, approvals);
   const state = (): WebState => {
     node.queue.refreshIfStale();
-    return { snapshot: buildSnapshot(node, node.queue.value()), live: live.view() };
+    const calls = approvals?.list() ?? [];
+    return {
+      snapshot: { ...buildSnapshot(node, node.queue.value()), approvals: approvals && calls },
+      live: live.view(),
+      approvals: { calls, decide: decide.enabled, read_only: decide.readOnly },
+    };
   };
   let sentVersion = -1;
   let sentAt = 0;
@@ -57,6 +65,7 @@ export function webRoutes(node: SwarmNode, live: LiveRequests): Record<string, H
   return {
     "/": access.guard(() => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-cache" } })),
     "/api/state": access.guard(() => Response.json(state())),
+    "/api/approvals/decide": access.guard(decide.handler),
     "/events": access.guard((req, srv) => {
       if (clients.size >= MAX_EVENT_CLIENTS) {
         return Response.json(

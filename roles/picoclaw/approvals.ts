@@ -4,44 +4,15 @@
 // the first one's outcome and who made it. With signing on it is sealed with swarm.security.key_file,
 // and workers accept it only from a key in trusted_approvers (or trusted_admins).
 import { hostname, userInfo } from "node:os";
-import type { KV } from "nats";
-import { type Decision, decide, type PendingCall, readDecision, readPending } from "../../lib/approvals.ts";
+import { type Decision, decideCall, pendingCalls } from "../../lib/approvals.ts";
 import type { Config } from "../../lib/config.ts";
 import { formatDuration } from "../../lib/duration.ts";
 import { validateId } from "../../lib/ids.ts";
 import type { Logger } from "../../lib/log.ts";
 import { loadKey, sealRecord } from "../../lib/signing.ts";
 import { openTasksKv } from "../../lib/streams.ts";
-import { taskKeys } from "../../lib/subjects.ts";
 import { briefArgs } from "../../lib/task-messages.ts";
-import { readRequest } from "../../lib/task-records.ts";
 import { openClient } from "./client.ts";
-
-/** At most this many pending calls are read to list them. */
-const MAX_LISTED = 1_000;
-
-/** Why a pending call can no longer be decided (its request ended, its time ran out), or undefined. */
-async function closed(kv: KV, call: PendingCall, now: number): Promise<string | undefined> {
-  if (now >= call.expires_at) return `its approval timed out at ${new Date(call.expires_at).toISOString()} (tools.approval.timeout)`;
-  const record = await readRequest(kv, call.request).catch(() => undefined);
-  if (record?.status === "answered") return `its request ${call.request} has ended, which withdrew the call`;
-  return undefined;
-}
-
-/** The calls still waiting: not decided, not timed out, their request not ended. Oldest first. */
-export async function pendingCalls(kv: KV): Promise<PendingCall[]> {
-  const keys: string[] = [];
-  for await (const k of await kv.keys(taskKeys.approvalAll)) if (keys.push(k) >= MAX_LISTED) break;
-  const now = Date.now();
-  const calls = await Promise.all(
-    keys.map(async (key) => {
-      const call = await readPending(kv, key.slice("approval.".length));
-      if (!call || (await readDecision(kv, call.id)) || (await closed(kv, call, now))) return undefined;
-      return call;
-    }),
-  );
-  return calls.filter((c): c is PendingCall => c !== undefined).sort((a, b) => a.created_at - b.created_at);
-}
 
 export async function runApprovals(cfg: Config, log: Logger, json: boolean): Promise<number> {
   const client = await openClient(cfg, log, "picoclaw-approvals");
@@ -88,32 +59,23 @@ export async function runDecision(cfg: Config, log: Logger, outcome: Decision["o
   const client = await openClient(cfg, log, `picoclaw-${outcome === "approved" ? "approve" : "deny"}`);
   try {
     const kv = await openTasksKv(client.link.nc, client.names, cfg);
-    const call = await readPending(kv, id);
-    if (!call) {
+    const by = signer?.publicKey ?? `${userInfo().username}@${hostname()}`;
+    const r = await decideCall(kv, { id, outcome, by, note }, signer ? (key, rec) => sealRecord(signer, key, rec) : undefined);
+    if (r.kind === "unknown") {
       console.error(`picoclaw: no tool call ${id} is waiting for approval in swarm ${client.identity.hid} (picoclaw approvals lists them)`);
       return 1;
     }
-    const first = await readDecision(kv, id);
-    if (first) return refused(first);
-    const why = await closed(kv, call, Date.now());
-    if (why) {
-      console.error(`picoclaw: ${id} can no longer be decided: ${why}`);
+    if (r.kind === "closed") {
+      console.error(`picoclaw: ${id} can no longer be decided: ${r.why}`);
       return 1;
     }
-    const decision: Decision = {
-      ...{ v: 1, id, request: call.request, task: call.task, tool: call.tool, outcome },
-      by: signer?.publicKey ?? `${userInfo().username}@${hostname()}`,
-      at: Date.now(),
-      note: note?.trim() || undefined,
-      asked_at: call.created_at,
-    };
-    const r = await decide(kv, decision, signer ? (key, rec) => sealRecord(signer, key, rec) : undefined);
-    if (!r.ok) {
+    if (r.kind === "refused") {
       if (r.first) return refused(r.first);
       console.error(`picoclaw: ${id} was decided already (its decision record is not readable)`);
       return 1;
     }
-    console.log(`${outcome} ${id}: ${call.tool} ${briefArgs(call.arguments)} of ${call.request}/${call.task} (by ${decision.by})`);
+    const { call } = r;
+    console.log(`${outcome} ${id}: ${call.tool} ${briefArgs(call.arguments)} of ${call.request}/${call.task} (by ${by})`);
     return 0;
   } finally {
     await client.close();

@@ -197,6 +197,72 @@ function renderAnswers(list: RecentAnswer[]): void {
       .join("") || `<div class="empty">no answers yet</div>`;
 }
 
+/** Redrawn only when the calls change: a note being typed must survive the page's updates. */
+let approvalsKey = "";
+function renderApprovals(a: WebState["approvals"], now: number): void {
+  $("approvals-section").hidden = a.calls.length === 0 && !$("approval-result").textContent;
+  $("approval-controls").hidden = !a.decide;
+  $("approval-read-only").textContent = a.decide ? "" : `Read-only: ${a.read_only ?? ""}`;
+  const key = JSON.stringify([a.decide, a.calls.map((c) => c.id)]);
+  if (key !== approvalsKey) {
+    approvalsKey = key;
+    // Notes being typed survive a redraw (another call came or went).
+    const notes = new Map(
+      [...document.querySelectorAll<HTMLElement>("[data-approval]")].map((r) => [
+        r.dataset.approval,
+        r.querySelector<HTMLInputElement>(".note")?.value ?? "",
+      ]),
+    );
+    $("approvals").innerHTML = a.calls
+      .map(
+        (c) =>
+          `<div class="approval" data-approval="${esc(c.id)}">` +
+          `<div><span class="mono">${esc(c.id)}</span> <b>${esc(c.tool)}</b> ${esc(c.args)} on <span class="mono">${esc(c.node)}</span>` +
+          ` <span class="sub">${esc(c.request)}/${esc(c.task)} · waiting <span class="waited" data-since="${c.asked_at}"></span></span></div>` +
+          (c.reason ? `<div class="sub">the model said: ${esc(c.reason.slice(0, 300))}</div>` : "") +
+          (a.decide
+            ? `<div><input class="note" placeholder="note, or why it is denied" maxlength="2000">` +
+              `<button data-decide="approved">Approve</button><button data-decide="denied">Deny</button></div>`
+            : "") +
+          `</div>`,
+      )
+      .join("");
+    for (const r of document.querySelectorAll<HTMLElement>("[data-approval]")) {
+      const input = r.querySelector<HTMLInputElement>(".note");
+      if (input) input.value = notes.get(r.dataset.approval) ?? "";
+    }
+  }
+  for (const w of document.querySelectorAll<HTMLElement>(".waited")) w.textContent = fmtDuration(now - Number(w.dataset.since));
+}
+
+$("approvals").addEventListener("click", async (e) => {
+  const button = (e.target as HTMLElement).closest<HTMLButtonElement>("button[data-decide]");
+  const row = button?.closest<HTMLElement>("[data-approval]");
+  if (!button || !row) return;
+  const result = $("approval-result");
+  const token = ($("approval-token") as HTMLInputElement).value;
+  if (!token) {
+    result.textContent = "Enter the approval token first.";
+    return;
+  }
+  button.disabled = true;
+  const res = await fetch("api/approvals/decide", {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-picoclaw-approval-token": token },
+    body: JSON.stringify({
+      id: row.dataset.approval,
+      outcome: button.dataset.decide,
+      note: row.querySelector<HTMLInputElement>(".note")?.value || undefined,
+      by: ($("approval-by") as HTMLInputElement).value || undefined,
+    }),
+  }).catch((err: Error) => ({ ok: false, json: async () => ({ error: err.message }) }));
+  const body = (await res.json().catch(() => ({}))) as { error?: string; decision?: { id: string; outcome: string; by: string } };
+  result.textContent = body.decision
+    ? `${body.decision.id}: ${body.decision.outcome} by ${body.decision.by}`
+    : `Not decided: ${body.error ?? "no answer"}`;
+  button.disabled = false;
+});
+
 function render(state: WebState): void {
   const s = state.snapshot;
   const now = Date.parse(s.generated_at);
@@ -204,6 +270,7 @@ function render(state: WebState): void {
   renderNodes(s);
   renderQueues(s);
   renderTokens(s.tokens, s.nodes);
+  renderApprovals(state.approvals, now);
   renderRequests(state.live.requests, now);
   renderAnswers(state.live.answers);
   $("footer").textContent = `Swarm H-id ${s.hid} · updated ${new Date(now).toLocaleTimeString()}`;
