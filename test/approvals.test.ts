@@ -165,6 +165,24 @@ test("nobody decides within tools.approval.timeout: the call is denied as timed 
   expect(metrics).toContain('picoclaw_approvals_total{outcome="timed_out"} 1');
 });
 
+test("a request that ends while its call waits withdraws the call: approvals no longer lists it, approve refuses it", async () => {
+  writesOnce("<ends>", "never.txt", "x");
+  const swarm = await suite.start("apr5", [
+    { script: "coordinator.ts", env: ECHO_ENV },
+    { script: "worker.ts", args: APPROVE_WRITES, env: suite.llmEnv() },
+  ]);
+  const p = spawnRole("picoclaw.ts", ["submit", "--json", "--capabilities", "general", "--timeout", "4s", ...swarm.common, "<ends> write it"]);
+  clients.push(p);
+  const id = /\((ap-[0-9a-f]{10}),/.exec(await p.waitForLine(/waiting for approval of write_file/, 30_000))![1]!;
+  expect((await cli(swarm, ["approvals", "--json"])).stdout).toContain(id);
+  const r = await finished(p);
+  expect(r.answer!.answer!).toContain("deadline");
+  await waitFor("the withdrawn call to leave the list", async () => !(await cli(swarm, ["approvals", "--json"])).stdout.includes(id), 15_000, 200);
+  const late = await cli(swarm, ["approve", id]);
+  expect(late.code).toBe(1);
+  expect(late.output).toMatch(new RegExp(`${id} can no longer be decided: its request r-[0-9a-f]+ has ended, which withdrew the call`));
+});
+
 test("a pending call survives its worker dying, the coordinator failing over and a NATS restart; approve then lets the request finish on another worker", async () => {
   const ws2 = join(tempHome(), "ws2");
   writesOnce("<durable>", "kept.txt", "still here");
