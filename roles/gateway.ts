@@ -13,7 +13,8 @@ import { startNode } from "../lib/node.ts";
 import { NATS_BACKOFF, withRetry } from "../lib/retry.ts";
 import { untilStopSignal } from "../lib/signals.ts";
 import { ensureStreams } from "../lib/streams.ts";
-import { openaiRoutes } from "./gateway/api.ts";
+import { a2aRoutes } from "./gateway/a2a.ts";
+import { keyCheck, openaiRoutes } from "./gateway/api.ts";
 
 export async function runGateway(loaded: LoadedConfig): Promise<number> {
   const cfg = loaded.config;
@@ -37,9 +38,11 @@ export async function runGateway(loaded: LoadedConfig): Promise<number> {
   }
 
   // 3. Serve the OpenAI API beside /healthz, /readyz and /metrics; every chat is one swarm request.
-  const http = node.serveHttp(openaiRoutes(node));
+  // ...and the A2A protocol: the swarm as one agent other agents delegate to.
+  const http = node.serveHttp({ ...openaiRoutes(node), ...a2aRoutes(node, keyCheck(node)) });
   log.info("Gateway ready", {
     url: `${http?.url}/v1`,
+    a2a: `${http?.url}/.well-known/agent-card.json`,
     swarm: node.identity.hid,
     keys: cfg.swarm.gateway.api_keys.length,
   });

@@ -171,13 +171,27 @@ test("a request that ends while its call waits withdraws the call: approvals no 
     { script: "coordinator.ts", env: ECHO_ENV },
     { script: "worker.ts", args: APPROVE_WRITES, env: suite.llmEnv() },
   ]);
-  const p = spawnRole("picoclaw.ts", ["submit", "--json", "--capabilities", "general", "--timeout", "4s", ...swarm.common, "<ends> write it"]);
+  const p = spawnRole("picoclaw.ts", [
+    "submit",
+    "--json",
+    "--capabilities",
+    "general",
+    "--timeout",
+    "4s",
+    ...swarm.common,
+    "<ends> write it",
+  ]);
   clients.push(p);
   const id = /\((ap-[0-9a-f]{10}),/.exec(await p.waitForLine(/waiting for approval of write_file/, 30_000))![1]!;
   expect((await cli(swarm, ["approvals", "--json"])).stdout).toContain(id);
   const r = await finished(p);
   expect(r.answer!.answer!).toContain("deadline");
-  await waitFor("the withdrawn call to leave the list", async () => !(await cli(swarm, ["approvals", "--json"])).stdout.includes(id), 15_000, 200);
+  await waitFor(
+    "the withdrawn call to leave the list",
+    async () => !(await cli(swarm, ["approvals", "--json"])).stdout.includes(id),
+    15_000,
+    200,
+  );
   const late = await cli(swarm, ["approve", id]);
   expect(late.code).toBe(1);
   expect(late.output).toMatch(new RegExp(`${id} can no longer be decided: its request r-[0-9a-f]+ has ended, which withdrew the call`));

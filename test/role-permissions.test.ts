@@ -360,6 +360,20 @@ describe("one NATS user per role (docs/nats-server.conf)", () => {
     const sse = await streamed.text();
     expect(sse).toContain("gateway-user-marker-2");
     expect(sse).toContain("data: [DONE]");
+    // A2A (0.3 JSON-RPC, as a plain fetch): the task is answered under the gateway's rights too.
+    const a2a = await fetch(`${base.replace(/\/v1$/, "")}/a2a`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "message/send",
+        params: { message: { kind: "message", messageId: "m-1", role: "user", parts: [{ kind: "text", text: "gateway-user-marker-3" }] } },
+      }),
+    });
+    const task = (await a2a.json()) as { result?: { status?: { state?: string }; artifacts?: { parts: { text?: string }[] }[] } };
+    expect(task.result?.status?.state).toBe("completed");
+    expect(JSON.stringify(task.result?.artifacts)).toContain("gateway-user-marker-3");
     // The web dashboard heard both requests' events and shows their answers.
     await waitFor(
       "both answers on the web dashboard's /api/state",

@@ -79,6 +79,19 @@ export function openaiRoutes(node: SwarmNode): Record<string, Handler> {
   };
 }
 
+/** The gateway's key check for other routes (A2A): the refusal in OpenAI's error shape, or undefined. */
+export function keyCheck(node: SwarmNode): (req: Request) => Response | undefined {
+  const keys = node.config.swarm.gateway.api_keys.map(digest);
+  return (req) => {
+    try {
+      authorize(req, keys);
+      return undefined;
+    } catch (err) {
+      return err instanceof ApiError ? err.response({}) : undefined;
+    }
+  };
+}
+
 /** With keys configured, every /v1/ call needs `Authorization: Bearer <one of them>`. */
 function authorize(req: Request, keys: Buffer[]): void {
   if (keys.length === 0) return;

@@ -3,17 +3,15 @@
 // answer: the whole completion at once, or server-sent chunks as the coordinator's merge produces them.
 // Nothing is kept once the HTTP response ends: the request itself lives on in the swarm.
 import type { JetStreamManager } from "nats";
-import { fullAnswer } from "../../lib/answers.ts";
 import { formatDuration } from "../../lib/duration.ts";
-import { followRequest } from "../../lib/follow.ts";
 import { newRequestId } from "../../lib/ids.ts";
-import { decode } from "../../lib/messages.ts";
 import { LLM_SECONDS_BUCKETS } from "../../lib/metrics.ts";
 import type { SwarmNode } from "../../lib/node.ts";
 import { onlineCapabilities } from "../../lib/registry.ts";
 import { storeRequest } from "../../lib/requests.ts";
-import { trustedAnswerKeys, verifyAnswer } from "../../lib/signing.ts";
-import { MAX_PIPELINE_MESSAGE_BYTES, type RequestEvent, type RequestMsg, taskEventSchema } from "../../lib/task-messages.ts";
+import { trustedAnswerKeys } from "../../lib/signing.ts";
+import type { RequestEvent, RequestMsg } from "../../lib/task-messages.ts";
+import { type AnswerFollower, followAnswer } from "./follow-answer.ts";
 import {
   ApiError,
   type ChatRequest,
@@ -236,10 +234,16 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
           send(chunk(h, { delta: { content: delta }, finish_reason: null }));
         });
         // A call waiting for a person, and its decision: said in the chat, so whoever waits knows why.
-        follow.onWait((line) => {
+        const say = (line: string) => {
           sent += line;
           send(chunk(h, { delta: { content: line }, finish_reason: null }));
-        });
+        };
+        follow.onApproval((a) =>
+          say(`> waiting for approval: ${a.tool} ${a.args} on ${a.node} (${a.id}); approve with \`picoclaw approve ${a.id}\`\n\n`),
+        );
+        follow.onDecision((d) =>
+          say(`> ${d.id}: ${d.outcome.replace("_", " ")}${d.by ? ` by ${d.by}` : ""}${d.note ? ` (${d.note})` : ""}\n\n`),
+        );
         let status = 200;
         let ev: RequestEvent | undefined;
         try {
@@ -344,99 +348,4 @@ async function readBody(req: Request, limit: number): Promise<string> {
     parts.push(part);
   }
   return new TextDecoder().decode(Buffer.concat(parts));
-}
-
-interface AnswerFollower {
-  /** Each next piece of the merge's text, in order (gaps end it: the answer carries the whole text). */
-  onText(fn: (delta: string) => void): void;
-  /** A line for each tool call that waits for approval, and for each decision on one. */
-  onWait(fn: (line: string) => void): void;
-  /** The final event; undefined when `waitMs` passed or the client went away first. */
-  outcome(waitMs: number, signal: AbortSignal): Promise<RequestEvent | undefined>;
-  stop(): Promise<void>;
-}
-
-/**
- * Follows one request's events from the EVENTS stream (ordered consumer: a reconnect loses nothing). With
- * `trusted` (signing on), an answer, rejection or streamed piece that a trusted coordinator did not sign
- * is refused (logged, counted) and following goes on, so a forgery stored first does not win.
- */
-async function followAnswer(node: SwarmNode, request: string, trusted?: ReadonlySet<string>): Promise<AnswerFollower> {
-  let text: ((delta: string) => void) | undefined;
-  let wait: ((line: string) => void) | undefined;
-  let nextSeq = 0;
-  let settle: (ev: RequestEvent) => void = () => {};
-  const done = new Promise<RequestEvent>((resolve) => {
-    settle = resolve;
-  });
-  const follower = await followRequest(node.link.nc, node.names, request, {
-    request(ev, stored) {
-      const matters = ev.kind === "answer_delta" || ev.kind === "answer" || ev.kind === "failed";
-      if (trusted && matters) {
-        const verdict = verifyAnswer(stored.subject, stored.data, stored.headers, trusted);
-        if (!verdict.ok) {
-          node.bad.refuse(stored.subject, "answer", `${ev.kind}: ${verdict.reason}`);
-          node.log.warn("Answer refused", { request, kind: ev.kind, coordinator: ev.coordinator, reason: verdict.reason });
-          return;
-        }
-      }
-      if (ev.kind === "answer_delta") {
-        if (ev.seq === nextSeq && ev.delta !== undefined) {
-          nextSeq++;
-          text?.(ev.delta);
-        } else nextSeq = Number.POSITIVE_INFINITY;
-      } else if (ev.kind === "answer" || ev.kind === "failed") settle(ev);
-      else if (ev.kind === "decision" && ev.decision) {
-        const d = ev.decision;
-        wait?.(`> ${d.id}: ${d.outcome.replace("_", " ")}${d.by ? ` by ${d.by}` : ""}${d.note ? ` (${d.note})` : ""}\n\n`);
-      }
-    },
-    bad: (subject, reason) => node.bad.record(subject, reason),
-  });
-  // Calls that wait for a person: heard as their sub-tasks park (a plain subscription, no consumer per chat).
-  const parked = node.link.nc.subscribe(node.names.taskEventsOf(request), {
-    callback: (_e, m) => {
-      const d = decode(taskEventSchema, m.data, MAX_PIPELINE_MESSAGE_BYTES);
-      if (!d.ok || d.value.kind !== "approval") return;
-      for (const a of d.value.approvals ?? [])
-        wait?.(`> waiting for approval: ${a.tool} ${a.args} on ${d.value.node} (${a.id}); approve with \`picoclaw approve ${a.id}\`\n\n`);
-    },
-  });
-  return {
-    onText(fn) {
-      text = fn;
-    },
-    onWait(fn) {
-      wait = fn;
-    },
-    async outcome(waitMs, signal) {
-      let timer: Timer | undefined;
-      let onAbort: (() => void) | undefined;
-      const ev = await Promise.race([
-        done,
-        new Promise<undefined>((resolve) => {
-          timer = setTimeout(resolve, waitMs);
-          onAbort = () => resolve(undefined);
-          signal.addEventListener("abort", onAbort, { once: true });
-        }),
-      ]);
-      clearTimeout(timer);
-      if (onAbort) signal.removeEventListener("abort", onAbort);
-      if (!ev?.answer_ref) return ev;
-      // Too large for one message: the event has its start, the answers object store the whole.
-      try {
-        return { ...ev, answer: await fullAnswer(node.link.nc, node.names, ev) };
-      } catch (err) {
-        throw new ApiError(
-          502,
-          `request ${request} was answered, but its answer cannot be read: ${(err as Error).message}`,
-          "answer_unreadable",
-        );
-      }
-    },
-    stop: () => {
-      parked.unsubscribe();
-      return follower.stop();
-    },
-  };
 }
