@@ -54,8 +54,43 @@ export const decisionSchema = z.looseObject({
   note: z.string().max(2_000).optional(),
   /** When the call was asked for (time to decision). */
   asked_at: epochMs,
+  /**
+   * SHA-256 of the arguments the person was shown: the worker runs the call only when they are the
+   * call's own (a pending record rewritten to show other arguments cannot get the real call approved).
+   */
+  args_sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
 });
 export type Decision = z.infer<typeof decisionSchema>;
+
+/** The part of a call's arguments a pending record keeps (and a person is shown). */
+export const MAX_SHOWN_ARGUMENTS = 64 * 1024;
+
+/** What a decision's `args_sha256` is computed over: the arguments as a pending record keeps them. */
+export function argumentsDigest(args: string): string {
+  return createHash("sha256").update(args.slice(0, MAX_SHOWN_ARGUMENTS)).digest("hex");
+}
+
+/**
+ * Why `publicKey` would seal decisions nobody accepts (with signing on, workers take only those of
+ * trusted_approvers or trusted_admins), when this process's config says so; undefined otherwise.
+ */
+export function untrustedApprover(
+  security: { trusted_approvers: string[]; trusted_admins: string[] },
+  publicKey: string,
+): string | undefined {
+  const trusted = [...security.trusted_approvers, ...security.trusted_admins];
+  if (trusted.length === 0 || trusted.includes(publicKey)) return undefined;
+  return `this key (${publicKey}) is not in swarm.security.trusted_approvers or trusted_admins, so workers would ignore the decision`;
+}
+
+/** Text from the model or a tool, safe to print on a terminal or a page: no control characters, cut. */
+export function printable(text: string, max = 2_000): string {
+  const clean = text.replace(/\p{Cc}/gu, (c) => (c === "\n" || c === "\t" ? c : "�"));
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
 
 /** A call's approval id: the same for every attempt that reaches the same step (`ap-3f9a0c1b2d`). */
 export function approvalId(request: string, task: string, step: number): string {
@@ -185,6 +220,7 @@ export async function decideCall(
     at: Date.now(),
     note: d.note?.trim() || undefined,
     asked_at: call.created_at,
+    args_sha256: argumentsDigest(call.arguments),
   };
   const r = await decide(kv, decision, seal);
   return r.ok ? { kind: "decided", decision, call } : { kind: "refused", first: r.first };

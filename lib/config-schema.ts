@@ -144,6 +144,11 @@ const gatewaySchema = z.strictObject({
   api_keys: list(z.string().min(8, { message: "keys of at least 8 characters, comma-separated" })).default([]),
   /** Work waiting unstarted (requests no coordinator took + sub-tasks no node took) at which new chats get 429 (0: no limit). */
   max_pending: int(0, 1_000_000).default(100),
+  /**
+   * Whether an A2A message ("approve" / "deny: reason") may decide its task's waiting tool calls. Off by
+   * default: the agent asking is the one a prompt injection steers, so its own calls are decided elsewhere.
+   */
+  a2a_decisions: bool.default(false),
 });
 
 /** The LLM a node uses. No base_url and no api_key: the built-in offline echo provider. */
@@ -356,6 +361,7 @@ export const BOOLEAN_KEYS = [
   "tools.exec.enabled",
   "tools.web.fetch.enabled",
   "tools.isolation.enabled",
+  "swarm.gateway.a2a_decisions",
 ] as const;
 
 /** Every leaf key of the schema, dotted ("swarm.nats.urls"), read from the schema itself. */
@@ -436,6 +442,7 @@ export const CONFIG_HELP: Record<string, string> = {
   "swarm.llm.tokens_per_minute": "LLM tokens the whole swarm may use per minute, shared through NATS (0: no limit)",
   "swarm.llm.token_window": "the window tokens_per_minute is counted in",
   "swarm.gateway.api_keys": "bearer keys gateway clients must send (secret); required when listening beyond loopback",
+  "swarm.gateway.a2a_decisions": "an A2A message on a task may approve or deny its waiting tool calls (off: decide with picoclaw approve)",
   "swarm.gateway.max_pending": "unstarted work at which the gateway answers new chats 429 (0: no limit)",
   "swarm.security.signing": "sign and verify sub-tasks, results, answers, records and drain/shutdown (ed25519)",
   "swarm.security.key_file": "this process's nkey seed file (picoclaw keygen writes one)",

@@ -290,6 +290,7 @@ export const requestRecordSchema = z.looseObject({
   started_at: z.number().int().nonnegative(),
   deadline_at: z.number().int().nonnegative().optional(),
   queued: z.record(id, z.number().int().nonnegative()).optional(),
+  resumed: z.record(id, z.number().int().nonnegative()).optional(),
   text: z
     .string()
     .max(512 * 1024)

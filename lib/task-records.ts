@@ -30,6 +30,8 @@ export interface RequestRecord {
   deadline_at?: number;
   /** Stream sequence of each sub-task queued so far: a resume re-queues only what is gone from the stream. */
   queued?: Record<string, number>;
+  /** Sub-tasks sent again after a decision: the parking (EVENTS sequence) each one answered. */
+  resumed?: Record<string, number>;
   /** The request's text, for a synthesis on another coordinator (Temporal mode). */
   text?: string;
   plan?: Plan;

@@ -22,6 +22,7 @@ import { type Intake, takeRequests } from "./coordinator/intake.ts";
 import { startLeadership } from "./coordinator/leadership.ts";
 import { OPEN_PER_SLOT, type OpenRequests, openRequests } from "./coordinator/request.ts";
 import { sweepWhileLeading } from "./coordinator/sweep.ts";
+import type { TemporalRunner } from "./coordinator/temporal/runner.ts";
 import { subTaskWaiters } from "./coordinator/waiters.ts";
 import { retryWhileLeading } from "./coordinator/while-leading.ts";
 
@@ -71,6 +72,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   // Tool calls waiting for a person: each decision sends its parked sub-task again (only a trusted
   // approver's or admin's counts with signing on).
   const sec = cfg.swarm.security;
+  let temporal: TemporalRunner | undefined; // started below, once the activities can use `approvals`
   const approvals = coordinatorApprovals({
     ...{ nc, kv, names, log, metrics: node.metrics, events },
     decisions: createRecordGuard({
@@ -78,7 +80,11 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
       bad,
       trusted: signer ? new Set([...sec.trusted_approvers, ...sec.trusted_admins]) : undefined,
     }),
-    onDecision: (d) => requests?.onDecision(d),
+    onDecision: (d) => {
+      requests?.onDecision(d);
+      // Temporal mode: the wait is the request's workflow's; the leader tells it (a standby would too often).
+      if (leadership.holds()) void temporal?.signalDecision(d.request, { id: d.id, outcome: d.outcome });
+    },
     pending: () => requests?.parked() ?? 0,
   });
   // Temporal mode (swarm.temporal.address reachable): requests run as workflows, which this coordinator's
@@ -86,7 +92,7 @@ export async function runCoordinator(node: MemberNode): Promise<void> {
   // Loaded only when configured: nodes without Temporal never load its SDK.
   const waiters = subTaskWaiters();
   const settings = temporalSettings(cfg);
-  const temporal = settings
+  temporal = settings
     ? await (await import("./coordinator/temporal/runner.ts")).startTemporal(settings, {
         identity: me,
         log,

@@ -37,8 +37,11 @@ function writesOnce(marker: string) {
   });
 }
 
-async function startGateway(swarm: Swarm): Promise<{ proc: RoleProcess; root: string }> {
-  const proc = procs.track(spawnRole("picoclaw.ts", ["gateway", "--swarm.http.listen", "127.0.0.1:0", ...swarm.common]));
+async function startGateway(
+  swarm: Swarm,
+  args: string[] = ["--swarm.gateway.a2a_decisions"],
+): Promise<{ proc: RoleProcess; root: string }> {
+  const proc = procs.track(spawnRole("picoclaw.ts", ["gateway", "--swarm.http.listen", "127.0.0.1:0", ...swarm.common, ...args]));
   const base = /url=(\S+)/.exec(await proc.waitForLine(/Gateway ready url=\S+/, 15_000))![1]!;
   const root = base.replace(/\/v1$/, "");
   await waitFor("the gateway's /readyz", async () => (await fetch(`${root}/readyz`)).status === 200);
@@ -97,19 +100,35 @@ test("A2A 1.0 with the official client: the agent card, an answered task, and a 
   expect(waiting?.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
   const words = waiting!.status!.message!.parts.map((p) => (p.content?.$case === "text" ? p.content.value : "")).join("");
   expect(words).toMatch(/Waiting for approval:\nap-[0-9a-f]{10}: write_file \{"path":"notes.txt","content":"notes"\} on claw-/);
+  const apId = /(ap-[0-9a-f]{10})/.exec(words)![1]!;
   expect(words).toContain('Answer "approve" or "deny: <reason>"');
   const taskId = waiting!.taskId;
   expect(existsSync(join(workspace, "notes.txt"))).toBe(false);
   expect((await client.getTask({ tenant: "", id: taskId })).status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
 
-  // Something that is no answer: asked again. Then "approve" on the same task: it runs, and completes.
-  const unclear = (await client.sendMessage(send("maybe later", taskId))) as Task;
+  // Something that is no answer (even "ok"): asked again. A gateway without a2a_decisions decides nothing.
+  const unclear = (await client.sendMessage(send("ok, maybe later", taskId))) as Task;
   expect(unclear.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+  const strictGw = await startGateway(swarm, []);
+  const strict = await new ClientFactory().createFromUrl(strictGw.root);
+  let strictTask = "";
+  let strictWords = "";
+  for await (const ev of strict.sendMessageStream(send("<a2a> other"))) {
+    if (ev.payload?.$case === "statusUpdate") {
+      strictTask = ev.payload.value.taskId;
+      strictWords = ev.payload.value.status?.message?.parts.map((p) => (p.content?.$case === "text" ? p.content.value : "")).join("") ?? "";
+    }
+  }
+  expect(strictWords).toContain("swarm.gateway.a2a_decisions is off");
+  const refused = (await strict.sendMessage(send("approve", strictTask))) as Task;
+  expect(refused.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+  expect(existsSync(join(workspace, "other.txt"))).toBe(false);
+  // Then "approve" on the first task, on the gateway that takes decisions: it runs, and completes.
   const done = (await client.sendMessage(send("approve, looks right", taskId))) as Task;
   expect(done.id).toBe(taskId);
   expect(done.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
   expect(answerText(done)).toContain("tool said: wrote 5 bytes to notes.txt");
-  expect(answerText(done)).toMatch(/approved by a2a via gateway claw-\S+ \(ap-[0-9a-f]{10}\)/);
+  expect(answerText(done)).toMatch(new RegExp(`approved by a2a via gateway claw-\\S+ \\(${apId}\\)`));
   expect(readFileSync(join(workspace, "notes.txt"), "utf8")).toBe("notes");
   expect((await client.getTask({ tenant: "", id: taskId })).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
 });

@@ -147,6 +147,33 @@ test("denied: the model gets `denied: <reason>` as the call's result and goes on
   expect(existsSync(join(workspace, "prod.conf"))).toBe(false);
 });
 
+test("a decision covers the arguments shown: a pending record rewritten to show other arguments cannot get the real call approved", async () => {
+  const workspace = join(tempHome(), "ws");
+  writesOnce("<tamper>", "real.txt", "the real content");
+  const swarm = await suite.start("apr6", [
+    { script: "coordinator.ts", env: ECHO_ENV },
+    { script: "worker.ts", args: ["--agents.defaults.workspace", workspace, ...APPROVE_WRITES], env: suite.llmEnv() },
+  ]);
+  const { submit, id } = await submitUntilPending(swarm, "<tamper> write");
+  // Someone with write access to approval.* shows the approver a harmless call instead.
+  const nc = await connect({ servers: suite.nats.url });
+  try {
+    const kv = await nc.jetstream().views.kv("picoclaw_apr6_tasks", { bindOnly: true });
+    const entry = (await kv.get(`approval.${id}`))!;
+    const shown = { ...entry.json<Record<string, unknown>>(), arguments: JSON.stringify({ path: "harmless.txt", content: "hi" }) };
+    await kv.put(`approval.${id}`, JSON.stringify(shown));
+  } finally {
+    await nc.close();
+  }
+  const listed = await cli(swarm, ["approvals"]);
+  expect(listed.stdout).toContain('arguments: {"path":"harmless.txt","content":"hi"}');
+  expect((await cli(swarm, ["approve", id])).code).toBe(0);
+  const r = await finished(submit);
+  expect(r.code).toBe(0);
+  expect(r.answer!.answer!).toContain("denied: the arguments that were approved are not this call's");
+  expect(existsSync(join(workspace, "real.txt"))).toBe(false);
+});
+
 test("nobody decides within tools.approval.timeout: the call is denied as timed out, and a late approve is refused", async () => {
   writesOnce("<slow>", "late.txt", "x");
   const port = await freePort();

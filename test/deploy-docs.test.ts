@@ -143,8 +143,13 @@ describe("docs/deploy.md, multi-machine: docs/nats-cluster.conf as three servers
       await waitFor(`${s.name} /healthz`, async () => (await healthz(s)) === 200, 60_000, 100).catch((err: Error) => {
         throw new Error(`${err.message}\n${servers.map((x) => `--- ${x.name} log (end) ---\n${logTail(x)}`).join("\n")}`);
       });
-      const routez = (await (await fetch(`http://127.0.0.1:${s.monitor}/routez`)).json()) as { routes?: { remote_id: string }[] };
-      expect({ server: s.name, peers: new Set((routez.routes ?? []).map((r) => r.remote_id)).size }).toEqual({ server: s.name, peers: 2 });
+      // Healthy with a quorum, a server may still be connecting its route to the third: wait for both.
+      const peers = async () => {
+        const routez = (await (await fetch(`http://127.0.0.1:${s.monitor}/routez`)).json()) as { routes?: { remote_id: string }[] };
+        return new Set((routez.routes ?? []).map((r) => r.remote_id)).size;
+      };
+      await waitFor(`${s.name} routes to both other servers`, async () => (await peers()) === 2, 30_000, 100).catch(() => {});
+      expect({ server: s.name, peers: await peers() }).toEqual({ server: s.name, peers: 2 });
     }
     const refused = await connect({ servers: urls.split(","), reconnect: false }).then(
       (nc) => nc.close().then(() => "connected"),

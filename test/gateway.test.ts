@@ -356,6 +356,8 @@ describe("gateway", () => {
         expect(approved).toBe(true);
         expect(content).toMatch(/> ap-[0-9a-f]{10}: approved by \S+/);
         expect(content).toContain("file tool said: wrote 16 bytes to gw.txt");
+        // The answer follows the notices once, not twice.
+        expect(content.split("file tool said: wrote 16 bytes to gw.txt").length - 1).toBe(1);
       } finally {
         suite.llm.script(undefined);
       }

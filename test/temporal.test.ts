@@ -120,7 +120,7 @@ describe("Temporal mode", () => {
     }
   });
 
-  test("a call waiting for approval: the workflow's sub-task activity waits (no worker held), picoclaw approve resumes it, the workflow finishes", async () => {
+  test("a call waiting for approval: the workflow waits for the decision signal (no worker held), picoclaw approve sends it, the workflow finishes", async () => {
     suite.llm.script((b) => {
       if (!String(b.messages?.find((m) => m.role === "user")?.content ?? "").includes("<tw-approve>")) return undefined;
       const seen = (b.messages ?? []).filter((m) => m.role === "tool");
@@ -133,23 +133,31 @@ describe("Temporal mode", () => {
         { script: "coordinator.ts", args: withTemporal("pc-tw7"), env: ECHO_ENV },
         { script: "worker.ts", args: ["--tools.exec.enabled", "--tools.approval.required", "exec"], env: suite.llmEnv() },
       ]);
-      await swarm.nodes[0]!.waitForLine(/Temporal connected: requests run as workflows .*task_queue=pc-tw7/);
+      const coordinator = swarm.nodes[0]!;
+      await coordinator.waitForLine(/Temporal connected: requests run as workflows .*task_queue=pc-tw7/);
       const client = procs.track(
         spawnRole("picoclaw.ts", ["submit", "--json", "--capabilities", "general", ...swarm.common, "<tw-approve> add"], {}),
       );
       const line = await client.waitForLine(/waiting for approval of exec/, 30_000);
       const id = /\((ap-[0-9a-f]{10}),/.exec(line)![1]!;
       await swarm.nodes[1]!.waitForLine(/Sub-task parked: a tool call waits for approval/, 10_000);
+      // The sub-task activity has ended: the wait is the workflow's own (it waits for a signal).
+      await coordinator.waitForLine(new RegExp(`Task parked: waiting for approval .*approvals=${id} workflow=true`), 10_000);
       const request = /"request":"(r-[0-9a-f]+)"/.exec(client.stdout.join("\n"))![1]!;
-      // The wait is the workflow's: its sub-task activity is still running (pending) meanwhile.
-      const described = await temporal.cli(["workflow", "describe", "--workflow-id", request]);
-      expect(described.out).toMatch(/runSubTask/);
       const ok = await runRole("picoclaw.ts", ["approve", id, ...swarm.common]);
       expect(ok.code).toBe(0);
       expect(await client.exited(60_000)).toBe(0);
       expect(client.output()).toContain("exec said 42");
-      expect(swarm.nodes[0]!.output()).toContain(`Tool call approved request=${request}`);
-      expect(await activities(request)).toEqual(["plan", "runSubTask", "answer"]);
+      expect(coordinator.output()).toContain(`Tool call approved request=${request}`);
+      // Visible in the workflow's history: the sub-task ran, parked, got the decision signal, ran again.
+      expect(await activities(request)).toEqual(["plan", "runSubTask", "runSubTask", "answer"]);
+      const shown = await temporal.cli(["workflow", "show", "--workflow-id", request, "--output", "json"]);
+      type HistoryEvent = { workflowExecutionSignaledEventAttributes?: { signalName: string; input: { payloads: { data: string }[] } } };
+      const signals = (JSON.parse(shown.out) as { events: HistoryEvent[] }).events.flatMap((e) => {
+        const a = e.workflowExecutionSignaledEventAttributes;
+        return a ? [{ name: a.signalName, value: JSON.parse(Buffer.from(a.input.payloads[0]!.data, "base64").toString()) }] : [];
+      });
+      expect(signals).toEqual([{ name: "decision", value: { id, outcome: "approved" } }]);
     } finally {
       suite.llm.script(undefined);
     }

@@ -30,7 +30,8 @@ interface Parked {
   /** The node that asked: it gets the sub-task back when it is still online (its workspace is there). */
   node: string;
   expiresAt: number;
-  timer?: Timer;
+  /** The stored `approval` event's sequence in EVENTS: which parking this is (each is answered once). */
+  parking: number;
 }
 interface Tracked {
   task: PlanTask;
@@ -52,8 +53,12 @@ interface Tracked {
   /** What the reconcile pass keeps about it between checks. */
   watch: Watched;
   parked?: Parked;
-  /** Sent again after a decision (`cause`), to `node`; no node yet: waiting for one with its tools. */
-  resumed?: { cause: string; tools: string[]; prefer: string; node?: string; from: string[] };
+  /** The last parking a resume answered (a stored `approval` event at or before it is history). */
+  answeredParking?: number;
+  /** Sent again after a parking was decided (`cause` names it), to `node`; no node yet: waiting for one with its tools. */
+  resumed?: { cause: string; tools: string[]; prefer: string; node?: string; said?: boolean };
+  /** When the stored events were last read for it (a silent node may have parked it). */
+  lookedAt?: number;
 }
 
 export interface RunContext {
@@ -79,8 +84,11 @@ export interface RunContext {
   /** Runs a NATS step, retrying a blip in place while the lease is ours (a finished step is never redone). */
   whileLeading: WhileLeading;
   onAssigned(task: string, node: string): void;
-  /** Sub-tasks just queued, with their stream sequences (recorded so a resume does not queue them again). */
-  onQueued(seqs: Record<string, number>): Promise<void>;
+  /**
+   * Sub-tasks just queued, with their stream sequences (recorded so a resume does not queue them again),
+   * and, for those sent again after a decision, the parking each answers.
+   */
+  onQueued(seqs: Record<string, number>, resumed?: Record<string, number>): Promise<void>;
   /** Records a failure the coordinator decided (no node, deliveries used up); false when a result beat it. */
   recordFailure(
     task: { request: string; task: string; capability: string },
@@ -122,7 +130,12 @@ export interface RequestRun {
 
 const RECONCILE_MS = 2_000;
 
-export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?: { queued?: Record<string, number> }): RequestRun {
+export function runRequest(
+  ctx: RunContext,
+  request: string,
+  plan: Plan,
+  resume?: { queued?: Record<string, number>; resumed?: Record<string, number> },
+): RequestRun {
   const listeningSince = Date.now(); // the coordinator hears task events (live and stored) from here on
   const tracked = new Map<string, Tracked>(
     plan.tasks.map((t) => [
@@ -148,7 +161,6 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
     over = true;
     clearInterval(reconcile);
     clearTimeout(deadline);
-    for (const x of tracked.values()) clearTimeout(x.parked?.timer);
   };
   const outcomesNow = () =>
     plan.tasks.map((t) => {
@@ -171,7 +183,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
    * Publishes sub-tasks (all at once: a fan-out of 64 must not wait 64 round trips) and records where
    * they are. `viaQueue`: re-routed from a node that is gone; `resume`: sent again after a decision.
    */
-  const queue = async (xs: Tracked[], how: { viaQueue?: boolean; resume?: { node: string; cause: string } } = {}) => {
+  const queue = async (xs: Tracked[], how: { viaQueue?: boolean; resume?: { node: string; cause: string; parking: number } } = {}) => {
     const { viaQueue = false, resume } = how;
     if (xs.length === 0) return;
     const seqs: Record<string, number> = {};
@@ -193,6 +205,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
           tools: t.tools,
           resume: resume ? true : undefined,
         };
+        if (resume) x.target = resume.node; // its node now (a node going offline moves what it holds)
         const routed = resume ? resume.node : routeByTools(x);
         if (routed === "none") return; // no node has its tools now: the reconcile pass routes it later
         const pinned = routed !== undefined || (t.node !== undefined && !viaQueue && !offline.has(t.node));
@@ -220,7 +233,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         });
       }),
     );
-    await ctx.onQueued(seqs);
+    await ctx.onQueued(seqs, resume ? Object.fromEntries(Object.keys(seqs).map((id) => [id, resume.parking])) : undefined);
   };
 
   /**
@@ -328,7 +341,7 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       const recorded = await stored(x);
       if (recorded) return apply(x, recorded);
       // Decided while no node had its tools: sent once one is online (until the deadline).
-      if (x.resumed && x.resumed.node === undefined) return resumeParked(x, x.resumed.cause);
+      if (x.resumed && x.resumed.node === undefined) return sendResumed(x);
       // Waiting for a node with its tools: sent as soon as one is online.
       if (
         !x.resumed &&
@@ -338,14 +351,19 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         ctx.nodesWithTools?.(x.task.capability, x.task.tools, offline).length
       )
         await queue([x], { viaQueue: true });
-      x.last ??= await lastStoredEvent(ctx.jsm, ctx.names, request, id, listeningSince);
-      if (x.last?.kind === "approval") {
-        // The stored parking a resume already answered is history; a newer one parks it again.
-        const answered = x.resumed?.from ?? [];
-        if (!x.last.approvals?.every((a) => answered.includes(a.id))) return enterParked(x, x.last);
-        x.last = undefined;
+      // Silent longer than a running node's progress interval: it may have parked the sub-task (acked
+      // its message), and the live word of it missed us. The stored events say (read at most that often).
+      const quiet = ctx.ackWaitMs / 2;
+      if (now - (x.last?.at ?? 0) > quiet && now - (x.lookedAt ?? 0) > quiet) {
+        x.lookedAt = now;
+        const stored = await lastStoredEvent(ctx.jsm, ctx.names, request, id, listeningSince);
+        if (stored?.kind === "approval") {
+          await enterParked(x, stored);
+          if (x.state === "parked") return;
+        } else x.last ??= stored;
       }
       x.watch.pinned = (x.task.node !== undefined && !x.rerouted) || x.resumed !== undefined;
+      if (x.watch.last?.kind === "approval") x.watch.last = undefined; // an answered parking says nothing of the run now
       x.watch.last = x.last;
       const why = stuck(x.watch, ctx, now);
       if (why) return giveUp(x, why.error, why.attempts);
@@ -356,61 +374,70 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
 
   /**
    * A node parked the sub-task (its calls wait for a person) and acked its message: nothing is queued
-   * and nothing is stuck until the calls are decided, or time out (then it is sent again and the node
-   * answers the model "approval timed out"). A decision made before we heard of the parking counts.
+   * and nothing is stuck until the calls are decided or time out. Each parking is its stored event (its
+   * EVENTS sequence): one heard live is looked up there, and one a resume answered is history.
    */
   const enterParked = async (x: Tracked, ev: LastEvent) => {
-    const calls = ev.approvals ?? [];
-    if (terminal(x) || calls.length === 0) return;
-    clearTimeout(x.parked?.timer);
+    if (terminal(x)) return;
+    const stored = ev.seq !== undefined ? ev : await lastStoredEvent(ctx.jsm, ctx.names, request, x.task.id, listeningSince);
+    const calls = stored?.kind === "approval" ? (stored.approvals ?? []) : [];
+    if (!stored || stored.seq === undefined || calls.length === 0 || terminal(x)) return;
+    if (stored.seq <= (x.answeredParking ?? 0) || x.parked?.parking === stored.seq) return;
     x.state = "parked";
     x.seq = undefined;
     x.resumed = undefined;
-    const parked: Parked = {
+    x.parked = {
       ids: calls.map((c) => c.id),
       tools: [...new Set(calls.map((c) => c.tool))],
-      node: ev.node ?? x.node ?? "",
+      node: stored.node ?? x.node ?? "",
       expiresAt: Math.min(...calls.map((c) => c.expires_at)),
+      parking: stored.seq,
     };
-    x.parked = parked;
-    ctx.log.info("Task parked: waiting for approval", { task: x.task.id, request, node: parked.node, approvals: parked.ids.join(",") });
-    parked.timer = setTimeout(
-      () => {
-        if (x.parked !== parked || over) return;
-        ctx.approvals?.expired(x.task.id, parked.ids);
-        guard(() => resumeParked(x, `${parked.ids[0]}.expired`));
-      },
-      Math.max(0, parked.expiresAt - Date.now()) + 250,
-    );
-    for (const id of parked.ids) {
+    ctx.log.info("Task parked: waiting for approval", { task: x.task.id, request, node: x.parked.node, approvals: x.parked.ids.join(",") });
+    await checkParked(x, Date.now());
+  };
+
+  /**
+   * A parked sub-task, looked at by the reconcile pass and whenever a decision is heard: decided (read
+   * back from KV, whoever decided and however we heard), or past its calls' time-out, it is sent again.
+   */
+  const checkParked = async (x: Tracked, now: number) => {
+    const p = x.parked;
+    if (!p || x.state !== "parked" || over) return;
+    for (const id of p.ids) {
       const d = await ctx.approvals?.read(id);
-      if (d && x.parked === parked && x.state === "parked") {
-        ctx.approvals?.decided(x.task.id, d, { tool: d.tool });
-        return resumeParked(x, d.id);
-      }
+      if (!d || x.parked !== p) continue;
+      ctx.approvals?.decided(x.task.id, d, { tool: d.tool });
+      return resumeParked(x, p);
+    }
+    if (now >= p.expiresAt + 250 && x.parked === p) {
+      ctx.approvals?.expired(x.task.id, p.ids);
+      return resumeParked(x, p);
     }
   };
 
-  /** Sends a parked sub-task again: to the node that asked when it is online with the tools, else another that has them. */
-  const resumeParked = async (x: Tracked, cause: string) => {
+  /** Sends a parked sub-task again, once per parking (its message id names the parking). */
+  const resumeParked = async (x: Tracked, p: Parked) => {
     if (terminal(x) || over) return;
-    const {
-      tools,
-      node: prefer,
-      ids,
-    } = x.parked ?? { tools: x.resumed?.tools ?? [], node: x.resumed?.prefer ?? "", ids: x.resumed?.from ?? [] };
-    clearTimeout(x.parked?.timer);
     x.parked = undefined;
     x.state = "queued";
     x.last = undefined; // its next attempt starts afresh (a new message)
-    const nodes = ctx.nodesWithTools?.(x.task.capability, tools, offline) ?? [];
-    const node = nodes.includes(prefer) ? prefer : nodes[0];
-    x.resumed = { cause, tools, prefer, node, from: ids };
-    if (!node) {
-      ctx.log.info("Decided call waits for a node with its tools", { task: x.task.id, request, tools: tools.join(",") });
+    x.answeredParking = p.parking;
+    x.resumed = { cause: `resume-${p.parking}`, tools: p.tools, prefer: p.node };
+    await sendResumed(x);
+  };
+
+  /** To the node that asked when it is online with the tools, else another that has them, else later. */
+  const sendResumed = async (x: Tracked) => {
+    const r = x.resumed!;
+    const nodes = ctx.nodesWithTools?.(x.task.capability, r.tools, offline) ?? [];
+    r.node = nodes.includes(r.prefer) ? r.prefer : nodes[0];
+    if (!r.node) {
+      if (!r.said) ctx.log.info("Decided call waits for a node with its tools", { task: x.task.id, request, tools: r.tools.join(",") });
+      r.said = true;
       return;
     }
-    await queue([x], { resume: { node, cause } });
+    await queue([x], { resume: { node: r.node, cause: r.cause, parking: x.answeredParking ?? 0 } });
   };
 
   /** Ends the run now: what has not ended is skipped with `reason`, and its queued message removed. */
@@ -441,7 +468,10 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
   // Events are fast but may not reach us; the stored state always does. Look now and then.
   const reconcile = setInterval(() => {
     const now = Date.now();
-    for (const [id, x] of tracked) if (x.state === "queued" || x.state === "running") guard(() => check(id, x, now));
+    for (const [id, x] of tracked) {
+      if (x.state === "queued" || x.state === "running") guard(() => check(id, x, now));
+      else if (x.state === "parked") guard(() => checkParked(x, now));
+    }
   }, RECONCILE_MS);
 
   // Every request ends: at its deadline, what is unfinished is marked so and the run resolves.
@@ -465,13 +495,11 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
           const r = await stored(x);
           if (r) return Object.assign(x, { result: r, state: r.status });
           const seq = resume.queued?.[t.id];
+          x.answeredParking = resume.resumed?.[t.id];
           if (seq !== undefined && (await stillQueued(seq))) return Object.assign(x, { state: "queued", seq });
           // Parked by a node (its message acked): it stays parked, and is sent again if decided meanwhile.
           const last = await lastStoredEvent(ctx.jsm, ctx.names, request, t.id, listeningSince);
-          if (last?.kind === "approval" && seq !== undefined) {
-            x.last = last;
-            await enterParked(x, last);
-          }
+          if (last?.kind === "approval" && seq !== undefined) await enterParked(x, last);
         }),
       );
     }
@@ -509,13 +537,15 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
       } else if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate") {
         guard(() => settle(ev.task, ev.kind === "duplicate" ? undefined : ev.result));
       } else if (ev.kind === "approval" && !x.result) {
-        guard(() => enterParked(x, { ...x.last!, node: ev.node, approvals: ev.approvals }));
+        guard(() => enterParked(x, { ...x.last!, node: ev.node, approvals: ev.approvals })); // its stored sequence is looked up
       }
     },
     onNodeOffline(node) {
       offline.add(node);
       const moved: Tracked[] = [];
       for (const x of tracked.values()) {
+        // A parked sub-task has no message anywhere; a resumed one is moved below.
+        if (x.state === "parked" || x.resumed) continue;
         const movable = x.task.tools?.length ? x.target === node : x.task.node === node && !x.rerouted;
         if (!movable || terminal(x) || x.state === "waiting") continue;
         x.rerouted = true;
@@ -525,19 +555,20 @@ export function runRequest(ctx: RunContext, request: string, plan: Plan, resume?
         moved.push(x);
       }
       guard(() => queue(moved, { viaQueue: true }));
-      // Sent back to the node that asked for approval, which is gone now: another one with its tools resumes it.
+      // Sent back, after a decision, to a node that is gone now (queued there or running): another one
+      // with the tools resumes it from its steps (a call it had started is reported interrupted).
       for (const x of tracked.values()) {
-        if (x.state === "queued" && x.resumed?.node === node) {
-          if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
-          guard(() => resumeParked(x, `${x.resumed!.cause}.moved`));
-        }
+        if (!x.resumed || x.resumed.node !== node || (x.state !== "queued" && x.state !== "running")) continue;
+        if (x.seq !== undefined) ctx.jsm.streams.deleteMessage(ctx.names.streams.tasks, x.seq).catch(() => {});
+        x.state = "queued";
+        x.resumed = { ...x.resumed, cause: `${x.resumed.cause}.from-${node}`, node: undefined, said: false };
+        guard(() => sendResumed(x));
       }
     },
     onDecision(d) {
       const x = tracked.get(d.task);
-      if (!x || over || x.state !== "parked" || !x.parked?.ids.includes(d.id)) return;
-      ctx.approvals?.decided(d.task, d, { tool: d.tool });
-      guard(() => resumeParked(x, d.id));
+      // A doorbell: the decision is read back from KV (the one that counts, checked) before acting on it.
+      if (x && !over && x.state === "parked" && x.parked?.ids.includes(d.id)) guard(() => checkParked(x, Date.now()));
     },
     parked: () => [...tracked.values()].filter((x) => x.state === "parked").length,
     stopped: () => stopped,

@@ -180,6 +180,7 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
       plan,
       summary,
       queued: { ...record?.queued },
+      resumed: record?.resumed && { ...record.resumed },
     };
     let recorded = Promise.resolve();
     // The record goes with each wave of queued sub-tasks (their stream sequences), so a resume neither
@@ -204,10 +205,11 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
         nodesWithTools: (capability, tools, exclude) => nodesWithTools(node.membership.registry, capability, tools, exclude),
         fence: leadership.fence,
         whileLeading,
-        onQueued: (seqs) => {
+        onQueued: (seqs, resumedFrom) => {
           // One write at a time, each with every sequence known so far.
           Object.assign(base.queued!, seqs);
-          const snapshot = { ...base, queued: { ...base.queued } };
+          if (resumedFrom) base.resumed = { ...base.resumed, ...resumedFrom };
+          const snapshot = { ...base, queued: { ...base.queued }, resumed: base.resumed && { ...base.resumed } };
           recorded = recorded.then(() => whileLeading("record the request", () => writeRequest(kv, req.request, snapshot, records)));
           return recorded;
         },
@@ -228,7 +230,7 @@ async function handle(ctx: RequestContext, msg: JsMsg, open: Map<string, { run?:
       },
       req.request,
       plan,
-      resumed ? { queued: record?.queued } : undefined,
+      resumed ? { queued: record?.queued, resumed: record?.resumed } : undefined,
     );
     mine.run = run;
     busy.delete(req.request); // waiting on the swarm holds no slot

@@ -15,6 +15,8 @@ export interface LastEvent {
   at: number;
   /** kind "approval": the node that parked the sub-task and the calls it waits on. */
   node?: string;
+  /** A stored event's sequence in EVENTS (undefined: heard live). */
+  seq?: number;
   approvals?: TaskEvent["approvals"];
 }
 
@@ -74,7 +76,7 @@ export async function lastStoredEvent(
     // When the stream stored it, not what it says of itself: a forged old timestamp cannot age it.
     if (!d.ok) return undefined;
     const { kind, attempt, node, approvals } = d.value;
-    return { kind, attempt, at: Math.max(m.time.getTime(), listeningSince), node, approvals };
+    return { kind, attempt, at: Math.max(m.time.getTime(), listeningSince), node, approvals, seq: m.seq };
   } catch {
     return undefined; // no event yet (or not readable now): nothing to conclude
   }

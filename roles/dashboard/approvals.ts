@@ -3,7 +3,7 @@
 // shows what waits. A call leaves the list when it is decided, times out, or its request ends. The web
 // dashboard also decides them, with swarm.http.approval_token (see web-routes.ts).
 import type { KV, KvEntry, NatsConnection } from "nats";
-import { decisionSchema, type PendingCall, pendingCallSchema, whyClosed } from "../../lib/approvals.ts";
+import { decisionSchema, type PendingCall, pendingCallSchema, printable, whyClosed } from "../../lib/approvals.ts";
 import type { Config } from "../../lib/config.ts";
 import type { Logger } from "../../lib/log.ts";
 import { plainRecords } from "../../lib/record-guard.ts";
@@ -21,6 +21,8 @@ export interface PendingRow {
   tool: string;
   /** The first argument in a few words (`"rm -rf build"`). */
   args: string;
+  /** The whole arguments (what the decision covers), control characters replaced, cut at 2000 characters. */
+  arguments: string;
   reason?: string;
   asked_at: number;
   expires_at: number;
@@ -74,7 +76,9 @@ async function watch(kv: KV): Promise<ApprovalsWatch> {
     readyAll = Promise.all([
       await follow(taskKeys.approvalAll, (e) => {
         const r = plainRecords.read(e.key, e, pendingCallSchema);
-        if (r.state === "ok" && !decided.has(r.value.id) && pending.size < MAX_KEPT) pending.set(r.value.id, r.value);
+        if (r.state !== "ok") return;
+        const closed = decided.has(r.value.id) || withdrawn.has(r.value.id) || r.value.expires_at <= Date.now();
+        if (!closed && pending.size < MAX_KEPT) pending.set(r.value.id, r.value);
       }),
       await follow(taskKeys.decisionAll, (e) => {
         const r = plainRecords.read(e.key, e, decisionSchema);
@@ -87,8 +91,14 @@ async function watch(kv: KV): Promise<ApprovalsWatch> {
     stopAll(); // the first watch, when the second could not be made
     throw err;
   }
+  /** Calls that can no longer be decided (timed out, request ended) leave; the sets stay bounded. */
   const checkEnded = async () => {
-    for (const call of [...pending.values()]) if (await whyClosed(kv, call).catch(() => undefined)) withdrawn.add(call.id);
+    for (const call of [...pending.values()]) {
+      if (!(await whyClosed(kv, call).catch(() => undefined))) continue;
+      pending.delete(call.id);
+      withdrawn.add(call.id);
+    }
+    for (const set of [decided, withdrawn]) for (const id of set) if (set.size > MAX_KEPT * 10) set.delete(id);
   };
   const timer = setInterval(() => void checkEnded(), ENDED_CHECK_MS);
   timer.unref?.();
@@ -100,8 +110,13 @@ async function watch(kv: KV): Promise<ApprovalsWatch> {
         .filter((c) => c.expires_at > now && !withdrawn.has(c.id))
         .sort((a, b) => a.created_at - b.created_at)
         .map((c) => ({
-          ...{ id: c.id, request: c.request, task: c.task, node: c.node, tool: c.tool, args: briefArgs(c.arguments) },
-          ...{ reason: c.reason, asked_at: c.created_at, expires_at: c.expires_at },
+          ...{ id: c.id, request: c.request, task: c.task, node: c.node, tool: c.tool, args: printable(briefArgs(c.arguments)) },
+          ...{
+            arguments: printable(c.arguments),
+            reason: c.reason && printable(c.reason),
+            asked_at: c.created_at,
+            expires_at: c.expires_at,
+          },
         }));
     },
     stop() {

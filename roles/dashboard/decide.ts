@@ -4,7 +4,7 @@
 // the token the route refuses and the page shows the calls read-only, saying why.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { DECISION_OUTCOMES, decideCall } from "../../lib/approvals.ts";
+import { DECISION_OUTCOMES, decideCall, untrustedApprover } from "../../lib/approvals.ts";
 import type { Handler } from "../../lib/http.ts";
 import { ID_PATTERN } from "../../lib/ids.ts";
 import type { SwarmNode } from "../../lib/node.ts";
@@ -39,10 +39,12 @@ export function approvalRoute(node: SwarmNode, approvals: ApprovalsWatch | undef
   const expected = token ? digest(token) : undefined;
   // With signing on, decisions are sealed with this dashboard's key (it must be a trusted approver's).
   const signer = !readOnly && cfg.swarm.security.signing ? loadKey(cfg) : undefined;
+  const untrusted = signer && untrustedApprover(cfg.swarm.security, signer.publicKey);
   const fail = (status: number, error: string) => Response.json({ error }, { status, headers: { "cache-control": "no-store" } });
   const handler: Handler = async (req) => {
     if (req.method !== "POST") return fail(405, "POST a decision: { id, outcome: approved | denied, note }");
     if (readOnly || !expected || !approvals) return fail(403, `read-only: ${readOnly}`);
+    if (untrusted) return fail(403, `not decided: ${untrusted}`);
     const given = req.headers.get(APPROVAL_TOKEN_HEADER);
     if (!given || !timingSafeEqual(digest(given), expected)) return fail(401, "wrong or missing approval token");
     let body: z.infer<typeof bodySchema>;

@@ -29,7 +29,7 @@ import {
   validateVersion,
 } from "@a2a-js/sdk/server";
 import type { KV } from "nats";
-import { decideCall, pendingCalls } from "../../lib/approvals.ts";
+import { decideCall, pendingCalls, printable, untrustedApprover } from "../../lib/approvals.ts";
 import { createDoorbell } from "../../lib/doorbell.ts";
 import type { Handler } from "../../lib/http.ts";
 import { newRequestId } from "../../lib/ids.ts";
@@ -44,7 +44,9 @@ import { type AnswerFollower, followAnswer } from "./follow-answer.ts";
 /** After the request's deadline the coordinator answers it as failed; the task waits this much longer. */
 const DEADLINE_GRACE_MS = 2_000;
 /** How often a followed task looks for calls of its request waiting for a person (besides when one parks). */
-const PENDING_CHECK_MS = 5_000;
+const PENDING_CHECK_MS = 15_000;
+const A2A_DECISIONS_OFF =
+  "A person decides them with picoclaw approve ID / deny ID (or a dashboard): this gateway takes no decisions over A2A (swarm.gateway.a2a_decisions is off).";
 
 const text = (value: string) => ({
   content: { $case: "text" as const, value },
@@ -61,12 +63,11 @@ function textOf(m: Message): string {
     .join("\n");
 }
 
-/** "approve [note]" / "yes", or "deny[:] reason" / "no": a person's answer to an input-required task. */
+/** "approve [note]" or "deny[:] reason": a person's answer to an input-required task (nothing looser). */
 export function parseDecision(said: string): { outcome: "approved" | "denied"; note?: string } | undefined {
-  const m = /^\s*(approve|approved|yes|ok|deny|denied|no|reject)\b[\s:,-]*([\s\S]*)$/i.exec(said);
+  const m = /^\s*(approve|deny)\b[\s:,-]*([\s\S]*)$/i.exec(said);
   if (!m) return undefined;
-  const outcome = /^(approve|approved|yes|ok)$/i.test(m[1]!) ? "approved" : "denied";
-  return { outcome, note: m[2]!.trim() || undefined };
+  return { outcome: m[1]!.toLowerCase() === "approve" ? "approved" : "denied", note: m[2]!.trim() || undefined };
 }
 
 class SwarmExecutor implements AgentExecutor {
@@ -122,9 +123,12 @@ class SwarmExecutor implements AgentExecutor {
       // A follow-up on a task that waits for a person: the person's decision on its waiting calls.
       const waiting = await this.waitingCalls(request);
       if (waiting.length > 0) {
+        if (!cfg.swarm.gateway.a2a_decisions) return this.askAgain(bus, ctx, waiting, A2A_DECISIONS_OFF);
         const d = parseDecision(said);
         if (!d) return this.askAgain(bus, ctx, waiting, `Answer "approve" or "deny: <reason>".`);
         const signer = cfg.swarm.security.signing ? loadKey(cfg) : undefined;
+        const untrusted = signer && untrustedApprover(cfg.swarm.security, signer.publicKey);
+        if (untrusted) return this.askAgain(bus, ctx, waiting, `Not decided: ${untrusted}.`);
         for (const call of waiting) {
           await decideCall(
             await this.kv,
@@ -189,8 +193,12 @@ class SwarmExecutor implements AgentExecutor {
         if (stop.signal.aborted) return; // canceled: the cancel said so
         if (next) return this.finish(bus, ctx, request, next.ev);
         const calls = await this.waitingCalls(request);
-        if (calls.length > 0)
-          return this.askAgain(bus, ctx, calls, `Answer "approve" or "deny: <reason>" on this task (or: picoclaw approve ID).`);
+        if (calls.length > 0) {
+          const how = this.node.config.swarm.gateway.a2a_decisions
+            ? `Answer "approve" or "deny: <reason>" on this task (or: picoclaw approve ID).`
+            : A2A_DECISIONS_OFF;
+          return this.askAgain(bus, ctx, calls, how);
+        }
       }
     } finally {
       if (this.following.get(ctx.taskId) === stop) this.following.delete(ctx.taskId);
@@ -209,7 +217,7 @@ class SwarmExecutor implements AgentExecutor {
     calls: { id: string; tool: string; arguments: string; node: string }[],
     how: string,
   ) {
-    const list = calls.map((c) => `${c.id}: ${c.tool} ${c.arguments.slice(0, 200)} on ${c.node}`).join("\n");
+    const list = calls.map((c) => `${c.id}: ${c.tool} ${printable(c.arguments, 500)} on ${c.node}`).join("\n");
     this.status(bus, ctx, TaskState.TASK_STATE_INPUT_REQUIRED, `Waiting for approval:\n${list}\n${how}`);
   }
 

@@ -234,10 +234,8 @@ export function chatCompletions(node: SwarmNode): ChatHandler {
           send(chunk(h, { delta: { content: delta }, finish_reason: null }));
         });
         // A call waiting for a person, and its decision: said in the chat, so whoever waits knows why.
-        const say = (line: string) => {
-          sent += line;
-          send(chunk(h, { delta: { content: line }, finish_reason: null }));
-        };
+        // Not part of the merge's text: `sent` stays what the answer starts with.
+        const say = (line: string) => send(chunk(h, { delta: { content: line }, finish_reason: null }));
         follow.onApproval((a) =>
           say(`> waiting for approval: ${a.tool} ${a.args} on ${a.node} (${a.id}); approve with \`picoclaw approve ${a.id}\`\n\n`),
         );

@@ -4,7 +4,7 @@
 // the first one's outcome and who made it. With signing on it is sealed with swarm.security.key_file,
 // and workers accept it only from a key in trusted_approvers (or trusted_admins).
 import { hostname, userInfo } from "node:os";
-import { type Decision, decideCall, pendingCalls } from "../../lib/approvals.ts";
+import { type Decision, decideCall, pendingCalls, printable, untrustedApprover } from "../../lib/approvals.ts";
 import type { Config } from "../../lib/config.ts";
 import { formatDuration } from "../../lib/duration.ts";
 import { validateId } from "../../lib/ids.ts";
@@ -32,9 +32,11 @@ export async function runApprovals(cfg: Config, log: Logger, json: boolean): Pro
     const now = Date.now();
     for (const c of calls) {
       console.log(
-        `${c.id}  ${c.request}/${c.task}  ${c.node}  ${c.tool} ${briefArgs(c.arguments)}  waiting ${formatDuration(now - c.created_at)}, times out in ${formatDuration(c.expires_at - now)}`,
+        `${c.id}  ${c.request}/${c.task}  ${c.node}  ${c.tool} ${printable(briefArgs(c.arguments))}  waiting ${formatDuration(now - c.created_at)}, times out in ${formatDuration(c.expires_at - now)}`,
       );
-      if (c.reason) console.log(`    the model said: ${c.reason.replace(/\s+/g, " ").slice(0, 200)}`);
+      // What would run, whole (control characters shown as �): the decision covers exactly these arguments.
+      console.log(`    arguments: ${printable(c.arguments, 4_000)}`);
+      if (c.reason) console.log(`    the model said: ${printable(c.reason.replace(/\s+/g, " "), 300)}`);
     }
     console.log("approve: picoclaw approve ID [--note TEXT] · deny: picoclaw deny ID [--reason TEXT]");
     return 0;
@@ -49,11 +51,9 @@ export async function runDecision(cfg: Config, log: Logger, outcome: Decision["o
   // With signing on the decision is sealed: a missing key stops here, before anything is written.
   const signer = cfg.swarm.security.signing ? loadKey(cfg) : undefined;
   // A decision workers would not trust still takes the call's one decision: refused here when the config says so.
-  const trusted = [...cfg.swarm.security.trusted_approvers, ...cfg.swarm.security.trusted_admins];
-  if (signer && trusted.length > 0 && !trusted.includes(signer.publicKey)) {
-    console.error(
-      `picoclaw: not decided: this key (${signer.publicKey}) is not in swarm.security.trusted_approvers or trusted_admins, so workers would ignore the decision`,
-    );
+  const untrusted = signer && untrustedApprover(cfg.swarm.security, signer.publicKey);
+  if (untrusted) {
+    console.error(`picoclaw: not decided: ${untrusted}`);
     return 1;
   }
   const client = await openClient(cfg, log, `picoclaw-${outcome === "approved" ? "approve" : "deny"}`);

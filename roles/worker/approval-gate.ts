@@ -5,8 +5,10 @@
 import type { KV } from "nats";
 import {
   approvalId,
+  argumentsDigest,
   type Decision,
   deniedContent,
+  MAX_SHOWN_ARGUMENTS,
   markStarted,
   needsApproval,
   type PendingCall,
@@ -56,6 +58,14 @@ export function approvalGate(o: GateOptions): ApprovalGate | undefined {
     async check(task, call, step, reason) {
       const id = approvalId(task.request, task.task, step);
       const decision = await readDecision(o.kv, id, o.decisions);
+      if (decision?.outcome === "approved" && decision.args_sha256 && decision.args_sha256 !== argumentsDigest(call.arguments)) {
+        return {
+          kind: "refuse",
+          content: deniedContent("the arguments that were approved are not this call's (its pending record was changed); not run"),
+          outcome: "denied",
+          approval: note(decision),
+        };
+      }
       if (decision?.outcome === "approved") {
         const pending = await readPending(o.kv, id, o.records);
         if (pending && (await markStarted(o.kv, pending, o.node, o.records))) return { kind: "run", approval: note(decision) };
@@ -88,7 +98,7 @@ export function approvalGate(o: GateOptions): ApprovalGate | undefined {
           step,
           call_id: call.id,
           tool: call.name,
-          arguments: call.arguments.slice(0, 64 * 1024),
+          arguments: call.arguments.slice(0, MAX_SHOWN_ARGUMENTS),
           reason: reason.trim() ? reason.trim().slice(0, 2_000) : undefined,
           created_at: now,
           expires_at: now + o.timeoutMs,

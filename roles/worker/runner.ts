@@ -191,7 +191,8 @@ export function createRunner(o: RunnerOptions): Runner {
     claimed.set(key, msg.info.streamSequence); // until it is in `running`
     // Kept alive while it is looked up too: a slow read (a replica cut off) must not cost deliveries.
     const lookingUp = setInterval(() => msg.working(), Math.max(500, t.ack_wait / 3));
-    const recorded = attempt > 1 ? await readResult(kv, task.request, task.task, records) : undefined; // never throws
+    // A resumed sub-task (after a decision) may have been sent twice: its result may be recorded too.
+    const recorded = attempt > 1 || task.resume ? await readResult(kv, task.request, task.task, records) : undefined; // never throws
     clearInterval(lookingUp);
     claimed.delete(key);
     if (recorded !== undefined) {
@@ -335,9 +336,11 @@ export function createRunner(o: RunnerOptions): Runner {
       reason: p.reason?.slice(0, 2_000),
     }));
     const ev = encode(taskEvent(task, "approval", attempt, { approvals }));
+    const js = nc.jetstream();
     for (let tries = 1; ; tries++) {
       try {
-        await nc.request(names.taskEvents(task.request, task.task), ev, { timeout: Math.max(500, Math.min(5_000, t.ack_wait / 2)) });
+        // A PubAck, not just any reply: the message is acked only once the parking is stored.
+        await js.publish(names.taskEvents(task.request, task.task), ev, { timeout: Math.max(500, Math.min(5_000, t.ack_wait / 2)) });
         break;
       } catch (err) {
         if (tries < 3) continue;

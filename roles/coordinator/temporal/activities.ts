@@ -26,7 +26,7 @@ import { lastStoredEvent, stuck, type Watched } from "../stuck.ts";
 import type { SubTaskOutcome } from "../synthesis.ts";
 import { answerFor } from "../synthesis.ts";
 import type { SubTaskWaiters } from "../waiters.ts";
-import type { Answered, AnswerInput, Planned, RequestActivities, RequestInput, SubTaskEnd } from "./types.ts";
+import type { Answered, AnswerInput, Planned, RequestActivities, RequestInput, SubTaskEnd, SubTaskParked } from "./types.ts";
 
 export interface ActivityContext {
   nc: NatsConnection;
@@ -53,24 +53,18 @@ export interface ActivityContext {
   approvals?: Omit<CoordinatorApprovals, "stop">;
 }
 
-/** A sub-task a node parked (its calls wait for a person), and what decided it once something did. */
-interface Parked {
-  ids: string[];
-  tools: string[];
-  node: string;
-  expiresAt: number;
-  /** The decision's id, or `<id>.expired`: set once, then the sub-task is sent again as soon as a node can take it. */
-  cause?: string;
-}
-
-function parkedFrom(ev: { node?: string; approvals?: TaskEvent["approvals"] }): Parked | undefined {
+/** The parking a node stored or said (its calls wait for a person), as the workflow gets it back. */
+function parkedFrom(task: string, ev: { node?: string; approvals?: TaskEvent["approvals"]; seq?: number }): SubTaskParked | undefined {
   const calls = ev.approvals ?? [];
-  if (calls.length === 0) return undefined;
+  if (calls.length === 0 || ev.seq === undefined) return undefined;
   return {
-    ids: calls.map((a) => a.id),
+    id: task,
+    status: "parked",
+    approvals: calls.map((a) => a.id),
     tools: [...new Set(calls.map((a) => a.tool))],
     node: ev.node ?? "",
-    expiresAt: Math.min(...calls.map((a) => a.expires_at)),
+    expires_at: Math.min(...calls.map((a) => a.expires_at)),
+    parking: ev.seq,
   };
 }
 
@@ -126,7 +120,15 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       }
     },
 
-    async runSubTask({ request, task, deadline_at }): Promise<SubTaskEnd> {
+    async decided({ ids }) {
+      for (const id of ids) {
+        const d = await c.approvals?.read(id);
+        if (d) return { id: d.id, outcome: d.outcome };
+      }
+      return undefined;
+    },
+
+    async runSubTask({ request, task, deadline_at, resume }): Promise<SubTaskEnd | SubTaskParked> {
       const ctx = Context.current();
       const done = await readResult(c.kv, request, task, c.records);
       if (done) return ended(task, done, c.checkResult);
@@ -137,13 +139,14 @@ export function requestActivities(c: ActivityContext): RequestActivities {
       const watch: Watched = { capability: t0.capability, tools: t0.tools, pinned: false };
       const listeningSince = Date.now();
       const bell = createDoorbell();
-      /** Parked by a node: no message is queued, nothing is stuck, until its calls are decided or time out. */
-      let parked: Parked | undefined;
-      const answered = new Set<string>(); // approval ids a resume already answered
+      /** A node said it parked the sub-task: its stored event says which parking (each is answered once). */
+      let heardParking = false;
+      const answered = resume?.parked.parking ?? 0; // the parking this run answers is history
+      let lookedAt = 0;
       const stopWaiting = c.waiters.wait(request, task, (ev) => {
         watch.last = { kind: ev.kind, attempt: ev.attempt, at: Date.now() }; // heard now, whatever it claims
         if (ev.kind === "started") c.log.info("Task assigned", { task, request, node: ev.node, capability: ev.capability });
-        if (ev.kind === "approval") parked = parkedFrom(ev) ?? parked;
+        if (ev.kind === "approval") heardParking = true;
         if (ev.kind === "completed" || ev.kind === "failed" || ev.kind === "duplicate" || ev.kind === "approval") bell.ring();
       });
       try {
@@ -185,6 +188,10 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           });
           return ack.seq;
         };
+        if (resume && seq === undefined) {
+          const node = await resumeTarget(c, { request, task, capability: t0.capability }, resume, ctx);
+          seq = await publish({ node, cause: `resume-${resume.parked.parking}` });
+        }
         seq ??= await publish();
         ctx.heartbeat({ seq });
 
@@ -194,24 +201,23 @@ export function requestActivities(c: ActivityContext): RequestActivities {
           for (;;) {
             const r = await readResult(c.kv, request, task, c.records);
             if (r) return ended(task, r, c.checkResult);
-            watch.last ??= await lastStoredEvent(c.jsm, c.names, request, task, listeningSince);
-            if (watch.last?.kind === "approval") {
-              // Stored parking (heard by another coordinator before a failover, or missed live).
-              if (!watch.last.approvals?.every((a) => answered.has(a.id))) parked ??= parkedFrom(watch.last);
-              watch.last = undefined;
-            }
-            if (parked) {
-              const node = await decidedFor(c, { request, task, capability: t0.capability }, parked);
-              if (node === undefined) {
-                await Promise.race([bell.wait(CHECK_EVERY_MS), ctx.cancelled]);
-                ctx.heartbeat({ seq, parked: parked.ids });
-                continue;
+            // Heard parking it, or silent longer than a running node's progress interval (the live word of
+            // a parking may have missed us): the stored events say whether, and which parking.
+            const now = Date.now();
+            const quiet = t.ack_wait / 2;
+            if (heardParking || (now - (watch.last?.at ?? 0) > quiet && now - lookedAt > quiet) || watch.last === undefined) {
+              heardParking = false;
+              lookedAt = now;
+              const stored = await lastStoredEvent(c.jsm, c.names, request, task, listeningSince);
+              const parked = stored?.kind === "approval" && (stored.seq ?? 0) > answered ? parkedFrom(task, stored) : undefined;
+              if (parked) {
+                c.log.info("Task parked: waiting for approval", {
+                  ...{ task, request, node: parked.node, approvals: parked.approvals.join(",") },
+                  workflow: true,
+                });
+                return parked;
               }
-              for (const id of parked.ids) answered.add(id);
-              seq = await publish({ node, cause: parked.cause! });
-              parked = undefined;
-              ctx.heartbeat({ seq });
-              continue;
+              if (stored?.kind !== "approval") watch.last ??= stored;
             }
             const limits = {
               onlineFor: (cap: string, tools?: string[]) =>
@@ -327,29 +333,28 @@ async function stillQueued(c: ActivityContext, seq: number): Promise<boolean> {
 }
 
 /**
- * The node to send a parked sub-task to once its calls are decided (or timed out): the one that asked
- * when it is online with the tools, else another that has them; undefined while undecided or no such
- * node is online (the request's deadline ends the wait). The decision is counted once.
+ * Where a parked sub-task goes once its calls are decided (or timed out): the node that asked when it
+ * is online with the tools, else another that has them; while none is, this waits (the request's
+ * deadline cancels it). The decision is counted here, once per resume.
  */
-async function decidedFor(
+async function resumeTarget(
   c: ActivityContext,
   at: { request: string; task: string; capability: string },
-  p: Parked,
-): Promise<string | undefined> {
-  if (!p.cause) {
-    for (const id of p.ids) {
-      const d = await c.approvals?.read(id);
-      if (!d) continue;
-      c.approvals?.decided(at.request, at.task, d);
-      p.cause = d.id;
-      break;
-    }
+  resume: { cause: string; parked: SubTaskParked },
+  ctx: Context,
+): Promise<string> {
+  const { parked } = resume;
+  if (resume.cause.endsWith(".expired")) c.approvals?.expired(at.request, at.task, parked.approvals);
+  else {
+    const d = await c.approvals?.read(resume.cause);
+    if (d) c.approvals?.decided(at.request, at.task, d);
   }
-  if (!p.cause && Date.now() >= p.expiresAt) {
-    c.approvals?.expired(at.request, at.task, p.ids);
-    p.cause = `${p.ids[0]}.expired`;
+  for (let said = false; ; said = true) {
+    const nodes = nodesWithTools(c.registry(), at.capability, parked.tools);
+    const node = nodes.includes(parked.node) ? parked.node : nodes[0];
+    if (node) return node;
+    if (!said) c.log.info("Decided call waits for a node with its tools", { ...at, tools: parked.tools.join(","), workflow: true });
+    await Promise.race([Bun.sleep(CHECK_EVERY_MS), ctx.cancelled]);
+    ctx.heartbeat({ resume: resume.cause });
   }
-  if (!p.cause) return undefined;
-  const nodes = nodesWithTools(c.registry(), at.capability, p.tools);
-  return nodes.includes(p.node) ? p.node : nodes[0];
 }

@@ -5,7 +5,7 @@
 import type { Logger } from "../../../lib/log.ts";
 import type { RequestMsg } from "../../../lib/task-messages.ts";
 import { describeTemporalError, PROMISE_HOOKS_WARNING, type TemporalSettings } from "../../../lib/temporal.ts";
-import type { RequestActivities } from "./types.ts";
+import type { DecisionSignal, RequestActivities } from "./types.ts";
 
 export interface TemporalRunner {
   address: string;
@@ -15,6 +15,8 @@ export interface TemporalRunner {
   start(msg: RequestMsg, deadlineAt: number): Promise<void>;
   /** Workflows on this task queue now running, and finished (from Temporal's visibility), when known. */
   counts(): { running?: number; completed?: number };
+  /** Tells request `request`'s workflow that a person decided one of its waiting calls (no workflow: nothing). */
+  signalDecision(request: string, d: DecisionSignal): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -101,6 +103,14 @@ export async function startTemporal(
         }
       },
       counts: () => counts,
+      async signalDecision(request, d) {
+        try {
+          await client.workflow.getHandle(request).signal("decision", d);
+        } catch (err) {
+          // A request on the JetStream path has no workflow; one that ended needs no decision.
+          log.debug("Decision not signalled to a workflow", { request, approval: d.id, error: (err as Error).message.split("\n")[0] });
+        }
+      },
       async stop() {
         clearInterval(probe);
         worker.shutdown();

@@ -29,6 +29,28 @@ export interface SubTaskEnd {
   reason?: string;
 }
 
+/**
+ * A sub-task whose calls wait for a person: its node acked its message, and the workflow waits for the
+ * `decision` signal (or the calls' time-out), then runs the sub-task again with `resume`.
+ */
+export interface SubTaskParked {
+  id: string;
+  status: "parked";
+  approvals: string[];
+  tools: string[];
+  /** The node that asked: it gets the sub-task back when it is online (its workspace is there). */
+  node: string;
+  expires_at: number;
+  /** The stored `approval` event's sequence in EVENTS: which parking this is (each is answered once). */
+  parking: number;
+}
+
+/** A decision as the coordinator signals it to the request's workflow. */
+export interface DecisionSignal {
+  id: string;
+  outcome: string;
+}
+
 export interface AnswerInput {
   request: string;
   ends: SubTaskEnd[];
@@ -43,7 +65,15 @@ export interface Answered {
 /** The activities the request workflow calls (implemented in activities.ts, on every coordinator). */
 export interface RequestActivities {
   plan(input: RequestInput): Promise<Planned>;
-  runSubTask(input: { request: string; task: string; deadline_at: number }): Promise<SubTaskEnd>;
+  /** Runs one sub-task to its end, or until a node parks it (`resume`: again after that, `cause` the decision id or `<id>.expired`). */
+  runSubTask(input: {
+    request: string;
+    task: string;
+    deadline_at: number;
+    resume?: { cause: string; parked: SubTaskParked };
+  }): Promise<SubTaskEnd | SubTaskParked>;
+  /** The first stored decision on any of `ids` (a signal missed while no coordinator led). */
+  decided(input: { ids: string[] }): Promise<DecisionSignal | undefined>;
   answer(input: AnswerInput): Promise<Answered>;
   reject(input: { request: string; error: string }): Promise<Answered>;
 }

@@ -219,6 +219,7 @@ function renderApprovals(a: WebState["approvals"], now: number): void {
           `<div class="approval" data-approval="${esc(c.id)}">` +
           `<div><span class="mono">${esc(c.id)}</span> <b>${esc(c.tool)}</b> ${esc(c.args)} on <span class="mono">${esc(c.node)}</span>` +
           ` <span class="sub">${esc(c.request)}/${esc(c.task)} · waiting <span class="waited" data-since="${c.asked_at}"></span></span></div>` +
+          `<div class="mono sub">arguments: ${esc(c.arguments)}</div>` +
           (c.reason ? `<div class="sub">the model said: ${esc(c.reason.slice(0, 300))}</div>` : "") +
           (a.decide
             ? `<div><input class="note" placeholder="note, or why it is denied" maxlength="2000">` +
