@@ -197,42 +197,39 @@ function renderAnswers(list: RecentAnswer[]): void {
       .join("") || `<div class="empty">no answers yet</div>`;
 }
 
-/** Redrawn only when the calls change: a note being typed must survive the page's updates. */
-let approvalsKey = "";
+/**
+ * One row per waiting call, added when it comes and removed when it goes, never redrawn: a note being
+ * typed (and its focus) must survive the page's updates. Everything is redrawn only when the page
+ * changes between deciding and read-only.
+ */
+let approvalsMode: boolean | undefined;
+function approvalRow(c: WebState["approvals"]["calls"][number], decide: boolean): string {
+  return (
+    `<div class="approval" data-approval="${esc(c.id)}">` +
+    `<div><span class="mono">${esc(c.id)}</span> <b>${esc(c.tool)}</b> ${esc(c.args)} on <span class="mono">${esc(c.node)}</span>` +
+    ` <span class="sub">${esc(c.request)}/${esc(c.task)} · waiting <span class="waited" data-since="${c.asked_at}"></span></span></div>` +
+    `<div class="mono sub">arguments: ${esc(c.arguments)}</div>` +
+    (c.reason ? `<div class="sub">the model said: ${esc(c.reason.slice(0, 300))}</div>` : "") +
+    (decide
+      ? `<div><input class="note" placeholder="note, or why it is denied" maxlength="2000">` +
+        `<button data-decide="approved">Approve</button><button data-decide="denied">Deny</button></div>`
+      : "") +
+    `</div>`
+  );
+}
 function renderApprovals(a: WebState["approvals"], now: number): void {
   $("approvals-section").hidden = a.calls.length === 0 && !$("approval-result").textContent;
   $("approval-controls").hidden = !a.decide;
   $("approval-read-only").textContent = a.decide ? "" : `Read-only: ${a.read_only ?? ""}`;
-  const key = JSON.stringify([a.decide, a.calls.map((c) => c.id)]);
-  if (key !== approvalsKey) {
-    approvalsKey = key;
-    // Notes being typed survive a redraw (another call came or went).
-    const notes = new Map(
-      [...document.querySelectorAll<HTMLElement>("[data-approval]")].map((r) => [
-        r.dataset.approval,
-        r.querySelector<HTMLInputElement>(".note")?.value ?? "",
-      ]),
-    );
-    $("approvals").innerHTML = a.calls
-      .map(
-        (c) =>
-          `<div class="approval" data-approval="${esc(c.id)}">` +
-          `<div><span class="mono">${esc(c.id)}</span> <b>${esc(c.tool)}</b> ${esc(c.args)} on <span class="mono">${esc(c.node)}</span>` +
-          ` <span class="sub">${esc(c.request)}/${esc(c.task)} · waiting <span class="waited" data-since="${c.asked_at}"></span></span></div>` +
-          `<div class="mono sub">arguments: ${esc(c.arguments)}</div>` +
-          (c.reason ? `<div class="sub">the model said: ${esc(c.reason.slice(0, 300))}</div>` : "") +
-          (a.decide
-            ? `<div><input class="note" placeholder="note, or why it is denied" maxlength="2000">` +
-              `<button data-decide="approved">Approve</button><button data-decide="denied">Deny</button></div>`
-            : "") +
-          `</div>`,
-      )
-      .join("");
-    for (const r of document.querySelectorAll<HTMLElement>("[data-approval]")) {
-      const input = r.querySelector<HTMLInputElement>(".note");
-      if (input) input.value = notes.get(r.dataset.approval) ?? "";
-    }
+  const box = $("approvals");
+  if (approvalsMode !== a.decide) {
+    approvalsMode = a.decide;
+    box.innerHTML = "";
   }
+  const waiting = new Set(a.calls.map((c) => c.id));
+  for (const row of [...box.querySelectorAll<HTMLElement>("[data-approval]")]) if (!waiting.has(row.dataset.approval ?? "")) row.remove();
+  const shown = new Set([...box.querySelectorAll<HTMLElement>("[data-approval]")].map((r) => r.dataset.approval));
+  for (const c of a.calls) if (!shown.has(c.id)) box.insertAdjacentHTML("beforeend", approvalRow(c, a.decide));
   for (const w of document.querySelectorAll<HTMLElement>(".waited")) w.textContent = fmtDuration(now - Number(w.dataset.since));
 }
 
